@@ -1,0 +1,5 @@
+import sys
+
+from dropfetch.cli import main
+
+sys.exit(main())
