@@ -1,0 +1,869 @@
+"""One HTTP transfer: URL policy, SSRF guard, resume, limits, progress, hashing.
+
+:meth:`Downloader.fetch` makes ONE attempt to bring a URL into a partial file and
+raises a :class:`~dropfetch.errors.DropfetchError` when it cannot; retries and backoff
+belong to the caller, who reads ``err.retryable`` and ``err.retry_after``.
+
+Resume (like pip's ``network/download.py``): next to the partial file lives
+``<partial>.meta`` (JSON: url, etag, last_modified, total). When it describes the same
+URL and has a validator, the next attempt re-hashes the bytes already there and asks
+for the rest with ``Range: bytes=N-`` and ``If-Range`` (a strong ETag, else
+Last-Modified). A ``200`` answer restarts from zero, a ``206`` with the matching
+``Content-Range`` is appended, a wrong ``Content-Range`` discards the partial. When
+the server gave neither a strong ETag nor Last-Modified, nothing proves that the
+bytes on disk belong to the current file, so the next attempt starts from zero
+instead of risking a splice of two versions.
+
+The SSRF guard checks the address the socket actually connected to (after connect,
+before a byte is sent), on every connection and so on every redirect hop: a name
+that resolves differently at check time and connect time cannot slip through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from http.client import HTTPException, IncompleteRead
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
+from urllib3.util.retry import Retry
+
+from dropfetch import __version__
+from dropfetch.config import DownloadConfig, Network
+from dropfetch.errors import (
+    BadUrlError,
+    BlockedAddressError,
+    CancelledError,
+    DiskFullError,
+    DownloadTimeoutError,
+    DropfetchError,
+    HttpStatusError,
+    IOFailureError,
+    NetworkError,
+    TooLargeError,
+    from_os_error,
+)
+
+__all__ = [
+    "DownloadResult",
+    "Downloader",
+    "Transfer",
+    "check_url",
+    "meta_path",
+    "redact_url",
+]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024
+MIN_CHUNK_SIZE = 16 * 1024
+DISK_CHECK_EVERY = 32 * 1024 * 1024
+SPEED_WINDOW = 5.0  # seconds of history behind Transfer.speed
+CANCEL_POLL = 0.05  # how often the cancel watcher looks at the event
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+ALLOWED_SCHEMES = ("http", "https")
+
+_CONTROL_RE = re.compile(r"[\x00-\x20\x7f]")
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+
+
+# --- URL policy -----------------------------------------------------------------------
+
+def check_url(url: str) -> str:
+    """Return ``url`` without surrounding whitespace if it may be downloaded.
+
+    Only ``http``/``https`` with a host; no spaces or control characters inside.
+    Raises :class:`BadUrlError` with a plain message (the URL redacted).
+    """
+    url = url.strip()
+    if not url:
+        raise BadUrlError("the URL is empty")
+    if _CONTROL_RE.search(url):
+        raise BadUrlError(
+            f"the URL contains spaces or control characters: {redact_url(url)}; "
+            "percent-encode them (%20)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BadUrlError(f"not a valid URL ({exc}): {redact_url(url)}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise BadUrlError(
+            f"only http and https URLs can be downloaded, not {shown} ({redact_url(url)})")
+    if not parts.hostname:
+        raise BadUrlError(f"the URL has no host name: {redact_url(url)}")
+    if port == 0:
+        raise BadUrlError(f"the URL has port 0: {redact_url(url)}")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``https://user:pw@host/p?q=1`` -> ``https://***@host/p?***``; never raises.
+
+    User information and the query string are replaced by ``***``; the fragment is
+    dropped; spaces and control characters are percent-encoded.
+    """
+    try:
+        text = str(url).strip()
+        try:
+            parts = urlsplit(text)
+            netloc = parts.netloc
+            scheme = parts.scheme
+            path = parts.path
+            has_query = bool(parts.query)
+        except ValueError:
+            # e.g. an unbalanced "[" in the host: redact by hand
+            scheme, sep, rest = text.partition("://")
+            if not sep:
+                scheme, rest = "", text
+            rest = rest.split("#", 1)[0]
+            rest, qmark, query = rest.partition("?")
+            netloc, slash, tail = rest.partition("/")
+            path = slash + tail
+            has_query = bool(qmark and query)
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        out = f"{scheme}://{netloc}{path}" if scheme or netloc else path
+        if has_query:
+            out += "?***"
+        out = _CONTROL_RE.sub(lambda m: f"%{ord(m.group()):02X}", out)
+        return out[:2000] if len(out) <= 2000 else out[:2000] + "..."
+    except Exception:  # noqa: BLE001 - a redaction must never fail
+        return "<unprintable URL>"
+
+
+# --- SSRF guard -----------------------------------------------------------------------
+
+def _blocked_network(address: str, networks: Iterable[Network]) -> Network | None:
+    """The network of ``networks`` that holds ``address`` (IPv4-mapped as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)
+    for net in networks:
+        for candidate in candidates:
+            if candidate in net:
+                return net
+    return None
+
+
+class _AddressGuard:
+    """Checks a freshly connected socket's peer against ``block_networks``."""
+
+    def __init__(self, networks: tuple[Network, ...]) -> None:
+        self.networks = networks
+
+    def check(self, sock: socket.socket, host: str) -> None:
+        if not self.networks:
+            return
+        try:
+            peer = sock.getpeername()[0]
+        except OSError:
+            return  # not connected after all: the request fails on its own
+        net = _blocked_network(str(peer), self.networks)
+        if net is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+            raise BlockedAddressError(
+                f"{host} resolves to {peer}, which is in a blocked network ({net}; see "
+                "download.block_networks); the server is not contacted")
+
+
+def _guarded_pool_manager(guard: _AddressGuard, **kwargs: Any) -> PoolManager:
+    """A pool manager whose connections run ``guard`` right after connecting."""
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            guard.check(sock, self.host)
+            return sock
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            guard.check(sock, self.host)
+            return sock
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    manager = PoolManager(**kwargs)
+    manager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+    return manager
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests adapter with the SSRF guard and without urllib3's own retries."""
+
+    def __init__(self, guard: _AddressGuard) -> None:
+        self._guard = guard
+        super().__init__(max_retries=Retry(total=0, read=False, redirect=False))
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any,
+    ) -> None:
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        self.poolmanager = _guarded_pool_manager(
+            self._guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """Dig ``kind`` out of requests/urllib3 wrapping (args, reason, cause, context)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, kind):
+            return cur
+        nested = [getattr(cur, "reason", None), cur.__cause__, cur.__context__, *cur.args]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+    return None
+
+
+# --- data -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Transfer:
+    """Progress of one transfer, passed to ``on_progress`` after each chunk.
+
+    ``bytes_done`` counts the bytes in the partial file (resumed ones included);
+    ``bytes_total`` is the full size when the server said it; ``speed`` is a moving
+    average in bytes/s (``None`` until there is enough data).
+    """
+
+    bytes_done: int
+    bytes_total: int | None
+    speed: float | None
+    resumed_from: int
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    path: Path
+    size: int
+    sha256: str
+    url: str  # final URL, after redirects (not redacted: do not log it as is)
+    filename: str | None
+    resumed_from: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    url: str
+    etag: str | None
+    last_modified: str | None
+    total: int | None
+
+    @property
+    def validator(self) -> str | None:
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified or None
+
+
+def meta_path(partial: Path) -> Path:
+    """Where the resume metadata of ``partial`` lives."""
+    return partial.with_name(partial.name + ".meta")
+
+
+def _read_meta(path: Path) -> _Meta | None:
+    try:
+        raw = json.loads(path.read_bytes())
+        total = raw.get("total")
+        return _Meta(
+            url=str(raw["url"]),
+            etag=raw.get("etag") if isinstance(raw.get("etag"), str) else None,
+            last_modified=(raw.get("last_modified")
+                           if isinstance(raw.get("last_modified"), str) else None),
+            total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+_tmp_counter = iter(range(1, 1 << 62))
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def _write_meta(path: Path, meta: _Meta) -> None:
+    data = json.dumps({"url": meta.url, "etag": meta.etag,
+                       "last_modified": meta.last_modified, "total": meta.total}).encode()
+    tmp = path.with_name(f".{path.name}.dftmp.{_HOST}.{os.getpid()}.{next(_tmp_counter)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise from_os_error(exc, "writing the download's resume data") from None
+
+
+def _discard(partial: Path) -> None:
+    for p in (partial, meta_path(partial)):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _safe_name(name: str | None) -> str | None:
+    """``name`` if it is a usable bare file name, else ``None``."""
+    if name is None:
+        return None
+    name = name.strip()
+    if (not name or name in (".", "..") or name.startswith(".") or "/" in name
+            or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        return None
+    return name
+
+
+def _disposition_filename(header: str | None) -> str | None:
+    """The file name of a ``Content-Disposition`` header (RFC 6266), if any."""
+    if not header:
+        return None
+    params: dict[str, str] = {}
+    for m in re.finditer(r';\s*([A-Za-z0-9*._-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', header):
+        key, value = m.group(1).lower(), m.group(2).strip()
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[key] = value
+    extended = params.get("filename*")
+    if extended and "'" in extended:
+        charset, _, rest = extended.partition("'")
+        _, _, encoded = rest.partition("'")
+        try:
+            return unquote(encoded, encoding=charset or "utf-8", errors="strict")
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return params.get("filename")
+
+
+def _result_filename(final_url: str, disposition: str | None) -> str | None:
+    name = _safe_name(_disposition_filename(disposition))
+    if name is not None:
+        return name
+    try:
+        segment = urlsplit(final_url).path.rsplit("/", 1)[-1]
+    except ValueError:
+        return None
+    return _safe_name(unquote(segment))
+
+
+class _SpeedMeter:
+    """Average bytes/s over the last few seconds."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, done: int) -> float | None:
+        samples = self._samples
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= SPEED_WINDOW:
+            samples.popleft()
+        t0, b0 = samples[0]
+        span = now - t0
+        if span < 0.1:
+            return None
+        return (done - b0) / span
+
+
+class _CancelWatcher:
+    """Shuts the socket down when ``cancel`` is set, so a blocked read returns at once."""
+
+    def __init__(self, cancel: threading.Event, sock: socket.socket | None) -> None:
+        self._cancel = cancel
+        self._sock = sock
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dropfetch-cancel", daemon=True)
+
+    def __enter__(self) -> _CancelWatcher:
+        if self._sock is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            if self._cancel.wait(CANCEL_POLL):
+                if not self._done.is_set() and self._sock is not None:
+                    with contextlib.suppress(OSError):
+                        self._sock.shutdown(socket.SHUT_RDWR)
+                return
+
+
+# --- the downloader -------------------------------------------------------------------
+
+class Downloader:
+    """Downloads URLs into partial files, one attempt per :meth:`fetch` call.
+
+    Owns one ``requests.Session`` (keep-alive; proxies from the environment are not
+    used). Thread-safe enough to share between workers: requests sessions may be
+    used from several threads for plain GETs.
+    """
+
+    def __init__(self, config: DownloadConfig, *, min_free_space: int = 0) -> None:
+        self.config = config
+        self.min_free_space = min_free_space
+        self.user_agent = config.user_agent or f"dropfetch/{__version__}"
+        self._never = threading.Event()
+        self.session = requests.Session()
+        self.session.trust_env = False
+        adapter = _GuardedAdapter(_AddressGuard(tuple(config.block_networks)))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- public ---------------------------------------------------------------------
+
+    def fetch(
+        self,
+        url: str,
+        partial: Path,
+        *,
+        on_progress: Callable[[Transfer], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> DownloadResult:
+        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows.
+
+        Raises a :class:`DropfetchError`; the partial file and its ``.meta`` are kept
+        whenever a later attempt could resume from them. On success the file is
+        complete and fsynced, and ``.meta`` is left for the caller to remove.
+        """
+        url = check_url(url)
+        cancel = cancel if cancel is not None else self._never
+        if cancel.is_set():
+            raise CancelledError("download cancelled before it started")
+        try:
+            return self._attempt(url, partial, on_progress, cancel, resume=True)
+        except _StartOver:
+            logger.info("%s: the server has a different file now; starting over",
+                        partial.name)
+            _discard(partial)
+            return self._attempt(url, partial, on_progress, cancel, resume=False)
+
+    # --- one request ----------------------------------------------------------------
+
+    def _attempt(
+        self,
+        url: str,
+        partial: Path,
+        on_progress: Callable[[Transfer], None] | None,
+        cancel: threading.Event,
+        *,
+        resume: bool,
+    ) -> DownloadResult:
+        mpath = meta_path(partial)
+        hasher = hashlib.sha256()
+        existing = 0
+        meta = _read_meta(mpath) if resume else None
+        if meta is not None and meta.url == url and meta.validator is not None:
+            existing = self._rehash(partial, hasher, cancel)
+        if existing == 0:
+            _discard(partial)
+            meta = None
+
+        headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
+        if existing and meta is not None and meta.validator is not None:
+            headers["Range"] = f"bytes={existing}-"
+            headers["If-Range"] = meta.validator
+        resp, final_url = self._open(url, headers)
+        try:
+            return self._receive(
+                resp, url=url, final_url=final_url, partial=partial, meta=meta,
+                existing=existing, hasher=hasher, on_progress=on_progress, cancel=cancel)
+        finally:
+            resp.close()
+
+    def _open(self, url: str, headers: Mapping[str, str]) -> tuple[requests.Response, str]:
+        """GET ``url``, following redirects by hand; returns the final response."""
+        current = url
+        seen = {url}
+        redirects = 0
+        while True:
+            resp = self._get(current, headers)
+            if resp.status_code not in REDIRECT_STATUSES:
+                return resp, current
+            location = resp.headers.get("Location")
+            resp.close()
+            if not location:
+                raise HttpStatusError(
+                    resp.status_code,
+                    f"the server answered {resp.status_code} (a redirect) without a "
+                    f"Location for {redact_url(current)}")
+            target = urljoin(current, location.strip())
+            try:
+                target = check_url(target)
+            except BadUrlError as exc:
+                raise BadUrlError(
+                    f"{redact_url(current)} redirects to a URL that cannot be downloaded: "
+                    f"{exc.message}") from None
+            redirects += 1
+            if target in seen:
+                raise BadUrlError(
+                    f"too many redirects: a redirect loop at {redact_url(target)} "
+                    f"(started from {redact_url(url)})")
+            if redirects > self.config.max_redirects:
+                raise BadUrlError(
+                    f"too many redirects: more than {self.config.max_redirects} "
+                    f"(download.max_redirects) starting from {redact_url(url)}")
+            seen.add(target)
+            logger.debug("redirect %d: %s -> %s", redirects, redact_url(current),
+                         redact_url(target))
+            current = target
+
+    def _get(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+        shown = redact_url(url)
+        try:
+            return self.session.get(
+                url, headers=dict(headers), stream=True, allow_redirects=False,
+                timeout=(self.config.timeout_connect, self.config.timeout_read))
+        except BlockedAddressError:
+            raise
+        except requests.exceptions.ConnectTimeout:
+            raise NetworkError(
+                f"could not connect to {shown} within {self.config.timeout_connect:g} s "
+                "(download.timeout_connect)") from None
+        except requests.exceptions.ReadTimeout:
+            raise DownloadTimeoutError(
+                f"{shown} sent no answer within {self.config.timeout_read:g} s "
+                "(download.timeout_read)") from None
+        except requests.exceptions.InvalidURL:
+            raise BadUrlError(f"not a valid URL: {shown}") from None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+            raise BadUrlError(f"only http and https URLs can be downloaded: {shown}") from None
+        except requests.exceptions.SSLError:
+            raise NetworkError(
+                f"TLS failed with {shown} (certificate or protocol problem)") from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+                HTTPException, OSError) as exc:
+            blocked = _find_cause(exc, BlockedAddressError)
+            if isinstance(blocked, BlockedAddressError):
+                raise blocked from None
+            if _find_cause(exc, urllib3.exceptions.NameResolutionError) or _find_cause(
+                    exc, socket.gaierror):
+                raise NetworkError(f"the host name of {shown} could not be resolved") from None
+            if _find_cause(exc, ConnectionRefusedError):
+                raise NetworkError(f"the connection to {shown} was refused") from None
+            raise NetworkError(f"could not get {shown}: {type(exc).__name__}") from None
+
+    def _receive(
+        self,
+        resp: requests.Response,
+        *,
+        url: str,
+        final_url: str,
+        partial: Path,
+        meta: _Meta | None,
+        existing: int,
+        hasher: Any,
+        on_progress: Callable[[Transfer], None] | None,
+        cancel: threading.Event,
+    ) -> DownloadResult:
+        status = resp.status_code
+        shown = redact_url(final_url)
+        length = _int_header(resp.headers.get("Content-Length"))
+        total: int | None
+        if status == 416 and existing:
+            m = _UNSATISFIED_RANGE_RE.match(resp.headers.get("Content-Range", ""))
+            if m and int(m.group(1)) == existing and (meta is None or meta.total in (
+                    None, existing)):
+                logger.info("%s: already complete (%d bytes)", partial.name, existing)
+                return self._finish(partial, existing, hasher, final_url=final_url, resp=resp,
+                                    resumed_from=existing)
+            raise _StartOver
+        if status == 206:
+            m = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
+            start = int(m.group(1)) if m else -1
+            end = int(m.group(2)) if m else -1
+            total = None if m is None or m.group(3) == "*" else int(m.group(3))
+            body = end - start + 1
+            if (m is None or start != existing or (total is not None and end != total - 1)
+                    or (length is not None and length != body)
+                    or (meta is not None and meta.total is not None and total is not None
+                        and total != meta.total)):
+                _discard(partial)
+                raise NetworkError(
+                    f"server sent a wrong Content-Range "
+                    f"({resp.headers.get('Content-Range', 'none')!r} for bytes={existing}-) "
+                    f"for {shown}; the partial download was discarded, the next attempt "
+                    "starts from zero")
+            length = body
+        elif status == 200:
+            if existing:
+                logger.info("%s: the server sent the whole file; restarting from zero",
+                            partial.name)
+                hasher = hashlib.sha256()
+                existing = 0
+            total = length
+        else:
+            raise HttpStatusError(
+                status, f"the server answered {status} {resp.reason or ''}".rstrip()
+                + f" for {shown}",
+                retry_after=_parse_retry_after(resp.headers.get("Retry-After")))
+
+        if total is not None and total > self.config.max_size:
+            raise TooLargeError(
+                f"{shown} is {total} bytes, more than download.max_size "
+                f"({self.config.max_size} bytes)")
+        remaining = (total - existing) if total is not None else None
+        self._check_space(partial, remaining or 0, shown)
+        if existing == 0:
+            _write_meta(meta_path(partial), _Meta(
+                url=url, etag=resp.headers.get("ETag"),
+                last_modified=resp.headers.get("Last-Modified"), total=total))
+
+        done = self._copy_body(
+            resp, partial=partial, existing=existing, length=length, total=total,
+            hasher=hasher, on_progress=on_progress, cancel=cancel, shown=shown)
+        return self._finish(partial, done, hasher, final_url=final_url, resp=resp,
+                            resumed_from=existing)
+
+    def _copy_body(
+        self,
+        resp: requests.Response,
+        *,
+        partial: Path,
+        existing: int,
+        length: int | None,
+        total: int | None,
+        hasher: Any,
+        on_progress: Callable[[Transfer], None] | None,
+        cancel: threading.Event,
+        shown: str,
+    ) -> int:
+        """Stream the body into ``partial`` from offset ``existing``; return its size."""
+        raw = resp.raw
+        fp = getattr(raw, "_fp", None)
+        # http.client's readinto fills our buffer with no copy; urllib3's read() would
+        # allocate and copy every chunk. Both give the raw bytes (no decoding).
+        readinto = getattr(fp, "readinto", None)
+        config = self.config
+        chunk = CHUNK_SIZE
+        if config.rate_limit is not None:
+            chunk = max(MIN_CHUNK_SIZE, min(CHUNK_SIZE, config.rate_limit // 8))
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        meter = _SpeedMeter()
+        done = existing
+        received = 0
+        next_disk_check = DISK_CHECK_EVERY
+        started = time.monotonic()
+        sock = _socket_of(resp)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise from_os_error(exc, "opening the partial download") from None
+        try:
+            try:
+                os.ftruncate(fd, existing)
+                os.lseek(fd, existing, os.SEEK_SET)
+            except OSError as exc:
+                raise from_os_error(exc, "preparing the partial download") from None
+            with _CancelWatcher(cancel, sock if cancel is not self._never else None):
+                while True:
+                    if cancel.is_set():
+                        raise CancelledError(f"download of {shown} cancelled")
+                    want = chunk
+                    if length is not None:
+                        want = min(want, length - received)
+                        if want <= 0:
+                            break
+                    try:
+                        if readinto is not None:
+                            n = readinto(view[:want])
+                            data = view[:n]
+                        else:
+                            data = memoryview(raw.read(want, decode_content=False))
+                            n = len(data)
+                    except Exception as exc:  # noqa: BLE001 - mapped to our errors
+                        if cancel.is_set():
+                            raise CancelledError(f"download of {shown} cancelled") from None
+                        raise _read_error(exc, shown, config.timeout_read, done) from None
+                    if n == 0:
+                        if cancel.is_set():
+                            raise CancelledError(f"download of {shown} cancelled")
+                        break
+                    received += n
+                    done += n
+                    if done > config.max_size:
+                        raise TooLargeError(
+                            f"{shown} sent more than download.max_size "
+                            f"({config.max_size} bytes)")
+                    hasher.update(data)
+                    try:
+                        while data:
+                            data = data[os.write(fd, data):]
+                    except OSError as exc:
+                        raise from_os_error(exc, "writing the download") from None
+                    if received >= next_disk_check:
+                        next_disk_check += DISK_CHECK_EVERY
+                        self._check_space(partial, 0, shown)
+                    now = time.monotonic()
+                    if on_progress is not None:
+                        on_progress(Transfer(done, total, meter.add(now, done), existing))
+                    if config.rate_limit is not None:
+                        ahead = received / config.rate_limit - (now - started)
+                        if ahead > 0 and cancel.wait(ahead):
+                            raise CancelledError(f"download of {shown} cancelled")
+            if length is not None and received < length:
+                raise NetworkError(
+                    f"the connection to {shown} ended early: {received} of {length} bytes "
+                    "received (the next attempt resumes)")
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise from_os_error(exc, "saving the download") from None
+        finally:
+            os.close(fd)
+        # everything was read: the connection may go back to the pool
+        with contextlib.suppress(Exception):
+            raw.release_conn()
+        return done
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _rehash(self, partial: Path, hasher: Any, cancel: threading.Event) -> int:
+        """Feed the partial file's bytes to ``hasher``; return its size (0 if none)."""
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        size = 0
+        try:
+            with open(partial, "rb", buffering=0) as fh:
+                while True:
+                    if cancel.is_set():
+                        raise CancelledError("download cancelled while checking the partial file")
+                    n = fh.readinto(buf)
+                    if not n:
+                        break
+                    hasher.update(view[:n])
+                    size += n
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise from_os_error(exc, "reading the partial download") from None
+        return size
+
+    def _check_space(self, partial: Path, needed: int, shown: str) -> None:
+        if self.min_free_space <= 0:
+            return
+        try:
+            free = shutil.disk_usage(partial.parent).free
+        except OSError as exc:
+            raise from_os_error(exc, "checking free disk space") from None
+        if free - needed < self.min_free_space:
+            raise DiskFullError(
+                f"not enough free disk space for {shown}: {free} bytes free, "
+                f"{needed} more needed, and {self.min_free_space} must stay free "
+                "(min_free_space); free some space")
+
+    def _finish(
+        self, partial: Path, size: int, hasher: Any, *, final_url: str,
+        resp: requests.Response, resumed_from: int,
+    ) -> DownloadResult:
+        return DownloadResult(
+            path=partial,
+            size=size,
+            sha256=hasher.hexdigest(),
+            url=final_url,
+            filename=_result_filename(final_url, resp.headers.get("Content-Disposition")),
+            resumed_from=resumed_from,
+        )
+
+
+class _StartOver(Exception):
+    """The partial cannot be resumed against what the server has now."""
+
+
+def _int_header(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() else None
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    conn = getattr(resp.raw, "connection", None)
+    sock = getattr(conn, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> DropfetchError:
+    """Map an exception raised while reading the body to our error."""
+    if isinstance(exc, DropfetchError):
+        return exc
+    if _find_cause(exc, TimeoutError) or _find_cause(exc, urllib3.exceptions.ReadTimeoutError):
+        return DownloadTimeoutError(
+            f"{shown} sent nothing for {timeout:g} s (download.timeout_read) after "
+            f"{done} bytes; the next attempt resumes")
+    if isinstance(exc, IncompleteRead | HTTPException | OSError | requests.RequestException
+                  | urllib3.exceptions.HTTPError):
+        return NetworkError(
+            f"the connection to {shown} broke after {done} bytes "
+            f"({type(exc).__name__}); the next attempt resumes")
+    return IOFailureError(f"reading {shown} failed: {type(exc).__name__}")
