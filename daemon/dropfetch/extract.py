@@ -1,0 +1,801 @@
+"""Format sniffing and safe extraction into a staging directory (SPEC §8).
+
+Safety does not rest on :mod:`tarfile` or :mod:`zipfile` filters (this Python has known
+bypasses of them): every member name, type, link and size is checked here, and files are
+written by this module only, into a tree whose every directory it created itself.
+Symbolic links are made last, after every regular file, so nothing is ever written
+through a link.
+"""
+
+# This module works on str paths with os-level calls (O_EXCL/O_NOFOLLOW, dir modes, links)
+# on purpose: pathlib would hide which calls follow links.
+# ruff: noqa: PTH101, PTH102, PTH108, PTH112, PTH118, PTH208, PTH211
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import io
+import itertools
+import logging
+import lzma
+import os
+import re
+import stat
+import struct
+import tarfile
+import threading
+import time
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
+
+from dropfetch.config import ExtractConfig
+from dropfetch.errors import (
+    ArchiveLimitsError,
+    CancelledError,
+    CorruptArchiveError,
+    DropfetchError,
+    EncryptedArchiveError,
+    UnsafeArchiveError,
+    from_os_error,
+)
+
+__all__ = ["ArchiveFormat", "extract", "single_file_name", "sniff"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+RATIO_GRACE = 64 * 1024 * 1024  # max_ratio is checked once more than this was written
+MAX_NAME_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+MAX_LINK_TARGET = 4096
+MAX_LINK_FOLLOWS = 40  # as Linux's MAXSYMLINKS
+EXT_HEADER_LIMIT = 1024 * 1024  # pax / GNU long-name headers larger than this are refused
+# Decompressed tar bytes that produce no output (headers, padding) allowed on top of what
+# was written: bounds what tarfile may buffer for a hostile header.
+OVERHEAD_BASE = 64 * 1024 * 1024
+OVERHEAD_PER_MEMBER = 4096
+PROGRESS_STEP = 1024 * 1024
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BZ2_RE = re.compile(rb"^BZh[1-9](1AY&SY|\x17rE8P\x90)")
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_COMPRESSED_SUFFIXES = {
+    "gz": (".gz", ".gzip", ".z"),
+    "bz2": (".bz2", ".bzip2", ".bz"),
+    "xz": (".xz", ".lzma"),
+    "zst": (".zst", ".zstd"),
+}
+
+
+class ArchiveFormat(StrEnum):
+    """What a downloaded file is; the values are the sidecar's ``archive.format``."""
+
+    ZIP = "zip"
+    TAR = "tar"
+    TAR_GZ = "tar.gz"
+    TAR_BZ2 = "tar.bz2"
+    TAR_XZ = "tar.xz"
+    TAR_ZST = "tar.zst"
+    GZ = "gz"
+    BZ2 = "bz2"
+    XZ = "xz"
+    ZST = "zst"
+    FILE = "file"
+
+    @property
+    def is_archive(self) -> bool:
+        """A tar (compressed or not) or a zip: extracts to a tree."""
+        return self in _ARCHIVES
+
+    @property
+    def is_compressed_single(self) -> bool:
+        """One compressed file: decompresses to one file."""
+        return self in _SINGLES
+
+
+_ARCHIVES = frozenset({
+    ArchiveFormat.ZIP, ArchiveFormat.TAR, ArchiveFormat.TAR_GZ, ArchiveFormat.TAR_BZ2,
+    ArchiveFormat.TAR_XZ, ArchiveFormat.TAR_ZST,
+})
+_SINGLES = frozenset({ArchiveFormat.GZ, ArchiveFormat.BZ2, ArchiveFormat.XZ, ArchiveFormat.ZST})
+_TAR_OF = {
+    ArchiveFormat.GZ: ArchiveFormat.TAR_GZ,
+    ArchiveFormat.BZ2: ArchiveFormat.TAR_BZ2,
+    ArchiveFormat.XZ: ArchiveFormat.TAR_XZ,
+    ArchiveFormat.ZST: ArchiveFormat.TAR_ZST,
+}
+_COMPRESSION_OF = {
+    ArchiveFormat.TAR_GZ: ArchiveFormat.GZ,
+    ArchiveFormat.TAR_BZ2: ArchiveFormat.BZ2,
+    ArchiveFormat.TAR_XZ: ArchiveFormat.XZ,
+    ArchiveFormat.TAR_ZST: ArchiveFormat.ZST,
+}
+
+
+# --- sniffing ------------------------------------------------------------------------
+
+def sniff(path: Path) -> ArchiveFormat:
+    """The format of ``path`` from its bytes only, never its name.
+
+    A compressed stream whose first decompressed block is a tar header is ``tar.X``,
+    else the single-file ``X`` (also when the compressed data is broken: extraction then
+    fails with ``corrupt_archive``). Anything unrecognised is ``FILE``.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        compression = _compression_of(head)
+        if compression is None:
+            if head.startswith(_ZIP_MAGICS):
+                return ArchiveFormat.ZIP
+            return ArchiveFormat.TAR if is_tar_header(head[:512]) else ArchiveFormat.FILE
+        f.seek(0)
+        block = b""
+        try:
+            with _decompressor(compression, cast(IO[bytes], f)) as stream:
+                while len(block) < 512:
+                    more = stream.read(512 - len(block))
+                    if not more:
+                        break
+                    block += more
+        except Exception:  # noqa: BLE001 - broken data: the magic still says what it is
+            return compression
+        return _TAR_OF[compression] if is_tar_header(block) else compression
+
+
+def _compression_of(head: bytes) -> ArchiveFormat | None:
+    if head.startswith(_GZIP_MAGIC):
+        return ArchiveFormat.GZ
+    if _BZ2_RE.match(head):
+        return ArchiveFormat.BZ2
+    if head.startswith(_XZ_MAGIC):
+        return ArchiveFormat.XZ
+    if head.startswith(_ZSTD_MAGIC):
+        return ArchiveFormat.ZST
+    return None
+
+
+def is_tar_header(block: bytes) -> bool:
+    """True for a 512-byte block that is a tar header: ustar magic or a valid checksum."""
+    if len(block) < 512:
+        return False
+    if block[257:262] == b"ustar":
+        return True
+    if block[0] == 0:
+        return False
+    field = block[148:156].replace(b"\x00", b" ").strip()
+    if not field or not all(48 <= c <= 55 for c in field):
+        return False
+    stored = int(field, 8)
+    unsigned = 256 + sum(block[:148]) + sum(block[156:512])
+    signed = 256 + sum(struct.unpack("148b", block[:148])) + sum(
+        struct.unpack("356b", block[156:512]))
+    return stored in (unsigned, signed)
+
+
+def single_file_name(url_filename: str | None, fmt: ArchiveFormat, fallback: str) -> str:
+    """Name of the file a single-file compressed download decompresses to.
+
+    The URL's file name without its compression suffix (``notes.txt.gz`` ->
+    ``notes.txt``), else ``fallback`` (the job name). Always a bare, safe name.
+    """
+    if url_filename and fmt.is_compressed_single:
+        name = url_filename
+        lower = name.lower()
+        for suffix in _COMPRESSED_SUFFIXES[fmt.value]:
+            if lower.endswith(suffix) and len(name) > len(suffix):
+                name = name[: -len(suffix)]
+                break
+        if _is_bare_name(name):
+            return name
+    return fallback
+
+
+def _is_bare_name(name: str) -> bool:
+    return (
+        bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+        and not _CONTROL_RE.search(name)
+        and len(os.fsencode(name)) <= MAX_COMPONENT_BYTES
+    )
+
+
+# --- names and link targets ----------------------------------------------------------
+
+def normalise_name(name: str, *, backslash_is_separator: bool = False) -> str | None:
+    """The member's path relative to the output, '/'-separated; ``None`` for the root.
+
+    Raises :class:`UnsafeArchiveError` for absolute names, drive letters, ``..``
+    components, control characters and names too long for a filesystem.
+    """
+    if _CONTROL_RE.search(name):
+        raise UnsafeArchiveError(f"unsafe member {name!r}: control characters in its name")
+    if backslash_is_separator:
+        name = name.replace("\\", "/")
+    if name.startswith(("/", "\\")) or _DRIVE_RE.match(name):
+        raise UnsafeArchiveError(f"unsafe member {name!r}: absolute path")
+    try:
+        raw = os.fsencode(name)
+    except UnicodeError:
+        raise UnsafeArchiveError(f"unsafe member {name!r}: undecodable name") from None
+    if len(raw) > MAX_NAME_BYTES:
+        raise UnsafeArchiveError(f"unsafe member {name[:80]!r}...: name too long")
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        # A '..' hidden behind Windows separators is refused too, in case the output is
+        # later read through a share.
+        if part == ".." or ".." in part.split("\\"):
+            raise UnsafeArchiveError(f"unsafe member {name!r}: '..' in its path")
+        if len(os.fsencode(part)) > MAX_COMPONENT_BYTES:
+            raise UnsafeArchiveError(f"unsafe member {name[:80]!r}: a path component too long")
+        parts.append(part)
+    return "/".join(parts) if parts else None
+
+
+# --- reading and writing boundaries --------------------------------------------------
+
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Any failure while decoding the archive means it is damaged."""
+    try:
+        yield
+    except DropfetchError:
+        raise
+    except Exception as exc:  # hostile input can break any parser
+        detail = str(exc) or type(exc).__name__
+        raise CorruptArchiveError(
+            f"the archive is damaged or incomplete: {detail} (while {what}); "
+            "download it again or check the source") from exc
+
+
+@contextlib.contextmanager
+def _writing(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise from_os_error(exc, what) from exc
+
+
+class _Source(io.RawIOBase):
+    """The archive file: counts bytes read, reports progress, honours cancellation."""
+
+    def __init__(self, f: IO[bytes], size: int, cancel: threading.Event | None,
+                 on_progress: Callable[[int, int], None] | None) -> None:
+        super().__init__()
+        self._f = f
+        self.size = size
+        self._cancel = cancel
+        self._on_progress = on_progress
+        self._reported = -PROGRESS_STEP
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b: Any) -> int:
+        if self._cancel is not None and self._cancel.is_set():
+            raise CancelledError("extraction cancelled")
+        try:
+            data = self._f.read(len(b))
+        except OSError as exc:
+            raise from_os_error(exc, "reading the archive") from exc
+        n = len(data)
+        b[:n] = data
+        self.report()
+        return n
+
+    def report(self, *, force: bool = False) -> None:
+        if self._on_progress is None:
+            return
+        pos = self._f.tell()
+        if force or pos - self._reported >= PROGRESS_STEP:
+            self._reported = pos
+            self._on_progress(min(pos, self.size), self.size)
+
+
+class _Limits:
+    """Counts what is really written and seen against ``extract.*``."""
+
+    def __init__(self, config: ExtractConfig, archive_size: int) -> None:
+        self.config = config
+        self.archive_size = max(archive_size, 1)
+        self.written = 0
+        self.members = 0
+
+    def member(self) -> None:
+        self.members += 1
+        if self.members > self.config.max_files:
+            raise ArchiveLimitsError(
+                f"the archive has more than {self.config.max_files} members "
+                "(extract.max_files); raise the limit if this archive is trusted")
+
+    def wrote(self, n: int) -> None:
+        self.written += n
+        if self.written > self.config.max_total_size:
+            raise ArchiveLimitsError(
+                f"the archive unpacks to more than {self.config.max_total_size} bytes "
+                "(extract.max_total_size); raise the limit if this archive is trusted")
+        if self.written > RATIO_GRACE and (
+                self.written / self.archive_size > self.config.max_ratio):
+            raise ArchiveLimitsError(
+                f"the archive unpacks to more than {self.config.max_ratio:g} times its "
+                f"size ({self.archive_size} bytes; extract.max_ratio): a decompression "
+                "bomb, or raise the limit if this archive is trusted")
+
+
+class _TarInput(io.RawIOBase):
+    """Decompressed tar stream: bounds the bytes that produce no output."""
+
+    def __init__(self, inner: IO[bytes], limits: _Limits) -> None:
+        super().__init__()
+        self._inner = inner
+        self._limits = limits
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        with _reading("decompressing"):
+            data = self._inner.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.consumed += n
+        allowance = OVERHEAD_BASE + OVERHEAD_PER_MEMBER * self._limits.members
+        if self.consumed - self._limits.written > allowance:
+            raise ArchiveLimitsError(
+                "the archive holds too much data that unpacks to nothing (huge headers "
+                "or padding): refused")
+        return n
+
+
+class _TarInfo(tarfile.TarInfo):
+    """Refuses pax and GNU long-name headers too large to hold in memory."""
+
+    _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                 tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
+        if self.type in self._EXTENDED and self.size > EXT_HEADER_LIMIT:
+            raise ArchiveLimitsError(
+                f"the archive has an extended header of {self.size} bytes: refused")
+        return getattr(super(), "_proc_member")(tarfile)  # noqa: B009 - private in typeshed
+
+
+def _decompressor(fmt: ArchiveFormat, raw: IO[bytes]) -> IO[bytes]:
+    if fmt is ArchiveFormat.GZ:
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    if fmt is ArchiveFormat.BZ2:
+        return cast(IO[bytes], bz2.BZ2File(raw, mode="rb"))
+    if fmt is ArchiveFormat.XZ:
+        return cast(IO[bytes], lzma.LZMAFile(raw, mode="rb"))
+    if fmt is ArchiveFormat.ZST:
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_size=CHUNK, read_across_frames=True, closefd=False)
+        return cast(IO[bytes], reader)
+    raise ValueError(f"not a compression: {fmt}")
+
+
+# --- the output tree -----------------------------------------------------------------
+
+class _Output:
+    """The staging directory, and a model of everything written into it.
+
+    The model is exact because ``dest`` starts empty and only this object writes there:
+    a path's parents are checked against it before anything is created.
+    """
+
+    def __init__(self, root: str, config: ExtractConfig, limits: _Limits,
+                 cancel: threading.Event | None) -> None:
+        self.root = root
+        self.config = config
+        self.limits = limits
+        self.cancel = cancel
+        self.dirs: set[str] = {""}
+        self.dir_meta: dict[str, tuple[int, float | None]] = {}
+        self.files: set[str] = set()
+        self.links: dict[str, str] = {}
+        self.skipped_links: list[str] = []
+
+    def _path(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledError("extraction cancelled")
+
+    def _make_parents(self, rel: str) -> None:
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/".join(parts[:i])
+            if parent in self.dirs:
+                continue
+            if parent in self.files or parent in self.links:
+                kind = "file" if parent in self.files else "link"
+                raise UnsafeArchiveError(
+                    f"unsafe member {rel!r}: it would be written under {parent!r}, "
+                    f"which is a {kind} in the archive")
+            with _writing(f"creating directory {parent}"):
+                os.mkdir(self._path(parent), 0o755)
+            self.dirs.add(parent)
+
+    def _free_slot(self, rel: str, kind: str) -> None:
+        """Make room for a new member; a file may be replaced, a dir or a link never."""
+        if rel in self.links:
+            raise UnsafeArchiveError(f"unsafe member {rel!r}: it would replace a link")
+        if rel in self.dirs:
+            raise UnsafeArchiveError(f"unsafe member {rel!r}: it would replace a directory")
+        if rel in self.files:
+            if kind == "directory":
+                raise UnsafeArchiveError(
+                    f"unsafe member {rel!r}: a directory with the name of a file")
+            with _writing(f"replacing {rel}"):
+                os.unlink(self._path(rel))
+            self.files.discard(rel)
+
+    def add_dir(self, rel: str | None, mode: int, mtime: float | None) -> None:
+        if rel is None:
+            return
+        if rel not in self.dirs:
+            self._make_parents(rel)
+            self._free_slot(rel, "directory")
+            with _writing(f"creating directory {rel}"):
+                os.mkdir(self._path(rel), 0o755)
+            self.dirs.add(rel)
+        self.dir_meta[rel] = ((mode & 0o755) | 0o700, mtime)
+
+    def add_file(self, rel: str | None, mode: int, mtime: float | None,
+                 read: Callable[[int], bytes], what: str) -> None:
+        if rel is None:
+            raise UnsafeArchiveError("unsafe member './': a file in place of the output root")
+        self._make_parents(rel)
+        self._free_slot(rel, "file")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with _writing(f"creating {rel}"):
+            fd = os.open(self._path(rel), flags, 0o600)
+        self.files.add(rel)
+        try:
+            while True:
+                self._check_cancel()
+                with _reading(what):
+                    chunk = read(CHUNK)
+                if not chunk:
+                    break
+                self.limits.wrote(len(chunk))
+                with _writing(f"writing {rel}"):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            with _writing(f"writing {rel}"):
+                os.fchmod(fd, (mode & 0o755) | 0o600)
+            _set_mtime(fd, mtime)
+        finally:
+            os.close(fd)
+
+    def add_hardlink(self, rel: str | None, target: str, name: str) -> None:
+        try:
+            target_rel = normalise_name(target)
+        except UnsafeArchiveError:
+            raise UnsafeArchiveError(
+                f"unsafe member {name!r}: hard link to {target!r}, outside the output") from None
+        if rel is None or target_rel is None or target_rel not in self.files:
+            raise UnsafeArchiveError(
+                f"unsafe member {name!r}: hard link to {target!r}, which is not a file "
+                "extracted before it from this archive")
+        if rel == target_rel:
+            return
+        self._make_parents(rel)
+        self._free_slot(rel, "file")
+        with _writing(f"linking {rel}"):
+            os.link(self._path(target_rel), self._path(rel), follow_symlinks=False)
+        self.files.add(rel)
+
+    def add_symlink(self, rel: str | None, target: str, name: str) -> None:
+        mode = self.config.symlinks
+        if mode == "fail":
+            raise UnsafeArchiveError(
+                f"unsafe member {name!r}: symbolic links are not allowed (extract.symlinks: "
+                "fail)")
+        if mode == "skip":
+            self.skipped_links.append(name)
+            return
+        if rel is None:
+            raise UnsafeArchiveError(f"unsafe member {name!r}: a link in place of the root")
+        if (not target or _CONTROL_RE.search(target) or target.startswith(("/", "\\"))
+                or _DRIVE_RE.match(target) or len(target.encode("utf-8", "surrogateescape"))
+                > MAX_LINK_TARGET):
+            raise UnsafeArchiveError(f"link {name} -> {target} points outside the output")
+        self._make_parents(rel)
+        self._free_slot(rel, "link")
+        self.links[rel] = target
+
+    def _resolve(self, link: str) -> list[str]:
+        """Where ``link`` leads in the final tree; raises if it leaves the output at any
+        step. Missing components are walked lexically, which covers more than the kernel
+        would ever reach."""
+        stack = link.split("/")[:-1]
+        todo = deque(self.links[link].split("/"))
+        follows = 1
+        while todo:
+            part = todo.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not stack:
+                    raise UnsafeArchiveError(
+                        f"link {link} -> {self.links[link]} points outside the output")
+                stack.pop()
+                continue
+            candidate = "/".join([*stack, part])
+            target = self.links.get(candidate)
+            if target is None:
+                stack.append(part)
+                continue
+            follows += 1
+            if follows > MAX_LINK_FOLLOWS:
+                raise UnsafeArchiveError(
+                    f"link {link} -> {self.links[link]}: too many levels of links")
+            todo.extendleft(reversed(target.split("/")))
+        return stack
+
+    def finish(self, label: str) -> None:
+        for link in sorted(self.links):
+            self._resolve(link)
+        for link, target in sorted(self.links.items()):
+            with _writing(f"creating link {link}"):
+                os.symlink(target, self._path(link))
+        prefix = self.root.rstrip("/") + "/"
+        for link, target in sorted(self.links.items()):
+            real = os.path.realpath(self._path(link))
+            if real != self.root and not real.startswith(prefix):
+                raise UnsafeArchiveError(f"link {link} -> {target} points outside the output")
+        for rel in sorted(self.dir_meta, key=lambda d: d.count("/"), reverse=True):
+            mode, mtime = self.dir_meta[rel]
+            with _writing(f"setting the mode of {rel}"):
+                os.chmod(self._path(rel), mode, follow_symlinks=False)
+            if mtime is not None:
+                with contextlib.suppress(OSError, OverflowError, ValueError):
+                    os.utime(self._path(rel), (mtime, mtime), follow_symlinks=False)
+        if self.skipped_links:
+            logger.warning("%s: left out %d symbolic links (extract.symlinks: skip): %s",
+                           label, len(self.skipped_links), ", ".join(self.skipped_links[:20]))
+
+
+def _set_mtime(fd: int, mtime: float | None) -> None:
+    if mtime is None:
+        return
+    with contextlib.suppress(OSError, OverflowError, ValueError):
+        os.utime(fd, (mtime, mtime))
+
+
+# --- extraction ----------------------------------------------------------------------
+
+def extract(
+    archive: Path,
+    dest: Path,
+    *,
+    fmt: ArchiveFormat,
+    config: ExtractConfig,
+    single_name: str,
+    cancel: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Extract ``archive`` into the existing empty directory ``dest``.
+
+    Returns the regular files written (links excluded), relative to ``dest``,
+    '/'-separated, sorted. A single compressed file is written to ``dest/single_name``.
+    Raises :class:`CorruptArchiveError`, :class:`UnsafeArchiveError`,
+    :class:`ArchiveLimitsError`, :class:`EncryptedArchiveError`, :class:`DiskFullError`,
+    :class:`IOFailureError` or :class:`CancelledError`; what was written to ``dest``
+    before the error is left for the caller to remove.
+    """
+    if fmt is ArchiveFormat.FILE:
+        raise ValueError("extract() is never called for a plain file")
+    if not _is_bare_name(single_name):
+        raise ValueError(f"single_name must be a bare file name, got {single_name!r}")
+    root = os.path.realpath(dest)
+    if not os.path.isdir(root) or os.listdir(root):
+        raise ValueError(f"{dest} must be an existing empty directory")
+    with _writing("opening the archive"), open(archive, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        source = _Source(f, size, cancel, on_progress)
+        buffered = io.BufferedReader(source, CHUNK)
+        limits = _Limits(config, size)
+        out = _Output(root, config, limits, cancel)
+        started = time.monotonic()
+        if fmt is ArchiveFormat.ZIP:
+            _extract_zip(cast(IO[bytes], buffered), out)
+        elif fmt.is_archive:
+            _extract_tar(cast(IO[bytes], buffered), fmt, out)
+        else:
+            _extract_single(cast(IO[bytes], buffered), fmt, out, single_name)
+        out.finish(dest.name)
+        source.report(force=True)
+    logger.debug("%s: extracted %d files, %d bytes in %.1f s", dest.name, len(out.files),
+                 limits.written, time.monotonic() - started)
+    return sorted(out.files)
+
+
+def _extract_single(raw: IO[bytes], fmt: ArchiveFormat, out: _Output, name: str) -> None:
+    out.limits.member()
+    with _reading("opening the compressed file"):
+        stream = _decompressor(fmt, raw)
+    with stream:
+        out.add_file(name, 0o644, None, stream.read, "decompressing")
+
+
+def _extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: _Output) -> None:
+    compression = _COMPRESSION_OF.get(fmt)
+    with _reading("opening the compressed stream"):
+        inner = _decompressor(compression, raw) if compression else raw
+    with inner:
+        tar_input = _TarInput(inner, out.limits)
+        with _reading("reading the first tar header"):
+            tf = tarfile.open(fileobj=cast(IO[bytes], tar_input), mode="r|",  # noqa: SIM115
+                              tarinfo=_TarInfo, errorlevel=2)
+        with tf:
+            while True:
+                out._check_cancel()
+                with _reading("reading a tar header"):
+                    member = tf.next()
+                if member is None:
+                    break
+                cast(Any, tf).members.clear()  # stream mode never looks back; keep memory flat
+                out.limits.member()
+                _tar_member(tf, member, out)
+
+
+_TAR_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE)
+
+
+def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> None:
+    name = member.name
+    rel = normalise_name(name)
+    kind = member.type
+    mtime = float(member.mtime) if isinstance(member.mtime, int | float) else None
+    if kind in _TAR_FILE_TYPES:
+        with _reading(f"reading {name}"):
+            data = tf.extractfile(member)
+        if data is None:
+            raise CorruptArchiveError(f"the archive is damaged: no data for {name!r}")
+        out.add_file(rel, member.mode, mtime, data.read, f"reading {name}")
+    elif kind == tarfile.DIRTYPE:
+        out.add_dir(rel, member.mode, mtime)
+    elif kind == tarfile.SYMTYPE:
+        out.add_symlink(rel, member.linkname, name)
+    elif kind == tarfile.LNKTYPE:
+        out.add_hardlink(rel, member.linkname, name)
+    else:
+        described = {
+            tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
+            tarfile.FIFOTYPE: "a FIFO", tarfile.CONTTYPE: "a contiguous file",
+        }.get(kind, f"of unknown type {kind!r}")
+        raise UnsafeArchiveError(f"unsafe member {name!r}: {described} is not allowed")
+
+
+# --- zip -----------------------------------------------------------------------------
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+
+
+def _extract_zip(raw: IO[bytes], out: _Output) -> None:
+    with _reading("reading the zip directory"):
+        zf = zipfile.ZipFile(raw)
+    with zf:
+        with _reading("reading the zip directory"):
+            infos = zf.infolist()
+        if len(infos) > out.config.max_files:
+            raise ArchiveLimitsError(
+                f"the archive has more than {out.config.max_files} members "
+                "(extract.max_files); raise the limit if this archive is trusted")
+        with _reading("checking the zip entries"):
+            _check_zip_layout(raw, infos, out.limits.archive_size)
+        for info in infos:
+            out._check_cancel()
+            out.limits.member()
+            _zip_member(zf, info, out)
+
+
+def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -> None:
+    """Encryption, local headers agreeing with the directory, no overlapping entries."""
+    spans: list[tuple[int, int, str]] = []
+    for info in infos:
+        name = info.orig_filename
+        if info.flag_bits & 0x41:
+            raise EncryptedArchiveError(
+                f"the archive is encrypted ({name!r}); dropfetch cannot unpack it: "
+                "download an unencrypted one or use extract: false")
+        raw.seek(info.header_offset)
+        header = raw.read(_LOCAL_HEADER.size)
+        if len(header) < _LOCAL_HEADER.size:
+            raise CorruptArchiveError(
+                f"the archive is damaged or incomplete: entry {name!r} is truncated")
+        (sig, _version, flags, method, _t, _d, crc, csize, usize, nlen,
+         xlen) = _LOCAL_HEADER.unpack(header)
+        if sig != b"PK\x03\x04":
+            raise CorruptArchiveError(
+                f"the archive is damaged: no local header for {name!r}")
+        if flags & 0x41:
+            raise EncryptedArchiveError(
+                f"the archive is encrypted ({name!r}); dropfetch cannot unpack it")
+        if method != info.compress_type:
+            raise CorruptArchiveError(
+                f"the archive is damaged: entry {name!r} has two compression methods")
+        local_name = raw.read(nlen)
+        if local_name != _orig_name_bytes(info):
+            raise CorruptArchiveError(
+                f"the archive is damaged: the directory and the entry disagree on the name "
+                f"{name!r}")
+        if not flags & 0x08 and csize != 0xFFFFFFFF and (
+                csize != info.compress_size or usize != info.file_size or crc != info.CRC):
+            raise CorruptArchiveError(
+                f"the archive is damaged: the directory and the entry {name!r} disagree on "
+                "its size or checksum")
+        start = info.header_offset
+        end = start + _LOCAL_HEADER.size + nlen + xlen + info.compress_size
+        if end > size:
+            raise CorruptArchiveError(
+                f"the archive is damaged or incomplete: entry {name!r} runs past its end")
+        spans.append((start, end, name))
+    spans.sort()
+    for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
+        if s2 < e1:
+            raise UnsafeArchiveError(
+                f"unsafe archive: entries {n1!r} and {n2!r} overlap (a zip bomb)")
+
+
+def _orig_name_bytes(info: zipfile.ZipInfo) -> bytes:
+    enc = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    return info.orig_filename.encode(enc, "surrogateescape")
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: _Output) -> None:
+    name = info.orig_filename
+    rel = normalise_name(name, backslash_is_separator=True)
+    unix = info.create_system == 3
+    st_mode = info.external_attr >> 16 if unix else 0
+    ftype = stat.S_IFMT(st_mode)
+    perms = stat.S_IMODE(st_mode)
+    mtime: float | None
+    try:
+        mtime = time.mktime((*info.date_time, 0, 0, -1))
+    except (OverflowError, ValueError):
+        mtime = None
+    is_dir = name.endswith(("/", "\\")) or ftype == stat.S_IFDIR
+    if ftype == stat.S_IFLNK and not is_dir:
+        with _reading(f"reading {name}"), zf.open(info) as f:
+            target_bytes = f.read(MAX_LINK_TARGET + 1)
+        if len(target_bytes) > MAX_LINK_TARGET:
+            raise UnsafeArchiveError(f"unsafe member {name!r}: link target too long")
+        target = target_bytes.decode("utf-8", "surrogateescape")
+        out.add_symlink(rel, target, name)
+    elif is_dir:
+        out.add_dir(rel, perms or 0o755, mtime)
+    elif ftype in (0, stat.S_IFREG):
+        with _reading(f"reading {name}"):
+            f = zf.open(info)
+        with f:
+            out.add_file(rel, perms or 0o644, mtime, f.read, f"reading {name}")
+    else:
+        raise UnsafeArchiveError(
+            f"unsafe member {name!r}: a device, FIFO or socket is not allowed")
