@@ -147,10 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             end = min(req_end if req_end is not None else total - 1, total - 1)
             code = 206
-        headers = {"Accept-Ranges": "bytes", **res.headers}
+        headers = {"Accept-Ranges": "bytes"}
         if res.validators:
             headers["ETag"] = res.etag
             headers["Last-Modified"] = res.last_modified
+        headers.update(res.headers)  # may override the validators
         if code == 206:
             shown = start + 1 if res.wrong_content_range else start
             if res.wrong_content_range:

@@ -699,16 +699,10 @@ class Downloader:
     ) -> int:
         """Stream the body into ``partial`` from offset ``existing``; return its size."""
         raw = resp.raw
-        fp = getattr(raw, "_fp", None)
-        # http.client's readinto fills our buffer with no copy; urllib3's read() would
-        # allocate and copy every chunk. Both give the raw bytes (no decoding).
-        readinto = getattr(fp, "readinto", None)
         config = self.config
         chunk = CHUNK_SIZE
         if config.rate_limit is not None:
             chunk = max(MIN_CHUNK_SIZE, min(CHUNK_SIZE, config.rate_limit // 8))
-        buf = bytearray(CHUNK_SIZE)
-        view = memoryview(buf)
         meter = _SpeedMeter()
         done = existing
         received = 0
@@ -735,16 +729,15 @@ class Downloader:
                         if want <= 0:
                             break
                     try:
-                        if readinto is not None:
-                            n = readinto(view[:want])
-                            data = view[:n]
-                        else:
-                            data = memoryview(raw.read(want, decode_content=False))
-                            n = len(data)
+                        # read1: what has arrived (one socket read, up to 1 MiB, straight
+                        # into a new bytes object), so a stall or a cancel never strands
+                        # received bytes in a half-filled buffer. Raw bytes, no decoding.
+                        data = memoryview(raw.read1(want, decode_content=False))
                     except Exception as exc:  # noqa: BLE001 - mapped to our errors
                         if cancel.is_set():
                             raise CancelledError(f"download of {shown} cancelled") from None
                         raise _read_error(exc, shown, config.timeout_read, done) from None
+                    n = len(data)
                     if n == 0:
                         if cancel.is_set():
                             raise CancelledError(f"download of {shown} cancelled")
@@ -861,7 +854,12 @@ def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> Dr
         return DownloadTimeoutError(
             f"{shown} sent nothing for {timeout:g} s (download.timeout_read) after "
             f"{done} bytes; the next attempt resumes")
-    if isinstance(exc, IncompleteRead | HTTPException | OSError | requests.RequestException
+    if _find_cause(exc, IncompleteRead) or _find_cause(
+            exc, urllib3.exceptions.IncompleteRead):
+        return NetworkError(
+            f"the connection to {shown} ended early, after {done} bytes "
+            "(the next attempt resumes)")
+    if isinstance(exc, HTTPException | OSError | requests.RequestException
                   | urllib3.exceptions.HTTPError):
         return NetworkError(
             f"the connection to {shown} broke after {done} bytes "
