@@ -18,3 +18,9 @@ def _no_leaked_threads() -> Iterator[None]:
         t.join(timeout=5)
     leaked = [t.name for t in deadline_threads if t.is_alive() and not t.daemon]
     assert not leaked, f"threads leaked by the test: {leaked}"
+
+
+from faultserver import fault_server  # noqa: E402
+from harness import make_daemon  # noqa: E402
+
+__all__ = ["fault_server", "make_daemon"]

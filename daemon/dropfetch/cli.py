@@ -1,0 +1,313 @@
+"""Command line: argparse subcommands returning exit codes (SPEC §4).
+
+Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from dropfetch import __version__
+from dropfetch.config import Config, ConfigError, load_config
+from dropfetch.errors import DropfetchError
+from dropfetch.fsutil import temp_name
+from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, job_name, parse_job
+from dropfetch.status import FINAL, Sidecar, read_sidecar
+
+__all__ = ["main"]
+
+logger = logging.getLogger("dropfetch")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_ARCHIVE_SUFFIX = re.compile(
+    r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    """A command-line mistake: exit status 2."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, job, event, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args if isinstance(record.args, tuple) else ()
+        job = args[0] if record.msg.startswith("%s:") and args else None
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "job": job,
+            "event": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(config: Config, *, verbose: int = 0, quiet: int = 0) -> None:
+    """Configure logging once, to stderr."""
+    level = config.log.level.upper()
+    if verbose:
+        level = "DEBUG"
+    elif quiet:
+        level = "WARNING" if quiet == 1 else "ERROR"
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log.format == "json":
+        handler.setFormatter(JsonFormatter())
+        logging.Formatter.converter = time.gmtime
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dropfetch").setLevel(level)
+
+
+# --- commands ------------------------------------------------------------------------
+
+def _config(args: argparse.Namespace, **overrides: Any) -> Config:
+    inbox = getattr(args, "inbox", None)
+    return load_config(args.config, inbox=inbox, **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dropfetch.daemon import Daemon, StartupError
+
+    overrides = {"inbox": args.inbox, "outbox": args.outbox, "workers": args.workers,
+                 "observer": args.observer}
+    config = _config(args, **{k: v for k, v in overrides.items() if k != "inbox"})
+    configure_logging(config, verbose=args.verbose, quiet=args.quiet)
+    try:
+        return Daemon(config, overrides=overrides).run()
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+
+
+def derive_name(url: str) -> str:
+    """A job name from a URL: the file name without archive suffixes, else the host."""
+    parts = urlsplit(url)
+    leaf = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
+    name = _ARCHIVE_SUFFIX.sub("", leaf)
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or \
+        re.sub(r"[^A-Za-z0-9.-]+", "_", parts.hostname or "").strip("._")
+    return name[:100] or "download"
+
+
+def write_job(inbox: Path, name: str, content: bytes) -> Path:
+    """Write ``inbox/NAME.url`` safely (temporary name, then a rename that never replaces)."""
+    job_name(name + JOB_SUFFIX)
+    if "/" in name or name.startswith("."):
+        raise UsageError(f"invalid job name {name!r}")
+    target = inbox / (name + JOB_SUFFIX)
+    tmp = temp_name(target)
+    with open(tmp, "xb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, target)  # fails if the name exists: never replace another job
+    except FileExistsError:
+        raise UsageError(f"a job named {name!r} exists already ({target}); "
+                         "choose another --name") from None
+    finally:
+        tmp.unlink()
+    return target
+
+
+def job_content(url: str, *, sha256: str | None = None, extract: bool = True,
+                filename: str | None = None) -> bytes:
+    if sha256 is None and extract and filename is None:
+        content = url.strip() + "\n"
+    else:
+        doc: dict[str, Any] = {"url": url.strip()}
+        if sha256:
+            doc["sha256"] = sha256
+        if not extract:
+            doc["extract"] = False
+        if filename:
+            doc["filename"] = filename
+        content = yaml.safe_dump(doc, sort_keys=False)
+    parse_job(content.encode())  # refuse what the daemon would refuse
+    return content.encode()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = _config(args)
+    urls = list(args.url) if args.url and args.url != ["-"] else [
+        line.strip() for line in sys.stdin if line.strip() and not line.startswith("#")]
+    if not urls:
+        raise UsageError("no URL given (as arguments or one per line on standard input)")
+    if args.name and len(urls) > 1:
+        raise UsageError("--name can only be used with a single URL")
+    config.inbox.mkdir(parents=True, exist_ok=True)
+    for url in urls:
+        content = job_content(url, sha256=args.sha256, extract=not args.no_extract,
+                              filename=args.filename)
+        print(write_job(config.inbox, args.name or derive_name(url), content))
+    return EXIT_OK
+
+
+def _sidecars(config: Config, names: Sequence[str]) -> list[Sidecar]:
+    if names:
+        found = [read_sidecar(config.inbox / (n + SIDECAR_SUFFIX)) for n in names]
+        return [s for s in found if s is not None]
+    paths = sorted(config.inbox.glob("*" + SIDECAR_SUFFIX))
+    if config.recursive:
+        paths += sorted(config.inbox.glob("*/*" + SIDECAR_SUFFIX))
+    out = []
+    for p in paths:
+        if not p.name.startswith("."):
+            sc = read_sidecar(p)
+            if sc is not None:
+                out.append(sc)
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dropfetch.view import render_table
+
+    config = _config(args)
+    while True:
+        sidecars = _sidecars(config, args.names)
+        if args.json:
+            print(json.dumps([json.loads(s.to_json()) for s in sidecars], indent=2,
+                             ensure_ascii=False))
+            return EXIT_OK
+        if args.watch:
+            sys.stdout.write("\x1b[H\x1b[2J")
+        sys.stdout.write(render_table(sidecars))
+        sys.stdout.flush()
+        if not args.watch:
+            missing = [n for n in args.names if n not in {s.id for s in sidecars}]
+            if missing:
+                print(f"no status for: {', '.join(missing)}", file=sys.stderr)
+                return EXIT_FAILURE
+            return EXIT_OK
+        try:
+            time.sleep(1.0)
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    config = _config(args)
+    sidecar_path = config.inbox / (args.name + SIDECAR_SUFFIX)
+    sidecar = read_sidecar(sidecar_path)
+    if not (config.inbox / (args.name + JOB_SUFFIX)).exists():
+        print(f"no job named {args.name!r} in {config.inbox}", file=sys.stderr)
+        return EXIT_FAILURE
+    if sidecar is not None and sidecar.status not in FINAL:
+        print(f"{args.name} is {sidecar.status}; only failed or finished jobs can be retried",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    sidecar_path.unlink(missing_ok=True)
+    print(f"{args.name}: queued again")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    config = _config(args)
+    job = config.inbox / (args.name + JOB_SUFFIX)
+    try:
+        job.unlink()
+    except FileNotFoundError:
+        print(f"no job named {args.name!r} in {config.inbox}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.name}: removed; the daemon removes what it made ({config.on_job_removed})")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"# {args.file}: valid. Effective configuration:")
+    data = config.to_dict()
+    data.pop("source", None)
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return EXIT_OK
+
+
+# --- argument parsing ----------------------------------------------------------------
+
+def _where(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--config", type=Path, help="config file (YAML)")
+    g.add_argument("--inbox", type=Path, help="the inbox directory (instead of a config file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dropfetch", description=__doc__.splitlines()[0]
+                                     if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"dropfetch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--inbox", type=Path)
+    p.add_argument("--outbox", type=Path)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--observer", choices=("auto", "inotify", "polling"))
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="count", default=0)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="write a job file safely and print its path")
+    p.add_argument("url", nargs="*", help="URL(s); none or '-': one per line on stdin")
+    p.add_argument("--name")
+    p.add_argument("--sha256")
+    p.add_argument("--no-extract", action="store_true")
+    p.add_argument("--filename", help="name of the delivered file when not extracted")
+    _where(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="show jobs from their sidecars")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true")
+    _where(p)
+    p.set_defaults(func=cmd_status)
+
+    for name, func, text in (("retry", cmd_retry, "re-queue a failed or finished job"),
+                             ("delete", cmd_delete, "remove a job (and what it made)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", metavar="NAME")
+        _where(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print(f"dropfetch: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"dropfetch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DropfetchError as exc:
+        print(f"dropfetch: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"dropfetch: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,198 @@
+"""Wiring, signals, sd_notify and the shutdown order of the running daemon."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from types import FrameType
+from typing import Any
+
+from dropfetch.config import Config, ConfigError, load_config
+from dropfetch.leases import LeaseManager
+from dropfetch.status import Sidecar, Status
+from dropfetch.watcher import Watcher
+from dropfetch.worker import WorkerPool
+
+__all__ = ["Daemon", "StartupError", "notify"]
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The daemon cannot start (missing directories, wrong filesystem layout)."""
+
+
+def notify(message: str) -> bool:
+    """Send one sd_notify datagram; does nothing (False) when NOTIFY_SOCKET is unset."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        logger.debug("sd_notify failed: %s", exc)
+        return False
+    return True
+
+
+def prepare_directories(config: Config) -> None:
+    """Create (or, with ``create_dirs: false``, require) inbox, outbox and work_dir."""
+    for what, path in (("inbox", config.inbox), ("outbox", config.outbox)):
+        if path.is_dir():
+            continue
+        if not config.create_dirs:
+            raise StartupError(
+                f"the {what} {path} does not exist, and create_dirs is false: is the share "
+                "mounted? dropfetch will not write into an empty mount point")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the {what} {path}: {exc}") from exc
+    try:
+        for sub in ("partial", "staging", "leases"):
+            (config.work / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create the work_dir {config.work}: {exc}") from exc
+    if os.stat(config.work).st_dev != os.stat(config.outbox).st_dev:
+        raise StartupError(
+            f"work_dir {config.work} is not on the same filesystem as the outbox "
+            f"{config.outbox}: outputs could not be published by an atomic rename")
+
+
+class Daemon:
+    """The daemon: observer -> queue -> workers, with leases, signals and sd_notify."""
+
+    def __init__(self, config: Config, *, overrides: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self._overrides = overrides or {}
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+        self._signals = 0
+        self.counts: Counter[str] = Counter()
+        self.leases = LeaseManager(config.work / "leases", host_id=config.lease.host_id,
+                                   ttl=config.lease.ttl)
+        self.pool = WorkerPool(config, self.leases, on_change=self._changed)
+        self.watcher = Watcher(config, self.pool.submit)
+        self.http: Any = None
+
+    # -- signals: handlers only set flags; the main thread acts ---------------------------
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            os.write(2, b"dropfetch: second signal, stopping now\n")
+            os._exit(0)
+        self._stop_requested = True
+        self._wake.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def _changed(self, sidecar: Sidecar) -> None:
+        if sidecar.status in (Status.OK, Status.FAILED):
+            self.counts[str(sidecar.status)] += 1
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        prepare_directories(self.config)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_stop_signal)
+            signal.signal(signal.SIGINT, self._on_stop_signal)
+            signal.signal(signal.SIGHUP, self._on_hup)
+        self.leases.start()
+        self.pool.start()
+        self.watcher.start()
+        if self.config.http.listen:
+            from dropfetch.httpapi import HttpFrontEnd
+
+            self.http = HttpFrontEnd(self.config)
+            self.http.start()
+        logger.info("dropfetch running: inbox %s, outbox %s, %d workers, host %s",
+                    self.config.inbox, self.config.outbox, self.config.workers,
+                    self.config.lease.host_id)
+        notify("READY=1\nSTATUS=" + self._status_line())
+        self._main_loop()
+        return self._shutdown()
+
+    def _main_loop(self) -> None:
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        tick = min(5.0, watchdog_usec / 2e6) if watchdog_usec else 5.0
+        while not self._stop_requested:
+            self._wake.wait(tick)
+            self._wake.clear()
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+            if self._stop_requested:
+                break
+            line = self._status_line()
+            if watchdog_usec and self.healthy():
+                notify("WATCHDOG=1\nSTATUS=" + line)
+            else:
+                notify("STATUS=" + line)
+
+    def healthy(self) -> bool:
+        return self.watcher.healthy() and self.pool.healthy() and self.leases.healthy()
+
+    def _status_line(self) -> str:
+        paused = " (inbox missing: paused)" if self.watcher.paused else ""
+        return (f"{len(self.pool.running())} running, {len(self.pool.queue)} queued, "
+                f"{self.counts['ok']} ok, {self.counts['failed']} failed{paused}")
+
+    def _shutdown(self) -> int:
+        notify("STOPPING=1")
+        logger.info("stopping: no new jobs; checkpointing running ones")
+        start = time.monotonic()
+        if self.http is not None:
+            self.http.stop()
+        self.watcher.stop()
+        in_time = self.pool.stop(max(0.5, self.config.shutdown_timeout - 1.0))
+        self.leases.stop()
+        if not in_time:
+            logger.warning("some jobs did not stop within shutdown_timeout; their partial "
+                           "files are kept and the next start resumes them")
+        logger.info("stopped in %.1f s", time.monotonic() - start)
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: load the config file again; a bad file is logged and the old one kept."""
+        source = self.config.source
+        if source is None:
+            logger.info("SIGHUP: no config file to reload (running on the defaults)")
+            return
+        try:
+            new = load_config(source, **self._overrides)
+        except ConfigError as exc:
+            logger.error("SIGHUP: keeping the old configuration: %s", exc)
+            return
+        fixed = ("inbox", "outbox", "work_dir", "recursive", "observer", "http")
+        changed = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
+        if changed:
+            logger.warning("SIGHUP: %s change(s) need a restart; keeping the old value(s)",
+                           ", ".join(changed))
+            new = dataclasses.replace(new, **{k: getattr(self.config, k) for k in changed})
+        self.config = new
+        logging.getLogger("dropfetch").setLevel(new.log.level.upper())
+        self.leases.ttl = new.lease.ttl
+        self.watcher.config = new
+        self.pool.reconfigure(new)
+        self.watcher.wake()
+        logger.info("SIGHUP: configuration reloaded from %s (%d workers)", source, new.workers)
+
+

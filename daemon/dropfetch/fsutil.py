@@ -1,0 +1,182 @@
+"""Filesystem helpers: atomic writes, directory fsync, exchange rename, fs type."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import itertools
+import os
+import shutil
+import socket
+from pathlib import Path
+
+__all__ = [
+    "NETWORK_FS_TYPES",
+    "atomic_write",
+    "filesystem_type",
+    "fsync_dir",
+    "is_network_fs",
+    "is_temporary_name",
+    "publish_dir",
+    "remove_tree",
+    "temp_name",
+]
+
+# Network and FUSE filesystems: inotify never sees other hosts' writes there.
+NETWORK_FS_TYPES = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "ceph", "glusterfs",
+    "lustre", "gpfs", "afs", "beegfs", "davfs", "virtiofs", "ocfs2", "gfs2", "orangefs",
+})
+
+_counter = itertools.count()
+_HOST = socket.gethostname().replace("/", "_")
+TEMP_MARK = ".dftmp."
+
+
+def temp_name(target: Path) -> Path:
+    """A unique temporary name next to ``target``: hidden, with host and pid in it."""
+    return target.with_name(f".{target.name}{TEMP_MARK}{_HOST}.{os.getpid()}.{next(_counter)}")
+
+
+def is_temporary_name(name: str) -> bool:
+    return TEMP_MARK in name
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename in it is durable; ignored where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old or the new file, never a mix.
+
+    Temporary file in the same directory, fsync, close (NFS reports errors there),
+    ``os.replace``, fsync the directory.
+    """
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+# --- publishing ---------------------------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False if unsupported."""
+    if _renameat2 is None:
+        return False
+    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def publish_dir(staging: Path, target: Path, trash: Path) -> None:
+    """Move ``staging`` to ``target`` whole; an existing ``target`` is replaced.
+
+    The old output is swapped out atomically where the filesystem supports
+    RENAME_EXCHANGE, else renamed aside to ``trash`` (same filesystem) first; the
+    old tree is then removed. A reader never sees a mix.
+    """
+    if os.path.lexists(target):
+        if _exchange(staging, target):
+            old = staging  # the swap left the old output at the staging path
+        else:
+            os.rename(target, trash)
+            os.rename(staging, target)
+            old = trash
+        fsync_dir(target.parent)
+        remove_tree(old)
+        return
+    os.rename(staging, target)
+    fsync_dir(target.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, link or directory tree; missing is fine; never follows links."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=False, onerror=_rm_onerror)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _rm_onerror(func: object, path: str, exc_info: object) -> None:
+    # a directory without write permission for its owner (from an archive): fix and retry
+    try:
+        parent = os.path.dirname(path)
+        os.chmod(parent, 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- filesystem type ----------------------------------------------------------------
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo)."""
+    try:
+        real = os.path.realpath(path)
+        best, best_type = "", "unknown"
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mount_point = fields[4].encode().decode("unicode_escape")
+                if (real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+                        or mount_point == "/") and len(mount_point) >= len(best):
+                    best, best_type = mount_point, right.split()[0]
+        return best_type
+    except OSError:
+        return "unknown"
+
+
+def is_network_fs(fstype: str) -> bool:
+    return fstype in NETWORK_FS_TYPES or fstype == "fuse" or fstype.startswith("fuse.")

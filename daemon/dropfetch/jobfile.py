@@ -1,0 +1,182 @@
+"""Job files: names, the three forms, and the job's identity (SPEC §6). Pure code."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from dropfetch.errors import BadJobError
+from dropfetch.fsutil import is_temporary_name
+
+__all__ = ["MAX_JOB_BYTES", "JobSpec", "is_job_file", "job_name", "job_sha256", "parse_job"]
+
+MAX_JOB_BYTES = 64 * 1024
+MAX_NAME_BYTES = 200
+JOB_SUFFIX = ".url"
+SIDECAR_SUFFIX = ".status.json"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_YAML_START = re.compile(r"^(---|\{|[A-Za-z_][A-Za-z0-9_]*\s*:(\s|$))")
+_OPTIONS = {"url", "sha256", "extract", "keep_archive", "filename"}
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a job file asks for."""
+
+    url: str
+    sha256: str | None = None
+    extract: bool = True
+    keep_archive: bool | None = None  # None: the config's keep_archive
+    filename: str | None = None
+
+
+def is_job_file(name: str) -> bool:
+    """Whether a directory entry is a job file (SPEC §6 ignore rules)."""
+    return (
+        name.endswith(JOB_SUFFIX)
+        and len(name) > len(JOB_SUFFIX)
+        and not name.startswith(".")
+        and not is_temporary_name(name)
+    )
+
+
+def job_name(filename: str) -> str:
+    """``NAME.url`` -> ``NAME``; raises :class:`BadJobError` for an unusable name."""
+    name = filename[: -len(JOB_SUFFIX)]
+    if _CONTROL.search(name):
+        raise BadJobError("the job file's name contains control characters; rename it")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise BadJobError(f"the job name is longer than {MAX_NAME_BYTES} bytes; use a shorter name")
+    if "\\" in name or name in (".", ".."):
+        raise BadJobError(f"the job name {name!r} cannot be used as a directory name")
+    return name
+
+
+def job_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_job(data: bytes) -> JobSpec:
+    """Parse a job file's bytes in any of the three forms. Raises BadJobError/BadUrlError."""
+    if len(data) > MAX_JOB_BYTES:
+        raise BadJobError(f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; "
+                          "it should hold one URL")
+    if b"\x00" in data:
+        raise BadJobError("the job file contains NUL bytes; it should be a text file with a URL")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadJobError(f"the job file is not UTF-8 text (bad byte at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    lines = [line.strip() for line in text.splitlines()]
+    significant = [line for line in lines if line and not line.startswith(("#", ";"))]
+    if not significant:
+        raise BadJobError("the job file is empty; write the URL to download into it")
+    first = significant[0]
+    if first.lower() == "[internetshortcut]" or (first.startswith("[") and first.endswith("]")):
+        return JobSpec(url=_checked_url(_shortcut_url(lines)))
+    if _YAML_START.match(first):
+        return _parse_yaml(text)
+    return JobSpec(url=_checked_url(first))
+
+
+def _shortcut_url(lines: list[str]) -> str:
+    """The ``URL=`` of the ``[InternetShortcut]`` section of a Windows .url file."""
+    section = None
+    for line in lines:
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+        elif section == "internetshortcut" and "=" in line:
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "url":
+                return value.strip()
+    raise BadJobError("the Internet Shortcut has no URL= line in its [InternetShortcut] section")
+
+
+class _NoAliasLoader(yaml.BaseLoader):
+    """Every scalar a string (a sha256 of digits stays text), and no anchors or
+    aliases: no 'billion laughs' in job files."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):  # type: ignore[no-untyped-call]
+            raise BadJobError("the YAML job file uses aliases (*name), which are not allowed")
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if getattr(event, "anchor", None):
+            raise BadJobError("the YAML job file uses anchors (&name), which are not allowed")
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+
+
+def _parse_yaml(text: str) -> JobSpec:
+    try:
+        doc = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - builds only str/list/dict
+    except yaml.YAMLError as exc:
+        raise BadJobError(f"the job file is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(doc, dict):
+        raise BadJobError("a YAML job file must be a mapping with a 'url:' key")
+    unknown = sorted(str(k) for k in doc if k not in _OPTIONS)
+    if unknown:
+        raise BadJobError(f"unknown option(s) in the job file: {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(_OPTIONS))}")
+    url = doc.get("url")
+    if not isinstance(url, str):
+        raise BadJobError("the YAML job file needs 'url:' with the URL to download")
+    sha = doc.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or not _HEX64.match(sha.strip())):
+        raise BadJobError("option sha256 must be 64 hexadecimal digits")
+    extract = _boolean(doc, "extract", "auto", extra=("auto",))
+    keep = _boolean(doc, "keep_archive", None)
+    filename = doc.get("filename")
+    if filename is not None:
+        filename = _checked_filename(filename)
+    return JobSpec(
+        url=_checked_url(url),
+        sha256=sha.strip().lower() if isinstance(sha, str) else None,
+        extract=extract is not False,
+        keep_archive=keep,
+        filename=filename,
+    )
+
+
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off")
+
+
+def _boolean(doc: dict[str, Any], key: str, default: Any, *, extra: tuple[str, ...] = ()) -> Any:
+    value = doc.get(key)
+    if value is None:
+        return default
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in extra:
+        return text
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    choices = " or ".join([*(repr(e) for e in extra), "true", "false"])
+    raise BadJobError(f"option {key} must be {choices}, got {value!r}")
+
+
+def _checked_filename(value: object) -> str:
+    if not isinstance(value, str) or not value or value in (".", ".."):
+        raise BadJobError("option filename must be a plain file name")
+    if "/" in value or "\\" in value:
+        raise BadJobError(f"option filename must be a bare name without a path, got {value!r}")
+    if _CONTROL.search(value) or len(value.encode()) > 255:
+        raise BadJobError("option filename has control characters or is longer than 255 bytes")
+    return value
+
+
+def _checked_url(url: str) -> str:
+    from dropfetch.download import check_url
+
+    url = url.strip()
+    if any(c.isspace() for c in url) or _CONTROL.search(url):
+        raise BadJobError("the URL contains spaces or control characters; "
+                          "percent-encode them (a space is %20)")
+    return check_url(url)

@@ -1,0 +1,191 @@
+"""Job status: the states, the transition table, the sidecar and its one door (SPEC §7)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from dropfetch.errors import DropfetchError
+from dropfetch.fsutil import atomic_write
+
+__all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_sidecar"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    UNPACKING = "unpacking"
+    OK = "ok"
+    WAITING = "waiting"
+    FAILED = "failed"
+    DELETING = "deleting"
+
+
+S = Status
+FINAL = frozenset({S.OK, S.FAILED})
+_ACTIVE = {S.QUEUED, S.DOWNLOADING, S.UNPACKING, S.WAITING}
+
+# Allowed moves. ``None`` is "no sidecar yet". Every state may go to DELETING.
+TRANSITIONS: dict[Status | None, frozenset[Status]] = {
+    None: frozenset({S.QUEUED, S.DOWNLOADING, S.FAILED}),
+    S.QUEUED: frozenset(_ACTIVE | FINAL),
+    S.WAITING: frozenset(_ACTIVE | FINAL),
+    S.DOWNLOADING: frozenset(_ACTIVE | FINAL),
+    S.UNPACKING: frozenset({S.UNPACKING, S.QUEUED, S.WAITING, *FINAL}),
+    S.OK: frozenset({S.QUEUED}),
+    S.FAILED: frozenset({S.QUEUED}),
+    S.DELETING: frozenset({S.DELETING}),
+}
+
+
+def now_iso(ts: float | None = None) -> str:
+    t = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+@dataclass(slots=True)
+class Sidecar:
+    """The content of ``NAME.status.json``, field for field."""
+
+    id: str
+    job: str
+    job_sha256: str
+    url: str | None = None
+    status: Status = S.QUEUED
+    progress: int | None = None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    speed: float | None = None
+    eta: float | None = None
+    attempt: int = 0
+    next_attempt_at: str | None = None
+    host: str | None = None
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    finished: str | None = None
+    archive: dict[str, Any] | None = None
+    output: str | None = None
+    files: list[str] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        data = {"schema": self.schema}
+        data.update({k: v for k, v in dataclasses.asdict(self).items() if k != "schema"})
+        data["status"] = str(self.status)
+        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Sidecar:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["status"] = Status(kwargs.get("status", "queued"))
+        return cls(**kwargs)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+
+def read_sidecar(path: Path) -> Sidecar | None:
+    """The sidecar at ``path``, or None if missing or unreadable."""
+    try:
+        return Sidecar.from_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("%s: ignoring an unreadable sidecar: %s", path.name, exc)
+        return None
+
+
+class TransitionError(RuntimeError):
+    """A status change the table does not allow: a bug, never user input."""
+
+
+class StatusBoard:
+    """The one door for a job's status: checks the transition, then writes the sidecar.
+
+    ``previous`` is the status of the sidecar on disk (None: there is none yet).
+    ``fence`` is called before every write; it raises (LeaseLostError) when this host
+    no longer holds the job's lease, so a host that lost a job never writes for it.
+    Progress updates are throttled to one write per ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        sidecar: Sidecar,
+        *,
+        previous: Status | None,
+        interval: float,
+        fence: Callable[[], None] | None = None,
+        on_change: Callable[[Sidecar], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.sidecar = sidecar
+        self._interval = interval
+        self._current = previous  # the status on disk; None: no sidecar yet
+        self._fence = fence
+        self._on_change = on_change
+        self._last_write = 0.0
+        self._lock = threading.Lock()
+
+    def set(self, status: Status, **fields: Any) -> None:
+        """Move to ``status`` (checked), update ``fields``, write the sidecar now."""
+        with self._lock:
+            current = self._current
+            if status not in TRANSITIONS[current] and status is not S.DELETING:
+                raise TransitionError(f"{self.sidecar.id}: {current} -> {status} is not allowed")
+            self._current = status
+            self.sidecar.status = status
+            if status is not S.WAITING:
+                self.sidecar.next_attempt_at = None
+            if status in FINAL:
+                self.sidecar.finished = now_iso()
+                self.sidecar.speed = self.sidecar.eta = None
+            elif status in (S.QUEUED, S.WAITING):
+                self.sidecar.finished = None
+                self.sidecar.speed = self.sidecar.eta = None
+            for key, value in fields.items():
+                setattr(self.sidecar, key, value)
+            self._write()
+
+    def fail(self, error: DropfetchError) -> None:
+        self.set(S.FAILED, error={"code": error.code, "message": error.message},
+                 progress=self.sidecar.progress, files=[])
+
+    def progress(self, *, done: int, total: int | None, speed: float | None) -> None:
+        """Record progress of the current phase; written at most every ``interval`` s."""
+        with self._lock:
+            sc = self.sidecar
+            sc.bytes_done, sc.bytes_total, sc.speed = done, total, speed
+            sc.progress = min(100, done * 100 // total) if total else None
+            sc.eta = (round((total - done) / speed, 1)
+                      if total and speed and speed > 0 else None)
+            if time.monotonic() - self._last_write >= self._interval:
+                self._write()
+
+    def _write(self) -> None:
+        if self._fence is not None:
+            self._fence()
+        self.sidecar.updated = now_iso()
+        atomic_write(self.path, self.sidecar.to_json())
+        self._last_write = time.monotonic()
+        if self._on_change is not None:
+            self._on_change(self.sidecar)

@@ -1,0 +1,541 @@
+"""The worker pool and the per-job pipeline: lease, download, verify, extract, publish."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dropfetch.config import Config
+from dropfetch.download import Downloader, DownloadResult, Transfer, redact_url
+from dropfetch.errors import (
+    CancelledError,
+    ChecksumMismatchError,
+    DiskFullError,
+    DropfetchError,
+    IOFailureError,
+    LeaseLostError,
+    from_os_error,
+)
+from dropfetch.extract import ArchiveFormat, extract, single_file_name, sniff
+from dropfetch.fsutil import is_temporary_name, publish_dir, remove_tree, temp_name
+from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, JobSpec, job_name, job_sha256, parse_job
+from dropfetch.leases import Lease, LeaseManager, lease_key
+from dropfetch.status import FINAL, Sidecar, Status, StatusBoard, now_iso, read_sidecar
+
+__all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths"]
+
+logger = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaths:
+    """Where everything of one job lives."""
+
+    id: str
+    job: Path
+    sidecar: Path
+    output: Path
+    partial: Path
+    meta: Path
+    staging_dir: Path
+    key: str
+
+    def staging_dirs(self) -> list[Path]:
+        """Staging and trash directories of this job, from any host."""
+        try:
+            return [p for p in self.staging_dir.iterdir()
+                    if p.name.rsplit("@", 3)[0] == self.key and p.name.count("@") >= 3]
+        except FileNotFoundError:
+            return []
+
+
+def job_paths(config: Config, job_id: str) -> JobPaths:
+    key = lease_key(job_id)
+    partial = config.work / "partial" / f"{key}.part"
+    return JobPaths(
+        id=job_id,
+        job=config.inbox / (job_id + JOB_SUFFIX),
+        sidecar=config.inbox / (job_id + SIDECAR_SUFFIX),
+        output=config.outbox / job_id,
+        partial=partial,
+        meta=partial.with_name(partial.name + ".meta"),
+        staging_dir=config.work / "staging",
+        key=key,
+    )
+
+
+class JobQueue:
+    """Job ids due now or at a time; an id is in the queue at most once."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._due: dict[str, float] = {}
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+
+    def put(self, job_id: str, *, delay: float = 0.0) -> None:
+        due = time.monotonic() + delay
+        with self._cond:
+            if job_id in self._due and self._due[job_id] <= due:
+                return
+            self._due[job_id] = due
+            heapq.heappush(self._heap, (due, next(self._seq), job_id))
+            self._cond.notify()
+
+    def get(self, timeout: float) -> str | None:
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+                    heapq.heappop(self._heap)  # superseded entry
+                if self._heap and self._heap[0][0] <= now:
+                    _, _, job_id = heapq.heappop(self._heap)
+                    del self._due[job_id]
+                    return job_id
+                wait = end - now
+                if self._heap:
+                    wait = min(wait, self._heap[0][0] - now)
+                if wait <= 0:
+                    return None
+                self._cond.wait(wait)
+
+    def wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._due)
+
+
+@dataclass(slots=True)
+class _Run:
+    job_id: str
+    job_sha256: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None  # removed | changed | shutdown | lease_lost
+    rerun: bool = False
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.cancel.set()
+
+
+def _iso_in(seconds: float) -> str:
+    return now_iso(time.time() + seconds)
+
+
+def _seconds_until(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    try:
+        when = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return when.timestamp() - time.time()
+
+
+class WorkerPool:
+    """``workers`` threads taking job ids from one queue; each with its own session."""
+
+    def __init__(
+        self,
+        config: Config,
+        leases: LeaseManager,
+        *,
+        on_change: Callable[[Sidecar], None] | None = None,
+        on_final: Callable[[Sidecar, JobPaths], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.leases = leases
+        self.queue = JobQueue()
+        self._on_change = on_change
+        self._on_final = on_final
+        self._running: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._retire = 0
+        self._stopping = threading.Event()
+        self._names = itertools.count(1)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for sub in ("partial", "staging"):
+            (self.config.work / sub).mkdir(parents=True, exist_ok=True)
+        self._clean_own_debris()
+        self.resize(self.config.workers)
+
+    def resize(self, workers: int) -> None:
+        """Grow or shrink to ``workers`` threads (SIGHUP); shrinking lets jobs finish."""
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            alive = len(self._threads) - self._retire
+            for _ in range(workers - alive):
+                t = threading.Thread(target=self._work, name=f"dropfetch-worker-{next(self._names)}",
+                                     daemon=True)
+                self._threads.append(t)
+                t.start()
+            self._retire += max(0, alive - workers)
+        self.queue.wake_all()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop taking jobs, checkpoint running ones; True if all stopped in time."""
+        self._stopping.set()
+        with self._lock:
+            for run in self._running.values():
+                run.stop("shutdown")
+        self.queue.wake_all()
+        deadline = time.monotonic() + timeout
+        for t in list(self._threads):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def healthy(self) -> bool:
+        with self._lock:
+            return any(t.is_alive() for t in self._threads) or not self._threads
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.resize(config.workers)
+
+    # -- intake ----------------------------------------------------------------------
+
+    def submit(self, job_id: str, *, delay: float = 0.0) -> None:
+        """Look at ``job_id`` soon. A running job is stopped if its file went away or
+        changed (and then run again)."""
+        with self._lock:
+            run = self._running.get(job_id)
+            if run is not None:
+                self._check_running(run)
+                return
+        self.queue.put(job_id, delay=delay)
+
+    def _check_running(self, run: _Run) -> None:
+        try:
+            data = job_paths(self.config, run.job_id).job.read_bytes()
+        except FileNotFoundError:
+            logger.info("%s: the job file was removed; stopping the job", run.job_id)
+            run.stop("removed")
+            return
+        except OSError:
+            return
+        if run.job_sha256 is not None and job_sha256(data) != run.job_sha256:
+            logger.info("%s: the job file changed; starting over with the new one", run.job_id)
+            run.rerun = True
+            run.stop("changed")
+
+    # -- the worker loop ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        downloader: Downloader | None = None
+        try:
+            while not self._stopping.is_set():
+                with self._lock:
+                    if self._retire > 0:
+                        self._retire -= 1
+                        return
+                job_id = self.queue.get(timeout=0.5)
+                if job_id is None or self._stopping.is_set():
+                    if job_id is not None:
+                        self.queue.put(job_id)
+                    continue
+                run = _Run(job_id)
+                with self._lock:
+                    if job_id in self._running:  # raced with another worker: look later
+                        self._running[job_id].rerun = True
+                        continue
+                    self._running[job_id] = run
+                try:
+                    if downloader is None:
+                        downloader = Downloader(self.config.download,
+                                                min_free_space=self.config.min_free_space)
+                    self._process(run, downloader)
+                except Exception:
+                    logger.exception("%s: unexpected error; the daemon goes on", job_id)
+                finally:
+                    with self._lock:
+                        del self._running[job_id]
+                    if run.rerun and not self._stopping.is_set():
+                        self.queue.put(job_id)
+        finally:
+            if downloader is not None:
+                downloader.close()
+
+    # -- one job ---------------------------------------------------------------------
+
+    def _process(self, run: _Run, downloader: Downloader) -> None:
+        cfg = self.config
+        paths = job_paths(cfg, run.job_id)
+        try:
+            data: bytes | None = paths.job.read_bytes()
+        except FileNotFoundError:
+            data = None
+        except OSError as exc:
+            logger.warning("%s: cannot read the job file (%s); will look again", run.job_id, exc)
+            self.queue.put(run.job_id, delay=cfg.rescan_interval)
+            return
+        if data is None:
+            self._removed(paths)
+            return
+        run.job_sha256 = job_sha256(data[: 64 * 1024 + 1])
+        lease = self.leases.acquire(run.job_id)
+        if lease is None:
+            # another host works on it; look again when its lease could have expired
+            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
+            return
+        try:
+            self._run_job(run, paths, data, lease, downloader)
+        finally:
+            self.leases.release(lease)
+
+    def _board(self, paths: JobPaths, sidecar: Sidecar, previous: Status | None,
+               lease: Lease) -> StatusBoard:
+        return StatusBoard(paths.sidecar, sidecar, previous=previous,
+                           interval=self.config.status.update_interval, fence=lease.check,
+                           on_change=self._on_change)
+
+    def _run_job(self, run: _Run, paths: JobPaths, data: bytes, lease: Lease,
+                 downloader: Downloader) -> None:
+        cfg = self.config
+        old = read_sidecar(paths.sidecar)
+        same = old is not None and old.job_sha256 == run.job_sha256
+        if same and old is not None:
+            if old.is_final:
+                return  # finished before: restarts are idempotent
+            if old.status is Status.WAITING and (wait := _seconds_until(old.next_attempt_at)) > 0:
+                self.queue.put(run.job_id, delay=wait)
+                return
+        attempt = old.attempt if same and old is not None else 0
+        sidecar = Sidecar(id=run.job_id, job=paths.job.name, job_sha256=run.job_sha256 or "",
+                          host=cfg.lease.host_id, attempt=attempt,
+                          created=old.created if same and old is not None else now_iso())
+        previous = None if old is None or old.status is Status.DELETING else old.status
+        board = self._board(paths, sidecar, previous, lease)
+        staging: Path | None = None
+        try:
+            if previous in FINAL:  # a new version of a finished job
+                board.set(Status.QUEUED)
+            job_name(paths.job.name)
+            spec = parse_job(data)
+            sidecar.url = redact_url(spec.url)
+            self._check_space()
+            board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
+                      bytes_done=0, bytes_total=None)
+            result = self._download(run, board, lease, downloader, spec, paths)
+            staging = self._new_staging(paths)
+            fmt, files = self._unpack(run, board, lease, spec, paths, result, staging)
+            lease.check()  # fencing: publish only while we hold the lease
+            paths.output.parent.mkdir(parents=True, exist_ok=True)
+            publish_dir(staging, paths.output, temp_name(staging))
+            staging = None
+            archive = {"format": str(fmt), "size": result.size, "sha256": result.sha256}
+            if fmt is not ArchiveFormat.FILE and self._keep_archive(spec):
+                kept = paths.output.with_name(f"{paths.output.name}.{fmt}")
+                os.replace(result.path, kept)
+                archive["kept"] = kept.name
+            board.set(Status.OK, output=run.job_id, files=files, archive=archive,
+                      progress=100, error=None)
+            logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
+            self._drop_partial(paths)
+            self._final(board.sidecar, paths)
+        except LeaseLostError:
+            logger.error("%s: lost the lease; stopping without publishing", run.job_id)
+        except CancelledError:
+            self._cancelled(run, board, paths, lease)
+        except DropfetchError as err:
+            self._error(run, board, paths, err)
+        except OSError as exc:
+            self._error(run, board, paths, from_os_error(exc, "writing the output"))
+        finally:
+            if staging is not None:
+                remove_tree(staging)
+
+    def _check_space(self) -> None:
+        cfg = self.config
+        free = shutil.disk_usage(cfg.outbox).free
+        if free < cfg.min_free_space:
+            raise DiskFullError(
+                f"only {free // 2**20} MiB free on the outbox's filesystem, below "
+                f"min_free_space ({cfg.min_free_space // 2**20} MiB); waiting for space")
+
+    def _watch(self, run: _Run, lease: Lease) -> None:
+        if lease.lost.is_set():
+            run.stop("lease_lost")
+
+    def _download(self, run: _Run, board: StatusBoard, lease: Lease, downloader: Downloader,
+                  spec: JobSpec, paths: JobPaths) -> DownloadResult:
+        def progress(t: Transfer) -> None:
+            self._watch(run, lease)
+            board.progress(done=t.bytes_done, total=t.bytes_total, speed=t.speed)
+
+        result = downloader.fetch(spec.url, paths.partial, on_progress=progress,
+                                  cancel=run.cancel)
+        if run.cancel.is_set():
+            raise CancelledError("stopped")
+        if spec.sha256 and result.sha256 != spec.sha256:
+            raise ChecksumMismatchError(
+                f"the download's SHA-256 is {result.sha256}, but the job asks for {spec.sha256}; "
+                "nothing was published (wrong file, or a corrupted download)")
+        board.sidecar.archive = {"format": None, "size": result.size, "sha256": result.sha256}
+        return result
+
+    def _new_staging(self, paths: JobPaths) -> Path:
+        staging = paths.staging_dir / (
+            f"{paths.key}@{self.config.lease.host_id}@{os.getpid()}@{time.monotonic_ns()}")
+        for old in paths.staging_dirs():  # debris of an earlier try, from any host
+            remove_tree(old)
+        staging.mkdir(mode=0o755)
+        return staging
+
+    def _unpack(self, run: _Run, board: StatusBoard, lease: Lease, spec: JobSpec,
+                paths: JobPaths, result: DownloadResult, staging: Path,
+                ) -> tuple[ArchiveFormat, list[str]]:
+        fmt = sniff(result.path) if spec.extract else ArchiveFormat.FILE
+        leaf = paths.output.name
+        if fmt is ArchiveFormat.FILE:
+            name = spec.filename or _safe_name(result.filename) or leaf
+            os.replace(result.path, staging / name)
+            return fmt, [name]
+
+        def progress(done: int, total: int) -> None:
+            self._watch(run, lease)
+            board.progress(done=done, total=total, speed=None)
+
+        board.set(Status.UNPACKING, progress=0, bytes_done=0, bytes_total=result.size,
+                  speed=None, eta=None,
+                  archive={"format": str(fmt), "size": result.size, "sha256": result.sha256})
+        files = extract(result.path, staging, fmt=fmt, config=self.config.extract,
+                        single_name=single_file_name(_safe_name(result.filename), fmt, leaf),
+                        cancel=run.cancel, on_progress=progress)
+        return fmt, files
+
+    def _keep_archive(self, spec: JobSpec) -> bool:
+        return self.config.keep_archive if spec.keep_archive is None else spec.keep_archive
+
+    # -- endings ---------------------------------------------------------------------
+
+    def _final(self, sidecar: Sidecar, paths: JobPaths) -> None:
+        if self._on_final is not None:
+            self._on_final(sidecar, paths)
+
+    def _error(self, run: _Run, board: StatusBoard, paths: JobPaths, err: DropfetchError) -> None:
+        cfg = self.config.download
+        sc = board.sidecar
+        if isinstance(err, DiskFullError) and sc.status is Status.DOWNLOADING:
+            sc.attempt -= 1  # waiting for space is not a failed attempt
+        if err.retryable and (sc.attempt < cfg.max_attempts or isinstance(err, DiskFullError)):
+            delay = min(cfg.backoff_max, cfg.backoff_initial * 2 ** max(0, sc.attempt - 1))
+            delay *= random.uniform(0.5, 1.0)  # jitter: hosts and jobs do not retry in step
+            if err.retry_after is not None:
+                delay = max(delay, min(err.retry_after, cfg.backoff_max))
+            logger.warning("%s: attempt %d failed (%s: %s); next try in %.1f s", run.job_id,
+                           sc.attempt, err.code, err.message, delay)
+            board.set(Status.WAITING, next_attempt_at=_iso_in(delay),
+                      error={"code": err.code, "message": err.message})
+            self.queue.put(run.job_id, delay=delay)
+            return
+        logger.error("%s: failed (%s): %s", run.job_id, err.code, err.message)
+        board.fail(err)
+        self._drop_partial(paths)
+        self._final(board.sidecar, paths)
+
+    def _cancelled(self, run: _Run, board: StatusBoard, paths: JobPaths, lease: Lease) -> None:
+        if run.reason == "removed":
+            self._purge(paths, board.sidecar, board)
+        elif run.reason == "shutdown":
+            board.set(Status.QUEUED)  # checkpoint: the next start resumes the partial file
+            logger.info("%s: stopped for shutdown; partial download kept", run.job_id)
+        elif run.reason == "lease_lost":
+            logger.error("%s: lost the lease; stopped without publishing", run.job_id)
+        # "changed": the new job file starts over at once (rerun)
+
+    def _removed(self, paths: JobPaths) -> None:
+        """The job file is gone: purge (or, with ``keep``, clean up unfinished work)."""
+        sidecar = read_sidecar(paths.sidecar)
+        if sidecar is None and not paths.partial.exists() and not paths.staging_dirs():
+            return
+        lease = self.leases.acquire(paths.id)
+        if lease is None:
+            self.queue.put(paths.id, delay=self.config.lease.ttl / 2)
+            return
+        try:
+            if paths.job.exists():  # it came back meanwhile
+                self.queue.put(paths.id)
+                return
+            previous = None if sidecar is None else sidecar.status
+            board = self._board(paths, sidecar, previous, lease) if sidecar else None
+            self._purge(paths, sidecar, board)
+        finally:
+            self.leases.release(lease)
+
+    def _purge(self, paths: JobPaths, sidecar: Sidecar | None, board: StatusBoard | None) -> None:
+        keep = self.config.on_job_removed == "keep"
+        if keep and sidecar is not None and sidecar.is_final:
+            self._drop_partial(paths)
+            return
+        if board is not None and sidecar is not None and not keep:
+            board.set(Status.DELETING)
+        if not keep:
+            remove_tree(paths.output)
+            kept = (sidecar.archive or {}).get("kept") if sidecar else None
+            if isinstance(kept, str) and _safe_name(kept):
+                remove_tree(paths.output.with_name(kept))
+        self._drop_partial(paths)
+        for old in paths.staging_dirs():
+            remove_tree(old)
+        try:
+            paths.sidecar.unlink()
+        except FileNotFoundError:
+            pass
+        logger.info("%s: job removed; %s", paths.id,
+                    "output kept" if keep else "output, partial files and sidecar purged")
+
+    @staticmethod
+    def _drop_partial(paths: JobPaths) -> None:
+        for p in (paths.partial, paths.meta):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise IOFailureError(f"cannot remove {p.name}: {exc}") from exc
+
+    def _clean_own_debris(self) -> None:
+        """Remove staging left by an earlier process of this host (crash recovery)."""
+        host = self.config.lease.host_id
+        staging = self.config.work / "staging"
+        for p in staging.iterdir():
+            parts = p.name.rsplit("@", 3)
+            mine = len(parts) == 4 and parts[1] == host and parts[2] != str(os.getpid())
+            if mine or is_temporary_name(p.name):
+                logger.info("removing staging debris %s", p.name)
+                remove_tree(p)
+        for p in (self.config.work / "partial").iterdir():
+            if is_temporary_name(p.name):
+                remove_tree(p)
+
+
+def _safe_name(name: str | None) -> str | None:
+    if not name or name.startswith(".") or not _SAFE_NAME.match(name):
+        return None
+    return name

@@ -1,0 +1,168 @@
+"""End-to-end harness: a real daemon subprocess on temporary directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FINAL = ("ok", "failed")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Daemon:
+    """One ``dropfetch run`` subprocess with its config, inbox and outbox."""
+
+    def __init__(self, base: Path, **config: Any) -> None:
+        self.base = base
+        self.inbox = base / "inbox"
+        self.outbox = base / "outbox"
+        self.config_path = base / "config.yaml"
+        self.log_path = base / f"daemon-{os.getpid()}-{id(self)}.log"
+        cfg: dict[str, Any] = {
+            "inbox": str(self.inbox), "outbox": str(self.outbox), "workers": 2,
+            "settle_time": 0.2, "rescan_interval": 2, "min_free_space": 0,
+            "status": {"update_interval": 0.1},
+            "download": {"block_networks": [], "backoff_initial": 0.2, "backoff_max": 1,
+                         "timeout_read": 5, "timeout_connect": 5},
+        }
+        _merge(cfg, config)
+        self.config = cfg
+        self.write_config()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = None
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    @property
+    def work(self) -> Path:
+        return Path(self.config.get("work_dir") or self.outbox / ".dropfetch")
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> Daemon:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dropfetch", "run", "--config", str(self.config_path),
+             *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.base,
+            env={**os.environ, **(env or {})})
+        wait_for(lambda: self.inbox.is_dir() and (self.work / "leases").is_dir(),
+                 message="the daemon to start")
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close()
+
+    def stop(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            self.kill()
+        return rc
+
+    def _close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def drop(self, name: str, content: str | bytes, *, directory: Path | None = None) -> Path:
+        """Write ``NAME.url`` the safe way: temporary name, then rename."""
+        inbox = directory or self.inbox
+        inbox.mkdir(parents=True, exist_ok=True)
+        data = content.encode() if isinstance(content, str) else content
+        tmp = inbox / f".{name}.url.tmp"
+        tmp.write_bytes(data)
+        target = inbox / f"{name}.url"
+        tmp.rename(target)
+        return target
+
+    def sidecar_path(self, name: str) -> Path:
+        return self.inbox / f"{name}.status.json"
+
+    def sidecar(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.sidecar_path(name).read_bytes())  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def wait_status(self, name: str, statuses: tuple[str, ...] | str = FINAL,
+                    timeout: float = 30) -> dict[str, Any]:
+        wanted = (statuses,) if isinstance(statuses, str) else statuses
+
+        def check() -> dict[str, Any] | None:
+            if self.proc is not None and self.proc.poll() is not None:
+                pytest.fail(f"the daemon exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+            sc = self.sidecar(name)
+            return sc if sc and sc["status"] in wanted else None
+
+        try:
+            return wait_for(check, timeout, message=f"{name} to be {wanted}")  # type: ignore[no-any-return]
+        except pytest.fail.Exception:
+            print(self.log()[-5000:], file=sys.stderr)
+            print("sidecar:", self.sidecar(name), file=sys.stderr)
+            raise
+
+    def output_files(self, name: str) -> list[str]:
+        root = self.outbox / name
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.is_file() and not p.is_symlink())
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Factory: ``make_daemon(**config)`` returns a started daemon; all stopped after."""
+    made: list[Daemon] = []
+
+    def make(start: bool = True, base: Path | None = None, **config: Any) -> Daemon:
+        d = Daemon(base or tmp_path, **config)
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.kill()
