@@ -572,3 +572,66 @@ def test_rate_limit_slows_down(srv: FaultServer, partial: Path) -> None:
     assert time.monotonic() - began >= 0.35
     assert result.sha256 == sha(data)
 
+
+
+# --- disk and name resolution ----------------------------------------------------
+
+def test_free_space_rechecked_while_writing(
+    srv: FaultServer, partial: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    big = bytes(40 * 1024 * 1024)
+    srv.add("/big", big)
+    calls: list[int] = []
+    real = shutil.disk_usage
+
+    def usage(path: Any) -> Any:
+        calls.append(1)
+        u = real(path)
+        # plenty before the transfer, nothing left at the first re-check (32 MiB in)
+        return u._replace(free=1 << 50 if len(calls) == 1 else 0)
+
+    monkeypatch.setattr("dropfetch.download.shutil.disk_usage", usage)
+    with make(min_free_space=1) as d, pytest.raises(DiskFullError) as info:
+        d.fetch(srv.url("/big"), partial)
+    assert info.value.retryable
+    assert len(calls) == 2
+    assert 32 * 1024 * 1024 <= partial.stat().st_size < len(big)
+    assert meta_path(partial).exists()  # resumable once space is back
+
+
+def test_enospc_while_writing_is_disk_full(
+    srv: FaultServer, dl: Downloader, partial: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    srv.add("/f", DATA)
+
+    def write(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dropfetch.download.os.write", write)
+    with pytest.raises(DiskFullError):
+        dl.fetch(srv.url("/f"), partial)
+
+
+def test_unknown_host_is_a_network_error(
+    dl: Downloader, partial: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with pytest.raises(NetworkError, match="could not be resolved") as info:
+        dl.fetch("http://no-such-host.invalid/x", partial)
+    assert info.value.retryable
+
+
+def test_https_connections_are_guarded_too(dl: Downloader) -> None:
+    from urllib3.connection import HTTPSConnection
+
+    adapter: Any = dl.session.get_adapter("https://example.org/")
+    pool_cls = adapter.poolmanager.pool_classes_by_scheme["https"]
+    assert issubclass(pool_cls.ConnectionCls, HTTPSConnection)
+    assert pool_cls.ConnectionCls._new_conn is not HTTPSConnection._new_conn
