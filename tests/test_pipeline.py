@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+
 from archives import OS_TEMPLATE, compress, tar_bytes, zip_bytes
 from harness import wait_for
 

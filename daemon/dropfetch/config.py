@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_size", "config_from_mapping"]
+__all__ = ["Config", "ConfigError", "config_from_mapping", "load_config", "parse_size"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -141,7 +141,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain YAML-able data."""
-        return _plain(self)
+        data: dict[str, Any] = _plain(self)
+        return data
 
 
 def _plain(value: Any) -> Any:
@@ -239,10 +240,10 @@ class _Reader:
         return value
 
     def path(self, key: str, default: Path | None) -> Path | None:
-        value = self.string(key, None) if self.has(key) else None
-        if value is None:
-            return None if self.has(key) and self.data[key] is None else _resolve(default, self.base)
-        return _resolve(Path(value).expanduser(), self.base)
+        if not self.has(key):
+            return _resolve(default, self.base)
+        value = self.string(key, None)
+        return None if value is None else _resolve(Path(value).expanduser(), self.base)
 
     def argv(self, key: str) -> tuple[str, ...] | None:
         if not self.has(key):
@@ -406,7 +407,7 @@ class _NoDuplicatesLoader(yaml.SafeLoader):
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} is given twice", key_node.start_mark)
@@ -445,8 +446,6 @@ def load_config(path: Path | str | None, **overrides: Any) -> Config:
         data = dict(loaded or {})
     for key, value in overrides.items():
         if value is not None:
-            if key in ("inbox", "outbox"):
-                value = str(Path(value).resolve())
-            data[key] = value
+            data[key] = str(Path(value).resolve()) if key in ("inbox", "outbox") else value
     cfg = config_from_mapping(data, where=where, base=base)
     return dataclasses.replace(cfg, source=source)

@@ -104,12 +104,12 @@ class _NoAliasLoader(yaml.BaseLoader):
     aliases: no 'billion laughs' in job files."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):
             raise BadJobError("the YAML job file uses aliases (*name), which are not allowed")
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if getattr(event, "anchor", None):
             raise BadJobError("the YAML job file uses anchors (&name), which are not allowed")
-        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)
 
 
 def _parse_yaml(text: str) -> JobSpec:

@@ -132,8 +132,8 @@ class LeaseManager:
         age = time.time() - st.st_mtime
         pid = data.get("pid")
         own_dead = (data.get("host") == self.host_id and isinstance(pid, int)
-                    and (pid == os.getpid() and data.get("token") not in self._tokens()
-                         or pid != os.getpid() and not _pid_alive(pid)))
+                    and ((pid == os.getpid() and data.get("token") not in self._tokens())
+                         or (pid != os.getpid() and not _pid_alive(pid))))
         if age <= self.ttl and not own_dead and data:
             return False
         if not data and age <= self.ttl:

@@ -83,7 +83,7 @@ class Sidecar:
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
-        data = {"schema": self.schema}
+        data: dict[str, Any] = {"schema": self.schema}
         data.update({k: v for k, v in dataclasses.asdict(self).items() if k != "schema"})
         data["status"] = str(self.status)
         return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()

@@ -187,8 +187,8 @@ class WorkerPool:
             self._threads = [t for t in self._threads if t.is_alive()]
             alive = len(self._threads) - self._retire
             for _ in range(workers - alive):
-                t = threading.Thread(target=self._work, name=f"dropfetch-worker-{next(self._names)}",
-                                     daemon=True)
+                name = f"dropfetch-worker-{next(self._names)}"
+                t = threading.Thread(target=self._work, name=name, daemon=True)
                 self._threads.append(t)
                 t.start()
             self._retire += max(0, alive - workers)
