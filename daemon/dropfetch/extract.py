@@ -9,7 +9,7 @@ through a link.
 
 # This module works on str paths with os-level calls (O_EXCL/O_NOFOLLOW, dir modes, links)
 # on purpose: pathlib would hide which calls follow links.
-# ruff: noqa: PTH101, PTH102, PTH108, PTH112, PTH118, PTH208, PTH211
+# ruff: noqa: PTH102, PTH118, PTH208, PTH211
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def single_file_name(url_filename: str | None, fmt: ArchiveFormat, fallback: str
         name = url_filename
         lower = name.lower()
         for suffix in _COMPRESSED_SUFFIXES[fmt.value]:
-            if lower.endswith(suffix) and len(name) > len(suffix):
+            if lower.endswith(suffix):
                 name = name[: -len(suffix)]
                 break
         if _is_bare_name(name):
@@ -220,16 +220,17 @@ def normalise_name(name: str, *, backslash_is_separator: bool = False) -> str | 
     """
     if _CONTROL_RE.search(name):
         raise UnsafeArchiveError(f"unsafe member {name!r}: control characters in its name")
+    shown = name
     if backslash_is_separator:
         name = name.replace("\\", "/")
     if name.startswith(("/", "\\")) or _DRIVE_RE.match(name):
-        raise UnsafeArchiveError(f"unsafe member {name!r}: absolute path")
+        raise UnsafeArchiveError(f"unsafe member {shown!r}: absolute path")
     try:
         raw = os.fsencode(name)
     except UnicodeError:
-        raise UnsafeArchiveError(f"unsafe member {name!r}: undecodable name") from None
+        raise UnsafeArchiveError(f"unsafe member {shown!r}: undecodable name") from None
     if len(raw) > MAX_NAME_BYTES:
-        raise UnsafeArchiveError(f"unsafe member {name[:80]!r}...: name too long")
+        raise UnsafeArchiveError(f"unsafe member {shown[:80]!r}...: name too long")
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
@@ -237,9 +238,9 @@ def normalise_name(name: str, *, backslash_is_separator: bool = False) -> str | 
         # A '..' hidden behind Windows separators is refused too, in case the output is
         # later read through a share.
         if part == ".." or ".." in part.split("\\"):
-            raise UnsafeArchiveError(f"unsafe member {name!r}: '..' in its path")
+            raise UnsafeArchiveError(f"unsafe member {shown!r}: '..' in its path")
         if len(os.fsencode(part)) > MAX_COMPONENT_BYTES:
-            raise UnsafeArchiveError(f"unsafe member {name[:80]!r}: a path component too long")
+            raise UnsafeArchiveError(f"unsafe member {shown[:80]!r}: a path component too long")
         parts.append(part)
     return "/".join(parts) if parts else None
 
