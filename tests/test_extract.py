@@ -391,6 +391,22 @@ def test_zip_command(layout: Layout) -> None:
     assert os.access(layout.dest / "usr" / "bin" / "x", os.X_OK)
 
 
+def test_zip_command_streaming_data_descriptors(layout: Layout) -> None:
+    if shutil.which("zip") is None:
+        pytest.skip("zip not installed")
+    src = layout.tmp / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"streamed " * 1000)
+    (src / "d").mkdir()
+    (src / "d" / "b").write_bytes(os.urandom(5000))
+    # writing to a pipe makes zip use data descriptors (flag bit 3)
+    out = subprocess.run(["zip", "-qr", "-", "."], cwd=src, capture_output=True,
+                         check=True).stdout
+    assert zipfile.ZipFile(io.BytesIO(out)).infolist()[0].flag_bits & 0x08
+    assert run(layout, out) == ["a", "d/b"]
+    assert (layout.dest / "d" / "b").read_bytes() == (src / "d" / "b").read_bytes()
+
+
 # --- progress, cancellation, errors on the destination ------------------------------
 
 def test_progress_reports_archive_bytes(layout: Layout) -> None:

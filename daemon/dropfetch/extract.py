@@ -305,13 +305,18 @@ class _Source(io.RawIOBase):
         self.report()
         return n
 
-    def report(self, *, force: bool = False) -> None:
+    def report(self) -> None:
         if self._on_progress is None:
             return
         pos = self._f.tell()
-        if force or pos - self._reported >= PROGRESS_STEP:
+        if pos - self._reported >= PROGRESS_STEP:
             self._reported = pos
             self._on_progress(min(pos, self.size), self.size)
+
+    def done(self) -> None:
+        """The whole archive is consumed (tar's trailing padding may go unread)."""
+        if self._on_progress is not None:
+            self._on_progress(self.size, self.size)
 
 
 class _Limits:
@@ -631,7 +636,7 @@ def extract(
         else:
             _extract_single(cast(IO[bytes], buffered), fmt, out, single_name)
         out.finish(dest.name)
-        source.report(force=True)
+        source.done()
     logger.debug("%s: extracted %d files, %d bytes in %.1f s", dest.name, len(out.files),
                  limits.written, time.monotonic() - started)
     return sorted(out.files)
