@@ -8,31 +8,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import yaml
 
 from dropfetch import __version__
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
-from dropfetch.fsutil import temp_name
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, job_name, parse_job
+from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
 from dropfetch.status import FINAL, Sidecar, read_sidecar
+from dropfetch.submit import derive_name, job_content, write_job
 
 __all__ = ["main"]
 
 logger = logging.getLogger("dropfetch")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_ARCHIVE_SUFFIX = re.compile(
-    r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE)
 
 
 class UsageError(Exception):
@@ -97,54 +92,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
-def derive_name(url: str) -> str:
-    """A job name from a URL: the file name without archive suffixes, else the host."""
-    parts = urlsplit(url)
-    leaf = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
-    name = _ARCHIVE_SUFFIX.sub("", leaf)
-    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or \
-        re.sub(r"[^A-Za-z0-9.-]+", "_", parts.hostname or "").strip("._")
-    return name[:100] or "download"
-
-
-def write_job(inbox: Path, name: str, content: bytes) -> Path:
-    """Write ``inbox/NAME.url`` safely (temporary name, then a rename that never replaces)."""
-    job_name(name + JOB_SUFFIX)
-    if "/" in name or name.startswith("."):
-        raise UsageError(f"invalid job name {name!r}")
-    target = inbox / (name + JOB_SUFFIX)
-    tmp = temp_name(target)
-    with open(tmp, "xb") as fh:
-        fh.write(content)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        os.link(tmp, target)  # fails if the name exists: never replace another job
-    except FileExistsError:
-        raise UsageError(f"a job named {name!r} exists already ({target}); "
-                         "choose another --name") from None
-    finally:
-        tmp.unlink()
-    return target
-
-
-def job_content(url: str, *, sha256: str | None = None, extract: bool = True,
-                filename: str | None = None) -> bytes:
-    if sha256 is None and extract and filename is None:
-        content = url.strip() + "\n"
-    else:
-        doc: dict[str, Any] = {"url": url.strip()}
-        if sha256:
-            doc["sha256"] = sha256
-        if not extract:
-            doc["extract"] = False
-        if filename:
-            doc["filename"] = filename
-        content = yaml.safe_dump(doc, sort_keys=False)
-    parse_job(content.encode())  # refuse what the daemon would refuse
-    return content.encode()
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
     config = _config(args)
     urls = list(args.url) if args.url and args.url != ["-"] else [
@@ -154,11 +101,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.name and len(urls) > 1:
         raise UsageError("--name can only be used with a single URL")
     config.inbox.mkdir(parents=True, exist_ok=True)
+    failed = 0
     for url in urls:
-        content = job_content(url, sha256=args.sha256, extract=not args.no_extract,
-                              filename=args.filename)
-        print(write_job(config.inbox, args.name or derive_name(url), content))
-    return EXIT_OK
+        try:
+            content = job_content(url, sha256=args.sha256, extract=not args.no_extract,
+                                  filename=args.filename)
+            print(write_job(config.inbox, args.name or derive_name(url), content))
+        except DropfetchError as exc:
+            print(f"dropfetch: {url}: {exc.message}", file=sys.stderr)
+            failed += 1
+    return EXIT_USAGE if failed else EXIT_OK
 
 
 def _sidecars(config: Config, names: Sequence[str]) -> list[Sidecar]:

@@ -101,6 +101,7 @@ class HttpConfig:
 class HooksConfig:
     on_done: tuple[str, ...] | None = None
     on_failed: tuple[str, ...] | None = None
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,8 +363,9 @@ def config_from_mapping(data: Any, *, where: str = "<config>", base: Path | None
     if inbox is None or outbox is None:
         raise r.fail("inbox" if inbox is None else "outbox", "must be a path")
     hooks_r = r.section("hooks")
-    hooks = HooksConfig(on_done=hooks_r.argv("on_done"), on_failed=hooks_r.argv("on_failed"))
-    hooks_r.finish({"on_done", "on_failed"})
+    hooks = HooksConfig(on_done=hooks_r.argv("on_done"), on_failed=hooks_r.argv("on_failed"),
+                        timeout=hooks_r.number("timeout", 60.0, strict_min=True))
+    hooks_r.finish({"on_done", "on_failed", "timeout"})
     log_r = r.section("log")
     log = LogConfig(
         level=log_r.choice("level", "info", ("debug", "info", "warning", "error")),

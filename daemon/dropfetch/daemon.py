@@ -14,7 +14,9 @@ from types import FrameType
 from typing import Any
 
 from dropfetch.config import Config, ConfigError, load_config
+from dropfetch.hooks import HookRunner
 from dropfetch.leases import LeaseManager
+from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, Status
 from dropfetch.watcher import Watcher
 from dropfetch.worker import WorkerPool
@@ -79,6 +81,8 @@ class Daemon:
         self._reload_requested = False
         self._signals = 0
         self.counts: Counter[str] = Counter()
+        self.metrics = Metrics(config.inbox, recursive=config.recursive)
+        self.hooks = HookRunner(config)
         self.leases = LeaseManager(config.work / "leases", host_id=config.lease.host_id,
                                    ttl=config.lease.ttl)
         self.pool = WorkerPool(config, self.leases, on_change=self._changed)
@@ -104,8 +108,11 @@ class Daemon:
         self._wake.set()
 
     def _changed(self, sidecar: Sidecar) -> None:
+        """Called on every sidecar write of this host (from worker threads)."""
+        self.metrics.observe(sidecar)
         if sidecar.status in (Status.OK, Status.FAILED):
             self.counts[str(sidecar.status)] += 1
+            self.hooks.fire(sidecar)
 
     # -- running ------------------------------------------------------------------------
 
@@ -121,7 +128,7 @@ class Daemon:
         if self.config.http.listen:
             from dropfetch.httpapi import HttpFrontEnd
 
-            self.http = HttpFrontEnd(self.config)
+            self.http = HttpFrontEnd(self.config, self.metrics)
             self.http.start()
         logger.info("dropfetch running: inbox %s, outbox %s, %d workers, host %s",
                     self.config.inbox, self.config.outbox, self.config.workers,
@@ -164,6 +171,7 @@ class Daemon:
         self.watcher.stop()
         in_time = self.pool.stop(max(0.5, self.config.shutdown_timeout - 1.0))
         self.leases.stop()
+        self.hooks.join(timeout=1.0)
         if not in_time:
             logger.warning("some jobs did not stop within shutdown_timeout; their partial "
                            "files are kept and the next start resumes them")
@@ -191,6 +199,7 @@ class Daemon:
         logging.getLogger("dropfetch").setLevel(new.log.level.upper())
         self.leases.ttl = new.lease.ttl
         self.watcher.config = new
+        self.hooks.config = new
         self.pool.reconfigure(new)
         self.watcher.wake()
         logger.info("SIGHUP: configuration reloaded from %s (%d workers)", source, new.workers)

@@ -1,0 +1,88 @@
+"""Writing job files the safe way (used by ``dropfetch submit`` and the HTTP front end)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from dropfetch.errors import BadJobError, NameConflictError
+from dropfetch.fsutil import temp_name
+from dropfetch.jobfile import JOB_SUFFIX, job_name, parse_job
+
+__all__ = ["derive_name", "job_content", "write_job", "write_unique_job"]
+
+_ARCHIVE_SUFFIX = re.compile(
+    r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE)
+
+
+def derive_name(url: str) -> str:
+    """A job name from a URL: the file name without archive suffixes, else the host."""
+    parts = urlsplit(url)
+    leaf = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", _ARCHIVE_SUFFIX.sub("", leaf)).strip("._")
+    if not name:
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", parts.hostname or "").strip("._")
+    return name[:100] or "download"
+
+
+def job_content(url: str, *, sha256: str | None = None, extract: bool = True,
+                filename: str | None = None) -> bytes:
+    """The bytes of a job file: the plain form, or YAML when there are options.
+
+    Raises BadJobError/BadUrlError for what the daemon would refuse.
+    """
+    if sha256 is None and extract and filename is None:
+        content = url.strip() + "\n"
+    else:
+        doc: dict[str, Any] = {"url": url.strip()}
+        if sha256:
+            doc["sha256"] = sha256
+        if not extract:
+            doc["extract"] = False
+        if filename:
+            doc["filename"] = filename
+        content = yaml.safe_dump(doc, sort_keys=False)
+    parse_job(content.encode())
+    return content.encode()
+
+
+def _check_name(name: str) -> None:
+    job_name(name + JOB_SUFFIX)
+    if not name or "/" in name or name.startswith(".") or name.endswith(("~", ".tmp", ".part")):
+        raise BadJobError(f"invalid job name {name!r}: use a plain file name without '/'")
+
+
+def write_job(inbox: Path, name: str, content: bytes) -> Path:
+    """Write ``inbox/NAME.url``: temporary name, fsync, then a link that never replaces
+    an existing job (NameConflictError if the name is taken)."""
+    _check_name(name)
+    target = inbox / (name + JOB_SUFFIX)
+    tmp = temp_name(target)
+    with open(tmp, "xb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise NameConflictError(f"a job named {name!r} exists already; choose another name") \
+            from None
+    finally:
+        tmp.unlink()
+    return target
+
+
+def write_unique_job(inbox: Path, name: str, content: bytes) -> Path:
+    """Like :func:`write_job`, making the name unique with ``-2``, ``-3``, ..."""
+    for n in range(1, 10_000):
+        candidate = name if n == 1 else f"{name}-{n}"
+        try:
+            return write_job(inbox, candidate, content)
+        except NameConflictError:
+            continue
+    raise NameConflictError(f"no free name left for {name!r}")
