@@ -379,7 +379,23 @@ CASES: list[Case] = [
          lambda t: tar_bytes([T("d/f"), T("d/l", "sym", target="f"),
                               T("top", "sym", target="d/../d/f")]),
          "ok", check=_expect_files("d/f")),
+    Case("tar_empty_named_symlinks",  # gh-149486: a chain of links named ""
+         lambda t: tar_bytes([T("", "sym", target=".."), T("", "sym", target="../.."),
+                              T("x", "sym", target="sentinel")]), "unsafe_archive"),
+    Case("tar_jwilk_dirsymlink2a",  # 'par' -> 'cur/..' with 'cur' -> '.'
+         lambda t: tar_bytes([T("cur", "sym", target="."), T("par", "sym", target="cur/.."),
+                              T("par/sentinel/pwned")]), "unsafe_archive"),
+    Case("tar_jwilk_dirsymlink2a_links_only",
+         lambda t: tar_bytes([T("cur", "sym", target="."), T("par", "sym", target="cur/..")]),
+         "unsafe_archive"),
     # hard links
+    Case("tar_hardlink_name_escapes",
+         lambda t: tar_bytes([T("f"), T(UP + "sentinel/h", "hard", target="f")]),
+         "unsafe_archive"),
+    Case("tar_hardlink_to_escaping_symlink_then_write",  # gh-157190 / gh-151558
+         lambda t: tar_bytes([T("s", "sym", target=UP + "sentinel/file1"),
+                              T("h", "hard", target="s"), T("h", data=b"overwrite")]),
+         "unsafe_archive"),
     Case("tar_hardlink_etc_passwd", lambda t: tar_bytes([T("h", "hard", target="/etc/passwd")]),
          "unsafe_archive"),
     Case("tar_hardlink_dotdot",

@@ -578,10 +578,13 @@ class _Output:
         for rel in sorted(self.dir_meta, key=lambda d: d.count("/"), reverse=True):
             mode, mtime = self.dir_meta[rel]
             with _writing(f"setting the mode of {rel}"):
-                os.chmod(self._path(rel), mode, follow_symlinks=False)
-            if mtime is not None:
-                with contextlib.suppress(OSError, OverflowError, ValueError):
-                    os.utime(self._path(rel), (mtime, mtime), follow_symlinks=False)
+                fd = os.open(self._path(rel), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC)
+                try:
+                    os.fchmod(fd, mode)
+                    _set_mtime(fd, mtime)
+                finally:
+                    os.close(fd)
         if self.skipped_links:
             logger.warning("%s: left out %d symbolic links (extract.symlinks: skip): %s",
                            label, len(self.skipped_links), ", ".join(self.skipped_links[:20]))
@@ -622,7 +625,11 @@ def extract(
     root = os.path.realpath(dest)
     if not os.path.isdir(root) or os.listdir(root):
         raise ValueError(f"{dest} must be an existing empty directory")
-    with _writing("opening the archive"), open(archive, "rb") as f:
+    try:
+        f = open(archive, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise from_os_error(exc, "opening the archive") from exc
+    with f:
         size = os.fstat(f.fileno()).st_size
         source = _Source(f, size, cancel, on_progress)
         buffered = io.BufferedReader(source, CHUNK)
