@@ -12,11 +12,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("ok", "failed")
+SCHEMA = json.loads((ROOT / "schema" / "status.schema.json").read_text())
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def check_sidecar(data: Any) -> Any:
+    """Validate a sidecar against schema/status.schema.json (every test sees this)."""
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        pytest.fail("sidecar does not match the schema: " + "; ".join(
+            f"{list(e.path)}: {e.message}" for e in errors[:5]) + f"\n{data}")
+    return data
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
@@ -118,9 +130,10 @@ class Daemon:
 
     def sidecar(self, name: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.sidecar_path(name).read_bytes())  # type: ignore[no-any-return]
+            raw = self.sidecar_path(name).read_bytes()
         except FileNotFoundError:
             return None
+        return check_sidecar(json.loads(raw))  # type: ignore[no-any-return]
 
     def wait_status(self, name: str, statuses: tuple[str, ...] | str = FINAL,
                     timeout: float = 30) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import threading
-from pathlib import Path
 
 from dropfetch.config import Config
 from dropfetch.jobfile import SIDECAR_SUFFIX
@@ -56,8 +55,7 @@ class HookRunner:
     def _run(job_id: str, argv: list[str], env: dict[str, str], timeout: float) -> None:
         try:
             done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout, check=False, cwd=Path(argv[0]).parent
-                                  if os.path.isabs(argv[0]) else None)
+                                  timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             logger.error("%s: hook %s timed out after %.0f s and was killed", job_id, argv[0],
                          timeout)

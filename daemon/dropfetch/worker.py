@@ -353,10 +353,10 @@ class WorkerPool:
                 kept = paths.output.with_name(f"{paths.output.name}.{fmt}")
                 os.replace(result.path, kept)
                 archive["kept"] = kept.name
+            self._drop_partial(paths)
             board.set(Status.OK, output=run.job_id, files=files, archive=archive,
                       progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
-            self._drop_partial(paths)
             self._final(board.sidecar, paths)
         except LeaseLostError:
             logger.error("%s: lost the lease; stopping without publishing", run.job_id)
@@ -455,8 +455,8 @@ class WorkerPool:
             self.queue.put(run.job_id, delay=delay)
             return
         logger.error("%s: failed (%s): %s", run.job_id, err.code, err.message)
-        board.fail(err)
         self._drop_partial(paths)
+        board.fail(err)
         self._final(board.sidecar, paths)
 
     def _cancelled(self, run: _Run, board: StatusBoard, paths: JobPaths, lease: Lease) -> None:
