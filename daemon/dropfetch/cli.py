@@ -130,19 +130,34 @@ def _sidecars(config: Config, names: Sequence[str]) -> list[Sidecar]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dropfetch.view import render_table
+    from rich.console import Console
+    from rich.live import Live
+
+    from dropfetch.view import render_plain, rich_table
 
     config = _config(args)
+    if args.json:
+        sidecars = _sidecars(config, args.names)
+        print(json.dumps([json.loads(s.to_json()) for s in sidecars], indent=2,
+                         ensure_ascii=False))
+        return EXIT_OK
+    console = Console()
+    if args.watch and console.is_terminal:
+        try:
+            with Live(rich_table(_sidecars(config, args.names)), console=console,
+                      refresh_per_second=4, screen=False) as live:
+                while True:
+                    time.sleep(0.5)
+                    live.update(rich_table(_sidecars(config, args.names)))
+        except KeyboardInterrupt:
+            return EXIT_OK
     while True:
         sidecars = _sidecars(config, args.names)
-        if args.json:
-            print(json.dumps([json.loads(s.to_json()) for s in sidecars], indent=2,
-                             ensure_ascii=False))
-            return EXIT_OK
-        if args.watch:
-            sys.stdout.write("\x1b[H\x1b[2J")
-        sys.stdout.write(render_table(sidecars))
-        sys.stdout.flush()
+        if console.is_terminal:
+            console.print(rich_table(sidecars))
+        else:
+            sys.stdout.write(render_plain(sidecars))
+            sys.stdout.flush()
         if not args.watch:
             missing = [n for n in args.names if n not in {s.id for s in sidecars}]
             if missing:
@@ -150,7 +165,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return EXIT_FAILURE
             return EXIT_OK
         try:
-            time.sleep(1.0)
+            time.sleep(2.0)
+            print()
         except KeyboardInterrupt:
             return EXIT_OK
 

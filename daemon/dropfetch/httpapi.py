@@ -50,6 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = body if isinstance(body, bytes) else (
             json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode()
         self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -126,9 +128,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
+            self.close_connection = True
             self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length is required")
             return None
         if length > MAX_BODY or length < 0:
+            self.close_connection = True  # the unread body must not become the next request
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
             return None
         raw = self.rfile.read(length)

@@ -86,7 +86,10 @@ class Sidecar:
         data: dict[str, Any] = {"schema": self.schema}
         data.update({k: v for k, v in dataclasses.asdict(self).items() if k != "schema"})
         data["status"] = str(self.status)
-        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+        try:
+            return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+        except UnicodeEncodeError:  # file names that are not UTF-8 (surrogate escapes)
+            return (json.dumps(data, indent=2) + "\n").encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Sidecar:

@@ -1,0 +1,276 @@
+"""Issue 7: the HTTP front end, metrics, hooks, categories, JSON logs, the status view."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from archives import OS_TEMPLATE, tar_bytes, zip_bytes
+from harness import check_sidecar, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+
+from dropfetch.status import Sidecar, Status
+from dropfetch.view import render_plain, rich_table
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(make_daemon, tmp_path):
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    d = make_daemon(http={"listen": f"127.0.0.1:{port}", "token_file": str(token)},
+                    status={"update_interval": 0.05})
+    base = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer s3cret-token"
+    wait_for(lambda: _up(session, base), message="the HTTP front end")
+    yield d, base, session
+    session.close()
+
+
+def _up(session: requests.Session, base: str) -> bool:
+    try:
+        return session.get(base + "/archive", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _metrics(session: requests.Session, base: str) -> dict[tuple[str, tuple], float]:
+    text = session.get(base + "/metrics", timeout=5).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_http_api_seed_contract(api, fault_server):
+    d, base, s = api
+    body = tar_bytes({"big.bin": os.urandom(2_000_000)}, compression="gz")
+    fault_server.add("/os/debian-7.tar.gz", body, rate=1_000_000)
+    r = s.post(base + "/archive", json={"url": fault_server.url("/os/debian-7.tar.gz")}, timeout=5)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    assert job_id == "debian-7"
+    # a second POST of the same URL gets a unique name
+    r2 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=5)
+    r3 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=5)
+    assert (r2.json()["id"], r3.json()["id"]) == ("missing", "missing-2")
+
+    def downloading() -> dict | None:
+        got = s.get(f"{base}/archive/{job_id}", timeout=5).json()
+        return got if got["status"] == "downloading" and got["progress"] else None
+
+    mid = wait_for(downloading, message="downloading with progress")
+    check_sidecar(mid)
+    assert 0 < mid["progress"] <= 100
+    done = wait_for(lambda: (g := s.get(f"{base}/archive/{job_id}", timeout=5).json())
+                    ["status"] == "ok" and g, timeout=30, message="ok")
+    assert done["files"] == ["big.bin"]
+    listing = s.get(base + "/archive", timeout=5).json()
+    assert job_id in {x["id"] for x in listing}
+
+    r = s.delete(f"{base}/archive/{job_id}", timeout=5)
+    assert r.status_code == 202
+    wait_for(lambda: s.get(f"{base}/archive/{job_id}", timeout=5).status_code == 404,
+             message="404 after DELETE")
+    assert not (d.outbox / job_id).exists()
+    assert not d.sidecar_path(job_id).exists()
+    assert s.delete(f"{base}/archive/{job_id}", timeout=5).status_code == 404
+
+
+def test_http_api_errors(api):
+    _, base, s = api
+    assert requests.get(base + "/archive", timeout=5).status_code == 401
+    wrong = requests.get(base + "/archive", headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert wrong.status_code == 401 and "error" in wrong.json()
+    bad = s.post(base + "/archive", data=b"{not json", timeout=5,
+                 headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and "JSON" in bad.json()["error"]
+    assert s.post(base + "/archive", json=["x"], timeout=5).status_code == 400
+    assert s.post(base + "/archive", json={"url": "ftp://x/y"}, timeout=5).status_code == 400
+    assert s.post(base + "/archive", json={"url": 5}, timeout=5).status_code == 400
+    big = s.post(base + "/archive", data=b"x" * 70_000, timeout=5)
+    assert big.status_code == 413
+    unknown = s.get(base + "/archive/no-such-job", timeout=5)
+    assert unknown.status_code == 404 and "error" in unknown.json()
+    assert s.get(base + "/nope", timeout=5).status_code == 404
+
+
+def test_metrics_move(api, fault_server):
+    d, base, s = api
+    fault_server.add("/a.zip", zip_bytes({"a": b"a" * 50_000}))
+    before = _metrics(s, base)
+    assert ("dropfetch_jobs", (("status", "ok"),)) in before
+    s.post(base + "/archive", json={"url": fault_server.url("/a.zip")}, timeout=5)
+    s.post(base + "/archive", json={"url": fault_server.url("/nothing.zip")}, timeout=5)
+    d.wait_status("a", "ok")
+    d.wait_status("nothing", "failed")
+    after = _metrics(s, base)
+    assert after[("dropfetch_jobs", (("status", "ok"),))] == 1
+    assert after[("dropfetch_jobs", (("status", "failed"),))] == 1
+    assert after[("dropfetch_downloaded_bytes_total", ())] >= len(zip_bytes({"a": b"a" * 50_000}))
+    assert after[("dropfetch_failures_total", (("code", "http_404"),))] == 1
+    assert after[("dropfetch_download_seconds_count", ())] >= 1
+    assert after[("dropfetch_extract_seconds_count", ())] >= 1
+
+
+def _hook_script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "hook.sh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_hooks_environment(make_daemon, fault_server, tmp_path):
+    out = tmp_path / "hook-out"
+    script = _hook_script(tmp_path, f'env | grep ^DROPFETCH_ | sort > "{out}.$DROPFETCH_ID"\n')
+    fault_server.add("/x.zip", zip_bytes({"f": b"1"}))
+    d = make_daemon(hooks={"on_done": [str(script)], "on_failed": [str(script), "failed"]})
+    d.drop("good", fault_server.url("/x.zip"))
+    d.drop("bad", fault_server.url("/404.zip"))
+    d.wait_status("good", "ok")
+    d.wait_status("bad", "failed")
+    good = wait_for(lambda: Path(f"{out}.good").exists() and Path(f"{out}.good").read_text())
+    env = dict(line.split("=", 1) for line in good.splitlines())
+    assert env["DROPFETCH_ID"] == "good"
+    assert env["DROPFETCH_STATUS"] == "ok"
+    assert env["DROPFETCH_OUTPUT"] == str(d.outbox / "good")
+    assert env["DROPFETCH_SIDECAR"] == str(d.inbox / "good.status.json")
+    bad = wait_for(lambda: Path(f"{out}.bad").exists() and Path(f"{out}.bad").read_text())
+    assert "DROPFETCH_STATUS=failed" in bad and "DROPFETCH_ERROR_CODE=http_404" in bad
+
+
+def test_failing_and_hanging_hooks_do_not_change_the_result(make_daemon, fault_server, tmp_path):
+    failing = _hook_script(tmp_path, "echo boom >&2; exit 3\n")
+    hanging = tmp_path / "hang.sh"
+    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    fault_server.add("/x.zip", zip_bytes({"f": b"1"}))
+    d = make_daemon(hooks={"on_done": [str(failing)], "on_failed": [str(hanging)],
+                           "timeout": 1})
+    d.drop("one", fault_server.url("/x.zip"))
+    d.drop("two", fault_server.url("/404.zip"))
+    assert d.wait_status("one")["status"] == "ok"
+    assert d.wait_status("two")["status"] == "failed"
+    wait_for(lambda: "exited 3: boom" in d.log(), message="the failing hook's log line")
+    wait_for(lambda: "timed out after 1 s" in d.log(), message="the hook timeout")
+    assert d.sidecar("one")["status"] == "ok"
+    assert d.sidecar("two")["error"]["code"] == "http_404"
+
+
+def test_recursive_categories(make_daemon, fault_server):
+    fault_server.add("/t.tar.gz", tar_bytes(OS_TEMPLATE, compression="gz"))
+    d = make_daemon(recursive=True)
+    d.drop("debian", fault_server.url("/t.tar.gz"), directory=d.inbox / "os")
+    d.drop("top", fault_server.url("/t.tar.gz"))
+    d.drop("deep", fault_server.url("/t.tar.gz"), directory=d.inbox / "a" / "b")
+    sc = wait_for(lambda: (p := d.inbox / "os" / "debian.status.json").exists()
+                  and json.loads(p.read_text())["status"] == "ok" and json.loads(p.read_text()))
+    check_sidecar(sc)
+    assert sc["id"] == "os/debian" and sc["output"] == "os/debian"
+    assert sorted(OS_TEMPLATE) == sorted(
+        str(p.relative_to(d.outbox / "os" / "debian"))
+        for p in (d.outbox / "os" / "debian").rglob("*") if p.is_file())
+    assert d.wait_status("top")["status"] == "ok"
+    time.sleep(1)
+    assert not (d.inbox / "a" / "b" / "deep.status.json").exists()  # one level only
+    (d.inbox / "os" / "debian.url").unlink()
+    wait_for(lambda: not (d.outbox / "os" / "debian").exists(), message="purge in a category")
+
+
+def test_json_logs(make_daemon, fault_server):
+    fault_server.add("/x.zip", zip_bytes({"f": b"1"}))
+    d = make_daemon(log={"format": "json"})
+    d.drop("js", fault_server.url("/x.zip"))
+    d.wait_status("js", "ok")
+    wait_for(lambda: "published" in d.log())
+    records = [json.loads(line) for line in d.log().splitlines() if line.strip()]
+    assert all({"time", "level", "job", "event"} <= set(r) for r in records)
+    published = [r for r in records if "published" in r["event"]]
+    assert published and published[0]["job"] == "js" and published[0]["level"] == "info"
+
+
+def _sidecars() -> list[Sidecar]:
+    a = Sidecar(id="alpha", job="alpha.url", job_sha256="a" * 64, status=Status.OK,
+                files=["x"], output="alpha", progress=100)
+    b = Sidecar(id="beta", job="beta.url", job_sha256="b" * 64, status=Status.DOWNLOADING,
+                progress=42, bytes_done=42, bytes_total=100, speed=2_000_000.0, eta=3.0,
+                host="node-a")
+    c = Sidecar(id="gamma", job="gamma.url", job_sha256="c" * 64, status=Status.FAILED,
+                error={"code": "http_404", "message": "the server says 404"})
+    return [a, b, c]
+
+
+def test_status_view_rich_and_plain():
+    console = Console(record=True, width=160, force_terminal=True, color_system="truecolor")
+    console.print(rich_table(_sidecars()))
+    text = console.export_text(clear=False)
+    lines = [line for line in text.splitlines() if any(n in line for n in
+                                                     ("alpha", "beta", "gamma"))]
+    assert [n for line in lines for n in ("alpha", "beta", "gamma") if n in line] == \
+        ["beta", "gamma", "alpha"]  # active first
+    assert "downloading 42%" in text and "1.9 MiB/s" in text and "node-a" in text
+    assert "http_404: the server says 404" in text
+    assert "\x1b[" in console.export_text(styles=True)
+    plain = render_plain(_sidecars())
+    assert "\x1b" not in plain
+    assert plain.splitlines()[1].startswith("beta") and "42%" in plain
+
+
+def test_status_command_plain_and_json(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for sc in _sidecars():
+        (inbox / f"{sc.id}.status.json").write_bytes(sc.to_json())
+    run = [sys.executable, "-m", "dropfetch", "status", "--inbox", str(inbox)]
+    plain = subprocess.run(run, capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "beta" in plain and "\x1b" not in plain
+    js = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True,
+                                   timeout=30, check=True).stdout)
+    assert [x["id"] for x in js] == ["alpha", "beta", "gamma"]
+    for item in js:
+        check_sidecar(item)
+
+
+def test_status_through_a_pty(tmp_path):
+    import pty
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for sc in _sidecars():
+        (inbox / f"{sc.id}.status.json").write_bytes(sc.to_json())
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the real command on a terminal
+        os.environ["COLUMNS"] = "160"
+        os.execv(sys.executable, [sys.executable, "-m", "dropfetch", "status", "--inbox",
+                                  str(inbox)])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    out = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in out  # colours: rich saw a terminal
+    assert "━" in out or "╸" in out  # a drawn progress bar
+    assert "beta" in out and "alpha" in out
