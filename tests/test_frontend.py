@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from archives import OS_TEMPLATE, tar_bytes, zip_bytes
-from harness import check_sidecar, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from archives import OS_TEMPLATE, tar_bytes, zip_bytes
 from dropfetch.status import Sidecar, Status
 from dropfetch.view import render_plain, rich_table
+from harness import check_sidecar, wait_for
 
 
 def free_port() -> int:
