@@ -404,28 +404,54 @@ def test_redirect_to_blocked_address(srv: FaultServer, partial: Path) -> None:
         assert len(srv.requests) == 1
 
 
-def test_check_is_on_connected_address(
+def test_dns_rebinding_cannot_slip_through(
     srv: FaultServer, partial: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A name whose first address looks harmless but is not the one connected to."""
+    """A name that resolves to an allowed address first and a blocked one afterwards:
+    the connection goes to the address that was checked, never to the second answer."""
+    srv.add("/x", b"blocked server")
+    with FaultServer(host="127.0.0.3") as allowed_srv:
+        allowed_srv.add("/x", b"x")
+        real = socket.getaddrinfo
+        answers = iter(["127.0.0.3"])
+
+        def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if host == "rebind.test":  # first answer allowed, every later one blocked
+                return real(next(answers, "127.0.0.1"), port, *args, **kwargs)
+            return real(host, port, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+        blocked = DownloadConfig(block_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+        with make(blocked) as d:
+            url = f"http://rebind.test:{allowed_srv.port}/x"
+            assert d.fetch(url, partial).sha256 == sha(b"x")
+            assert len(allowed_srv.requests) == 1
+            assert allowed_srv.requests[0].headers.get("Host") == f"rebind.test:{allowed_srv.port}"
+            # now every answer is the blocked address: refused before connecting
+            partial.unlink(missing_ok=True)
+            with pytest.raises(BlockedAddressError, match=r"127\.0\.0\.1"):
+                d.fetch(f"http://rebind.test:{srv.port}/x", partial)
+    assert srv.requests == []
+
+
+def test_mixed_answers_use_only_allowed_addresses(
+    srv: FaultServer, partial: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several addresses, the first blocked: only an allowed one is ever dialled."""
     srv.add("/x", b"x")
     real = socket.getaddrinfo
 
     def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "rebind.test":
-            # 127.0.0.3 is allowed but nobody listens there; 127.0.0.1 is blocked
-            return real("127.0.0.3", port, *args, **kwargs) + real("127.0.0.1", port,
+        if host == "multi.test":
+            return real("127.0.0.1", port, *args, **kwargs) + real("127.0.0.3", port,
                                                                   *args, **kwargs)
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     blocked = DownloadConfig(block_networks=(ipaddress.ip_network("127.0.0.1/32"),))
-    with make(blocked) as d, pytest.raises(BlockedAddressError, match=r"127\.0\.0\.1"):
-        d.fetch(f"http://rebind.test:{srv.port}/x", partial)
+    with make(blocked) as d, pytest.raises(NetworkError, match="refused"):
+        d.fetch(f"http://multi.test:{srv.port}/x", partial)  # nobody listens on .3
     assert srv.requests == []
-    allowed = DownloadConfig(block_networks=(ipaddress.ip_network("127.0.0.3/32"),))
-    with make(allowed) as d:
-        assert d.fetch(f"http://rebind.test:{srv.port}/x", partial).sha256 == sha(b"x")
 
 
 def test_empty_block_networks_allow_everything(

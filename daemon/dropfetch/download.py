@@ -180,6 +180,28 @@ class _AddressGuard:
     def __init__(self, networks: tuple[Network, ...]) -> None:
         self.networks = networks
 
+    def pick(self, host: str, port: int) -> str:
+        """The address to connect to: the first resolved one outside the blocked networks.
+
+        Refusing before connecting means a blocked address is never contacted (not even a
+        SYN to 169.254.169.254); connecting to the checked literal pins the name, so a
+        second, different DNS answer (rebinding) cannot slip in between.
+        """
+        if not self.networks:
+            return host
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            return host  # the connection reports the resolution failure itself
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            if _blocked_network(address, self.networks) is None:
+                return address
+        net = _blocked_network(addresses[0], self.networks) if addresses else None
+        raise BlockedAddressError(
+            f"{host} resolves to {', '.join(addresses)}, which is in a blocked network "
+            f"({net}; see download.block_networks); the server is not contacted")
+
     def check(self, sock: socket.socket, host: str) -> None:
         if not self.networks:
             return
@@ -199,17 +221,23 @@ class _AddressGuard:
 def _guarded_pool_manager(guard: _AddressGuard, **kwargs: Any) -> PoolManager:
     """A pool manager whose connections run ``guard`` right after connecting."""
 
+    def connect(conn: HTTPConnection, new_conn: Callable[[], socket.socket]) -> socket.socket:
+        original = conn._dns_host
+        conn._dns_host = guard.pick(original, conn.port)
+        try:
+            sock = new_conn()  # host header, SNI and certificate checks keep the name
+        finally:
+            conn._dns_host = original
+        guard.check(sock, conn.host)
+        return sock
+
     class GuardedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            guard.check(sock, self.host)
-            return sock
+            return connect(self, super()._new_conn)
 
     class GuardedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            guard.check(sock, self.host)
-            return sock
+            return connect(self, super()._new_conn)
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
