@@ -38,9 +38,10 @@ S = Status
 FINAL = frozenset({S.OK, S.FAILED})
 _ACTIVE = {S.QUEUED, S.DOWNLOADING, S.UNPACKING, S.WAITING}
 
-# Allowed moves. ``None`` is "no sidecar yet". Every state may go to DELETING.
+# Allowed moves. ``None`` is "no sidecar yet" (WAITING from there: the disk was full
+# before the first attempt). Every state may go to DELETING.
 TRANSITIONS: dict[Status | None, frozenset[Status]] = {
-    None: frozenset({S.QUEUED, S.DOWNLOADING, S.FAILED}),
+    None: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED}),
     S.QUEUED: frozenset(_ACTIVE | FINAL),
     S.WAITING: frozenset(_ACTIVE | FINAL),
     S.DOWNLOADING: frozenset(_ACTIVE | FINAL),

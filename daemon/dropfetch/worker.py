@@ -39,6 +39,12 @@ logger = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
 
+# A test hook, not a feature: DROPFETCH_TEST_PAUSE=<phase> ("publish": after extraction,
+# before publishing; "purge": the sidecar says deleting, nothing removed yet) makes the
+# worker stop there for 30 s, so tests can kill the daemon at that point.
+TEST_PAUSE_ENV = "DROPFETCH_TEST_PAUSE"
+TEST_PAUSE_SECONDS = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class JobPaths:
@@ -266,9 +272,14 @@ class WorkerPool:
                         continue
                     self._running[job_id] = run
                 try:
+                    cfg = self.config
+                    if downloader is not None and (
+                            downloader.config != cfg.download
+                            or downloader.min_free_space != cfg.min_free_space):
+                        downloader.close()  # SIGHUP changed its settings
+                        downloader = None
                     if downloader is None:
-                        downloader = Downloader(self.config.download,
-                                                min_free_space=self.config.min_free_space)
+                        downloader = Downloader(cfg.download, min_free_space=cfg.min_free_space)
                     self._process(run, downloader)
                 except Exception:
                     logger.exception("%s: unexpected error; the daemon goes on", job_id)
@@ -344,6 +355,7 @@ class WorkerPool:
             result = self._download(run, board, lease, downloader, spec, paths)
             staging = self._new_staging(paths)
             fmt, files = self._unpack(run, board, lease, spec, paths, result, staging)
+            _test_pause(run.job_id, "publish")
             lease.check()  # fencing: publish only while we hold the lease
             paths.output.parent.mkdir(parents=True, exist_ok=True)
             publish_dir(staging, paths.output, temp_name(staging))
@@ -495,6 +507,7 @@ class WorkerPool:
             return
         if board is not None and sidecar is not None and not keep:
             board.set(Status.DELETING)
+            _test_pause(paths.id, "purge")
         if not keep:
             remove_tree(paths.output)
             kept = (sidecar.archive or {}).get("kept") if sidecar else None
@@ -533,6 +546,14 @@ class WorkerPool:
         for p in (self.config.work / "partial").iterdir():
             if is_temporary_name(p.name):
                 remove_tree(p)
+
+
+def _test_pause(job_id: str, phase: str) -> None:
+    """The test hook (see ``TEST_PAUSE_ENV``); does nothing unless the variable names ``phase``."""
+    if os.environ.get(TEST_PAUSE_ENV) == phase:
+        logger.warning("%s: %s=%s: pausing %g s (a test hook)", job_id, TEST_PAUSE_ENV, phase,
+                       TEST_PAUSE_SECONDS)
+        threading.Event().wait(TEST_PAUSE_SECONDS)
 
 
 def _safe_name(name: str | None) -> str | None:
