@@ -51,12 +51,12 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
         with FaultServer(host=addr) as srv:
             srv.add("/files/tool-1.2.tar.gz", tar_bytes(OS_TEMPLATE, compression="gz"))
             outputs = []
-            for command in blocks[1]:
-                command = command.replace(EXAMPLE_URL, srv.url("/files/tool-1.2.tar.gz"))
+            output_dir = clone / "var/outbox/tool-1.2"
+            for line in blocks[1]:
+                command = line.replace(EXAMPLE_URL, srv.url("/files/tool-1.2.tar.gz"))
                 if command.startswith("ls "):
-                    wait_for(lambda: (clone / "var/outbox/tool-1.2").is_dir(), timeout=60,
-                             message="the published output")
-                done = subprocess.run(command, shell=True, cwd=clone, capture_output=True,
+                    wait_for(output_dir.is_dir, timeout=60, message="the published output")
+                done = subprocess.run(command, shell=True, cwd=clone,  # noqa: S602 - README text capture_output=True,
                                       text=True, env=env, timeout=120, check=False)
                 assert done.returncode == 0, (command, done.stdout, done.stderr)
                 outputs.append(done.stdout)
