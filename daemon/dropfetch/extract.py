@@ -47,7 +47,7 @@ from dropfetch.errors import (
     from_os_error,
 )
 
-__all__ = ["ArchiveFormat", "extract", "single_file_name", "sniff"]
+__all__ = ["ArchiveFormat", "Growth", "extract", "single_file_name", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,17 +269,82 @@ def _writing(what: str) -> Iterator[None]:
         raise from_os_error(exc, what) from exc
 
 
+class Growth:
+    """Tells a reader of an archive that is still being downloaded when it has grown.
+
+    The downloader calls :meth:`grew` after each write and :meth:`finish` at the end
+    (or :meth:`abort`); :func:`extract` with ``growth=`` reads the file as it grows, so
+    extraction runs while the download is still going. Bytes that are in the file are
+    final (the download only appends); a file that shrinks means the download started
+    over, and the extraction is aborted.
+    """
+
+    def __init__(self, expected_size: int | None = None) -> None:
+        self.expected_size = expected_size
+        self._cond = threading.Condition()
+        self._size = 0
+        self._final = False
+        self._aborted: str | None = None
+
+    def grew(self, size: int, expected_size: int | None = None) -> None:
+        with self._cond:
+            if size < self._size:
+                self._aborted = "the download started over"
+            self._size = size
+            if expected_size is not None:
+                self.expected_size = expected_size
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._final = True
+            self._cond.notify_all()
+
+    def abort(self, why: str) -> None:
+        with self._cond:
+            self._aborted = why
+            self._cond.notify_all()
+
+    @property
+    def aborted(self) -> str | None:
+        return self._aborted
+
+    def wait(self, have: int, cancel: threading.Event | None) -> bool:
+        """Block until the file is longer than ``have`` bytes (True) or complete (False)."""
+        with self._cond:
+            while True:
+                if self._aborted is not None:
+                    raise CancelledError(f"extraction stopped: {self._aborted}")
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("extraction cancelled")
+                if self._size > have:
+                    return True
+                if self._final:
+                    return False
+                self._cond.wait(0.5)
+
+
 class _Source(io.RawIOBase):
     """The archive file: counts bytes read, reports progress, honours cancellation."""
 
     def __init__(self, f: IO[bytes], size: int, cancel: threading.Event | None,
-                 on_progress: Callable[[int, int], None] | None) -> None:
+                 on_progress: Callable[[int, int], None] | None,
+                 growth: Growth | None = None) -> None:
         super().__init__()
         self._f = f
-        self.size = size
+        self._size = size
         self._cancel = cancel
         self._on_progress = on_progress
         self._reported = -PROGRESS_STEP
+        self._growth = growth
+
+    @property
+    def size(self) -> int:
+        """The archive's size: final, or (while it grows) the larger of what is
+        announced and what has been read."""
+        if self._growth is None:
+            return self._size
+        return max(self._growth.expected_size or 0, self._f.tell(), 1)
 
     def readable(self) -> bool:
         return True
@@ -298,6 +363,9 @@ class _Source(io.RawIOBase):
             raise CancelledError("extraction cancelled")
         try:
             data = self._f.read(len(b))
+            while not data and self._growth is not None and self._growth.wait(
+                    self._f.tell(), self._cancel):
+                data = self._f.read(len(b))
         except OSError as exc:
             raise from_os_error(exc, "reading the archive") from exc
         n = len(data)
@@ -322,9 +390,9 @@ class _Source(io.RawIOBase):
 class _Limits:
     """Counts what is really written and seen against ``extract.*``."""
 
-    def __init__(self, config: ExtractConfig, archive_size: int) -> None:
+    def __init__(self, config: ExtractConfig, source: _Source) -> None:
         self.config = config
-        self.archive_size = max(archive_size, 1)
+        self._source = source
         self.written = 0
         self.members = 0
 
@@ -334,6 +402,10 @@ class _Limits:
             raise ArchiveLimitsError(
                 f"the archive has more than {self.config.max_files} members "
                 "(extract.max_files); raise the limit if this archive is trusted")
+
+    @property
+    def archive_size(self) -> int:
+        return max(self._source.size, 1)
 
     def wrote(self, n: int) -> None:
         self.written += n
@@ -608,8 +680,12 @@ def extract(
     single_name: str,
     cancel: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    growth: Growth | None = None,
 ) -> list[str]:
     """Extract ``archive`` into the existing empty directory ``dest``.
+
+    With ``growth``, ``archive`` is a file still being downloaded: it is read as it
+    grows (tar formats and single compressed files; zip needs its directory at the end).
 
     Returns the regular files written (links excluded), relative to ``dest``,
     '/'-separated, sorted. A single compressed file is written to ``dest/single_name``.
@@ -631,9 +707,11 @@ def extract(
         raise from_os_error(exc, "opening the archive") from exc
     with f:
         size = os.fstat(f.fileno()).st_size
-        source = _Source(f, size, cancel, on_progress)
+        if growth is not None and fmt is ArchiveFormat.ZIP:
+            raise ValueError("a zip cannot be extracted while it grows")
+        source = _Source(f, size, cancel, on_progress, growth)
         buffered = io.BufferedReader(source, CHUNK)
-        limits = _Limits(config, size)
+        limits = _Limits(config, source)
         out = _Output(root, config, limits, cancel)
         started = time.monotonic()
         if fmt is ArchiveFormat.ZIP:
