@@ -274,3 +274,28 @@ def test_status_through_a_pty(tmp_path):
     assert "\x1b[" in out  # colours: rich saw a terminal
     assert "━" in out or "╸" in out  # a drawn progress bar
     assert "beta" in out and "alpha" in out
+
+
+def test_submit_options_and_stdin(tmp_path):
+    inbox = tmp_path / "inbox"
+    base = [sys.executable, "-m", "dropfetch", "submit", "--inbox", str(inbox)]
+    sha = "ab" * 32
+    done = subprocess.run([*base, "https://example.org/x/tool.tar.gz", "--name", "t",
+                           "--sha256", sha, "--no-extract", "--filename", "t.tgz",
+                           "--keep-archive"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(inbox / "t.url")
+    from dropfetch.jobfile import parse_job
+
+    spec = parse_job((inbox / "t.url").read_bytes())
+    assert (spec.sha256, spec.extract, spec.filename, spec.keep_archive) == \
+        (sha, False, "t.tgz", True)
+    urls = "https://example.org/a.zip\n# comment\n\nhttps://example.org/dir/b-1.0.tar.xz\n"
+    done = subprocess.run(base, input=urls, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(inbox / "a.url"), str(inbox / "b-1.0.url")]
+    assert (inbox / "a.url").read_text() == "https://example.org/a.zip\n"
+    again = subprocess.run(base, input=urls, capture_output=True, text=True, check=False)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    bad = subprocess.run([*base, "ftp://example.org/x"], capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode == 2 and "http" in bad.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == ["a.url", "b-1.0.url", "t.url"]

@@ -105,7 +105,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for url in urls:
         try:
             content = job_content(url, sha256=args.sha256, extract=not args.no_extract,
-                                  filename=args.filename)
+                                  filename=args.filename, keep_archive=args.keep_archive)
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
             print(f"dropfetch: {url}: {exc.message}", file=sys.stderr)
@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256")
     p.add_argument("--no-extract", action="store_true")
     p.add_argument("--filename", help="name of the delivered file when not extracted")
+    p.add_argument("--keep-archive", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the archive next to the output (default: the config's)")
     _where(p)
     p.set_defaults(func=cmd_submit)
 

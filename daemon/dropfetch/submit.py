@@ -31,12 +31,12 @@ def derive_name(url: str) -> str:
 
 
 def job_content(url: str, *, sha256: str | None = None, extract: bool = True,
-                filename: str | None = None) -> bytes:
+                filename: str | None = None, keep_archive: bool | None = None) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
     Raises BadJobError/BadUrlError for what the daemon would refuse.
     """
-    if sha256 is None and extract and filename is None:
+    if sha256 is None and extract and filename is None and keep_archive is None:
         content = url.strip() + "\n"
     else:
         doc: dict[str, Any] = {"url": url.strip()}
@@ -46,6 +46,8 @@ def job_content(url: str, *, sha256: str | None = None, extract: bool = True,
             doc["extract"] = False
         if filename:
             doc["filename"] = filename
+        if keep_archive is not None:
+            doc["keep_archive"] = keep_archive
         content = yaml.safe_dump(doc, sort_keys=False)
     parse_job(content.encode())
     return content.encode()
