@@ -297,3 +297,17 @@ def test_cli_submit_status_retry_delete(fault_server, make_daemon):
     assert cli("delete", "tool-1.0", "--inbox", str(d.inbox)).returncode == 0
     wait_for(lambda: not (d.outbox / "tool-1.0").exists(), message="the purge")
     assert cli("delete", "tool-1.0", "--inbox", str(d.inbox)).returncode == 1
+
+
+def test_keep_archive_next_to_output_and_purged_with_it(fault_server, make_daemon):
+    body = tar_bytes(SMALL, compression="xz")
+    fault_server.add("/k.tar.xz", body)
+    d = make_daemon()
+    job = d.drop("k", f"url: {fault_server.url('/k.tar.xz')}\nkeep_archive: true\n")
+    sc = d.wait_status("k")
+    assert sc["status"] == "ok" and sc["archive"]["kept"] == "k.tar.xz", sc
+    assert (d.outbox / "k.tar.xz").read_bytes() == body
+    assert d.output_files("k") == sorted(SMALL)
+    job.unlink()
+    wait_for(lambda: not (d.outbox / "k.tar.xz").exists() and not (d.outbox / "k").exists(),
+             message="the purge of the output and the kept archive")
