@@ -344,7 +344,9 @@ class WorkerPool:
         board = self._board(paths, sidecar, previous, lease)
         staging: Path | None = None
         try:
-            if previous in FINAL:  # a new version of a finished job
+            if previous in FINAL or previous is Status.UNPACKING:
+                # a new version of a finished job, or a run that died while unpacking
+                # (kill -9): back to the queue, then the download resumes from the partial
                 board.set(Status.QUEUED)
             job_name(paths.job.name)
             spec = parse_job(data)
