@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write",
     "filesystem_type",
     "fsync_dir",
+    "is_abandoned_temp",
     "is_network_fs",
     "is_temporary_name",
     "publish_dir",
@@ -40,6 +41,30 @@ def temp_name(target: Path) -> Path:
 
 def is_temporary_name(name: str) -> bool:
     return TEMP_MARK in name
+
+
+def is_abandoned_temp(name: str) -> bool:
+    """A temporary name (see :func:`temp_name`) of a process of this machine that is gone.
+
+    Other hosts' temporary files are never abandoned from here: on a shared directory
+    they may be in the middle of their write-then-rename.
+    """
+    _, mark, rest = name.partition(TEMP_MARK)
+    if not mark:
+        return False
+    parts = rest.rsplit(".", 2)
+    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,10 +1,23 @@
 """Leases: one host runs a job at a time, on shared directories too (SPEC §8).
 
-A lease is the file ``leases/<key>.lease`` created with ``O_EXCL`` (safe on NFSv3+),
-holding host, pid and a random token. Its mtime is the heartbeat, renewed every
-``ttl/3``. A lease older than ``ttl`` (or one of this host whose process is gone) is
-broken by renaming it to a unique name: only one host's rename can succeed. Before a
-write that matters, the holder checks the file still carries its token (fencing).
+A lease is the file ``leases/<key>.lease``, created with ``O_EXCL`` (an atomic create on
+the server for NFSv3+ and SFTP alike) and holding host, pid, a random token and a
+heartbeat counter ``beat``. The holder renews every ``ttl/3`` by rewriting the file in
+place through a descriptor on which it has just read its own token, so a renewal never
+lands on another host's lease.
+
+No clock is compared between hosts. A host that finds a lease held by another one
+remembers the lease's bytes and when (on its own monotonic clock) it first saw them; a
+lease whose bytes have not changed for ``ttl`` is stale. A lease of this very host whose
+process is gone (same ``host_id``, pid not running) is stale at once. A stale lease is
+broken by renaming it to a unique name, which only one host can win; the winner reads
+the renamed file back and, should it have changed meanwhile (its holder renewed it),
+links it back and gives up.
+
+Fencing: :meth:`Lease.check` (before every sidecar write and before publishing) fails
+once the file no longer carries this holder's token, and also once this holder has not
+renewed for ``ttl`` by its own clock (a process stopped or starved that long cannot know
+whether another host broke the lease meanwhile, so it assumes so).
 """
 
 from __future__ import annotations
@@ -22,9 +35,15 @@ from pathlib import Path
 from dropfetch.errors import LeaseLostError
 from dropfetch.fsutil import temp_name
 
-__all__ = ["Lease", "LeaseManager", "lease_key"]
+__all__ = ["LEASE_SIZE", "Lease", "LeaseManager", "lease_key"]
 
 logger = logging.getLogger(__name__)
+
+# Every version of a lease file has this size (JSON padded with spaces), so an in-place
+# renewal never truncates and a reader never sees a half-shrunk file.
+LEASE_SIZE = 512
+# check() renews first when the last renewal is older than this share of the ttl.
+_RENEW_IN_CHECK = 2 / 3
 
 
 def lease_key(job_id: str) -> str:
@@ -32,30 +51,38 @@ def lease_key(job_id: str) -> str:
     return job_id.replace("%", "%25").replace("/", "%2F")
 
 
-@dataclass(slots=True)
-class Lease:
-    job_id: str
-    path: Path
-    token: str
-    lost: threading.Event = field(default_factory=threading.Event)
-
-    def check(self) -> None:
-        """Raise LeaseLostError unless this host still holds the lease (fencing)."""
-        if self.lost.is_set() or _read_token(self.path) != self.token:
-            self.lost.set()
-            raise LeaseLostError(f"{self.job_id}: another host took over this job")
+def _body(info: dict[str, object]) -> bytes:
+    raw = json.dumps(info, separators=(",", ":")).encode()
+    if len(raw) >= LEASE_SIZE:
+        raise ValueError("lease body too long")  # host ids and job ids are bounded
+    return raw.ljust(LEASE_SIZE - 1) + b"\n"
 
 
-def _read(path: Path) -> dict[str, object] | None:
+def _parse(raw: bytes) -> dict[str, object] | None:
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        data = json.loads(raw)
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
 
-def _read_token(path: Path) -> str | None:
-    data = _read(path)
+def _read_raw(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            return fh.read(LEASE_SIZE * 2)
+    except FileNotFoundError:
+        return None
+
+
+def _read(path: Path) -> dict[str, object] | None:
+    try:
+        raw = _read_raw(path)
+    except OSError:
+        return None
+    return None if raw is None else _parse(raw)
+
+
+def _token_of(data: dict[str, object] | None) -> str | None:
     token = data.get("token") if data else None
     return token if isinstance(token, str) else None
 
@@ -70,6 +97,74 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@dataclass(slots=True)
+class Lease:
+    """One held lease. ``lost`` is set once this host knows (or must assume) it lost it."""
+
+    job_id: str
+    path: Path
+    token: str
+    info: dict[str, object]
+    ttl: float
+    renewed: float  # time.monotonic() when the last renewal (or the create) started
+    lost: threading.Event = field(default_factory=threading.Event)
+    released: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def is_lost(self) -> bool:
+        """True once lost; also (without any I/O) once not renewed for ``ttl``."""
+        if not self.lost.is_set() and time.monotonic() - self.renewed > self.ttl:
+            logger.error("%s: the lease was not renewed for %.1f s (longer than lease.ttl: "
+                         "paused or starved); another host may have taken the job over",
+                         self.job_id, time.monotonic() - self.renewed)
+            self.lost.set()
+        return self.lost.is_set()
+
+    def check(self) -> None:
+        """Raise LeaseLostError unless this host still holds the lease (fencing)."""
+        if not self.is_lost():
+            if time.monotonic() - self.renewed > self.ttl * _RENEW_IN_CHECK:
+                self.renew()
+            elif _token_of(_read(self.path)) != self.token:
+                self._lose("another host took over this job")
+        if self.lost.is_set():
+            raise LeaseLostError(f"{self.job_id}: this host lost the job's lease")
+
+    def renew(self) -> None:
+        """Bump the heartbeat, through a descriptor that still holds our token."""
+        with self.lock:
+            if self.released or self.is_lost():
+                return
+            started = time.monotonic()
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._lose("the lease file is gone")
+                return
+            except OSError as exc:
+                logger.warning("%s: cannot renew the lease: %s", self.job_id, exc)
+                return
+            try:
+                if _token_of(_parse(os.pread(fd, LEASE_SIZE * 2, 0))) != self.token:
+                    self._lose("another host took over this job")
+                    return
+                beat = self.info.get("beat")
+                self.info["beat"] = (beat if isinstance(beat, int) else 0) + 1
+                os.pwrite(fd, _body(self.info), 0)
+                os.fsync(fd)
+            except OSError as exc:
+                logger.warning("%s: cannot renew the lease: %s", self.job_id, exc)
+                return
+            finally:
+                os.close(fd)
+            self.renewed = started
+
+    def _lose(self, why: str) -> None:
+        if not self.lost.is_set():
+            logger.error("%s: lost the lease (%s); stopping the job", self.job_id, why)
+        self.lost.set()
+
+
 class LeaseManager:
     """Takes, renews, checks and releases this host's leases."""
 
@@ -78,6 +173,8 @@ class LeaseManager:
         self.host_id = host_id
         self.ttl = ttl
         self._held: dict[str, Lease] = {}
+        # other holders' leases: path -> (bytes seen, monotonic time first seen)
+        self._observed: dict[Path, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,66 +187,116 @@ class LeaseManager:
     def acquire(self, job_id: str) -> Lease | None:
         """The job's lease, or None when another live holder has it."""
         path = self.path_for(job_id)
-        for _ in range(3):
-            lease = self._create(job_id, path)
-            if lease is not None:
-                with self._lock:
-                    self._held[job_id] = lease
-                return lease
-            if not self._break_if_stale(path):
-                return None
+        try:
+            for _ in range(3):
+                lease = self._create(job_id, path)
+                if lease is not None:
+                    with self._lock:
+                        self._held[job_id] = lease
+                        self._observed.pop(path, None)
+                    return lease
+                if not self._break_if_stale(path):
+                    return None
+        except OSError as exc:
+            # the caller looks again later, as for a lease held by another host
+            logger.warning("%s: cannot take the lease %s: %s", job_id, path, exc)
         return None
 
     def _create(self, job_id: str, path: Path) -> Lease | None:
+        started = time.monotonic()
         token = secrets.token_hex(16)
-        body = json.dumps({"host": self.host_id, "pid": os.getpid(), "token": token,
-                           "job": job_id, "taken": time.time()}).encode()
+        info: dict[str, object] = {"host": self.host_id, "pid": os.getpid(), "token": token,
+                                   "job": job_id, "taken": round(time.time(), 3), "beat": 0}
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             return None
+        except PermissionError:
+            # sshfs: an exclusive create that loses a race with another host's create
+            # comes back from the server as a generic failure, which it reports as EPERM
+            # (the other host may even have given the lease back already)
+            if os.access(path.parent, os.W_OK):
+                return None
+            raise
         try:
-            os.write(fd, body)
+            os.write(fd, _body(info))
             os.fsync(fd)
         finally:
             os.close(fd)
         # NFS: an O_EXCL create retried after a lost reply can report EEXIST although it
         # was ours, or succeed on a file another wrote: the content decides.
-        if _read_token(path) != token:
+        if _token_of(_read(path)) != token:
             return None
-        return Lease(job_id=job_id, path=path, token=token)
+        return Lease(job_id=job_id, path=path, token=token, info=info, ttl=self.ttl,
+                     renewed=started)
 
     def holder(self, job_id: str) -> dict[str, object] | None:
         """What the lease file of ``job_id`` says, if any (host, pid, ...)."""
         return _read(self.path_for(job_id))
 
-    def _break_if_stale(self, path: Path) -> bool:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return True  # released meanwhile: try again
-        data = _read(path) or {}
-        age = time.time() - st.st_mtime
+    def _is_stale(self, path: Path, raw: bytes, data: dict[str, object]) -> bool:
+        """Whether the lease at ``path`` (now ``raw``) may be broken."""
         pid = data.get("pid")
-        own_dead = (data.get("host") == self.host_id and isinstance(pid, int)
-                    and ((pid == os.getpid() and data.get("token") not in self._tokens())
-                         or (pid != os.getpid() and not _pid_alive(pid))))
-        if age <= self.ttl and not own_dead and data:
+        if data.get("host") == self.host_id and isinstance(pid, int):
+            if pid == os.getpid():
+                return _token_of(data) not in self._tokens()  # an earlier lease of ours
+            if not _pid_alive(pid):
+                return True  # this host's daemon that held it is gone
+        now = time.monotonic()
+        with self._lock:
+            seen = self._observed.get(path)
+            if seen is None or seen[0] != raw:
+                self._observed[path] = (raw, now)
+                return False
+            return now - seen[1] >= self.ttl
+
+    def _break_if_stale(self, path: Path) -> bool:
+        """Break the lease at ``path`` if stale; True means "try to create it again"."""
+        try:
+            raw = _read_raw(path)
+        except OSError as exc:
+            logger.warning("cannot read the lease %s: %s", path.name, exc)
             return False
-        if not data and age <= self.ttl:
-            return False  # being written right now
+        if raw is None:
+            return True  # released meanwhile
+        data = _parse(raw) or {}
+        if not self._is_stale(path, raw, data):
+            return False
         aside = temp_name(path.with_name(path.name + ".broken"))
         try:
             os.rename(path, aside)
         except FileNotFoundError:
             return True  # somebody else broke or released it
-        logger.warning("%s: took over a stale lease of %s (pid %s, %.0f s old)",
-                       data.get("job", path.stem), data.get("host"), pid, age)
+        try:
+            now_raw = _read_raw(aside)
+        except OSError:
+            now_raw = None
+        if now_raw != raw:
+            # renewed (or replaced by a new holder) between our read and the rename:
+            # put it back where it was, unless a new lease is there already
+            self._restore(aside, path)
+            return False
+        with self._lock:
+            self._observed.pop(path, None)
+        logger.warning("%s: broke the stale lease of %s (pid %s): taking the job over",
+                       data.get("job", path.stem), data.get("host"), data.get("pid"))
         try:
             aside.unlink()
         except OSError:
             pass
         return True
+
+    @staticmethod
+    def _restore(aside: Path, path: Path) -> None:
+        try:
+            os.link(aside, path)  # link() never replaces an existing name
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                logger.warning("%s: cannot put back a live lease: %s", path.name, exc)
+        try:
+            aside.unlink()
+        except OSError:
+            pass
 
     def _tokens(self) -> set[str]:
         with self._lock:
@@ -160,12 +307,25 @@ class LeaseManager:
         with self._lock:
             if self._held.get(lease.job_id) is lease:
                 del self._held[lease.job_id]
-        if lease.lost.is_set() or _read_token(lease.path) != lease.token:
-            return
-        try:
-            lease.path.unlink()
-        except FileNotFoundError:
-            pass
+        with lease.lock:
+            lease.released = True
+            if lease.is_lost():
+                return
+            try:
+                fd = os.open(lease.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return
+            # unlink while the descriptor that proved the token is still open: a FUSE
+            # client that hides open files (.fuse_hidden*, like NFS's .nfs*) then cleans
+            # up at our close, instead of racing with the release of a closed one
+            try:
+                if _token_of(_parse(os.pread(fd, LEASE_SIZE * 2, 0))) == lease.token:
+                    lease.path.unlink()
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    logger.warning("%s: cannot give the lease back: %s", lease.job_id, exc)
+            finally:
+                os.close(fd)
 
     # -- heartbeat --------------------------------------------------------------------
 
@@ -189,15 +349,13 @@ class LeaseManager:
     def renew_all(self) -> None:
         with self._lock:
             leases = list(self._held.values())
+            # forget other holders' leases nobody asked about for a while
+            horizon = time.monotonic() - 4 * self.ttl
+            for path in [p for p, (_, t) in self._observed.items() if t < horizon]:
+                del self._observed[path]
         for lease in leases:
-            if _read_token(lease.path) != lease.token:
-                if not lease.lost.is_set():
-                    logger.error("%s: lost the lease to another host; stopping the job",
-                                 lease.job_id)
-                lease.lost.set()
-                continue
+            lease.ttl = self.ttl
             try:
-                os.utime(lease.path)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    logger.warning("%s: cannot renew the lease: %s", lease.job_id, exc)
+                lease.renew()
+            except Exception:
+                logger.exception("%s: renewing the lease failed", lease.job_id)

@@ -28,7 +28,7 @@ from dropfetch.errors import (
     from_os_error,
 )
 from dropfetch.extract import ArchiveFormat, extract, single_file_name, sniff
-from dropfetch.fsutil import is_temporary_name, publish_dir, remove_tree, temp_name
+from dropfetch.fsutil import is_abandoned_temp, publish_dir, remove_tree, temp_name
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, JobSpec, job_name, job_sha256, parse_job
 from dropfetch.leases import Lease, LeaseManager, lease_key
 from dropfetch.status import FINAL, Sidecar, Status, StatusBoard, now_iso, read_sidecar
@@ -355,6 +355,7 @@ class WorkerPool:
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
                       bytes_done=0, bytes_total=None)
             result = self._download(run, board, lease, downloader, spec, paths)
+            lease.check()  # staging of this job may be cleaned below: only by the holder
             staging = self._new_staging(paths)
             fmt, files = self._unpack(run, board, lease, spec, paths, result, staging)
             _test_pause(run.job_id, "publish")
@@ -374,6 +375,8 @@ class WorkerPool:
             self._final(board.sidecar, paths)
         except LeaseLostError:
             logger.error("%s: lost the lease; stopping without publishing", run.job_id)
+            # the new holder may die too: look again when its lease could have expired
+            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
         except CancelledError:
             self._cancelled(run, board, paths, lease)
         except DropfetchError as err:
@@ -393,7 +396,7 @@ class WorkerPool:
                 f"min_free_space ({cfg.min_free_space // 2**20} MiB); waiting for space")
 
     def _watch(self, run: _Run, lease: Lease) -> None:
-        if lease.lost.is_set():
+        if lease.is_lost():
             run.stop("lease_lost")
 
     def _download(self, run: _Run, board: StatusBoard, lease: Lease, downloader: Downloader,
@@ -481,6 +484,7 @@ class WorkerPool:
             logger.info("%s: stopped for shutdown; partial download kept", run.job_id)
         elif run.reason == "lease_lost":
             logger.error("%s: lost the lease; stopped without publishing", run.job_id)
+            self.queue.put(run.job_id, delay=self.config.lease.ttl / 2)
         # "changed": the new job file starts over at once (rerun)
 
     def _removed(self, paths: JobPaths) -> None:
@@ -542,11 +546,12 @@ class WorkerPool:
         for p in staging.iterdir():
             parts = p.name.rsplit("@", 3)
             mine = len(parts) == 4 and parts[1] == host and parts[2] != str(os.getpid())
-            if mine or is_temporary_name(p.name):
+            # other hosts' temporary names may be mid-rename on a shared work_dir
+            if mine or is_abandoned_temp(p.name):
                 logger.info("removing staging debris %s", p.name)
                 remove_tree(p)
         for p in (self.config.work / "partial").iterdir():
-            if is_temporary_name(p.name):
+            if is_abandoned_temp(p.name):
                 remove_tree(p)
 
 
