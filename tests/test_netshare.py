@@ -1,0 +1,266 @@
+"""Shared directories on a real network filesystem (SPEC §5 observer/lease, §8).
+
+The bed (tests/netshare.sh): one export directory mounted twice over sshfs, "host A"
+and "host B"; a third daemon may use the export directly. Every daemon has its own
+``lease.host_id``, its own config and log (on the local disk), and the same inbox,
+outbox and work_dir seen through its own path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
+
+from archives import tar_bytes
+from dropfetch.config import load_config
+from dropfetch.fsutil import filesystem_type
+from dropfetch.watcher import choose_observer
+from faultserver import FaultServer
+from harness import Daemon, wait_for
+from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.netshare
+
+TTL = 3.0
+PUBLISHED = re.compile(r"\b(\S+): published \d+ file\(s\) to ")
+FAST = {
+    "poll_interval": 0.5, "settle_time": 0.3, "rescan_interval": 3,
+    "lease": {"ttl": TTL}, "shutdown_timeout": 5,
+}
+
+
+def _daemon(make_daemon: Any, tmp_path: Path, view: Path, host: str, *,
+            start: bool = True, **extra: Any) -> Daemon:
+    """A daemon whose config and log live locally, working on the shared ``view``."""
+    base = tmp_path / host
+    base.mkdir(exist_ok=True)
+    config = {**FAST, "inbox": str(view / "inbox"), "outbox": str(view / "outbox"),
+              "work_dir": str(view / "work"), **extra}
+    config["lease"] = {**FAST["lease"], "host_id": host, **extra.get("lease", {})}
+    d: Daemon = make_daemon(start=False, base=base, **config)
+    d.inbox, d.outbox = view / "inbox", view / "outbox"
+    return d.start() if start else d
+
+
+def _drop(inbox: Path, name: str, url: str) -> None:
+    inbox.mkdir(parents=True, exist_ok=True)
+    tmp = inbox / f".{name}.url.tmp"
+    tmp.write_text(url + "\n")
+    tmp.rename(inbox / f"{name}.url")
+
+
+def _publishes(*daemons: Daemon) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for d in daemons:
+        counts.update(m.group(1) for m in PUBLISHED.finditer(d.log()))
+    return counts
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ranges(server: FaultServer, path: str) -> list[str | None]:
+    return [r.header("Range") for r in server.requests_for(path)]
+
+
+# -- 1. why polling: inotify does not see the other host's writes ----------------------
+
+class _Names(FileSystemEventHandler):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.lock = threading.Lock()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        with self.lock:
+            for p in (event.src_path, getattr(event, "dest_path", "")):
+                if p:
+                    self.names.add(Path(str(p)).name)
+
+    def seen(self, name: str) -> bool:
+        with self.lock:
+            return name in self.names
+
+
+def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_server,
+                                                      make_daemon, tmp_path):
+    area = netshare.area("observer")
+    assert filesystem_type(area.host_a) == filesystem_type(area.host_b) == "fuse.sshfs"
+    inbox_a, inbox_b = area.host_a / "inbox", area.host_b / "inbox"
+    inbox_a.mkdir()
+    handler = _Names()
+    observer = InotifyObserver(timeout=0.2)
+    observer.schedule(handler, str(inbox_a))
+    observer.start()
+    try:
+        _drop(inbox_b, "from-b", "http://127.0.0.1:1/x")  # written through host B
+        _drop(inbox_a, "from-a", "http://127.0.0.1:1/x")  # the control, through host A
+        wait_for(lambda: handler.seen("from-a.url"), 10, message="inotify to see A's write")
+        time.sleep(2.0)  # plenty for an event that would come at all
+        assert (inbox_a / "from-b.url").exists()  # the file is there on A...
+        assert not handler.seen("from-b.url")  # ...but inotify on A never said so
+        assert not handler.seen(".from-b.url.tmp")
+    finally:
+        observer.stop()
+        observer.join(5)
+
+    config = load_config(None, inbox=str(inbox_a), outbox=str(area.host_a / "outbox"))
+    kind, why = choose_observer(config)
+    assert kind == "polling"
+    assert "fuse.sshfs" in why
+
+    fault_server.add("/t.tar.gz", tar_bytes({"a.txt": b"A" * 100}, compression="gz"))
+    d = _daemon(make_daemon, tmp_path, area.host_a, "host-a", observer="auto",
+                rescan_interval=600)  # no rescan help: the polling observer must see it
+    wait_for(lambda: "polling observer" in d.log(), 10, message="the daemon's observer line")
+    assert "fuse.sshfs" in d.log()
+    _drop(inbox_b, "job-b", fault_server.url("/t.tar.gz"))
+    sc = d.wait_status("job-b", timeout=30)
+    assert sc["status"] == "ok", sc
+    assert sc["host"] == "host-a"
+    assert _files(area.export / "outbox" / "job-b") == {"a.txt": b"A" * 100}
+
+
+# -- 2. three daemons, 300 jobs ------------------------------------------------------
+
+def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_server,
+                                                  make_daemon, tmp_path):
+    area = netshare.area("many")
+    payloads = {f"/j{i}.tar.gz": {"data.txt": f"job {i}\n".encode() * 50, "sub/n": b"%d" % i}
+                for i in range(300)}
+    for path, files in payloads.items():
+        fault_server.add(path, tar_bytes(files, compression="gz"))
+    hosts = ("host-a", "host-b", "host-x")
+    daemons = [_daemon(make_daemon, tmp_path, view, host, workers=4)
+               for view, host in zip(area.views(), hosts, strict=True)]
+    views = [d.inbox for d in daemons]
+    for i in range(300):
+        _drop(views[i % 3], f"j{i}", fault_server.url(f"/j{i}.tar.gz"))
+
+    inbox = area.export / "inbox"
+
+    def finished() -> int:
+        return sum(1 for i in range(300)
+                   if (sc := _sidecar(inbox, f"j{i}")) and sc["status"] in ("ok", "failed"))
+
+    try:
+        wait_for(lambda: finished() == 300, 200, 0.5, message="300 jobs to finish")
+    except pytest.fail.Exception:
+        print(f"finished: {finished()}")
+        for d in daemons:
+            print(d.log()[-3000:])
+        raise
+    # the daemons are idle now; give a late duplicate a chance to show before counting
+    time.sleep(TTL)
+    counts = _publishes(*daemons)
+    by_host: Counter[str] = Counter()
+    for i in range(300):
+        name = f"j{i}"
+        sc = _sidecar(inbox, name)
+        assert sc is not None
+        assert sc["status"] == "ok", sc
+        assert sc["host"] in hosts
+        by_host[sc["host"]] += 1
+        assert counts[name] == 1, f"{name} published {counts[name]} times"
+        assert _files(area.export / "outbox" / name) == payloads[f"/{name}.tar.gz"], name
+    assert sum(counts.values()) == 300
+    assert sorted(p.name for p in (area.export / "outbox").iterdir()) == sorted(
+        f"j{i}" for i in range(300))
+    assert all(by_host[h] > 0 for h in hosts), by_host  # all three hosts took part
+    assert not list((area.export / "work" / "staging").iterdir())
+    leases = area.export / "work" / "leases"
+    wait_for(lambda: not list(leases.iterdir()), 10,
+             message=f"every lease to be given back: {sorted(os.listdir(leases))[:10]}")
+    for d in daemons:
+        assert d.proc is not None and d.proc.poll() is None, d.log()[-2000:]
+        assert "Traceback" not in d.log(), d.log()
+    print(f"jobs by host: {dict(by_host)}")
+
+
+def _sidecar(inbox: Path, name: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((inbox / f"{name}.status.json").read_bytes())  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+# -- 3. a host dies: another takes its jobs over and resumes them ----------------------
+
+def test_killed_host_jobs_taken_over_and_resumed(netshare: NetShare, fault_server,
+                                                 make_daemon, tmp_path):
+    area = netshare.area("takeover")
+    size, rate = 240_000, 60_000  # 4 s per download
+    payloads = {}
+    for i in range(3):
+        payloads[i] = {"big.bin": bytes([i]) * 50 + bytes(range(256)) * (size // 256)}
+        fault_server.add(f"/k{i}.tar", tar_bytes(payloads[i]), rate=rate)
+    a = _daemon(make_daemon, tmp_path, area.host_a, "host-a", workers=4)
+    for i in range(3):
+        _drop(a.inbox, f"k{i}", fault_server.url(f"/k{i}.tar"))
+    for i in range(3):
+        wait_for(lambda i=i: (sc := a.sidecar(f"k{i}")) and sc["status"] == "downloading"
+                 and sc["bytes_done"] >= 30_000, 20, message=f"k{i} to be downloading on A")
+    b = _daemon(make_daemon, tmp_path, area.host_b, "host-b", workers=4)
+    a.kill()  # kill -9, leases held, partial files left
+    killed = time.monotonic()
+    for i in range(3):
+        sc = b.wait_status(f"k{i}", timeout=60)
+        assert sc["status"] == "ok", sc
+        assert sc["host"] == "host-b"
+        assert _files(area.export / "outbox" / f"k{i}") == payloads[i]
+        ranges = _ranges(fault_server, f"/k{i}.tar")
+        assert ranges[0] is None and len(ranges) == 2, ranges  # A's GET, then B's resume
+        assert ranges[1] is not None and re.fullmatch(r"bytes=[1-9]\d*-", ranges[1]), ranges
+    assert time.monotonic() - killed >= TTL - 0.5  # not before the leases went stale
+    assert "broke the stale lease of host-a" in b.log()
+    assert _publishes(a, b) == Counter({"k0": 1, "k1": 1, "k2": 1})
+    assert _publishes(b) == Counter({"k0": 1, "k1": 1, "k2": 1})
+
+
+# -- 4. fencing: a paused host wakes up and must not publish ---------------------------
+
+def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon, tmp_path):
+    area = netshare.area("fencing")
+    old = {"v.txt": b"old version " * 20_000}
+    new = {"v.txt": b"NEW version " * 20_000}
+    fault_server.add("/f.tar", tar_bytes(old), rate=60_000)  # about 4 s
+    a = _daemon(make_daemon, tmp_path, area.host_a, "host-a")
+    _drop(a.inbox, "f", fault_server.url("/f.tar"))
+    wait_for(lambda: (sc := a.sidecar("f")) and sc["status"] == "downloading"
+             and sc["bytes_done"] >= 20_000, 20, message="f to be downloading on A")
+    a.signal(signal.SIGSTOP)
+    try:
+        # while A sleeps, the file on the server changes: B's copy is the new one, and
+        # A's connection (still open) would deliver the old one if A went on unfenced
+        fault_server.replace("/f.tar", tar_bytes(new))
+        fault_server.resources["/f.tar"].rate = None
+        b = _daemon(make_daemon, tmp_path, area.host_b, "host-b")
+        sc = b.wait_status("f", timeout=40)
+        assert sc["status"] == "ok", sc
+        assert sc["host"] == "host-b"
+        assert _files(area.export / "outbox" / "f") == new
+    finally:
+        a.signal(signal.SIGCONT)
+    wait_for(lambda: "f: lost the lease" in a.log(), 20, message="A to notice it lost the lease")
+    # A had the rest of the old file coming; give it time to do anything it would do
+    time.sleep(TTL + 2)
+    assert a.proc is not None and a.proc.poll() is None
+    assert _files(area.export / "outbox" / "f") == new
+    sc = b.sidecar("f")
+    assert sc is not None and sc["status"] == "ok" and sc["host"] == "host-b"
+    assert _publishes(a) == Counter()
+    assert _publishes(b) == Counter({"f": 1})
+    assert "broke the stale lease of host-a" in b.log()
