@@ -105,6 +105,7 @@ def test_sigterm_keeps_the_partial_and_the_next_start_resumes(fault_server, make
     sc = d.sidecar("slow")
     assert sc["status"] == "queued", sc
     assert sc["error"] is None
+    assert sc["attempt"] == 0  # a stop is not a failed attempt
     [partial] = _partials(d)
     kept = partial.stat().st_size
     assert 200_000 <= kept < len(data)
@@ -116,6 +117,7 @@ def test_sigterm_keeps_the_partial_and_the_next_start_resumes(fault_server, make
     d.start()
     sc = d.wait_status("slow")
     assert sc["status"] == "ok", sc
+    assert sc["attempt"] == 1
     assert fault_server.requests_for("/slow.bin")[-1].header("Range") == f"bytes={kept}-"
     assert (d.outbox / "slow" / "slow.bin").read_bytes() == data
     assert not _partials(d)
@@ -316,3 +318,28 @@ def test_inbox_removed_while_running_pauses_and_resumes(fault_server, make_daemo
     d.drop("after", fault_server.url("/x.zip"))
     assert d.wait_status("after")["status"] == "ok"
     assert d.proc.poll() is None
+
+
+def test_inbox_unmounted_during_a_download_is_not_a_removal(fault_server, make_daemon):
+    data = os.urandom(1_000_000)
+    res = fault_server.add("/slow.bin", data, rate=200_000)
+    d = make_daemon(create_dirs=False, rescan_interval=0.5, start=False)
+    d.inbox.mkdir()
+    d.outbox.mkdir()
+    d.start()
+    d.drop("slow", fault_server.url("/slow.bin"))
+    wait_for(lambda: (d.sidecar("slow") or {}).get("bytes_done", 0) > 100_000,
+             message="the download under way")
+    away = d.base / "unmounted"
+    d.inbox.rename(away)  # like an unmount: the job files are not deleted, just gone
+    wait_for(lambda: "is gone" in d.log(), message="the pause")
+    wait_for(lambda: "the job waits for it" in d.log(), message="the job to wait")
+    assert [p.suffix for p in _partials(d)] == [".part"]  # kept
+    res.rate = None
+    away.rename(d.inbox)
+    sc = d.wait_status("slow")
+    assert sc["status"] == "ok", sc
+    assert (d.outbox / "slow" / "slow.bin").read_bytes() == data
+    assert "job removed" not in d.log()
+    resumed = fault_server.requests_for("/slow.bin")[-1].header("Range")
+    assert resumed is not None and resumed != "bytes=0-"

@@ -306,6 +306,8 @@ class WorkerPool:
             self.queue.put(run.job_id, delay=cfg.rescan_interval)
             return
         if data is None:
+            if not self._inbox_present(run.job_id):
+                return
             self._removed(paths)
             return
         run.job_sha256 = job_sha256(data[: 64 * 1024 + 1])
@@ -316,8 +318,21 @@ class WorkerPool:
             return
         try:
             self._run_job(run, paths, data, lease, downloader)
+        except OSError:
+            if self._inbox_present(run.job_id):
+                raise
         finally:
             self.leases.release(lease)
+
+    def _inbox_present(self, job_id: str) -> bool:
+        """False (and the job looked at again later) when the inbox itself is gone: an
+        unmounted share is not a removed job, and no sidecar can be written meanwhile."""
+        if self.config.inbox.is_dir():
+            return True
+        logger.warning("%s: the inbox %s is gone; the job waits for it", job_id,
+                       self.config.inbox)
+        self.queue.put(job_id, delay=self.config.rescan_interval)
+        return False
 
     def _board(self, paths: JobPaths, sidecar: Sidecar, previous: Status | None,
                lease: Lease) -> StatusBoard:
@@ -382,6 +397,8 @@ class WorkerPool:
         except DropfetchError as err:
             self._error(run, board, paths, err)
         except OSError as exc:
+            if not self._inbox_present(run.job_id):
+                return  # the partial file is kept for when the inbox is back
             self._error(run, board, paths, from_os_error(exc, "writing the output"))
         finally:
             if staging is not None:
@@ -480,7 +497,10 @@ class WorkerPool:
         if run.reason == "removed":
             self._purge(paths, board.sidecar, board)
         elif run.reason == "shutdown":
-            board.set(Status.QUEUED)  # checkpoint: the next start resumes the partial file
+            # checkpoint: the next start resumes the partial file; a try cut short by a
+            # stop is not a failed attempt (a kill -9 is: a job that crashes the daemon
+            # every time must run out of attempts)
+            board.set(Status.QUEUED, attempt=max(0, board.sidecar.attempt - 1))
             logger.info("%s: stopped for shutdown; partial download kept", run.job_id)
         elif run.reason == "lease_lost":
             logger.error("%s: lost the lease; stopped without publishing", run.job_id)
