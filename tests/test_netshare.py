@@ -23,7 +23,9 @@ from watchdog.observers.inotify import InotifyObserver
 
 from archives import tar_bytes
 from dropfetch.config import load_config
+from dropfetch.errors import LeaseLostError
 from dropfetch.fsutil import filesystem_type
+from dropfetch.leases import Lease, LeaseManager
 from dropfetch.watcher import choose_observer
 from faultserver import FaultServer
 from harness import Daemon, wait_for
@@ -264,3 +266,61 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
     assert _publishes(a) == Counter()
     assert _publishes(b) == Counter({"f": 1})
     assert "broke the stale lease of host-a" in b.log()
+
+
+# -- 5. the lease itself, on two mounts ----------------------------------------------
+
+def _managers(area_dir: tuple[Path, Path], ttl: float) -> tuple[LeaseManager, LeaseManager]:
+    for d in area_dir:
+        (d / "leases").mkdir(parents=True, exist_ok=True)
+    return (LeaseManager(area_dir[0] / "leases", host_id="host-a", ttl=ttl),
+            LeaseManager(area_dir[1] / "leases", host_id="host-b", ttl=ttl))
+
+
+def test_exclusive_create_race_has_one_winner(netshare: NetShare):
+    area = netshare.area("race")
+    a, b = _managers((area.host_a, area.host_b), ttl=30)
+    for round_ in range(20):
+        job = f"race{round_}"
+        won: list[Lease] = []
+        barrier = threading.Barrier(8)
+
+        def take(manager: LeaseManager, job: str = job, won: list[Lease] = won,
+                 barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            lease = manager.acquire(job)
+            if lease is not None:
+                won.append(lease)
+
+        threads = [threading.Thread(target=take, args=(m,)) for m in (a, b) * 4]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(won) == 1, f"round {round_}: {len(won)} winners"
+        won[0].check()
+
+
+def test_live_lease_survives_a_skewed_clock_and_a_dead_one_is_broken(netshare: NetShare):
+    """The heartbeat is the lease's bytes changing, not its mtime against our clock."""
+    area = netshare.area("skew")
+    ttl = 1.5
+    a, b = _managers((area.host_a, area.host_b), ttl=ttl)
+    lease = a.acquire("job")
+    assert lease is not None
+    hour_ago = time.time() - 3600
+    end = time.monotonic() + 2.5 * ttl
+    while time.monotonic() < end:  # A renews, but its clock is an hour behind
+        lease.renew()
+        os.utime(lease.path, (hour_ago, hour_ago))
+        assert b.acquire("job") is None
+        time.sleep(ttl / 4)
+    lease.check()
+    # A stops renewing (a dead host): B takes the lease once it has not changed for ttl
+    os.utime(lease.path, (time.time() + 3600, time.time() + 3600))  # or an hour ahead
+    taken = wait_for(lambda: b.acquire("job"), 4 * ttl, 0.1, message="B to break the lease")
+    assert taken.info["host"] == "host-b"
+    with pytest.raises(LeaseLostError):
+        lease.check()
+    b.release(taken)
+    assert not (area.export / "leases" / "job.lease").exists()

@@ -173,6 +173,7 @@ class LeaseManager:
         self.host_id = host_id
         self.ttl = ttl
         self._held: dict[str, Lease] = {}
+        self._creating: set[str] = set()  # tokens of leases being created right now
         # other holders' leases: path -> (bytes seen, monotonic time first seen)
         self._observed: dict[Path, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
@@ -207,26 +208,32 @@ class LeaseManager:
         token = secrets.token_hex(16)
         info: dict[str, object] = {"host": self.host_id, "pid": os.getpid(), "token": token,
                                    "job": job_id, "taken": round(time.time(), 3), "beat": 0}
+        with self._lock:
+            self._creating.add(token)  # so no other thread here takes it for a dead one's
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileExistsError:
-            return None
-        except PermissionError:
-            # sshfs: an exclusive create that loses a race with another host's create
-            # comes back from the server as a generic failure, which it reports as EPERM
-            # (the other host may even have given the lease back already)
-            if os.access(path.parent, os.W_OK):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:
                 return None
-            raise
-        try:
-            os.write(fd, _body(info))
-            os.fsync(fd)
+            except PermissionError:
+                # sshfs: an exclusive create that loses a race with another host's create
+                # comes back from the server as a generic failure, reported as EPERM
+                # (the other host may even have given the lease back already)
+                if os.access(path.parent, os.W_OK):
+                    return None
+                raise
+            try:
+                os.write(fd, _body(info))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # NFS: an O_EXCL create retried after a lost reply can report EEXIST although
+            # it was ours, or succeed on a file another wrote: the content decides.
+            if _token_of(_read(path)) != token:
+                return None
         finally:
-            os.close(fd)
-        # NFS: an O_EXCL create retried after a lost reply can report EEXIST although it
-        # was ours, or succeed on a file another wrote: the content decides.
-        if _token_of(_read(path)) != token:
-            return None
+            with self._lock:
+                self._creating.discard(token)
         return Lease(job_id=job_id, path=path, token=token, info=info, ttl=self.ttl,
                      renewed=started)
 
@@ -300,7 +307,7 @@ class LeaseManager:
 
     def _tokens(self) -> set[str]:
         with self._lock:
-            return {lease.token for lease in self._held.values()}
+            return {lease.token for lease in self._held.values()} | self._creating
 
     def release(self, lease: Lease) -> None:
         """Give the lease back (only if it is still ours)."""
