@@ -134,6 +134,25 @@ def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_
     assert _files(area.export / "outbox" / "job-b") == {"a.txt": b"A" * 100}
 
 
+def test_polling_takes_a_file_only_once_it_settled(netshare: NetShare, fault_server,
+                                                   make_daemon, tmp_path):
+    """A job file written slowly in place through host B is not taken half-written."""
+    area = netshare.area("settle")
+    fault_server.add("/slowly-written.tar.gz", tar_bytes({"s": b"settled"}, compression="gz"))
+    d = _daemon(make_daemon, tmp_path, area.host_a, "host-a", observer="auto",
+                poll_interval=0.2, settle_time=1.0, rescan_interval=600)
+    url = fault_server.url("/slowly-written.tar.gz")
+    job = area.host_b / "inbox" / "slow.url"
+    with open(job, "wb", buffering=0) as fh:  # no temporary name: in place, in pieces
+        for i in range(0, len(url), 6):
+            fh.write(url[i:i + 6].encode())
+            time.sleep(0.3)  # more than poll_interval, less than settle_time
+        fh.write(b"\n")
+    sc = d.wait_status("slow", timeout=30)
+    assert sc["status"] == "ok", sc
+    assert [r.path for r in fault_server.requests] == ["/slowly-written.tar.gz"]
+
+
 # -- 2. three daemons, 300 jobs ------------------------------------------------------
 
 def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_server,
