@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from archives import OS_TEMPLATE, compress, tar_bytes, zip_bytes
+from archives import OS_TEMPLATE, tar_bytes, zip_bytes
 from harness import wait_for
 
 SMALL = {"a.txt": b"alpha\n", "dir/b.bin": os.urandom(5000), "dir/sub/c.txt": b"c" * 100}
@@ -214,10 +214,12 @@ def test_fifty_jobs_four_workers(fault_server, make_daemon):
 
 
 def test_progress_is_observable(fault_server, make_daemon):
-    body = compress(tar_bytes({"big.bin": os.urandom(3_000_000)}), "gz")
-    fault_server.add("/big.tar.gz", body, rate=1_000_000)
+    # a zip (extracted after the download, never streamed) that unpacks to 120 MB:
+    # small on the wire, slow enough to unpack that the unpacking phase is seen
+    body = zip_bytes({"zeros.bin": bytes(120_000_000), "random.bin": os.urandom(100_000)})
+    fault_server.add("/big.zip", body, rate=len(body) // 3)
     d = make_daemon(status={"update_interval": 0.05})
-    d.drop("big", fault_server.url("/big.tar.gz"))
+    d.drop("big", fault_server.url("/big.zip"))
     seen: list[tuple[str, int | None]] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

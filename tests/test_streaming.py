@@ -95,3 +95,82 @@ def test_cancel_while_waiting_for_bytes(tmp_path):
     with pytest.raises(CancelledError):
         extract(archive, dest, fmt=ArchiveFormat.TAR_GZ, config=ExtractConfig(),
                 single_name="x", growth=growth, cancel=cancel)
+
+
+# --- end to end: the daemon streams tar archives ------------------------------------
+
+BIG = {f"dir{i}/file{j}.bin": os.urandom(60_000) for i in range(6) for j in range(10)}
+
+
+def _staged_files(work: Path) -> int:
+    return sum(1 for p in (work / "staging").rglob("*") if p.is_file())
+
+
+def test_extraction_runs_while_downloading(make_daemon, fault_server):
+    from harness import wait_for
+
+    body = tar_bytes(BIG, compression="gz")
+    fault_server.add("/big.tar.gz", body, rate=800_000)
+    d = make_daemon()
+    d.drop("big", fault_server.url("/big.tar.gz"))
+    # files appear in staging while the sidecar still says downloading
+    wait_for(lambda: (sc := d.sidecar("big")) and sc["status"] == "downloading"
+             and _staged_files(d.work) >= 5, timeout=30,
+             message="files extracted during the download")
+    sc = d.wait_status("big", timeout=60)
+    assert sc["status"] == "ok", sc
+    assert sc["files"] == sorted(BIG)
+    for name, data in BIG.items():
+        assert (d.outbox / "big" / name).read_bytes() == data
+
+
+def test_dropped_connection_mid_archive_still_ok(make_daemon, fault_server):
+    body = tar_bytes(BIG, compression="zst")
+    fault_server.add("/drop.tar.zst", body, drop_after=len(body) * 2 // 5, drop_times=1,
+                     rate=2_000_000)
+    d = make_daemon()
+    d.drop("drop", fault_server.url("/drop.tar.zst"))
+    sc = d.wait_status("drop", timeout=60)
+    assert sc["status"] == "ok", sc
+    assert sc["attempt"] == 2
+    assert sc["files"] == sorted(BIG)
+    for name, data in BIG.items():
+        assert (d.outbox / "drop" / name).read_bytes() == data
+    ranges = [r.headers.get("Range") for r in fault_server.requests_for("/drop.tar.zst")]
+    assert ranges[0] is None and ranges[1] == f"bytes={len(body) * 2 // 5}-"
+
+
+def test_server_ignoring_range_mid_archive_still_ok(make_daemon, fault_server):
+    body = tar_bytes(BIG, compression="gz")
+    fault_server.add("/ign.tar.gz", body, drop_after=len(body) // 2, drop_times=1,
+                     ignore_range=True, rate=2_000_000)
+    d = make_daemon()
+    d.drop("ign", fault_server.url("/ign.tar.gz"))
+    sc = d.wait_status("ign", timeout=60)
+    assert sc["status"] == "ok", sc
+    assert sc["files"] == sorted(BIG)
+    assert (d.outbox / "ign" / "dir5" / "file9.bin").read_bytes() == BIG["dir5/file9.bin"]
+
+
+def test_file_changed_between_attempts_is_not_spliced(make_daemon, fault_server):
+    old = tar_bytes({f"old{j}.bin": os.urandom(60_000) for j in range(30)}, compression="gz")
+    new_files = {f"new{j}.bin": os.urandom(60_000) for j in range(30)}
+    fault_server.add("/v.tar.gz", old, drop_after=len(old) // 2, drop_times=1, rate=2_000_000)
+    d = make_daemon()
+    d.drop("v", fault_server.url("/v.tar.gz"))
+    d.wait_status("v", "waiting", timeout=30)
+    fault_server.replace("/v.tar.gz", tar_bytes(new_files, compression="gz"))
+    sc = d.wait_status("v", timeout=60)
+    assert sc["status"] == "ok", sc
+    assert sc["files"] == sorted(new_files)
+
+
+def test_sha256_mismatch_with_streaming_publishes_nothing(make_daemon, fault_server):
+    body = tar_bytes(BIG, compression="gz")
+    fault_server.add("/s.tar.gz", body, rate=3_000_000)
+    d = make_daemon()
+    d.drop("s", f"url: {fault_server.url('/s.tar.gz')}\nsha256: {'1' * 64}\n")
+    sc = d.wait_status("s", timeout=60)
+    assert sc["status"] == "failed" and sc["error"]["code"] == "checksum_mismatch"
+    assert not (d.outbox / "s").exists()
+    assert _staged_files(d.work) == 0

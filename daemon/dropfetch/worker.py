@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dropfetch.config import Config
+from dropfetch.config import Config, ExtractConfig
 from dropfetch.download import Downloader, DownloadResult, Transfer, redact_url
 from dropfetch.errors import (
     CancelledError,
@@ -27,7 +27,7 @@ from dropfetch.errors import (
     LeaseLostError,
     from_os_error,
 )
-from dropfetch.extract import ArchiveFormat, extract, single_file_name, sniff
+from dropfetch.extract import ArchiveFormat, Growth, extract, single_file_name, sniff
 from dropfetch.fsutil import is_abandoned_temp, publish_dir, remove_tree, temp_name
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, JobSpec, job_name, job_sha256, parse_job
 from dropfetch.leases import Lease, LeaseManager, lease_key
@@ -154,6 +154,82 @@ def _seconds_until(iso: str | None) -> float:
     except ValueError:
         return 0.0
     return when.timestamp() - time.time()
+
+
+_STREAMABLE = frozenset({ArchiveFormat.TAR, ArchiveFormat.TAR_GZ, ArchiveFormat.TAR_BZ2,
+                         ArchiveFormat.TAR_XZ, ArchiveFormat.TAR_ZST})
+_SNIFF_AT = 64 * 1024  # bytes of the download needed to recognise a tar stream
+
+
+class _Stream:
+    """Extracts a tar archive in a thread while it is still being downloaded, so a job
+    costs about max(download, extract) instead of their sum.
+
+    It reads the growing partial file (resumed bytes first, then what arrives). If the
+    download starts over (a 200 instead of a 206, a changed file), what it extracted is
+    discarded and the complete file is extracted again afterwards. The sha256 check
+    still gates the publish: the caller verifies the download before using the result.
+    """
+
+    def __init__(self, partial: Path, staging: Path, config: ExtractConfig,
+                 cancel: threading.Event, on_progress: Callable[[int, int], None]) -> None:
+        self.partial = partial
+        self.staging = staging
+        self.config = config
+        self.cancel = cancel
+        self.on_progress = on_progress
+        try:
+            self.start_size = partial.stat().st_size
+        except FileNotFoundError:
+            self.start_size = 0
+        self.growth = Growth()
+        self.growth.grew(self.start_size)
+        self.fmt: ArchiveFormat | None = None
+        self.files: list[str] = []
+        self.error: BaseException | None = None
+        self._last = self.start_size
+        self._thread: threading.Thread | None = None
+
+    def feed(self, t: Transfer) -> None:
+        """From the download's progress callback."""
+        if t.resumed_from < self.start_size or t.bytes_done < self._last:
+            self.growth.abort("the download started over")
+        self._last = t.bytes_done
+        self.growth.grew(t.bytes_done, t.bytes_total)
+        if self.fmt is None and t.bytes_done >= _SNIFF_AT and self.growth.aborted is None:
+            self.fmt = sniff(self.partial)
+            if self.fmt in _STREAMABLE:
+                self._thread = threading.Thread(target=self._run, args=(self.fmt,), daemon=True,
+                                                name=f"{threading.current_thread().name}-x")
+                self._thread.start()
+
+    def _run(self, fmt: ArchiveFormat) -> None:
+        try:
+            self.files = extract(self.partial, self.staging, fmt=fmt, config=self.config,
+                                 single_name="archive", cancel=self.cancel,
+                                 on_progress=self.on_progress, growth=self.growth)
+        except BaseException as exc:  # noqa: BLE001 - handed to the worker thread
+            self.error = exc
+
+    def stop(self, why: str) -> None:
+        """The download failed or was cancelled: end the extraction thread."""
+        self.growth.abort(why)
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self, fmt: ArchiveFormat) -> list[str] | None:
+        """After a complete download: the streamed files, or None to extract afresh."""
+        self.growth.finish()
+        if self._thread is None:
+            return None
+        self._thread.join()
+        if self.growth.aborted is not None or fmt is not self.fmt:
+            remove_tree(self.staging)
+            self.staging.mkdir(mode=0o755)
+            return None
+        if self.error is not None:
+            raise self.error
+        return self.files
 
 
 class WorkerPool:
@@ -358,6 +434,7 @@ class WorkerPool:
         previous = None if old is None or old.status is Status.DELETING else old.status
         board = self._board(paths, sidecar, previous, lease)
         staging: Path | None = None
+        stream: _Stream | None = None
         try:
             if previous in FINAL or previous is Status.UNPACKING:
                 # a new version of a finished job, or a run that died while unpacking
@@ -369,10 +446,12 @@ class WorkerPool:
             self._check_space()
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
                       bytes_done=0, bytes_total=None)
-            result = self._download(run, board, lease, downloader, spec, paths)
             lease.check()  # staging of this job may be cleaned below: only by the holder
             staging = self._new_staging(paths)
-            fmt, files = self._unpack(run, board, lease, spec, paths, result, staging)
+            stream = _Stream(paths.partial, staging, cfg.extract, run.cancel,
+                             self._unpack_progress(run, board, lease)) if spec.extract else None
+            result = self._download(run, board, lease, downloader, spec, paths, stream)
+            fmt, files = self._unpack(run, board, lease, spec, paths, result, staging, stream)
             _test_pause(run.job_id, "publish")
             lease.check()  # fencing: publish only while we hold the lease
             paths.output.parent.mkdir(parents=True, exist_ok=True)
@@ -401,6 +480,8 @@ class WorkerPool:
                 return  # the partial file is kept for when the inbox is back
             self._error(run, board, paths, from_os_error(exc, "writing the output"))
         finally:
+            if stream is not None:
+                stream.stop("the job ended")  # joins the extraction thread, if any
             if staging is not None:
                 remove_tree(staging)
 
@@ -417,9 +498,11 @@ class WorkerPool:
             run.stop("lease_lost")
 
     def _download(self, run: _Run, board: StatusBoard, lease: Lease, downloader: Downloader,
-                  spec: JobSpec, paths: JobPaths) -> DownloadResult:
+                  spec: JobSpec, paths: JobPaths, stream: _Stream | None) -> DownloadResult:
         def progress(t: Transfer) -> None:
             self._watch(run, lease)
+            if stream is not None:
+                stream.feed(t)
             board.progress(done=t.bytes_done, total=t.bytes_total, speed=t.speed)
 
         result = downloader.fetch(spec.url, paths.partial, on_progress=progress,
@@ -441,26 +524,36 @@ class WorkerPool:
         staging.mkdir(mode=0o755)
         return staging
 
+    def _unpack_progress(self, run: _Run, board: StatusBoard,
+                         lease: Lease) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            self._watch(run, lease)
+            if board.sidecar.status is Status.UNPACKING:  # not while the download runs
+                board.progress(done=done, total=total, speed=None)
+
+        return progress
+
     def _unpack(self, run: _Run, board: StatusBoard, lease: Lease, spec: JobSpec,
                 paths: JobPaths, result: DownloadResult, staging: Path,
-                ) -> tuple[ArchiveFormat, list[str]]:
+                stream: _Stream | None) -> tuple[ArchiveFormat, list[str]]:
         fmt = sniff(result.path) if spec.extract else ArchiveFormat.FILE
         leaf = paths.output.name
         if fmt is ArchiveFormat.FILE:
+            if stream is not None:
+                stream.result(fmt)  # never started for a plain file; clean if it did
             name = spec.filename or _safe_name(result.filename) or leaf
             os.replace(result.path, staging / name)
             return fmt, [name]
-
-        def progress(done: int, total: int) -> None:
-            self._watch(run, lease)
-            board.progress(done=done, total=total, speed=None)
-
         board.set(Status.UNPACKING, progress=0, bytes_done=0, bytes_total=result.size,
                   speed=None, eta=None,
                   archive={"format": str(fmt), "size": result.size, "sha256": result.sha256})
-        files = extract(result.path, staging, fmt=fmt, config=self.config.extract,
-                        single_name=single_file_name(_safe_name(result.filename), fmt, leaf),
-                        cancel=run.cancel, on_progress=progress)
+        files = stream.result(fmt) if stream is not None else None
+        if files is None:
+            files = extract(result.path, staging, fmt=fmt, config=self.config.extract,
+                            single_name=single_file_name(_safe_name(result.filename), fmt,
+                                                         leaf),
+                            cancel=run.cancel, on_progress=self._unpack_progress(run, board,
+                                                                                 lease))
         return fmt, files
 
     def _keep_archive(self, spec: JobSpec) -> bool:
