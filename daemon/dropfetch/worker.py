@@ -394,6 +394,10 @@ class WorkerPool:
             return
         try:
             self._run_job(run, paths, data, lease, downloader)
+        except LeaseLostError:
+            # from a sidecar write on an error path: the job belongs to another host now
+            logger.error("%s: lost the lease; stopping without publishing", run.job_id)
+            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
         except OSError:
             if self._inbox_present(run.job_id):
                 raise
@@ -501,6 +505,8 @@ class WorkerPool:
                   spec: JobSpec, paths: JobPaths, stream: _Stream | None) -> DownloadResult:
         def progress(t: Transfer) -> None:
             self._watch(run, lease)
+            if run.cancel.is_set():
+                return  # e.g. the lease is lost: the partial file may be another host's now
             if stream is not None:
                 stream.feed(t)
             board.progress(done=t.bytes_done, total=t.bytes_total, speed=t.speed)
