@@ -56,8 +56,9 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
                 command = line.replace(EXAMPLE_URL, srv.url("/files/tool-1.2.tar.gz"))
                 if command.startswith("ls "):
                     wait_for(output_dir.is_dir, timeout=60, message="the published output")
-                done = subprocess.run(command, shell=True, cwd=clone,  # noqa: S602 - README text capture_output=True,
-                                      text=True, env=env, timeout=120, check=False)
+                done = subprocess.run(  # noqa: S602 - the README's own text
+                    command, shell=True, cwd=clone, capture_output=True, text=True, env=env,
+                    timeout=120, check=False)
                 assert done.returncode == 0, (command, done.stdout, done.stderr)
                 outputs.append(done.stdout)
         assert outputs[0].strip().endswith("var/inbox/tool-1.2.url")
