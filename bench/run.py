@@ -1,0 +1,1104 @@
+#!/usr/bin/env python3
+"""dropfetch side by side with curl | tar (issue 6). Run with ``make bench``.
+
+Starts nginx (Debian nginx-light, installed when missing) on 127.0.0.1 with sendfile,
+generates the test data in a temporary directory, runs every case at least three times
+alternating dropfetch (a real ``dropfetch run`` subprocess) and the baseline, prints the
+table and writes docs/BENCHMARKS.md and docs/benchmarks.png.
+
+    .venv/bin/python bench/run.py                 # everything (what make bench runs)
+    .venv/bin/python bench/run.py --quick         # small sizes, one run each: smoke check
+    .venv/bin/python bench/run.py --only targz    # one case (see --help for the names)
+    .venv/bin/python bench/run.py --only small --profile /tmp/prof   # py-spy each daemon
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from benchlib import Row, fmt_value, render_markdown, render_text  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DROPFETCH = BIN / "dropfetch"
+DOCS = ROOT / "docs"
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+CASES = ("file", "targz", "extract", "small", "latency", "polling", "many", "polling-py")
+MIB = 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name, path=SBIN_PATH)
+
+
+# --- tools -------------------------------------------------------------------------
+
+APT_TOOLS = {"nginx": "nginx-light", "bsdtar": "libarchive-tools", "curl": "curl"}
+
+
+def ensure_apt_tools() -> None:
+    missing = sorted({pkg for binary, pkg in APT_TOOLS.items() if which(binary) is None})
+    if not missing:
+        return
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if which("sudo") is None:
+            sys.exit(f"bench: needs {' '.join(missing)}; run as root or install them")
+        prefix = ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    lock = ["-o", "DPkg::Lock::Timeout=600"]
+    log(f"installing {' '.join(missing)} with apt-get")
+    subprocess.run([*prefix, "apt-get", *lock, "update", "-q"], check=True, env=env)
+    subprocess.run([*prefix, "apt-get", *lock, "install", "-y", "-q", *missing], check=True,
+                   env=env)
+
+
+def ensure_pip(module: str, package: str) -> None:
+    """Bench-only dependency: install into the running venv when it is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        log(f"installing {package} into {sys.prefix} (bench-only dependency)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+        importlib.invalidate_caches()
+
+
+def first_line(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    text = (p.stdout or p.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+# --- nginx -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+NGINX_CONF = """\
+worker_processes 2;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(root: Path, prefix: Path) -> Iterator[str]:
+    """nginx serving ``root`` on a free loopback port; yields the base URL."""
+    binary = which("nginx")
+    if binary is None:
+        sys.exit("bench: nginx not found")
+    prefix.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, root=root))
+    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(prefix),
+                             "-e", str(prefix / "error.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                err = (prefix / "error.log").read_text(errors="replace")[-2000:]
+                sys.exit(f"bench: nginx exited ({proc.returncode}):\n{err}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        log(f"nginx {proc.pid} serving {root} on 127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- data --------------------------------------------------------------------------
+
+@dataclass
+class Sizes:
+    big_file: int
+    archive_copies: int
+    quick_tree: bool
+    small_jobs: int
+    latency_jobs: int
+    polling_jobs: int
+    many_jobs: int
+    runs: int
+
+    @classmethod
+    def full(cls, runs: int) -> Sizes:
+        return cls(1024 * MIB, 4, False, 1000, 200, 30, 10_000, runs)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(64 * MIB, 2, True, 100, 20, 4, 500, 1)
+
+
+@dataclass
+class Data:
+    srv: Path
+    big_file: Path
+    big_archive: Path
+    big_archive_files: int
+    big_tree_bytes: int
+    medium_archive: Path
+    medium_files: int
+    small_names: list[str] = field(default_factory=list)
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _ignore(quick: bool) -> Callable[[str, list[str]], set[str]]:
+    top = str(stdlib_dir())
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        if directory == top:
+            if quick:  # top-level modules only: a few hundred files
+                return {n for n in names if not n.endswith(".py")}
+            return {"site-packages"}
+        return set()
+
+    return ignore
+
+
+def _tree_stats(root: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if not os.path.islink(p):
+                files += 1
+                size += st.st_size
+    return files, size
+
+
+def make_data(base: Path, sizes: Sizes) -> Data:
+    srv = base / "srv"
+    srv.mkdir(parents=True)
+    os.chmod(base, 0o755)  # noqa: S103 - nginx workers run as another user
+    os.chmod(srv, 0o755)  # noqa: S103
+    t0 = time.monotonic()
+
+    big = srv / "big.bin"
+    log(f"writing {sizes.big_file // MIB} MiB of random bytes")
+    with open(big, "wb") as f:
+        left = sizes.big_file
+        while left:
+            n = min(left, 16 * MIB)
+            f.write(os.urandom(n))
+            left -= n
+
+    src = base / "src"
+    log(f"copying the standard library {sizes.archive_copies} time(s)")
+    for k in range(sizes.archive_copies):
+        shutil.copytree(stdlib_dir(), src / f"copy{k}", symlinks=True,
+                        ignore=_ignore(sizes.quick_tree))
+    medium_files, _ = _tree_stats(src / "copy0")
+    big_files, big_bytes = _tree_stats(src)
+    log(f"tar.gz of {big_files} files, {big_bytes / MIB:.0f} MiB")
+    copies = [f"copy{k}" for k in range(sizes.archive_copies)]
+    subprocess.run(["tar", "-czf", str(srv / "tree.tar.gz"), "-C", str(src), *copies],
+                   check=True)
+    subprocess.run(["tar", "-czf", str(srv / "medium.tar.gz"), "-C", str(src), "copy0"],
+                   check=True)
+
+    log(f"{sizes.small_jobs} small tar.gz jobs")
+    pool = sorted(p for p in (src / "copy0").rglob("*.py")
+                  if p.is_file() and not p.is_symlink() and p.stat().st_size < 64 * 1024)
+    (srv / "small").mkdir()
+    names = []
+    rng = random.Random(6)
+    for i in range(sizes.small_jobs):
+        name = f"s{i:05d}"
+        names.append(name)
+        with tarfile.open(srv / "small" / f"{name}.tar.gz", "w:gz") as tf:
+            for p in rng.sample(pool, 5):
+                tf.add(p, arcname=f"{name}/{p.relative_to(src / 'copy0')}")
+    shutil.rmtree(src)
+    log(f"data ready in {time.monotonic() - t0:.0f} s")
+    return Data(srv=srv, big_file=big, big_archive=srv / "tree.tar.gz",
+                big_archive_files=big_files, big_tree_bytes=big_bytes,
+                medium_archive=srv / "medium.tar.gz", medium_files=medium_files,
+                small_names=names)
+
+
+# --- the daemon under test -----------------------------------------------------------
+
+class BenchFailure(RuntimeError):
+    pass
+
+
+class Daemon:
+    """``dropfetch run --config`` as a subprocess, with its own inbox and outbox."""
+
+    def __init__(self, base: Path, *, workers: int = 4, observer: str = "inotify",
+                 profile: Path | None = None, **extra: Any) -> None:
+        self.base = base
+        self.inbox = base / "inbox"
+        self.outbox = base / "outbox"
+        base.mkdir(parents=True, exist_ok=True)
+        self.inbox.mkdir(exist_ok=True)
+        cfg: dict[str, Any] = {
+            "inbox": str(self.inbox), "outbox": str(self.outbox), "workers": workers,
+            "observer": observer, "min_free_space": 0,
+            "download": {"block_networks": []},
+        }
+        cfg.update(extra)
+        self.config = cfg
+        self.config_path = base / "config.json"  # JSON is YAML
+        self.config_path.write_text(json.dumps(cfg))
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.spy: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self, *, wait: bool = True) -> Daemon:
+        self.started = time.perf_counter()
+        with open(self.base / "daemon.log", "ab") as logf:
+            self.proc = subprocess.Popen([str(DROPFETCH), "run", "--config",
+                                          str(self.config_path)],
+                                         stdout=logf, stderr=subprocess.STDOUT, cwd=self.base)
+        if self.profile is not None:
+            spy = BIN / "py-spy"
+            self.profile.parent.mkdir(parents=True, exist_ok=True)
+            self.spy = subprocess.Popen(
+                [str(spy), "record", "--pid", str(self.proc.pid), "--rate", "200",
+                 "--format", "raw", "--threads", "--nonblocking", "-o", str(self.profile)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if wait:
+            # "dropfetch running" is logged once the watcher is up: a job dropped before
+            # that would be found by the startup scan (and wait settle_time), not by inotify
+            self._until(lambda: b"dropfetch running" in self.log_bytes(), 20,
+                        "the daemon to start")
+        return self
+
+    def log_bytes(self) -> bytes:
+        try:
+            return (self.base / "daemon.log").read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def _until(self, pred: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.01) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = pred()
+            if value:
+                return value
+            self.alive()
+            if time.monotonic() > deadline:
+                raise BenchFailure(f"timed out waiting for {what}\n{self.log_tail()}")
+            time.sleep(interval)
+
+    def alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise BenchFailure(f"the daemon exited ({self.proc.returncode})\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        p = self.base / "daemon.log"
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+    def write_job(self, name: str, url: str) -> Path:
+        tmp = self.inbox / f".{name}.url.tmp"
+        tmp.write_text(url + "\n")
+        return tmp
+
+    def drop(self, name: str, url: str) -> float:
+        """Write NAME.url the safe way; returns the time of the rename."""
+        tmp = self.write_job(name, url)
+        t = time.perf_counter()
+        os.rename(tmp, self.inbox / f"{name}.url")
+        return t
+
+    def sidecar(self, name: str) -> dict[str, Any] | None:
+        try:
+            raw = (self.inbox / f"{name}.status.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(raw)  # type: ignore[no-any-return]
+        except ValueError:
+            return None
+
+    def wait_ok(self, name: str, timeout: float, interval: float = 0.002) -> tuple[float, dict]:
+        """Poll the sidecar until it says ok; returns (time seen, sidecar)."""
+        deadline = time.monotonic() + timeout
+        checks = 0
+        while True:
+            sc = self.sidecar(name)
+            now = time.perf_counter()
+            if sc is not None:
+                if sc.get("status") == "ok":
+                    return now, sc
+                if sc.get("status") == "failed":
+                    raise BenchFailure(f"{name} failed: {sc.get('error')}")
+            checks += 1
+            if checks % 256 == 0:
+                self.alive()
+                if time.monotonic() > deadline:
+                    raise BenchFailure(f"{name} not ok after {timeout} s: {sc}\n"
+                                       f"{self.log_tail()}")
+            time.sleep(interval)
+
+    def hwm_mb(self) -> float:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.spy is not None:
+            try:
+                self.spy.wait(60)
+            except subprocess.TimeoutExpired:
+                self.spy.send_signal(signal.SIGINT)
+                self.spy.wait(30)
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- the runner ----------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    url: str
+    data: Data
+    work: Path  # on disk: daemon dirs and baseline outputs
+    shm: Path  # on tmpfs
+    sizes: Sizes
+    profile: Path | None
+    rows: list[Row] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+    def fresh(self, label: str) -> Path:
+        self.seq += 1
+        p = self.work / f"{self.seq:03d}-{label}"
+        p.mkdir(parents=True)
+        return p
+
+    def profile_path(self, label: str) -> Path | None:
+        if self.profile is None:
+            return None
+        self.seq += 1
+        return self.profile / f"{self.seq:03d}-{label}.txt"
+
+
+def settle() -> None:
+    """Untimed: write back dirty pages of the previous run so it does not bill the next."""
+    os.sync()
+    time.sleep(0.3)
+
+
+def wipe(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def timed_shell(script: str, cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True, cwd=cwd)
+    return time.perf_counter() - t0
+
+
+def alternate(i: int, first: Callable[[], None], second: Callable[[], None]) -> None:
+    """Run both; dropfetch first on even iterations, the baseline first on odd ones."""
+    for fn in (first, second) if i % 2 == 0 else (second, first):
+        settle()
+        fn()
+
+
+def count_files(root: Path) -> int:
+    return sum(len([n for n in names if not os.path.islink(os.path.join(d, n))])
+               for d, _, names in os.walk(root))
+
+
+def q(p: Path | str) -> str:
+    import shlex
+
+    return shlex.quote(str(p))
+
+
+def case_file(ctx: Ctx) -> None:
+    url = f"{ctx.url}/big.bin"
+    size = ctx.data.big_file.stat().st_size
+    ours: list[float] = []
+    rss: list[float] = []
+    curl: list[float] = []
+    curl_sync: list[float] = []
+    for i in range(ctx.sizes.runs):
+        def dropfetch(i: int = i) -> None:
+            base = ctx.fresh("file-dropfetch")
+            with Daemon(base, profile=ctx.profile_path(f"file-{i}")) as d:
+                d.start()
+                t0 = d.drop("big", url)
+                t1, sc = d.wait_ok("big", 900)
+                ours.append(t1 - t0)
+                rss.append(d.hwm_mb())
+            got = (d.outbox / "big" / sc["files"][0]).stat().st_size
+            if got != size:
+                raise BenchFailure(f"dropfetch delivered {got} bytes, expected {size}")
+            wipe(base)
+
+        def baseline() -> None:
+            base = ctx.fresh("file-curl")
+            curl.append(timed_shell(f"curl -s -o {q(base / 'big.bin')} {q(url)}"))
+            wipe(base)
+
+        alternate(i, dropfetch, baseline)
+        settle()
+        base = ctx.fresh("file-curl-sync")
+        curl_sync.append(timed_shell(
+            f"curl -s -o {q(base / 'big.bin')} {q(url)} && sync {q(base / 'big.bin')}"))
+        wipe(base)
+        log(f"file run {i}: dropfetch {ours[-1]:.2f} s, curl {curl[-1]:.2f} s, "
+            f"curl+fsync {curl_sync[-1]:.2f} s, RSS {rss[-1]:.0f} MB")
+    mib = size // MIB
+    ctx.rows.append(Row("file", f"{mib} MiB incompressible file, drop → ok", "s", ours,
+                        baseline="curl -s -o FILE URL", baseline_samples=curl,
+                        limit=1.0, target_text="≤ 1.0"))
+    ctx.rows.append(Row("file-sync", f"{mib} MiB file, drop → ok (fsynced, like dropfetch)",
+                        "s", ours, baseline="curl -s -o FILE URL && sync FILE",
+                        baseline_samples=curl_sync, target_text="— (info)"))
+    ctx.rows.append(Row("file-rss", f"peak RSS during the {mib} MiB download (VmHWM)", "MB",
+                        rss, stat="max", target_on="value", limit=80,
+                        target_text="≤ 80 MB"))
+
+
+def case_targz(ctx: Ctx) -> None:
+    url = f"{ctx.url}/tree.tar.gz"
+    expected = ctx.data.big_archive_files
+    ours_a: list[float] = []
+    ours_b: list[float] = []
+    pipe: list[float] = []
+    twostep: list[float] = []
+
+    def dropfetch(into: list[float], label: str) -> Callable[[], None]:
+        def run() -> None:
+            base = ctx.fresh("targz-dropfetch")
+            with Daemon(base, profile=ctx.profile_path(label)) as d:
+                d.start()
+                t0 = d.drop("tree", url)
+                t1, sc = d.wait_ok("tree", 1800)
+                into.append(t1 - t0)
+            if len(sc["files"]) != expected:
+                raise BenchFailure(f"dropfetch listed {len(sc['files'])} files, "
+                                   f"expected {expected}")
+            wipe(base)
+        return run
+
+    def curl_pipe() -> None:
+        base = ctx.fresh("targz-pipe")
+        pipe.append(timed_shell(f"curl -s {q(url)} | tar -xz -C {q(base)}"))
+        if count_files(base) != expected:
+            raise BenchFailure("curl | tar extracted a different number of files")
+        wipe(base)
+
+    def curl_twostep() -> None:
+        base = ctx.fresh("targz-twostep")
+        (base / "out").mkdir()
+        twostep.append(timed_shell(
+            f"curl -s -o {q(base / 'tree.tar.gz')} {q(url)} && "
+            f"tar -xzf {q(base / 'tree.tar.gz')} -C {q(base / 'out')}"))
+        wipe(base)
+
+    for i in range(ctx.sizes.runs):
+        alternate(i, dropfetch(ours_a, f"targz-{i}a"), curl_pipe)
+        alternate(i, dropfetch(ours_b, f"targz-{i}b"), curl_twostep)
+        log(f"targz run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
+            f"curl|tar {pipe[-1]:.2f} s, curl && tar {twostep[-1]:.2f} s")
+    mib = ctx.data.big_tree_bytes / MIB
+    what = f"tar.gz of {mib:.0f} MiB real files ({expected} files), drop → ok"
+    ctx.rows.append(Row("targz-pipe", what, "s", ours_a,
+                        baseline="curl -s URL | tar -xz -C DIR", baseline_samples=pipe,
+                        limit=1.1, target_text="≤ 1.1"))
+    ctx.rows.append(Row("targz-twostep", "same archive, drop → ok", "s", ours_b,
+                        baseline="curl -s -o F URL && tar -xzf F -C DIR",
+                        baseline_samples=twostep, limit=0.8, target_text="≤ 0.8"))
+
+
+def case_extract(ctx: Ctx) -> None:
+    from dropfetch.config import ExtractConfig
+    from dropfetch.extract import extract, sniff
+
+    archive = ctx.shm / "medium.tar.gz"
+    shutil.copyfile(ctx.data.medium_archive, archive)
+    fmt = sniff(archive)
+    expected = ctx.data.medium_files
+    ours: list[float] = []
+    gnu: list[float] = []
+    bsd: list[float] = []
+    bsdtar = which("bsdtar")
+    runs = max(ctx.sizes.runs, 5) if ctx.sizes.runs > 1 else 1
+    for i in range(runs):
+        def dropfetch() -> None:
+            dest = ctx.shm / "x-dropfetch"
+            dest.mkdir()
+            t0 = time.perf_counter()
+            files = extract(archive, dest, fmt=fmt, config=ExtractConfig(), single_name="x")
+            ours.append(time.perf_counter() - t0)
+            if len(files) != expected:
+                raise BenchFailure(f"extract() returned {len(files)} files, not {expected}")
+            wipe(dest)
+
+        def baseline() -> None:
+            for tool, into in (("tar", gnu), (bsdtar, bsd)):
+                if tool is None:
+                    continue
+                dest = ctx.shm / "x-tar"
+                dest.mkdir()
+                into.append(timed_shell(f"{q(tool)} -xzf {q(archive)} -C {q(dest)}"))
+                wipe(dest)
+
+        alternate(i, dropfetch, baseline)
+        log(f"extract run {i}: dropfetch {ours[-1]:.2f} s, GNU tar {gnu[-1]:.2f} s"
+            + (f", bsdtar {bsd[-1]:.2f} s" if bsd else ""))
+    archive.unlink()
+    what = f"{expected}-file tar.gz, extraction alone, tmpfs"
+    ctx.rows.append(Row("extract", what, "s", ours, baseline="GNU tar -xzf",
+                        baseline_samples=gnu, limit=1.2, target_text="≤ 1.2"))
+    if bsd:
+        ctx.rows.append(Row("extract-bsdtar", "same, against bsdtar", "s", ours,
+                            baseline="bsdtar -xzf", baseline_samples=bsd,
+                            target_text="— (report)"))
+
+
+def _wait_all(d: Daemon, names: list[str], timeout: float, interval: float) -> float:
+    last = 0.0
+    for name in names:
+        last, _ = d.wait_ok(name, timeout, interval)
+    return last
+
+
+def case_small(ctx: Ctx) -> None:
+    names = ctx.data.small_names
+    n = len(names)
+    names_file = ctx.work / "small-names.txt"
+    names_file.write_text("".join(f"{x}\n" for x in names))
+    ours_a: list[float] = []
+    ours_b: list[float] = []
+    loop: list[float] = []
+    xargs: list[float] = []
+
+    def dropfetch(into: list[float], label: str) -> Callable[[], None]:
+        def run() -> None:
+            base = ctx.fresh("small-dropfetch")
+            with Daemon(base, workers=4, profile=ctx.profile_path(label)) as d:
+                d.start()
+                tmps = [d.write_job(x, f"{ctx.url}/small/{x}.tar.gz") for x in names]
+                t0 = time.perf_counter()
+                for x, tmp in zip(names, tmps, strict=True):
+                    os.rename(tmp, d.inbox / f"{x}.url")
+                t1 = _wait_all(d, names, 600, 0.005)
+                into.append(t1 - t0)
+            wipe(base)
+        return run
+
+    def shell_loop() -> None:
+        base = ctx.fresh("small-loop")
+        loop.append(timed_shell(
+            f'while read -r n; do mkdir -p "$n" && curl -s "{ctx.url}/small/$n.tar.gz" '
+            f'| tar -xz -C "$n"; done < {q(names_file)}', cwd=base))
+        wipe(base)
+
+    def xargs_p4() -> None:
+        base = ctx.fresh("small-xargs")
+        xargs.append(timed_shell(
+            f"xargs -P4 -I{{}} bash -o pipefail -c "
+            f"'mkdir -p \"$1\" && curl -s \"$2/small/$1.tar.gz\" | tar -xz -C \"$1\"' "
+            f"_ {{}} {q(ctx.url)} < {q(names_file)}", cwd=base))
+        if len(os.listdir(base)) != n:
+            raise BenchFailure("xargs baseline made a different number of outputs")
+        wipe(base)
+
+    for i in range(ctx.sizes.runs):
+        alternate(i, dropfetch(ours_a, f"small-{i}a"), shell_loop)
+        alternate(i, dropfetch(ours_b, f"small-{i}b"), xargs_p4)
+        log(f"small run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
+            f"loop {loop[-1]:.2f} s, xargs -P4 {xargs[-1]:.2f} s")
+    ctx.rows.append(Row("small-loop", f"{n:,} small tar.gz jobs, 4 workers, drop all → all ok",
+                        "s", ours_a, baseline="shell loop: curl | tar per job",
+                        baseline_samples=loop, limit=0.33, target_text="≤ 0.33"))
+    ctx.rows.append(Row("small-xargs", "same", "s", ours_b,
+                        baseline="xargs -P4: curl | tar per job", baseline_samples=xargs,
+                        limit=0.67, target_text="≤ 0.67"))
+
+
+def case_latency(ctx: Ctx) -> None:
+    """inotify pickup: rename into the inbox → the sidecar exists, one job at a time."""
+    names = ctx.data.small_names
+    lat: list[float] = []
+    base = ctx.fresh("latency")
+    with Daemon(base, workers=4, observer="inotify",
+                profile=ctx.profile_path("latency")) as d:
+        d.start()
+        time.sleep(0.5)
+        for i in range(ctx.sizes.latency_jobs):
+            name = f"lat{i:04d}"
+            sidecar = d.inbox / f"{name}.status.json"
+            t0 = d.drop(name, f"{ctx.url}/small/{names[i % len(names)]}.tar.gz")
+            while not sidecar.exists():
+                if time.perf_counter() - t0 > 30:
+                    raise BenchFailure(f"no sidecar for {name} after 30 s\n{d.log_tail()}")
+                time.sleep(0.0005)
+            lat.append((time.perf_counter() - t0) * 1000)
+            d.wait_ok(name, 60)  # the next drop finds an idle daemon
+            time.sleep(0.02)
+    wipe(base)
+    log(f"inotify pickup: p50 {sorted(lat)[len(lat) // 2]:.1f} ms, max {max(lat):.1f} ms")
+    what = f"pickup latency, inotify, rename → sidecar ({len(lat)} jobs)"
+    ctx.rows.append(Row("latency-p50", what, "ms", lat, stat="p50", target_on="value",
+                        limit=20, target_text="p50 ≤ 20 ms"))
+    ctx.rows.append(Row("latency-p99", "same", "ms", lat, stat="p99", target_on="value",
+                        limit=100, target_text="p99 ≤ 100 ms"))
+
+
+def case_polling(ctx: Ctx) -> None:
+    """Polling pickup with the default poll_interval and settle_time; staggered drops."""
+    names = ctx.data.small_names
+    poll_interval, settle_time = 2.0, 1.0
+    limit = (poll_interval + settle_time + 0.5) * 1000
+    base = ctx.fresh("polling")
+    lat: dict[str, float] = {}
+    dropped: dict[str, float] = {}
+    with Daemon(base, workers=4, observer="polling", poll_interval=poll_interval,
+                settle_time=settle_time) as d:
+        d.start()
+        time.sleep(poll_interval)
+        n = ctx.sizes.polling_jobs
+        start = time.perf_counter()
+        # drops every 0.37 s: they land at every phase of the poll cycle
+        schedule = {f"poll{i:03d}": start + i * 0.37 for i in range(n)}
+        while len(lat) < n:
+            now = time.perf_counter()
+            for name, when in schedule.items():
+                if name not in dropped and now >= when:
+                    dropped[name] = d.drop(name, f"{ctx.url}/small/{names[0]}.tar.gz")
+            for name, t0 in dropped.items():
+                if name not in lat and (d.inbox / f"{name}.status.json").exists():
+                    lat[name] = (time.perf_counter() - t0) * 1000
+            if now - start > 0.37 * n + 60:
+                raise BenchFailure(f"polling: only {len(lat)} of {n} picked up")
+            time.sleep(0.002)
+    wipe(base)
+    values = list(lat.values())
+    log(f"polling pickup: max {max(values):.0f} ms")
+    ctx.rows.append(Row("polling-p50", f"pickup latency, polling ({len(values)} jobs, "
+                        f"poll_interval {poll_interval:g} s, settle_time {settle_time:g} s)",
+                        "ms", values, stat="p50", target_text="— (info)"))
+    ctx.rows.append(Row("polling-max", "same, worst", "ms", values, stat="max",
+                        target_on="value", limit=limit,
+                        target_text=f"≤ {limit / 1000:g} s (interval + settle + 0.5 s)"))
+
+
+def case_many(ctx: Ctx) -> None:
+    names = ctx.data.small_names
+    n = ctx.sizes.many_jobs
+    runs = min(ctx.sizes.runs, 3)
+    took: list[float] = []
+    rss: list[float] = []
+    ok = True
+    for r in range(runs):
+        settle()
+        base = ctx.fresh("many")
+        d = Daemon(base, workers=4, profile=ctx.profile_path(f"many-{r}"))
+        jobs = [f"m{i:05d}" for i in range(n)]
+        for i, name in enumerate(jobs):
+            tmp = d.write_job(name, f"{ctx.url}/small/{names[i % len(names)]}.tar.gz")
+            os.rename(tmp, d.inbox / f"{name}.url")
+        with d:
+            d.start(wait=False)
+            t0 = d.started
+            try:
+                t1 = _wait_all(d, jobs, 3600, 0.01)
+            except BenchFailure as exc:
+                log(f"many: {exc}")
+                ok = False
+                t1 = time.perf_counter()
+            took.append(t1 - t0)
+            rss.append(d.hwm_mb())
+        statuses = [(d.sidecar(x) or {}).get("status") for x in jobs]
+        ok = ok and all(s == "ok" for s in statuses)
+        wipe(base)
+        log(f"many run {r}: {n} jobs in {took[-1]:.1f} s, peak RSS {rss[-1]:.0f} MB, "
+            f"all ok: {ok}")
+    ctx.rows.append(Row("many-time", f"{n:,} jobs waiting at start → all ok", "s", took,
+                        target_on="value", target_text="all ok", ok=ok,
+                        limit=float("inf")))
+    ctx.rows.append(Row("many-rss", f"{n:,} jobs waiting at start: daemon peak RSS (VmHWM)",
+                        "MB", rss, stat="max", target_on="value", limit=200,
+                        target_text="≤ 200 MB", ok=ok))
+
+
+def case_polling_py(ctx: Ctx) -> None:
+    script = HERE / "polling.py"
+    if not script.exists():
+        log("bench/polling.py not present: skipped")
+        return
+    log("running bench/polling.py --json")
+    try:
+        p = subprocess.run([sys.executable, str(script), "--json"], capture_output=True,
+                           text=True, timeout=1800, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        ctx.extra["polling_py"] = {"error": "timed out after 1800 s"}
+        return
+    if p.returncode != 0:
+        ctx.extra["polling_py"] = {"error": f"exit {p.returncode}: {p.stderr[-1500:]}"}
+        return
+    try:
+        ctx.extra["polling_py"] = json.loads(p.stdout)
+    except ValueError:
+        ctx.extra["polling_py"] = {"error": "output is not JSON", "output": p.stdout[-1500:]}
+
+
+RUNNERS: dict[str, Callable[[Ctx], None]] = {
+    "file": case_file, "targz": case_targz, "extract": case_extract, "small": case_small,
+    "latency": case_latency, "polling": case_polling, "many": case_many,
+    "polling-py": case_polling_py,
+}
+
+
+# --- the report ----------------------------------------------------------------------
+
+def machine() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                  if ln.startswith("model name")]
+        info["cpu"] = f"{models[0] if models else platform.processor()} x {len(models)}"
+    except OSError:
+        info["cpu"] = platform.processor()
+    info["online cpus"] = str(os.cpu_count())
+    with contextlib.suppress(OSError):
+        for ln in Path("/proc/meminfo").read_text().splitlines():
+            if ln.startswith("MemTotal:"):
+                info["memory"] = f"{int(ln.split()[1]) / 1024 / 1024:.1f} GiB"
+    info["kernel"] = platform.release()
+    with contextlib.suppress(OSError):
+        for ln in Path("/etc/os-release").read_text().splitlines():
+            if ln.startswith("PRETTY_NAME="):
+                info["os"] = ln.split("=", 1)[1].strip('"')
+    info["python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    try:
+        from dropfetch import __version__
+    except ImportError:
+        __version__ = "?"
+    rev = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = first_line(["git", "-C", str(ROOT), "status", "--porcelain", "daemon"])
+    info["dropfetch"] = f"{__version__} (git {rev}{', daemon/ modified' if dirty != '?' else ''})"
+    info["curl"] = first_line(["curl", "--version"])
+    info["GNU tar"] = first_line(["tar", "--version"])
+    info["bsdtar"] = first_line([which("bsdtar") or "bsdtar", "--version"])
+    info["nginx"] = first_line([which("nginx") or "nginx", "-v"])
+    info["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return info
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    ensure_pip("matplotlib", "matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [r for r in rows if r.baseline_samples and r.value is not None]
+    values = [r for r in rows if not r.baseline_samples and r.limit is not None
+              and r.value is not None and r.limit != float("inf")]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.6 * max(len(pairs), len(values), 4) + 2))
+    ax = axes[0]
+    labels = [f"{r.case}\nvs {r.baseline}" for r in pairs]
+    ratios = [r.ratio or 0.0 for r in pairs]
+    colors = ["#9a9a9a" if r.met is None else "#2a9d4b" if r.met else "#d1495b"
+              for r in pairs]
+    y = list(range(len(pairs)))
+    ax.barh(y, ratios, color=colors)
+    for yi, r in zip(y, pairs, strict=True):
+        if r.limit is not None:
+            ax.plot([r.limit, r.limit], [yi - 0.4, yi + 0.4], color="black", lw=2)
+        ax.text((r.ratio or 0) + 0.02, yi, f"{r.ratio:.2f}  ({fmt_value(r.value, r.unit)} vs "
+                f"{fmt_value(r.baseline_value, r.unit)})", va="center", fontsize=8)
+    ax.axvline(1.0, color="grey", ls=":")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("dropfetch / baseline (median time; lower is better; black bar = target)")
+    ax.set_title("side by side")
+    ax.set_xlim(0, max([*ratios, 1.2]) * 1.45)
+
+    ax = axes[1]
+    y = list(range(len(values)))
+    fractions = [(r.value or 0) / (r.limit or 1) for r in values]
+    ax.barh(y, fractions, color=["#2a9d4b" if r.met else "#d1495b" for r in values])
+    for yi, r, f in zip(y, values, fractions, strict=True):
+        target = r.target_text.split(" (")[0]
+        ax.text(f + 0.02, yi, f"{fmt_value(r.value, r.unit)} (target {target})",
+                va="center", fontsize=8)
+    ax.axvline(1.0, color="black", lw=2)
+    ax.set_yticks(y, [f"{r.case} [{r.stat}]" for r in values], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("figure / target limit (≤ 1 meets the target)")
+    ax.set_title("absolute targets")
+    ax.set_xlim(0, max([*fractions, 1.0]) * 1.6)
+    fig.suptitle(f"dropfetch benchmarks, {dt.date.today().isoformat()}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float,
+           argv: list[str]) -> str:
+    rows = ctx.rows
+    d = ctx.data
+    missed = [r for r in rows if r.met is False]
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run.py`); every figure below is from one real run "
+        f"started {started.strftime('%Y-%m-%d %H:%M UTC')}, which took {elapsed / 60:.0f} min.",
+        "Times are medians; the ratio is dropfetch / baseline from the same run (lower is "
+        "better). dropfetch ran as a real `dropfetch run` daemon subprocess; \"drop → ok\" is "
+        "timed from the rename of the job file into the inbox until the sidecar says `ok` "
+        "(the bench polls the sidecar every 2 ms).",
+        "",
+        render_markdown(rows).rstrip(),
+        "",
+        "![chart](benchmarks.png)",
+        "",
+        f"Targets met: {sum(1 for r in rows if r.met)} of "
+        f"{sum(1 for r in rows if r.met is not None)}"
+        + (f"; not met: {', '.join(r.key for r in missed)}." if missed else "."),
+        "",
+        "## How it was measured",
+        "",
+        "- HTTP server: nginx (Debian `nginx-light`) on 127.0.0.1, `sendfile on`, access log "
+        "off, serving files generated by the bench into a temporary directory on disk "
+        "(they stay in the page cache). Baselines and dropfetch write to the same disk "
+        "filesystem; `sync` is run (untimed) before every timed run so one run's write-back "
+        "does not land in the next one.",
+        "- Runs alternate: dropfetch first on even iterations, the baseline first on odd ones.",
+        f"- 1 GiB case: {d.big_file.stat().st_size // MIB} MiB from `os.urandom`, delivered "
+        "as a plain file. dropfetch fsyncs the finished download before it publishes; "
+        "`curl -o` does not, so an extra informational row times `curl -o && sync FILE`.",
+        f"- tar.gz of real files: {d.big_archive_files} files, "
+        f"{d.big_tree_bytes / MIB:.0f} MiB: copies of this Python's standard library "
+        "(without site-packages), compressed with GNU tar + gzip -6 "
+        f"({d.big_archive.stat().st_size / MIB:.0f} MiB).",
+        f"- Extraction alone: one copy of the standard library ({d.medium_files} files, "
+        f"{d.medium_archive.stat().st_size / MIB:.0f} MiB tar.gz) copied to /dev/shm and "
+        "extracted there: `dropfetch.extract.extract()` called in-process (all safety "
+        "checks on, default limits) against `tar -xzf` and `bsdtar -xzf` processes.",
+        f"- Small jobs: {len(d.small_names)} tar.gz archives of 5 standard-library modules "
+        "each; dropfetch with `workers: 4`, all job files renamed into the inbox at once; "
+        "the clock stops when the last sidecar says ok.",
+        "- Pickup latency: one job at a time into an idle daemon; time from the rename to "
+        "the sidecar's existence (checked every 0.5 ms). Polling: default poll_interval "
+        "2 s and settle_time 1 s, drops staggered every 0.37 s so they land at every phase "
+        "of the poll cycle.",
+        "- Many jobs: the job files are all in the inbox before the daemon starts; the "
+        "clock starts when the process is spawned. Peak RSS is `VmHWM` from "
+        "`/proc/<pid>/status` of the daemon.",
+        "- Caveat: this machine has "
+        f"{os.cpu_count()} CPU(s), and other people's test suites ran on it during the "
+        "bench, so absolute times are noisy; the alternation and medians limit, but do not "
+        "remove, the effect. Load average at the start and at the end are listed below.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in info.items()],
+        f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench                                # everything; rewrites this page",
+        ".venv/bin/python bench/run.py --quick     # small sizes, one run each (smoke)",
+        ".venv/bin/python bench/run.py --only targz --runs 5",
+        ".venv/bin/python bench/run.py --only small --profile /tmp/prof   # + py-spy",
+        "```",
+        "",
+        f"Cases for `--only`: {', '.join(CASES)}. The bench installs `nginx-light` and "
+        "`libarchive-tools` with apt-get when they are missing (as root, or through sudo) "
+        "and matplotlib (for the chart) and, with `--profile`, py-spy into the venv.",
+        f"This run: `{' '.join(argv)}`.",
+        "",
+        "## Raw samples",
+        "",
+        "| row | dropfetch | baseline |",
+        "|---|---|---|",
+    ]
+    seen: set[int] = set()
+    for r in rows:
+        if id(r.samples) in seen and not r.baseline_samples:
+            continue
+        seen.add(id(r.samples))
+        show = r.samples if len(r.samples) <= 12 else []
+        ours = (", ".join(f"{x:.3g}" for x in show) if show else
+                f"{len(r.samples)} samples, min {min(r.samples):.3g}, "
+                f"max {max(r.samples):.3g}")
+        base = ", ".join(f"{x:.3g}" for x in r.baseline_samples) or "—"
+        out.append(f"| {r.key} ({r.unit}) | {ours} | {base} |")
+    if "polling_py" in ctx.extra:
+        result = ctx.extra["polling_py"]
+        out += ["", "## bench/polling.py --json", ""]
+        if isinstance(result, dict) and isinstance(result.get("markdown"), str):
+            out += [result["markdown"].rstrip(), ""]
+            result = {k: v for k, v in result.items() if k != "markdown"}
+        out += ["```json", json.dumps(result, indent=2)[:20000], "```"]
+    return "\n".join(out) + "\n"
+
+
+# --- main ----------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes and one run per case (a smoke check)")
+    p.add_argument("--only", action="append", choices=CASES, metavar="CASE",
+                   help=f"run only this case (repeatable): {', '.join(CASES)}")
+    p.add_argument("--runs", type=int, default=3, help="runs per case (default 3)")
+    p.add_argument("--write", action="store_true",
+                   help="write docs/ even with --quick or --only (default: only full runs)")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="record every daemon with py-spy (raw collapsed stacks) into DIR")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data")
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    cases = args.only or list(CASES)
+    sizes = Sizes.quick() if args.quick else Sizes.full(args.runs)
+    if args.quick and args.runs != 3:
+        sizes.runs = args.runs
+    ensure_apt_tools()
+    if args.profile is not None:
+        if not (BIN / "py-spy").exists():
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    write_docs = args.write or not (args.quick or args.only)
+    if write_docs:
+        ensure_pip("matplotlib", "matplotlib")
+    started = dt.datetime.now(dt.UTC)
+    t_start = time.monotonic()
+    info = machine()
+    tmp = Path(tempfile.mkdtemp(prefix="dropfetch-bench-", dir="/tmp"))
+    os.chmod(tmp, 0o755)  # noqa: S103 - nginx workers run as another user
+    shm_root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    shm = Path(tempfile.mkdtemp(prefix="dropfetch-bench-", dir=shm_root))
+    try:
+        data = make_data(tmp / "data", sizes)
+        with nginx(data.srv, tmp / "nginx") as url:
+            ctx = Ctx(url=url, data=data, work=tmp / "work", shm=shm, sizes=sizes,
+                      profile=args.profile)
+            ctx.work.mkdir()
+            for case in cases:
+                log(f"case {case}")
+                RUNNERS[case](ctx)
+        elapsed = time.monotonic() - t_start
+        print()
+        print(render_text(ctx.rows))
+        if "polling_py" in ctx.extra:
+            print("bench/polling.py --json:", json.dumps(ctx.extra["polling_py"])[:2000])
+        if write_docs:
+            DOCS.mkdir(exist_ok=True)
+            (DOCS / "BENCHMARKS.md").write_text(
+                report(ctx, info, started, elapsed, ["bench/run.py", *argv]))
+            chart(ctx.rows, DOCS / "benchmarks.png")
+            log(f"wrote {DOCS / 'BENCHMARKS.md'} and {DOCS / 'benchmarks.png'}")
+        results = tmp.parent / f"{tmp.name}-results.json"
+        results.write_text(json.dumps({"rows": [r.to_dict() for r in ctx.rows],
+                                       "extra": ctx.extra, "machine": info}, indent=1))
+        log(f"raw results: {results}")
+    finally:
+        if args.keep:
+            log(f"kept {tmp} and {shm}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(shm, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
