@@ -173,6 +173,8 @@ def test_hostile_job_files_and_names(make_daemon, fault_server):
         "pathname": f"url: {fault_server.url('/x.zip')}\nfilename: ../../x\n".encode(),
         "ctl\x01name": fault_server.url("/x.zip").encode(),
         "n" * 201: fault_server.url("/x.zip").encode(),
+        "é" * 101: fault_server.url("/x.zip").encode(),
+        "名" * 70: fault_server.url("/x.zip").encode(),
     }
     for name, data in bad.items():
         d.drop(name, data)

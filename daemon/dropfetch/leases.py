@@ -23,6 +23,7 @@ whether another host broke the lease meanwhile, so it assumes so).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -42,13 +43,21 @@ logger = logging.getLogger(__name__)
 # Every version of a lease file has this size (JSON padded with spaces), so an in-place
 # renewal never truncates and a reader never sees a half-shrunk file.
 LEASE_SIZE = 512
+# room for ".lease", ".part.meta" and the staging suffix in a 255-byte file name
+_MAX_KEY_BYTES = 160
 # check() renews first when the last renewal is older than this share of the ttl.
 _RENEW_IN_CHECK = 2 / 3
 
 
 def lease_key(job_id: str) -> str:
-    """A file-name-safe key for a job id ("SUB/NAME" -> "SUB%2FNAME")."""
-    return job_id.replace("%", "%25").replace("/", "%2F")
+    """A file-name-safe key for a job id ("SUB/NAME" -> "SUB%2FNAME"); a key that would
+    not fit a file name (with its suffixes) is shortened and made unique by a hash."""
+    key = job_id.replace("%", "%25").replace("/", "%2F")
+    if len(key.encode("utf-8", "surrogateescape")) > _MAX_KEY_BYTES:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        key = key.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore") + \
+            "~" + digest
+    return key
 
 
 def _body(info: dict[str, object]) -> bytes:
@@ -207,7 +216,7 @@ class LeaseManager:
         started = time.monotonic()
         token = secrets.token_hex(16)
         info: dict[str, object] = {"host": self.host_id, "pid": os.getpid(), "token": token,
-                                   "job": job_id, "taken": round(time.time(), 3), "beat": 0}
+                                   "job": job_id[:32], "taken": round(time.time(), 3), "beat": 0}
         with self._lock:
             self._creating.add(token)  # so no other thread here takes it for a dead one's
         try:
