@@ -107,15 +107,24 @@ class Sidecar:
         return self.status in FINAL
 
 
-def read_sidecar(path: Path) -> Sidecar | None:
-    """The sidecar at ``path``, or None if missing or unreadable."""
-    try:
-        return Sidecar.from_json(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        logger.warning("%s: ignoring an unreadable sidecar: %s", path.name, exc)
-        return None
+def read_sidecar(path: Path, *, attempts: int = 3) -> Sidecar | None:
+    """The sidecar at ``path``, or None if missing or unreadable.
+
+    Sidecars are replaced atomically, so a read that does not parse is retried: a
+    network filesystem with attribute caching can hand out the new file's bytes cut to
+    the old file's size for a moment.
+    """
+    for attempt in range(attempts):
+        try:
+            return Sidecar.from_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            if attempt + 1 == attempts:
+                logger.warning("%s: ignoring an unreadable sidecar: %s", path.name, exc)
+                return None
+            threading.Event().wait(0.05 * (attempt + 1))
+    return None
 
 
 class TransitionError(RuntimeError):

@@ -358,7 +358,11 @@ class WorkerPool:
                         downloader = Downloader(cfg.download, min_free_space=cfg.min_free_space)
                     self._process(run, downloader)
                 except Exception:
-                    logger.exception("%s: unexpected error; the daemon goes on", job_id)
+                    # a bug, not the job's fault: look again later rather than drop it
+                    logger.exception("%s: unexpected error; the daemon goes on and looks "
+                                     "at this job again later", job_id)
+                    run.rerun = False
+                    self.queue.put(job_id, delay=max(30.0, self.config.rescan_interval))
                 finally:
                     with self._lock:
                         del self._running[job_id]
