@@ -39,7 +39,9 @@ def test_yaml_options():
 @pytest.mark.parametrize(("data", "words"), [
     (b"", "empty"),
     (b"\n\n# only a comment\n", "empty"),
-    (b"\xff\xfe\x00h\x00t", "NUL"),
+    (b"\xff\xfe\x00h\x00t", "UTF-16"),
+    ("[InternetShortcut]\r\nURL=http://x/\r\n".encode("utf-16"), "UTF-16"),
+    (b"h\x00ttp://x/", "NUL"),
     (b"\x80\x81 not utf-8", "UTF-8"),
     (b"\x00" * 10, "NUL"),
     (b"h" * (MAX_JOB_BYTES + 1), "KiB"),

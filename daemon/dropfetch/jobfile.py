@@ -67,6 +67,8 @@ def parse_job(data: bytes) -> JobSpec:
     if len(data) > MAX_JOB_BYTES:
         raise BadJobError(f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; "
                           "it should hold one URL")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BadJobError("the job file is UTF-16 text; save it as UTF-8 (or plain ASCII)")
     if b"\x00" in data:
         raise BadJobError("the job file contains NUL bytes; it should be a text file with a URL")
     try:
