@@ -27,6 +27,7 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import socket
@@ -64,6 +65,7 @@ from dropfetch.errors import (
     TooLargeError,
     from_os_error,
 )
+from dropfetch.fsutil import atomic_write
 
 __all__ = [
     "DownloadResult",
@@ -79,6 +81,10 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 16 * 1024
 DISK_CHECK_EVERY = 32 * 1024 * 1024
+# bodies larger than this are hashed on a second thread (see _BackgroundHasher)
+BACKGROUND_HASH_ABOVE = 8 * 1024 * 1024
+BACKGROUND_QUEUE_CHUNKS = 64
+SYNC_EVERY = 64 * 1024 * 1024
 SPEED_WINDOW = 5.0  # seconds of history behind Transfer.speed
 CANCEL_POLL = 0.05  # how often the cancel watcher looks at the event
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -344,25 +350,13 @@ def _read_meta(path: Path) -> _Meta | None:
         return None
 
 
-_tmp_counter = iter(range(1, 1 << 62))
-_HOST = socket.gethostname().replace("/", "_")
-
-
 def _write_meta(path: Path, meta: _Meta) -> None:
     data = json.dumps({"url": meta.url, "etag": meta.etag,
                        "last_modified": meta.last_modified, "total": meta.total}).encode()
-    tmp = path.with_name(f".{path.name}.dftmp.{_HOST}.{os.getpid()}.{next(_tmp_counter)}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
+        # not synced: losing it to a power cut only means the download starts over
+        atomic_write(path, data, sync=False, durable=False)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise from_os_error(exc, "writing the download's resume data") from None
 
 
@@ -469,9 +463,10 @@ class _CancelWatcher:
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(CANCEL_POLL):
-                if not self._done.is_set() and self._sock is not None:
+        # waits on _done, so the end of a transfer is never delayed by the polling
+        while not self._done.wait(CANCEL_POLL):
+            if self._cancel.is_set():
+                if self._sock is not None:
                     with contextlib.suppress(OSError):
                         self._sock.shutdown(socket.SHUT_RDWR)
                 return
@@ -747,7 +742,14 @@ class Downloader:
                 os.lseek(fd, existing, os.SEEK_SET)
             except OSError as exc:
                 raise from_os_error(exc, "preparing the partial download") from None
-            with _CancelWatcher(cancel, sock if cancel is not self._never else None):
+            background = (_BackgroundHasher(hasher, fd)
+                          if length is None or length > BACKGROUND_HASH_ABOVE else None)
+            digest = hasher.update if background is None else background.update
+            with contextlib.ExitStack() as stack:
+                if background is not None:
+                    stack.callback(background.close)
+                stack.enter_context(
+                    _CancelWatcher(cancel, sock if cancel is not self._never else None))
                 while True:
                     if cancel.is_set():
                         raise CancelledError(f"download of {shown} cancelled")
@@ -776,7 +778,7 @@ class Downloader:
                         raise TooLargeError(
                             f"{shown} sent more than download.max_size "
                             f"({config.max_size} bytes)")
-                    hasher.update(data)
+                    digest(data)
                     try:
                         while data:
                             data = data[os.write(fd, data):]
@@ -855,6 +857,44 @@ class Downloader:
             filename=_result_filename(final_url, resp.headers.get("Content-Disposition")),
             resumed_from=resumed_from,
         )
+
+
+class _BackgroundHasher:
+    """Hashes the body on a second thread and pushes written data to disk as it goes.
+
+    hashlib and fdatasync release the GIL, so on a multi-core machine reading the
+    network, hashing and write-back overlap instead of taking turns; at the end the
+    final fsync has little left to do. Chunks are hashed in the order they arrive.
+    """
+
+    def __init__(self, hasher: Any, fd: int) -> None:
+        self._hasher = hasher
+        self._fd = os.dup(fd)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._room = threading.Semaphore(BACKGROUND_QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._run, name="dropfetch-hash", daemon=True)
+        self._thread.start()
+
+    def update(self, data: memoryview) -> None:
+        self._room.acquire()  # bounds the memory held by chunks not hashed yet
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        unsynced = 0
+        while (data := self._queue.get()) is not None:
+            self._hasher.update(data)
+            self._room.release()
+            unsynced += len(data)
+            if unsynced >= SYNC_EVERY:
+                unsynced = 0
+                with contextlib.suppress(OSError):  # the final fsync reports errors
+                    os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        """Wait until every chunk is hashed."""
+        self._queue.put(None)
+        self._thread.join()
+        os.close(self._fd)
 
 
 class _StartOver(Exception):

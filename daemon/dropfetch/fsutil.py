@@ -82,11 +82,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, sync: bool = True, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so a reader sees the old or the new file, never a mix.
 
-    Temporary file in the same directory, fsync, close (NFS reports errors there),
-    ``os.replace``, fsync the directory.
+    Temporary file in the same directory, fsync (``sync``), close (NFS reports errors
+    there), ``os.replace``, fsync the directory (``durable``: the rename survives a
+    power loss). Readers never see a partial file whatever the flags; they only
+    decide what a power loss may take back.
     """
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -95,7 +97,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -105,7 +108,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 # --- publishing ---------------------------------------------------------------------

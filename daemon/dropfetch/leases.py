@@ -232,8 +232,9 @@ class LeaseManager:
                     return None
                 raise
             try:
+                # no fsync: other hosts see the bytes after close() (NFS close-to-open),
+                # and after a power cut every lease of this host is stale anyway
                 os.write(fd, _body(info))
-                os.fsync(fd)
             finally:
                 os.close(fd)
             # NFS: an O_EXCL create retried after a lost reply can report EEXIST although

@@ -192,13 +192,17 @@ class StatusBoard:
             sc.eta = (round((total - done) / speed, 1)
                       if total and speed and speed > 0 else None)
             if time.monotonic() - self._last_write >= self._interval:
-                self._write()
+                self._write(status_changed=False)
 
-    def _write(self) -> None:
+    def _write(self, *, status_changed: bool = True) -> None:
         if self._fence is not None:
             self._fence()
         self.sidecar.updated = now_iso()
-        atomic_write(self.path, self.sidecar.to_json())
+        # a status change is fsynced; only a final one also syncs the directory (a
+        # power cut may take back a progress figure or an intermediate state, which
+        # at worst makes the job resume; never a finished result)
+        atomic_write(self.path, self.sidecar.to_json(), sync=status_changed,
+                     durable=self.sidecar.status in FINAL)
         self._last_write = time.monotonic()
         if self._on_change is not None:
             self._on_change(self.sidecar)
