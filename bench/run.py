@@ -855,19 +855,32 @@ def machine() -> dict[str, str]:
             if ln.startswith("PRETTY_NAME="):
                 info["os"] = ln.split("=", 1)[1].strip('"')
     info["python"] = f"{platform.python_implementation()} {platform.python_version()}"
-    try:
-        from dropfetch import __version__
-    except ImportError:
-        __version__ = "?"
-    rev = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = first_line(["git", "-C", str(ROOT), "status", "--porcelain", "daemon"])
-    info["dropfetch"] = f"{__version__} (git {rev}{', daemon/ modified' if dirty != '?' else ''})"
+    info["dropfetch"] = code_version()
     info["curl"] = first_line(["curl", "--version"])
     info["GNU tar"] = first_line(["tar", "--version"])
     info["bsdtar"] = first_line([which("bsdtar") or "bsdtar", "--version"])
     info["nginx"] = first_line([which("nginx") or "nginx", "-v"])
     info["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
+
+
+def code_version() -> str:
+    """Which dropfetch the bench measures: the repository's, or a snapshot on PYTHONPATH
+    (``git archive HEAD daemon``, with the commit in daemon/REVISION) so that edits made
+    to the tree while the bench runs do not mix into the figures."""
+    try:
+        import dropfetch
+    except ImportError:
+        return "not importable"
+    version = getattr(dropfetch, "__version__", "?")
+    package = Path(dropfetch.__file__).resolve().parent
+    revision = package.parent / "REVISION"
+    if revision.exists():
+        return f"{version}, snapshot of git {revision.read_text().strip()} at {package}"
+    rev = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = first_line(["git", "-C", str(ROOT), "status", "--porcelain", "daemon"])
+    state = ", with uncommitted changes in daemon/" if dirty != "?" else ""
+    return f"{version}, git {rev}{state} ({package})"
 
 
 def chart(rows: list[Row], path: Path) -> None:
@@ -990,6 +1003,9 @@ def report(ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float,
         ".venv/bin/python bench/run.py --quick     # small sizes, one run each (smoke)",
         ".venv/bin/python bench/run.py --only targz --runs 5",
         ".venv/bin/python bench/run.py --only small --profile /tmp/prof   # + py-spy",
+        "# pin the code under test while others edit the tree:",
+        "git archive HEAD daemon | tar -x -C /tmp/snap && git rev-parse --short HEAD \\",
+        "    > /tmp/snap/daemon/REVISION && PYTHONPATH=/tmp/snap/daemon make bench",
         "```",
         "",
         f"Cases for `--only`: {', '.join(CASES)}. The bench installs `nginx-light` and "
