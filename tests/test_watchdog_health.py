@@ -58,3 +58,20 @@ def test_watchdog_pings_stop_when_a_component_is_unhealthy(tmp_path, monkeypatch
         sock.close()
     assert not runner.is_alive()
     assert any("STOPPING=1" in m for m in messages), messages
+
+
+def test_a_notify_socket_that_is_never_read_does_not_block_a_stop(make_daemon, tmp_path):
+    """sd_notify datagrams must not block: a full receive queue (nobody reading) used to
+    freeze the main loop in sendto(), and SIGTERM then never stopped the daemon."""
+    address = str(tmp_path / "deaf.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)  # bound, never read: its queue fills after a few datagrams
+    try:
+        d = make_daemon(start=False)
+        d.start(env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "40000"})  # a ping every 20 ms
+        time.sleep(1.0)  # far more pings than the socket's queue holds
+        started = time.monotonic()
+        assert d.stop(timeout=15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        sock.close()

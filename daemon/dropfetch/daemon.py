@@ -39,7 +39,8 @@ def notify(message: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message.encode(), address)
+            # never block: a receiver that stopped reading must not freeze the main loop
+            sock.sendto(message.encode(), socket.MSG_DONTWAIT, address)
     except OSError as exc:
         logger.debug("sd_notify failed: %s", exc)
         return False
