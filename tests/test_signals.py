@@ -303,7 +303,10 @@ def test_inbox_removed_while_running_pauses_and_resumes(fault_server, make_daemo
     d.start()
     d.drop("before", fault_server.url("/x.zip"))
     d.wait_status("before", "ok")
-    shutil.rmtree(d.inbox)
+    # the directory goes away at once, as with an unmount (an rmtree would first delete
+    # the job files one by one, which the daemon rightly takes as removed jobs)
+    d.inbox.rename(d.base / "gone")
+    shutil.rmtree(d.base / "gone")
     wait_for(lambda: "paus" in d.log() and "is gone" in d.log(), message="the pause")
     time.sleep(1.0)
     assert d.proc is not None and d.proc.poll() is None

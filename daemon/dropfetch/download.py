@@ -83,7 +83,7 @@ MIN_CHUNK_SIZE = 16 * 1024
 DISK_CHECK_EVERY = 32 * 1024 * 1024
 # bodies larger than this are hashed on a second thread (see _BackgroundHasher)
 BACKGROUND_HASH_ABOVE = 8 * 1024 * 1024
-BACKGROUND_QUEUE_CHUNKS = 64
+BACKGROUND_QUEUE_CHUNKS = 4
 SYNC_EVERY = 64 * 1024 * 1024
 SPEED_WINDOW = 5.0  # seconds of history behind Transfer.speed
 CANCEL_POLL = 0.05  # how often the cancel watcher looks at the event

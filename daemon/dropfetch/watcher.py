@@ -50,6 +50,10 @@ def choose_observer(config: Config) -> tuple[str, str]:
     return "inotify", f"the inbox is on {fstype}, a local filesystem"
 
 
+_EVENTS = [FileMovedEvent, DirMovedEvent, FileClosedEvent, FileDeletedEvent, FileCreatedEvent,
+           FileModifiedEvent, DirCreatedEvent]
+
+
 class _Handler(FileSystemEventHandler):
     """Filters events and hands paths on; does nothing else (runs on watchdog's thread)."""
 
@@ -119,7 +123,10 @@ class Watcher:
             observer = PollingObserver(timeout=self.config.poll_interval)
         else:
             observer = InotifyObserver(timeout=0.5)
-        observer.schedule(_Handler(self), str(self.config.inbox), recursive=self.config.recursive)
+        # only the events the handler uses: inotify then does not even report the
+        # opens, reads and closes-without-write of the daemon's own job file reads
+        observer.schedule(_Handler(self), str(self.config.inbox), recursive=self.config.recursive,
+                          event_filter=_EVENTS)
         observer.daemon = True
         observer.start()
         self._observer = observer

@@ -441,6 +441,28 @@ class WorkerPool:
                           created=old.created if same and old is not None else now_iso())
         previous = None if old is None or old.status is Status.DELETING else old.status
         board = self._board(paths, sidecar, previous, lease)
+        try:
+            self._attempt(run, paths, data, lease, downloader, board, previous)
+        except LeaseLostError:
+            logger.error("%s: lost the lease; stopping without publishing", run.job_id)
+            # the new holder may die too: look again when its lease could have expired
+            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
+        except CancelledError:
+            self._cancelled(run, board, paths, lease)
+        except DropfetchError as err:
+            self._error(run, board, paths, err)
+        except OSError as exc:
+            if not self._inbox_present(run.job_id):
+                return  # the partial file is kept for when the inbox is back
+            self._error(run, board, paths, from_os_error(exc, "writing the output"))
+
+    def _attempt(self, run: _Run, paths: JobPaths, data: bytes, lease: Lease,
+                 downloader: Downloader, board: StatusBoard, previous: Status | None) -> None:
+        """One attempt at a job: download, verify, extract, publish, ``ok``. Staging and
+        the extraction thread are cleaned up before an error reaches the caller, so a
+        final status is only written once nothing of the attempt is left."""
+        cfg = self.config
+        attempt = board.sidecar.attempt
         staging: Path | None = None
         stream: _Stream | None = None
         try:
@@ -450,7 +472,7 @@ class WorkerPool:
                 board.set(Status.QUEUED)
             job_name(paths.job.name)
             spec = parse_job(data)
-            sidecar.url = redact_url(spec.url)
+            board.sidecar.url = redact_url(spec.url)
             self._check_space()
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
                       bytes_done=0, bytes_total=None)
@@ -475,18 +497,6 @@ class WorkerPool:
                       progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
             self._final(board.sidecar, paths)
-        except LeaseLostError:
-            logger.error("%s: lost the lease; stopping without publishing", run.job_id)
-            # the new holder may die too: look again when its lease could have expired
-            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
-        except CancelledError:
-            self._cancelled(run, board, paths, lease)
-        except DropfetchError as err:
-            self._error(run, board, paths, err)
-        except OSError as exc:
-            if not self._inbox_present(run.job_id):
-                return  # the partial file is kept for when the inbox is back
-            self._error(run, board, paths, from_os_error(exc, "writing the output"))
         finally:
             if stream is not None:
                 stream.stop("the job ended")  # joins the extraction thread, if any
