@@ -65,7 +65,7 @@ from dropfetch.errors import (
     TooLargeError,
     from_os_error,
 )
-from dropfetch.fsutil import atomic_write
+from dropfetch.fsutil import atomic_write, start_writeback
 
 __all__ = [
     "DownloadResult",
@@ -860,11 +860,12 @@ class Downloader:
 
 
 class _BackgroundHasher:
-    """Hashes the body on a second thread and pushes written data to disk as it goes.
+    """Hashes the body on a second thread and starts its write-back as it goes.
 
-    hashlib and fdatasync release the GIL, so on a multi-core machine reading the
-    network, hashing and write-back overlap instead of taking turns; at the end the
-    final fsync has little left to do. Chunks are hashed in the order they arrive.
+    hashlib releases the GIL, so on a multi-core machine reading the network and
+    hashing overlap instead of taking turns; the write-back started every
+    ``SYNC_EVERY`` bytes leaves little for the final fsync. Chunks are hashed in the
+    order they arrive.
     """
 
     def __init__(self, hasher: Any, fd: int) -> None:
@@ -887,8 +888,7 @@ class _BackgroundHasher:
             unsynced += len(data)
             if unsynced >= SYNC_EVERY:
                 unsynced = 0
-                with contextlib.suppress(OSError):  # the final fsync reports errors
-                    os.fdatasync(self._fd)
+                start_writeback(self._fd)  # errors, if any, come from the final fsync
 
     def close(self) -> None:
         """Wait until every chunk is hashed."""
