@@ -7,8 +7,11 @@ exercise it without nginx, curl or a daemon.
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "Row",
@@ -179,3 +182,16 @@ def render_text(rows: Sequence[Row]) -> str:
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out) + "\n"
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                 timeout: float = 30) -> None:
+    """Send ``sig``, wait up to ``timeout`` seconds, then kill."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

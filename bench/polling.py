@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import stop_process  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -114,12 +115,7 @@ def measure(*, jobs: int, idle: float, pickups: int, observer: str) -> dict[str,
             if proc.poll() is not None:
                 raise RuntimeError(f"the daemon exited:\n{log.read_text()[-2000:]}")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
     return {
         "observer": observer,
         "jobs_waiting": jobs,

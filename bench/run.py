@@ -40,7 +40,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from benchlib import Row, fmt_value, render_markdown, render_text  # noqa: E402
+from benchlib import (  # noqa: E402
+    Row,
+    fmt_value,
+    render_markdown,
+    render_text,
+    stop_process,
+)
 
 BIN = Path(sys.executable).parent
 DROPFETCH = BIN / "dropfetch"
@@ -163,12 +169,7 @@ def nginx(root: Path, prefix: Path) -> Iterator[str]:
         log(f"nginx {proc.pid} serving {root} on 127.0.0.1:{port}")
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGQUIT, 15)
 
 
 # --- data --------------------------------------------------------------------------
@@ -412,13 +413,8 @@ class Daemon:
         return float("nan")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         if self.spy is not None:
             try:
                 self.spy.wait(60)
