@@ -20,7 +20,7 @@ from dropfetch import __version__
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
-from dropfetch.status import FINAL, Sidecar, read_sidecar
+from dropfetch.status import FINAL, Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
 
 __all__ = ["main"]
@@ -117,16 +117,7 @@ def _sidecars(config: Config, names: Sequence[str]) -> list[Sidecar]:
     if names:
         found = [read_sidecar(config.inbox / (n + SIDECAR_SUFFIX)) for n in names]
         return [s for s in found if s is not None]
-    paths = sorted(config.inbox.glob("*" + SIDECAR_SUFFIX))
-    if config.recursive:
-        paths += sorted(config.inbox.glob("*/*" + SIDECAR_SUFFIX))
-    out = []
-    for p in paths:
-        if not p.name.startswith("."):
-            sc = read_sidecar(p)
-            if sc is not None:
-                out.append(sc)
-    return out
+    return read_sidecars(config.inbox, recursive=config.recursive)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

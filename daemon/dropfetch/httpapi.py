@@ -21,7 +21,7 @@ from dropfetch.config import Config
 from dropfetch.errors import DropfetchError
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
 from dropfetch.metrics import Metrics
-from dropfetch.status import Sidecar, read_sidecar
+from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job, write_unique_job
 
 __all__ = ["HttpFrontEnd"]
@@ -221,9 +221,7 @@ class HttpFrontEnd:
         return data
 
     def all_sidecars(self) -> list[Sidecar]:
-        paths = sorted(self.config.inbox.glob("*" + SIDECAR_SUFFIX))
-        found = (read_sidecar(p) for p in paths if not p.name.startswith("."))
-        return [sc for sc in found if sc is not None]
+        return read_sidecars(self.config.inbox)  # ids with '/' have no URL here
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dropfetch.jobfile import SIDECAR_SUFFIX
-from dropfetch.status import Sidecar, Status, read_sidecar
+from dropfetch.status import Sidecar, Status, read_sidecars
 
 __all__ = ["Metrics"]
 
@@ -27,17 +26,10 @@ class _JobsByStatus(Collector):
         self.inbox = inbox
         self.recursive = recursive
 
-    def _sidecars(self) -> Iterable[Path]:
-        yield from self.inbox.glob("*" + SIDECAR_SUFFIX)
-        if self.recursive:
-            yield from self.inbox.glob("*/*" + SIDECAR_SUFFIX)
-
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = dict.fromkeys((str(s) for s in Status), 0)
-        for path in self._sidecars():
-            sc = None if path.name.startswith(".") else read_sidecar(path)
-            if sc is not None:
-                counts[str(sc.status)] += 1
+        for sc in read_sidecars(self.inbox, recursive=self.recursive):
+            counts[str(sc.status)] += 1
         family = GaugeMetricFamily("dropfetch_jobs", "Jobs in the inbox by status",
                                    labels=["status"])
         for status, n in counts.items():

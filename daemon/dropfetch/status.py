@@ -16,8 +16,10 @@ from typing import Any
 
 from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import atomic_write
+from dropfetch.jobfile import SIDECAR_SUFFIX
 
-__all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_sidecar"]
+__all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_sidecar",
+           "read_sidecars"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +127,16 @@ def read_sidecar(path: Path, *, attempts: int = 3) -> Sidecar | None:
                 return None
             threading.Event().wait(0.05 * (attempt + 1))
     return None
+
+
+def read_sidecars(inbox: Path, *, recursive: bool = False) -> list[Sidecar]:
+    """Every readable sidecar in ``inbox`` (and, with ``recursive``, one level below),
+    sorted by path; temporary files are skipped."""
+    paths = sorted(inbox.glob("*" + SIDECAR_SUFFIX))
+    if recursive:
+        paths += sorted(inbox.glob("*/*" + SIDECAR_SUFFIX))
+    found = (read_sidecar(p) for p in paths if not p.name.startswith("."))
+    return [sc for sc in found if sc is not None]
 
 
 class TransitionError(RuntimeError):
