@@ -3,7 +3,12 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+# Debian packages the tests need (the sshfs test bed, tests/netshare.py), installed by
+# `make test` when missing. --no-install-recommends: openssh-sftp-server recommends
+# openssh-server, which the tests do not need and must not install.
+TEST_DEBS := sshfs openssh-sftp-server fuse3
+
+.PHONY: install run test test-deps lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +21,21 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/dropfetch run
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-deps:
+	@missing=$$(for p in $(TEST_DEBS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; \
+	done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "make test-deps: missing" $$missing "(apt-get install them as root);" \
+	         "the tests that need them are skipped"; exit 0; \
+	fi; \
+	echo "make test-deps: installing" $$missing; \
+	apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon tests bench

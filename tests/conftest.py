@@ -7,20 +7,21 @@ from collections.abc import Iterator
 
 import pytest
 
+from faultserver import fault_server
+from harness import make_daemon, new_threads
+
+__all__ = ["fault_server", "make_daemon"]
+
+LEAK_JOIN = 10.0  # seconds, for all of a test's threads together
+
 
 @pytest.fixture(autouse=True)
 def _no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves threads of its own running (watchdog's habit)."""
+    """Fail a test that leaves threads of its own running, daemon threads included
+    (as watchdog's own suite does): a component stopped without joining its threads
+    is a component that may still be writing when the next one starts."""
     before = set(threading.enumerate())
     yield
-    deadline_threads = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    for t in deadline_threads:
-        t.join(timeout=5)
-    leaked = [t.name for t in deadline_threads if t.is_alive() and not t.daemon]
-    assert not leaked, f"threads leaked by the test: {leaked}"
-
-
-from faultserver import fault_server  # noqa: E402
-from harness import make_daemon  # noqa: E402
-
-__all__ = ["fault_server", "make_daemon"]
+    leaked = new_threads(before, LEAK_JOIN)
+    assert not leaked, "threads leaked by the test: " + ", ".join(
+        f"{t.name}{' (daemon)' if t.daemon else ''}" for t in leaked)

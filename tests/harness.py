@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,21 @@ ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("ok", "failed")
 SCHEMA = json.loads((ROOT / "schema" / "status.schema.json").read_text())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+RESCAN_DONE = re.compile(rb"\brescan \d+ done\b")  # the watcher's DEBUG line
+STATUS_LINE = re.compile(rb"\bstatus: (\d+) running, (\d+) queued\b")  # the main loop's
+# Timeouts only bound how long a failure takes to show: a 2-core machine shared with
+# other work can be many times slower than an idle one, so they are generous.
+WAIT = 60.0
+
+
+def new_threads(before: set[threading.Thread], timeout: float) -> list[threading.Thread]:
+    """Threads started since ``before`` was taken that are still alive after joining
+    each of them for what is left of ``timeout``; daemon threads count too."""
+    deadline = time.monotonic() + timeout
+    started = [t for t in threading.enumerate() if t not in before]
+    for t in started:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in started if t.is_alive()]
 
 
 def check_sidecar(data: Any) -> Any:
@@ -31,7 +48,7 @@ def check_sidecar(data: Any) -> Any:
     return data
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
+def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02,
              message: str = "condition") -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -94,7 +111,7 @@ class Daemon:
             self.proc.wait(10)
         self._close()
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = WAIT) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -111,6 +128,47 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def rescans(self) -> int:
+        """Rescans done so far, by every process of this daemon (needs log level debug)."""
+        try:
+            return len(RESCAN_DONE.findall(self.log_path.read_bytes()))
+        except FileNotFoundError:
+            return 0
+
+    def wait_looked(self, timeout: float = WAIT) -> None:
+        """Wait until the daemon has rescanned the inbox from start to end since now:
+        the event that proves it had its chance to act on anything there (two more
+        rescans, as the first may have begun before this call)."""
+        self._need_debug("wait_looked")
+        target = self.rescans() + 2
+        wait_for(lambda: self.rescans() >= target, timeout,
+                 message=f"rescan {target} in {self.log_path.name}")
+
+    def wait_idle(self, timeout: float = WAIT) -> None:
+        """Wait until the daemon says twice in a row, after now, that it runs no job
+        and has none queued (delayed looks included): the event that proves it is done
+        with everything it was told of (needs log level debug; the main loop says it
+        every 5 s, or every WATCHDOG_USEC/2)."""
+        self._need_debug("wait_idle")
+        since = len(self._status_lines())
+
+        def idle() -> bool:
+            new = self._status_lines()[since:]
+            return len(new) >= 2 and all(s == (0, 0) for s in new[-2:])
+
+        wait_for(idle, timeout, message=f"two idle status lines in {self.log_path.name}")
+
+    def _status_lines(self) -> list[tuple[int, int]]:
+        try:
+            text = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [(int(a), int(b)) for a, b in STATUS_LINE.findall(text)]
+
+    def _need_debug(self, what: str) -> None:
+        if self.config.get("log", {}).get("level") != "debug":
+            raise AssertionError(f"{what}() needs the daemon's config log: {{level: debug}}")
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -136,7 +194,7 @@ class Daemon:
         return check_sidecar(json.loads(raw))  # type: ignore[no-any-return]
 
     def wait_status(self, name: str, statuses: tuple[str, ...] | str = FINAL,
-                    timeout: float = 30) -> dict[str, Any]:
+                    timeout: float = 2 * WAIT) -> dict[str, Any]:
         wanted = (statuses,) if isinstance(statuses, str) else statuses
 
         def check() -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """Shared directories on a real network filesystem (SPEC §5 observer/lease, §8).
 
-The bed (tests/netshare.sh): one export directory mounted twice over sshfs, "host A"
+The bed (tests/netshare.py): one export directory mounted twice over sshfs, "host A"
 and "host B"; a third daemon may use the export directly. Every daemon has its own
 ``lease.host_id``, its own config and log (on the local disk), and the same inbox,
 outbox and work_dir seen through its own path.
@@ -28,8 +28,8 @@ from dropfetch.fsutil import filesystem_type
 from dropfetch.leases import Lease, LeaseManager
 from dropfetch.watcher import choose_observer
 from faultserver import FaultServer
-from harness import Daemon, wait_for
-from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
+from harness import Daemon, check_sidecar, wait_for
+from netshare import NetShare, is_mounted, netshare_fixture, share_bed  # noqa: F401
 
 pytestmark = pytest.mark.netshare
 
@@ -38,6 +38,7 @@ PUBLISHED = re.compile(r"\b(\S+): published \d+ file\(s\) to ")
 FAST = {
     "poll_interval": 0.5, "settle_time": 0.3, "rescan_interval": 3,
     "lease": {"ttl": TTL}, "shutdown_timeout": 5,
+    "log": {"level": "debug"},  # "rescan N done": Daemon.wait_looked()
 }
 
 
@@ -51,7 +52,9 @@ def _daemon(make_daemon: Any, tmp_path: Path, view: Path, host: str, *,
     config["lease"] = {**FAST["lease"], "host_id": host, **extra.get("lease", {})}
     d: Daemon = make_daemon(start=False, base=base, **config)
     d.inbox, d.outbox = view / "inbox", view / "outbox"
-    return d.start() if start else d
+    # no NOTIFY_SOCKET, so nothing is sent; the main loop then ticks (and logs its
+    # status line for Daemon.wait_idle) every 0.5 s instead of every 5 s
+    return d.start(env={"WATCHDOG_USEC": "1000000"}) if start else d
 
 
 def _drop(inbox: Path, name: str, url: str) -> None:
@@ -108,8 +111,9 @@ def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_
     try:
         _drop(inbox_b, "from-b", "http://127.0.0.1:1/x")  # written through host B
         _drop(inbox_a, "from-a", "http://127.0.0.1:1/x")  # the control, through host A
-        wait_for(lambda: handler.seen("from-a.url"), 10, message="inotify to see A's write")
-        time.sleep(2.0)  # plenty for an event that would come at all
+        # inotify queues events in the order the kernel makes them: one for B's write,
+        # had there been one, would have come before this one for A's later write
+        wait_for(lambda: handler.seen("from-a.url"), message="inotify to see A's write")
         assert (inbox_a / "from-b.url").exists()  # the file is there on A...
         assert not handler.seen("from-b.url")  # ...but inotify on A never said so
         assert not handler.seen(".from-b.url.tmp")
@@ -125,10 +129,10 @@ def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_
     fault_server.add("/t.tar.gz", tar_bytes({"a.txt": b"A" * 100}, compression="gz"))
     d = _daemon(make_daemon, tmp_path, area.host_a, "host-a", observer="auto",
                 rescan_interval=600)  # no rescan help: the polling observer must see it
-    wait_for(lambda: "polling observer" in d.log(), 10, message="the daemon's observer line")
+    wait_for(lambda: "polling observer" in d.log(), message="the daemon's observer line")
     assert "fuse.sshfs" in d.log()
     _drop(inbox_b, "job-b", fault_server.url("/t.tar.gz"))
-    sc = d.wait_status("job-b", timeout=30)
+    sc = d.wait_status("job-b")
     assert sc["status"] == "ok", sc
     assert sc["host"] == "host-a"
     assert _files(area.export / "outbox" / "job-b") == {"a.txt": b"A" * 100}
@@ -139,8 +143,10 @@ def test_polling_takes_a_file_only_once_it_settled(netshare: NetShare, fault_ser
     """A job file written slowly in place through host B is not taken half-written."""
     area = netshare.area("settle")
     fault_server.add("/slowly-written.tar.gz", tar_bytes({"s": b"settled"}, compression="gz"))
+    # settle_time far above the writer's pauses: a loaded machine stretches a pause,
+    # and a file unchanged for settle_time may rightly be taken
     d = _daemon(make_daemon, tmp_path, area.host_a, "host-a", observer="auto",
-                poll_interval=0.2, settle_time=1.0, rescan_interval=600)
+                poll_interval=0.2, settle_time=5.0, rescan_interval=600)
     url = fault_server.url("/slowly-written.tar.gz")
     job = area.host_b / "inbox" / "slow.url"
     with open(job, "wb", buffering=0) as fh:  # no temporary name: in place, in pieces
@@ -148,13 +154,14 @@ def test_polling_takes_a_file_only_once_it_settled(netshare: NetShare, fault_ser
             fh.write(url[i:i + 6].encode())
             time.sleep(0.3)  # more than poll_interval, less than settle_time
         fh.write(b"\n")
-    sc = d.wait_status("slow", timeout=30)
+    sc = d.wait_status("slow")
     assert sc["status"] == "ok", sc
     assert [r.path for r in fault_server.requests] == ["/slowly-written.tar.gz"]
 
 
 # -- 2. three daemons, 300 jobs ------------------------------------------------------
 
+@pytest.mark.timeout(1200)
 def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_server,
                                                   make_daemon, tmp_path):
     area = netshare.area("many")
@@ -176,32 +183,39 @@ def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_serv
                    if (sc := _sidecar(inbox, f"j{i}")) and sc["status"] in ("ok", "failed"))
 
     try:
-        wait_for(lambda: finished() == 300, 200, 0.5, message="300 jobs to finish")
+        wait_for(lambda: finished() == 300, 900, 0.5, message="300 jobs to finish")
     except pytest.fail.Exception:
         print(f"finished: {finished()}")
         for d in daemons:
             print(d.log()[-3000:])
         raise
-    # the daemons are idle now; give a late duplicate a chance to show before counting
-    time.sleep(TTL)
-    counts = _publishes(*daemons)
+    # every daemon looks at the whole inbox once more and then has nothing left to do
+    # (its delayed looks at jobs other hosts held included): a late duplicate had its
+    # chance to happen
+    for d in daemons:
+        d.wait_looked()
+    for d in daemons:
+        d.wait_idle()
+    # exactly once, not fairness: which host ran how many jobs is up to the scheduler
+    published_by = {host: _publishes(d) for host, d in zip(hosts, daemons, strict=True)}
     by_host: Counter[str] = Counter()
     for i in range(300):
         name = f"j{i}"
         sc = _sidecar(inbox, name)
         assert sc is not None
+        check_sidecar(sc)
         assert sc["status"] == "ok", sc
-        assert sc["host"] in hosts
         by_host[sc["host"]] += 1
-        assert counts[name] == 1, f"{name} published {counts[name]} times"
+        times = {h: c[name] for h, c in published_by.items() if c[name]}
+        # published once, by the host its sidecar names
+        assert times == {sc["host"]: 1}, f"{name}: published {times}, sidecar says {sc['host']}"
         assert _files(area.export / "outbox" / name) == payloads[f"/{name}.tar.gz"], name
-    assert sum(counts.values()) == 300
+    assert sum(sum(c.values()) for c in published_by.values()) == 300
     assert sorted(p.name for p in (area.export / "outbox").iterdir()) == sorted(
         f"j{i}" for i in range(300))
-    assert all(by_host[h] > 0 for h in hosts), by_host  # all three hosts took part
     assert not list((area.export / "work" / "staging").iterdir())
     leases = area.export / "work" / "leases"
-    wait_for(lambda: not list(leases.iterdir()), 10,
+    wait_for(lambda: not list(leases.iterdir()),
              message=f"every lease to be given back: {sorted(os.listdir(leases))[:10]}")
     for d in daemons:
         assert d.proc is not None and d.proc.poll() is None, d.log()[-2000:]
@@ -233,18 +247,22 @@ def test_killed_host_jobs_taken_over_and_resumed(netshare: NetShare, fault_serve
         _drop(a.inbox, f"k{i}", fault_server.url(f"/k{i}.tar"))
     for i in range(3):
         wait_for(lambda i=i: (sc := a.sidecar(f"k{i}")) and sc["status"] == "downloading"
-                 and sc["bytes_done"] >= 30_000, 20, message=f"k{i} to be downloading on A")
+                 and sc["bytes_done"] >= 30_000, message=f"k{i} to be downloading on A")
     b = _daemon(make_daemon, tmp_path, area.host_b, "host-b", workers=4)
     a.kill()  # kill -9, leases held, partial files left
     killed = time.monotonic()
     for i in range(3):
-        sc = b.wait_status(f"k{i}", timeout=60)
+        # takeover waits behind B's queue: measured up to 49 s on a loaded machine
+        sc = b.wait_status(f"k{i}", timeout=300)
         assert sc["status"] == "ok", sc
         assert sc["host"] == "host-b"
         assert _files(area.export / "outbox" / f"k{i}") == payloads[i]
         ranges = _ranges(fault_server, f"/k{i}.tar")
-        assert ranges[0] is None and len(ranges) == 2, ranges  # A's GET, then B's resume
-        assert ranges[1] is not None and re.fullmatch(r"bytes=[1-9]\d*-", ranges[1]), ranges
+        # A's GET from zero; then B resumes from A's partial file, never from zero (how
+        # many tries that takes on a loaded machine is not part of the promise)
+        assert ranges[0] is None and len(ranges) >= 2, ranges
+        assert all(r is not None and re.fullmatch(r"bytes=[1-9]\d*-", r)
+                   for r in ranges[1:]), ranges
     assert time.monotonic() - killed >= TTL - 0.5  # not before the leases went stale
     assert "broke the stale lease of host-a" in b.log()
     assert _publishes(a, b) == Counter({"k0": 1, "k1": 1, "k2": 1})
@@ -261,7 +279,7 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
     a = _daemon(make_daemon, tmp_path, area.host_a, "host-a")
     _drop(a.inbox, "f", fault_server.url("/f.tar"))
     wait_for(lambda: (sc := a.sidecar("f")) and sc["status"] == "downloading"
-             and sc["bytes_done"] >= 20_000, 20, message="f to be downloading on A")
+             and sc["bytes_done"] >= 20_000, message="f to be downloading on A")
     a.signal(signal.SIGSTOP)
     try:
         # while A sleeps, the file on the server changes: B's copy is the new one, and
@@ -269,15 +287,17 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
         fault_server.replace("/f.tar", tar_bytes(new))
         fault_server.resources["/f.tar"].rate = None
         b = _daemon(make_daemon, tmp_path, area.host_b, "host-b")
-        sc = b.wait_status("f", timeout=40)
+        sc = b.wait_status("f", timeout=300)
         assert sc["status"] == "ok", sc
         assert sc["host"] == "host-b"
         assert _files(area.export / "outbox" / "f") == new
     finally:
         a.signal(signal.SIGCONT)
-    wait_for(lambda: "f: lost the lease" in a.log(), 20, message="A to notice it lost the lease")
-    # A had the rest of the old file coming; give it time to do anything it would do
-    time.sleep(TTL + 2)
+    wait_for(lambda: "f: lost the lease" in a.log(), message="A to notice it lost the lease")
+    # A had the rest of the old file coming: it has stopped that job, looked at f again
+    # later (it requeues a job whose lease it lost) and is done with it: every chance
+    # to publish
+    a.wait_idle()
     assert a.proc is not None and a.proc.poll() is None
     assert _files(area.export / "outbox" / "f") == new
     sc = b.sidecar("f")
@@ -323,23 +343,101 @@ def test_exclusive_create_race_has_one_winner(netshare: NetShare):
 def test_live_lease_survives_a_skewed_clock_and_a_dead_one_is_broken(netshare: NetShare):
     """The heartbeat is the lease's bytes changing, not its mtime against our clock."""
     area = netshare.area("skew")
-    ttl = 1.5
+    # a ttl a loaded machine does not starve this thread of (A's lease would rightly
+    # count as lost by A's own clock)
+    ttl = TTL
     a, b = _managers((area.host_a, area.host_b), ttl=ttl)
     lease = a.acquire("job")
     assert lease is not None
     hour_ago = time.time() - 3600
-    end = time.monotonic() + 2.5 * ttl
-    while time.monotonic() < end:  # A renews, but its clock is an hour behind
+    for _ in range(10):  # 2.5 ttl at least: A renews, but its clock is an hour behind
         lease.renew()
         os.utime(lease.path, (hour_ago, hour_ago))
-        assert b.acquire("job") is None
-        time.sleep(ttl / 4)
+        assert b.acquire("job") is None  # B saw new bytes since its last look
+        time.sleep(ttl / 4)  # pacing only: B's verdict does not depend on it
     lease.check()
     # A stops renewing (a dead host): B takes the lease once it has not changed for ttl
     os.utime(lease.path, (time.time() + 3600, time.time() + 3600))  # or an hour ahead
-    taken = wait_for(lambda: b.acquire("job"), 4 * ttl, 0.1, message="B to break the lease")
+    taken = wait_for(lambda: b.acquire("job"), interval=0.1, message="B to break the lease")
     assert taken.info["host"] == "host-b"
     with pytest.raises(LeaseLostError):
         lease.check()
     b.release(taken)
     assert not (area.export / "leases" / "job.lease").exists()
+
+
+# -- 6. the bed itself: no listener, no service, always taken down ----------------------
+
+def _listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _bed_processes(root: Path) -> list[int]:
+    """Processes whose command line or working directory is in the bed's ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(root) in cmdline or cwd.startswith(str(root)):
+            found.append(int(entry.name))
+    return found
+
+
+def _sockets_of(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def test_the_bed_listens_on_no_port(netshare: NetShare):
+    """The bed is sshfs talking to sftp-server over pipes: no sshd, nothing listening."""
+    (netshare.host_a / "probe").write_text("through A")
+    assert (netshare.host_b / "probe").read_text() == "through A"  # it does share
+    pids = _bed_processes(netshare.root)
+    assert pids, "found no process of the bed"
+    names = {Path(os.readlink(f"/proc/{pid}/exe")).name for pid in pids}
+    assert names == {"sshfs", "sftp-server"}, names
+    listening = _listening_inodes()
+    for pid in pids:
+        assert not _sockets_of(pid) & listening, f"pid {pid} listens on a port"
+    (netshare.export / "probe").unlink()
+
+
+def test_the_bed_is_taken_down_when_a_test_fails(netshare: NetShare, tmp_path):
+    root = tmp_path / "bed"
+    root.mkdir()
+    with pytest.raises(ZeroDivisionError), share_bed(root) as (share, pids):  # noqa: PT012
+        (share.host_a / "f").write_text("x")
+        assert is_mounted(share.host_a) and is_mounted(share.host_b)
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        1 / 0  # noqa: B018 - a failing test
+    assert not is_mounted(root / "host-a") and not is_mounted(root / "host-b")
+    # every process of the bed has ended and been reaped
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], pids
+    assert (root / "export" / "f").read_text() == "x"

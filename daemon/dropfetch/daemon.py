@@ -150,6 +150,8 @@ class Daemon:
             if self._stop_requested:
                 break
             line = self._status_line()
+            # an observable idle signal ("0 running, 0 queued"): tests wait for it
+            logger.debug("status: %s", line)
             if watchdog_usec and self.healthy():
                 notify("WATCHDOG=1\nSTATUS=" + line)
             else:

@@ -88,6 +88,7 @@ class Watcher:
         self.kind, self.why = choose_observer(config)
         self.paused = False
         self.last_scan = 0.0
+        self.rescans = 0  # completed rescans, paused ones included
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -207,6 +208,9 @@ class Watcher:
             now = time.monotonic()
             if now >= next_scan:
                 self._rescan()
+                self.rescans += 1
+                # an observable "the daemon has looked": tests wait for it instead of sleeping
+                logger.debug("rescan %d done", self.rescans)
                 next_scan = now + self.config.rescan_interval
             self._settle()
             with self._lock:

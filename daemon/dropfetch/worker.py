@@ -643,6 +643,8 @@ class WorkerPool:
         keep = self.config.on_job_removed == "keep"
         if keep and sidecar is not None and sidecar.is_final:
             self._drop_partial(paths)
+            logger.info("%s: job removed; output and sidecar kept (on_job_removed: keep)",
+                        paths.id)
             return
         if board is not None and sidecar is not None and not keep:
             board.set(Status.DELETING)
