@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import socket
 import threading
 import time
@@ -53,6 +54,7 @@ class Resource:
     drop_times: int = 1
     stall_after: int | None = None
     stall_times: int = 1_000_000
+    stall_seconds: float = 120.0  # then the server hangs up
     statuses: list[int] = field(default_factory=list)
     retry_after: str | None = None
     ignore_range: bool = False
@@ -66,6 +68,7 @@ class Resource:
     validators: bool = True
     drops_done: int = 0
     stalls_done: int = 0
+    stalls_run_out: int = 0  # stalls that lasted stall_seconds (the client never left)
 
     @property
     def etag(self) -> str:
@@ -222,7 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
                         return
             if stall is not None and sent == stall:
                 self.wfile.flush()
-                owner.stopping.wait(120)
+                if not self._wait_for_client_to_leave(res.stall_seconds):
+                    with owner.lock:
+                        res.stalls_run_out += 1
                 self._hang_up()
                 return
             if drop is not None and sent == drop:
@@ -232,6 +237,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
         except _QUIET_ERRORS:
             self.close_connection = True
+
+    def _wait_for_client_to_leave(self, seconds: float) -> bool:
+        """True once the client closed the connection (or the server stops), False
+        after ``seconds`` with the client still there."""
+        owner = self.server.owner
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if owner.stopping.is_set():
+                return True
+            ready, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if ready:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return True  # EOF: the client is gone
+                except OSError:
+                    return True
+                # a pipelined request: not an answer to the stall; keep waiting
+                owner.stopping.wait(min(left, 0.05))
+        return False
 
     def _write(self, piece: memoryview, *, chunked: bool) -> None:
         if chunked:

@@ -136,39 +136,13 @@ class Daemon:
         except FileNotFoundError:
             return 0
 
-    def wait_looked(self, timeout: float = WAIT) -> None:
-        """Wait until the daemon has rescanned the inbox from start to end since now:
-        the event that proves it had its chance to act on anything there (two more
-        rescans, as the first may have begun before this call)."""
-        self._need_debug("wait_looked")
-        target = self.rescans() + 2
-        wait_for(lambda: self.rescans() >= target, timeout,
-                 message=f"rescan {target} in {self.log_path.name}")
-
-    def wait_idle(self, timeout: float = WAIT) -> None:
-        """Wait until the daemon says twice in a row, after now, that it runs no job
-        and has none queued (delayed looks included): the event that proves it is done
-        with everything it was told of (needs log level debug; the main loop says it
-        every 5 s, or every WATCHDOG_USEC/2)."""
-        self._need_debug("wait_idle")
-        since = len(self._status_lines())
-
-        def idle() -> bool:
-            new = self._status_lines()[since:]
-            return len(new) >= 2 and all(s == (0, 0) for s in new[-2:])
-
-        wait_for(idle, timeout, message=f"two idle status lines in {self.log_path.name}")
-
-    def _status_lines(self) -> list[tuple[int, int]]:
+    def status_lines(self) -> list[tuple[int, int]]:
+        """(running, queued) from each status line logged so far (log level debug)."""
         try:
             text = self.log_path.read_bytes()
         except FileNotFoundError:
             return []
         return [(int(a), int(b)) for a, b in STATUS_LINE.findall(text)]
-
-    def _need_debug(self, what: str) -> None:
-        if self.config.get("log", {}).get("level") != "debug":
-            raise AssertionError(f"{what}() needs the daemon's config log: {{level: debug}}")
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -214,6 +188,39 @@ class Daemon:
         root = self.outbox / name
         return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                       if p.is_file() and not p.is_symlink())
+
+
+def wait_looked(*daemons: Daemon, timeout: float = WAIT) -> None:
+    """Wait until each daemon has rescanned its inbox from start to end since now: the
+    event that proves it had its chance to act on anything there (two more rescans, as
+    the first may have begun before this call). Needs the daemons' log level debug."""
+    targets = [(d, d.rescans() + 2) for d in _need_debug(daemons, "wait_looked")]
+    for d, target in targets:
+        wait_for(lambda d=d, target=target: d.rescans() >= target, timeout,
+                 message=f"rescan {target} in {d.log_path.name}")
+
+
+def wait_idle(*daemons: Daemon, timeout: float = WAIT) -> None:
+    """Wait until each daemon says twice in a row, after now, that it runs no job and
+    has none queued (delayed looks included): the event that proves it is done with
+    all it was told of. Needs the daemons' log level debug; the main loop says it every
+    5 s, or every WATCHDOG_USEC/2."""
+    marks = [(d, len(d.status_lines())) for d in _need_debug(daemons, "wait_idle")]
+
+    def idle(d: Daemon, since: int) -> bool:
+        new = d.status_lines()[since:]
+        return len(new) >= 2 and all(s == (0, 0) for s in new[-2:])
+
+    for d, since in marks:
+        wait_for(lambda d=d, since=since: idle(d, since), timeout,
+                 message=f"two idle status lines in {d.log_path.name}")
+
+
+def _need_debug(daemons: tuple[Daemon, ...], what: str) -> tuple[Daemon, ...]:
+    for d in daemons:
+        if d.config.get("log", {}).get("level") != "debug":
+            raise AssertionError(f"{what}() needs the daemon's config log: {{level: debug}}")
+    return daemons
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from dropfetch.fsutil import filesystem_type
 from dropfetch.leases import Lease, LeaseManager
 from dropfetch.watcher import choose_observer
 from faultserver import FaultServer
-from harness import Daemon, check_sidecar, wait_for
+from harness import Daemon, check_sidecar, wait_for, wait_idle, wait_looked
 from netshare import NetShare, is_mounted, netshare_fixture, share_bed  # noqa: F401
 
 pytestmark = pytest.mark.netshare
@@ -192,10 +192,8 @@ def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_serv
     # every daemon looks at the whole inbox once more and then has nothing left to do
     # (its delayed looks at jobs other hosts held included): a late duplicate had its
     # chance to happen
-    for d in daemons:
-        d.wait_looked()
-    for d in daemons:
-        d.wait_idle()
+    wait_looked(*daemons)
+    wait_idle(*daemons)
     # exactly once, not fairness: which host ran how many jobs is up to the scheduler
     published_by = {host: _publishes(d) for host, d in zip(hosts, daemons, strict=True)}
     by_host: Counter[str] = Counter()
@@ -297,7 +295,7 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
     # A had the rest of the old file coming: it has stopped that job, looked at f again
     # later (it requeues a job whose lease it lost) and is done with it: every chance
     # to publish
-    a.wait_idle()
+    wait_idle(a)
     assert a.proc is not None and a.proc.poll() is None
     assert _files(area.export / "outbox" / "f") == new
     sc = b.sidecar("f")
