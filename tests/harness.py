@@ -24,6 +24,10 @@ SCHEMA = json.loads((ROOT / "schema" / "status.schema.json").read_text())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 RESCAN_DONE = re.compile(rb"\brescan \d+ done\b")  # the watcher's DEBUG line
 STATUS_LINE = re.compile(rb"\bstatus: (\d+) running, (\d+) queued\b")  # the main loop's
+# For Daemon.start(env=...): without NOTIFY_SOCKET nothing is sent, but the main loop
+# then ticks, and logs its status line for wait_idle(), every 0.5 s instead of 5 s.
+FAST_TICK = {"WATCHDOG_USEC": "1000000"}
+DEBUG_LOG = {"log": {"level": "debug"}}  # config: the lines wait_looked/wait_idle read
 # Timeouts only bound how long a failure takes to show: a 2-core machine shared with
 # other work can be many times slower than an idle one, so they are generous.
 WAIT = 60.0

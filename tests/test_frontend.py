@@ -8,7 +8,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from rich.console import Console
 from archives import OS_TEMPLATE, tar_bytes, zip_bytes
 from dropfetch.status import Sidecar, Status
 from dropfetch.view import render_plain, rich_table
-from harness import check_sidecar, wait_for
+from harness import DEBUG_LOG, check_sidecar, wait_for, wait_looked
 
 
 def free_port() -> int:
@@ -176,7 +175,7 @@ def test_failing_and_hanging_hooks_do_not_change_the_result(make_daemon, fault_s
 
 def test_recursive_categories(make_daemon, fault_server):
     fault_server.add("/t.tar.gz", tar_bytes(OS_TEMPLATE, compression="gz"))
-    d = make_daemon(recursive=True)
+    d = make_daemon(recursive=True, rescan_interval=0.5, **DEBUG_LOG)
     d.drop("debian", fault_server.url("/t.tar.gz"), directory=d.inbox / "os")
     d.drop("top", fault_server.url("/t.tar.gz"))
     d.drop("deep", fault_server.url("/t.tar.gz"), directory=d.inbox / "a" / "b")
@@ -188,7 +187,7 @@ def test_recursive_categories(make_daemon, fault_server):
         str(p.relative_to(d.outbox / "os" / "debian"))
         for p in (d.outbox / "os" / "debian").rglob("*") if p.is_file())
     assert d.wait_status("top")["status"] == "ok"
-    time.sleep(1)
+    wait_looked(d)  # a whole rescan since, which would have found it
     assert not (d.inbox / "a" / "b" / "deep.status.json").exists()  # one level only
     (d.inbox / "os" / "debian.url").unlink()
     wait_for(lambda: not (d.outbox / "os" / "debian").exists(), message="purge in a category")
