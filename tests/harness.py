@@ -78,8 +78,11 @@ class Daemon:
             "inbox": str(self.inbox), "outbox": str(self.outbox), "workers": 2,
             "settle_time": 0.2, "rescan_interval": 2, "min_free_space": 0,
             "status": {"update_interval": 0.1},
+            # timeouts a loaded machine cannot reach by accident: a needless retry
+            # would change the request counts that tests check (tests of timeouts set
+            # their own)
             "download": {"block_networks": [], "backoff_initial": 0.2, "backoff_max": 1,
-                         "timeout_read": 5, "timeout_connect": 5},
+                         "timeout_read": 30, "timeout_connect": 30},
         }
         _merge(cfg, config)
         self.config = cfg

@@ -124,7 +124,7 @@ def test_stalled_server_fails_with_timeout_after_max_attempts(fault_server, make
     seen_waiting = wait_for(lambda: (d.sidecar("stall") or {}).get("status") == "waiting"
                             and d.sidecar("stall"), message="a waiting sidecar")
     assert seen_waiting["error"]["code"] == "timeout"
-    sc = d.wait_status("stall", timeout=40)
+    sc = d.wait_status("stall")
     assert sc["status"] == "failed", sc
     assert sc["error"]["code"] == "timeout"
     assert sc["attempt"] == 3

@@ -44,13 +44,13 @@ def api(make_daemon, tmp_path):
 
 def _up(session: requests.Session, base: str) -> bool:
     try:
-        return session.get(base + "/archive", timeout=2).status_code == 200
-    except requests.ConnectionError:
+        return session.get(base + "/archive", timeout=30).status_code == 200
+    except (requests.ConnectionError, requests.Timeout):
         return False
 
 
 def _metrics(session: requests.Session, base: str) -> dict[tuple[str, tuple], float]:
-    text = session.get(base + "/metrics", timeout=5).text
+    text = session.get(base + "/metrics", timeout=30).text
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -62,53 +62,53 @@ def test_http_api_seed_contract(api, fault_server):
     d, base, s = api
     body = tar_bytes({"big.bin": os.urandom(2_000_000)}, compression="gz")
     fault_server.add("/os/debian-7.tar.gz", body, rate=1_000_000)
-    r = s.post(base + "/archive", json={"url": fault_server.url("/os/debian-7.tar.gz")}, timeout=5)
+    r = s.post(base + "/archive", json={"url": fault_server.url("/os/debian-7.tar.gz")}, timeout=30)
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
     assert job_id == "debian-7"
     # a second POST of the same URL gets a unique name
-    r2 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=5)
-    r3 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=5)
+    r2 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=30)
+    r3 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=30)
     assert (r2.json()["id"], r3.json()["id"]) == ("missing", "missing-2")
 
     def downloading() -> dict | None:
-        got = s.get(f"{base}/archive/{job_id}", timeout=5).json()
+        got = s.get(f"{base}/archive/{job_id}", timeout=30).json()
         return got if got["status"] == "downloading" and got["progress"] else None
 
     mid = wait_for(downloading, message="downloading with progress")
     check_sidecar(mid)
     assert 0 < mid["progress"] <= 100
-    done = wait_for(lambda: (g := s.get(f"{base}/archive/{job_id}", timeout=5).json())
-                    ["status"] == "ok" and g, timeout=30, message="ok")
+    done = wait_for(lambda: (g := s.get(f"{base}/archive/{job_id}", timeout=30).json())
+                    ["status"] == "ok" and g, message="ok")
     assert done["files"] == ["big.bin"]
-    listing = s.get(base + "/archive", timeout=5).json()
+    listing = s.get(base + "/archive", timeout=30).json()
     assert job_id in {x["id"] for x in listing}
 
-    r = s.delete(f"{base}/archive/{job_id}", timeout=5)
+    r = s.delete(f"{base}/archive/{job_id}", timeout=30)
     assert r.status_code == 202
-    wait_for(lambda: s.get(f"{base}/archive/{job_id}", timeout=5).status_code == 404,
+    wait_for(lambda: s.get(f"{base}/archive/{job_id}", timeout=30).status_code == 404,
              message="404 after DELETE")
     assert not (d.outbox / job_id).exists()
     assert not d.sidecar_path(job_id).exists()
-    assert s.delete(f"{base}/archive/{job_id}", timeout=5).status_code == 404
+    assert s.delete(f"{base}/archive/{job_id}", timeout=30).status_code == 404
 
 
 def test_http_api_errors(api):
     _, base, s = api
-    assert requests.get(base + "/archive", timeout=5).status_code == 401
-    wrong = requests.get(base + "/archive", headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert requests.get(base + "/archive", timeout=30).status_code == 401
+    wrong = requests.get(base + "/archive", headers={"Authorization": "Bearer nope"}, timeout=30)
     assert wrong.status_code == 401 and "error" in wrong.json()
-    bad = s.post(base + "/archive", data=b"{not json", timeout=5,
+    bad = s.post(base + "/archive", data=b"{not json", timeout=30,
                  headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and "JSON" in bad.json()["error"]
-    assert s.post(base + "/archive", json=["x"], timeout=5).status_code == 400
-    assert s.post(base + "/archive", json={"url": "ftp://x/y"}, timeout=5).status_code == 400
-    assert s.post(base + "/archive", json={"url": 5}, timeout=5).status_code == 400
-    big = s.post(base + "/archive", data=b"x" * 70_000, timeout=5)
+    assert s.post(base + "/archive", json=["x"], timeout=30).status_code == 400
+    assert s.post(base + "/archive", json={"url": "ftp://x/y"}, timeout=30).status_code == 400
+    assert s.post(base + "/archive", json={"url": 5}, timeout=30).status_code == 400
+    big = s.post(base + "/archive", data=b"x" * 70_000, timeout=30)
     assert big.status_code == 413
-    unknown = s.get(base + "/archive/no-such-job", timeout=5)
+    unknown = s.get(base + "/archive/no-such-job", timeout=30)
     assert unknown.status_code == 404 and "error" in unknown.json()
-    assert s.get(base + "/nope", timeout=5).status_code == 404
+    assert s.get(base + "/nope", timeout=30).status_code == 404
 
 
 def test_metrics_move(api, fault_server):
@@ -116,8 +116,8 @@ def test_metrics_move(api, fault_server):
     fault_server.add("/a.zip", zip_bytes({"a": b"a" * 50_000}))
     before = _metrics(s, base)
     assert ("dropfetch_jobs", (("status", "ok"),)) in before
-    s.post(base + "/archive", json={"url": fault_server.url("/a.zip")}, timeout=5)
-    s.post(base + "/archive", json={"url": fault_server.url("/nothing.zip")}, timeout=5)
+    s.post(base + "/archive", json={"url": fault_server.url("/a.zip")}, timeout=30)
+    s.post(base + "/archive", json={"url": fault_server.url("/nothing.zip")}, timeout=30)
     d.wait_status("a", "ok")
     d.wait_status("nothing", "failed")
     after = _metrics(s, base)

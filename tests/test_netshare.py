@@ -152,7 +152,7 @@ def test_polling_takes_a_file_only_once_it_settled(netshare: NetShare, fault_ser
     with open(job, "wb", buffering=0) as fh:  # no temporary name: in place, in pieces
         for i in range(0, len(url), 6):
             fh.write(url[i:i + 6].encode())
-            time.sleep(0.3)  # more than poll_interval, less than settle_time
+            time.sleep(0.3)  # pacing: more than poll_interval, far less than settle_time
         fh.write(b"\n")
     sc = d.wait_status("slow")
     assert sc["status"] == "ok", sc

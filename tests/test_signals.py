@@ -278,7 +278,7 @@ def test_announced_size_that_does_not_fit_waits_until_space_is_freed(
         # refused on the announced size: nothing was written towards a full disk
         assert sum(p.stat().st_size for p in _partials(d)) == 0
         filler.unlink()
-        sc = d.wait_status("big", timeout=40)
+        sc = d.wait_status("big")
         assert sc["status"] == "ok", sc
         assert (d.outbox / "big" / "big.bin").read_bytes() == data
         d.kill()
