@@ -37,6 +37,7 @@ class LoggedRequest:
     method: str
     path: str
     headers: dict[str, str]
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock, like sidecars)
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""
