@@ -114,7 +114,7 @@ def test_kill_mid_extract(fault_server, make_daemon):
     fault_server.add("/many.tar.gz", body)
     d = make_daemon()
     d.drop("many", fault_server.url("/many.tar.gz"))
-    d.wait_status("many", "unpacking", timeout=60)
+    d.wait_status("many", "unpacking")
     wait_for(lambda: any(next(p.iterdir(), None) for p in (d.work / "staging").iterdir()),
              message="extraction to write files")
     _kill(d)
@@ -122,7 +122,7 @@ def test_kill_mid_extract(fault_server, make_daemon):
     assert d.sidecar("many")["status"] == "unpacking"
 
     d.start()
-    sc = d.wait_status("many", timeout=90)
+    sc = d.wait_status("many")
     assert sc["status"] == "ok", sc
     assert len(sc["files"]) == len(_many_files())
     for name in ("d00/f00000.txt", "d17/f17017.txt", "d29/f29999.txt"):

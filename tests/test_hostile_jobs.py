@@ -59,13 +59,13 @@ def test_twenty_hostile_and_twenty_good_jobs(make_daemon, fault_server, tmp_path
     for name in good:
         d.drop(name, fault_server.url(f"/g/{name}"))
     for case in HOSTILE:
-        sc = d.wait_status(case.name, timeout=90)
+        sc = d.wait_status(case.name)
         assert (sc["status"], sc["error"]["code"] if sc["error"] else None) == \
             ("failed", case.expected), (case.name, sc)
         assert sc["error"]["message"]
         assert not (d.outbox / case.name).exists()
     for name, (_, files) in good.items():
-        sc = d.wait_status(name, timeout=90)
+        sc = d.wait_status(name)
         assert sc["status"] == "ok", sc
         assert sc["files"] == files
     assert tree_digest(sentinel) == before
@@ -195,7 +195,7 @@ def test_gzip_bomb_job_fails_and_others_finish(make_daemon, fault_server):
     d.drop("bomb", fault_server.url("/bomb.gz"))
     d.drop("fine", fault_server.url("/x.zip"))
     assert d.wait_status("fine")["status"] == "ok"
-    sc = d.wait_status("bomb", timeout=60)
+    sc = d.wait_status("bomb")
     assert sc["error"]["code"] == "archive_limits", sc
     assert not (d.outbox / "bomb").exists()
 

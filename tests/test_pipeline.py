@@ -205,7 +205,7 @@ def test_fifty_jobs_four_workers(fault_server, make_daemon):
     for i in range(50):
         d.drop(f"job{i}", fault_server.url(f"/j{i}.tar.gz"))
     for i in range(50):
-        sc = d.wait_status(f"job{i}", timeout=60)
+        sc = d.wait_status(f"job{i}")
         assert sc["status"] == "ok", sc
         assert sc["files"] == [f"f{i}.txt"]
     assert len(fault_server.requests) == 50

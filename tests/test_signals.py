@@ -166,7 +166,7 @@ def test_sighup_changes_the_number_of_workers(fault_server, make_daemon):
     d.config["workers"] = 3
     d.write_config()
     d.signal(signal.SIGHUP)
-    wait_for(lambda: _status_count(d, names, "downloading") == 3, timeout=30,
+    wait_for(lambda: _status_count(d, names, "downloading") == 3,
              message="three downloads at once")
     assert "configuration reloaded" in d.log()
     assert d.proc is not None and d.proc.poll() is None

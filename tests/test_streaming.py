@@ -115,9 +115,9 @@ def test_extraction_runs_while_downloading(make_daemon, fault_server):
     d.drop("big", fault_server.url("/big.tar.gz"))
     # files appear in staging while the sidecar still says downloading
     wait_for(lambda: (sc := d.sidecar("big")) and sc["status"] == "downloading"
-             and _staged_files(d.work) >= 5, timeout=30,
+             and _staged_files(d.work) >= 5,
              message="files extracted during the download")
-    sc = d.wait_status("big", timeout=60)
+    sc = d.wait_status("big")
     assert sc["status"] == "ok", sc
     assert sc["files"] == sorted(BIG)
     for name, data in BIG.items():
@@ -130,7 +130,7 @@ def test_dropped_connection_mid_archive_still_ok(make_daemon, fault_server):
                      rate=2_000_000)
     d = make_daemon()
     d.drop("drop", fault_server.url("/drop.tar.zst"))
-    sc = d.wait_status("drop", timeout=60)
+    sc = d.wait_status("drop")
     assert sc["status"] == "ok", sc
     assert sc["attempt"] == 2
     assert sc["files"] == sorted(BIG)
@@ -146,7 +146,7 @@ def test_server_ignoring_range_mid_archive_still_ok(make_daemon, fault_server):
                      ignore_range=True, rate=2_000_000)
     d = make_daemon()
     d.drop("ign", fault_server.url("/ign.tar.gz"))
-    sc = d.wait_status("ign", timeout=60)
+    sc = d.wait_status("ign")
     assert sc["status"] == "ok", sc
     assert sc["files"] == sorted(BIG)
     assert (d.outbox / "ign" / "dir5" / "file9.bin").read_bytes() == BIG["dir5/file9.bin"]
@@ -158,9 +158,9 @@ def test_file_changed_between_attempts_is_not_spliced(make_daemon, fault_server)
     fault_server.add("/v.tar.gz", old, drop_after=len(old) // 2, drop_times=1, rate=2_000_000)
     d = make_daemon()
     d.drop("v", fault_server.url("/v.tar.gz"))
-    d.wait_status("v", "waiting", timeout=30)
+    d.wait_status("v", "waiting")
     fault_server.replace("/v.tar.gz", tar_bytes(new_files, compression="gz"))
-    sc = d.wait_status("v", timeout=60)
+    sc = d.wait_status("v")
     assert sc["status"] == "ok", sc
     assert sc["files"] == sorted(new_files)
 
@@ -170,7 +170,7 @@ def test_sha256_mismatch_with_streaming_publishes_nothing(make_daemon, fault_ser
     fault_server.add("/s.tar.gz", body, rate=3_000_000)
     d = make_daemon()
     d.drop("s", f"url: {fault_server.url('/s.tar.gz')}\nsha256: {'1' * 64}\n")
-    sc = d.wait_status("s", timeout=60)
+    sc = d.wait_status("s")
     assert sc["status"] == "failed" and sc["error"]["code"] == "checksum_mismatch"
     assert not (d.outbox / "s").exists()
     assert _staged_files(d.work) == 0
