@@ -14,7 +14,7 @@ import time
 import pytest
 
 from archives import OS_TEMPLATE, tar_bytes, zip_bytes
-from harness import wait_for
+from harness import DEBUG_LOG, FAST_TICK, wait_for, wait_idle, wait_looked
 
 SMALL = {"a.txt": b"alpha\n", "dir/b.bin": os.urandom(5000), "dir/sub/c.txt": b"c" * 100}
 
@@ -182,7 +182,7 @@ def test_changed_job_file_replaces_output(fault_server, make_daemon):
 
 def test_restart_does_not_redo_finished_jobs(fault_server, make_daemon):
     fault_server.add("/x.zip", zip_bytes(SMALL))
-    d = make_daemon()
+    d = make_daemon(rescan_interval=0.5, **DEBUG_LOG)
     d.drop("once", fault_server.url("/x.zip"))
     d.drop("bad", "not a url at all")
     d.wait_status("once", "ok")
@@ -190,9 +190,11 @@ def test_restart_does_not_redo_finished_jobs(fault_server, make_daemon):
     assert d.stop() == 0
     before = len(fault_server.requests)
     updated = d.sidecar("once")["updated"]
-    d.start()
+    d.start(env=FAST_TICK)
     d.drop("later", fault_server.url("/x.zip"))
     d.wait_status("later", "ok")
+    wait_looked(d)  # it has seen "once" and "bad" again...
+    wait_idle(d)  # ...and done all it meant to with them
     assert d.sidecar("once")["updated"] == updated
     assert len(fault_server.requests) == before + 1
 
