@@ -28,7 +28,15 @@ from dropfetch.fsutil import filesystem_type
 from dropfetch.leases import Lease, LeaseManager
 from dropfetch.watcher import choose_observer
 from faultserver import FaultServer
-from harness import Daemon, check_sidecar, wait_for, wait_idle, wait_looked
+from harness import (
+    DEBUG_LOG,
+    FAST_TICK,
+    Daemon,
+    check_sidecar,
+    wait_for,
+    wait_idle,
+    wait_looked,
+)
 from netshare import NetShare, is_mounted, netshare_fixture, share_bed  # noqa: F401
 
 pytestmark = pytest.mark.netshare
@@ -38,7 +46,7 @@ PUBLISHED = re.compile(r"\b(\S+): published \d+ file\(s\) to ")
 FAST = {
     "poll_interval": 0.5, "settle_time": 0.3, "rescan_interval": 3,
     "lease": {"ttl": TTL}, "shutdown_timeout": 5,
-    "log": {"level": "debug"},  # "rescan N done": Daemon.wait_looked()
+    **DEBUG_LOG,  # the lines wait_looked() and wait_idle() read
 }
 
 
@@ -52,9 +60,7 @@ def _daemon(make_daemon: Any, tmp_path: Path, view: Path, host: str, *,
     config["lease"] = {**FAST["lease"], "host_id": host, **extra.get("lease", {})}
     d: Daemon = make_daemon(start=False, base=base, **config)
     d.inbox, d.outbox = view / "inbox", view / "outbox"
-    # no NOTIFY_SOCKET, so nothing is sent; the main loop then ticks (and logs its
-    # status line for Daemon.wait_idle) every 0.5 s instead of every 5 s
-    return d.start(env={"WATCHDOG_USEC": "1000000"}) if start else d
+    return d.start(env=FAST_TICK) if start else d  # wait_idle() in 1 s, not 10 s
 
 
 def _drop(inbox: Path, name: str, url: str) -> None:
