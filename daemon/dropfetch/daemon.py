@@ -118,7 +118,13 @@ class Daemon:
     # -- running ------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Run until stopped. Raises StartupError, or ConfigError (``http.listen`` cannot
+        be bound, ``http.token_file`` cannot be read) before any thread is started."""
         prepare_directories(self.config)
+        if self.config.http.listen:
+            from dropfetch.httpapi import HttpFrontEnd
+
+            self.http = HttpFrontEnd(self.config, self.metrics)  # binds: fails early
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_stop_signal)
             signal.signal(signal.SIGINT, self._on_stop_signal)
@@ -126,10 +132,7 @@ class Daemon:
         self.leases.start()
         self.pool.start()
         self.watcher.start()
-        if self.config.http.listen:
-            from dropfetch.httpapi import HttpFrontEnd
-
-            self.http = HttpFrontEnd(self.config, self.metrics)
+        if self.http is not None:
             self.http.start()
         logger.info("dropfetch running: inbox %s, outbox %s, %d workers, host %s",
                     self.config.inbox, self.config.outbox, self.config.workers,
