@@ -59,11 +59,17 @@ def configure_logging(config: Config, *, verbose: int = 0, quiet: int = 0) -> No
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_thread_uncaught
+    sys.unraisablehook = _log_unraisable
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException,
                   tb: TracebackType | None) -> None:
     logger.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_unraisable(args: Any) -> None:  # sys.UnraisableHookArgs
+    logger.error("exception ignored in %r: %s", args.object, args.err_msg or "",
+                 exc_info=args.exc_value)
 
 
 def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:

@@ -25,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -393,9 +393,9 @@ def _allow(method: str, *allowed: str) -> None:
 def _item_id(raw: str) -> str:
     """The job id in ``/archive/ID``: percent-decoded UTF-8, under the rules of job names
     (no control characters, at most 200 bytes); 400 or 404 for anything else."""
-    try:
-        name = unquote(raw, errors="strict")
-    except UnicodeDecodeError:
+    try:  # the request line was read as latin-1: its bytes are the code points
+        name = unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
         raise _Reject(HTTPStatus.BAD_REQUEST, "the id is not UTF-8 text once percent-decoded",
                       "bad_job") from None
     if not name or "/" in name or name.startswith("."):

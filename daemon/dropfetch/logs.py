@@ -3,9 +3,10 @@
 Job names, URLs, member names, server text and exception messages all reach log lines.
 The formatters here escape the whole message once, so no call site has to: a CR, LF,
 any other C0 or C1 control, DEL, U+2028/U+2029, the bidirectional overrides and lone
-surrogates are written as ``\\n``, ``\\r``, ``\\t``, ``\\xNN`` or ``\\uNNNN``; a byte that
-was not valid UTF-8 in a file name (a surrogate escape) is shown as ``\\xNN``, and a
-backslash as ``\\\\``, so the escaped text reads back without ambiguity.
+surrogates are written as ``\\n``, ``\\r``, ``\\t``, ``\\xNN`` (a C0 control or DEL)
+or ``\\uNNNN`` (any other character); a byte that was not valid UTF-8 in a file name (a
+surrogate escape) is shown as ``\\xNN`` (``\\xff``), and a backslash as ``\\\\``: the
+escaped text reads back without ambiguity, ``\\xNN`` always being the byte NN.
 
 Text records are ``TIME LEVEL LOGGER: MESSAGE``; a traceback follows on continuation
 lines that start with :data:`CONTINUATION`, escaped the same way. JSON records are one
@@ -38,7 +39,8 @@ def _replace(m: re.Match[str]) -> str:
     code = ord(ch)
     if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogate escape of one undecodable byte
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    # \xNN is always the byte NN (a C0 control is one byte in UTF-8 too), \uNNNN a character
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def escape(text: str) -> str:
