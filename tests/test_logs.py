@@ -119,6 +119,12 @@ def test_json_formatter_one_object_per_line(ascii_only):
     assert all(line and not unsafe_chars(line) for line in record["exception"].split("\n"))
 
 
+def test_a_bad_log_call_is_still_one_record():
+    for formatter in (TextFormatter(), JsonFormatter()):
+        out = formatter.format(_record("%s: %d files\n", "job\nX", "not a number"))
+        assert "\n" not in out and "wrong arguments" in out
+
+
 def test_uncaught_exceptions_are_records_too(tmp_path):
     """Tracebacks that logging never sees (a thread, the main thread) go through the
     formatter as well: every line of stderr is a record or a continuation."""

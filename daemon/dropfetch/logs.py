@@ -48,6 +48,16 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_replace, text) if _UNSAFE.search(text) else text
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, escaped; a call with the wrong arguments is shown, not
+    turned into logging's own multi-line error report."""
+    try:
+        text = record.getMessage()
+    except (TypeError, ValueError, KeyError):
+        text = f"{record.msg!r} % {record.args!r} (a log call with the wrong arguments)"
+    return escape(text)
+
+
 def _lines(text: str) -> list[str]:
     return [escape(line) for line in text.rstrip("\n").split("\n")]
 
@@ -59,7 +69,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = escape(record.getMessage())
+        record.message = _message(record)
         record.asctime = self.formatTime(record, self.datefmt)
         saved = record.name
         record.name = escape(saved)
@@ -93,7 +103,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": escape(record.name),
             "job": None if job is None else escape(str(job)),
-            "event": escape(record.getMessage()),
+            "event": _message(record),
         }
         extras = _extras(self, record)
         if extras:
