@@ -351,6 +351,35 @@ def test_protocol_errors_are_json_and_close(front):
         assert answers[0].closes
 
 
+def test_internal_errors_answer_json(front, monkeypatch, caplog):
+    """A bug answers 500 JSON (and the traceback goes to the log); a missing inbox
+    answers 503 JSON; neither drops the connection without an answer."""
+    final = request("GET", "/archive", headers=front.auth() + b"Connection: close\r\n")
+    sc = Sidecar(id="x", job="x.url", job_sha256="a" * 64, status=Status.OK)
+    (front.inbox / "x.status.json").write_bytes(sc.to_json())
+
+    def broken(_: Sidecar) -> dict[str, object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(front.server, "view", broken)
+    with caplog.at_level(logging.ERROR, logger="dropfetch"):
+        answers = exchange(front.port, request("GET", "/archive/x", headers=front.auth())
+                           + final)
+    assert answers[0].status == 500 and answers[0].json() == {
+        "error": "an internal error; the daemon's log says more", "code": "internal"}
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
+    monkeypatch.undo()
+    for p in front.inbox.iterdir():
+        p.unlink()
+    front.inbox.rmdir()
+    front.inbox.write_text("not a directory")
+    job = json.dumps({"url": "https://example.org/x.zip"}).encode()
+    answers = exchange(front.port, request("POST", "/archive", headers=front.auth()
+                       + b"Content-Length: %d\r\n" % len(job), body=job) + final)
+    assert [a.status for a in answers] == [503, 200]
+    assert answers[0].json()["code"] == "io_error"
+
+
 # --- 2. odd ids: 400 or 404 JSON, never a dropped connection or a traceback -------------
 
 ODD_IDS = [

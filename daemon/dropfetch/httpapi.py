@@ -362,6 +362,11 @@ class _Handler(BaseHTTPRequestHandler):
         except DropfetchError as exc:
             status = HTTPStatus.CONFLICT if exc.code == "name_conflict" else HTTPStatus.BAD_REQUEST
             raise _Reject(status, exc.message, exc.code) from None
+        except OSError as exc:
+            logger.error("http: cannot write a job file into %s: %s", inbox, exc)
+            raise _Reject(HTTPStatus.SERVICE_UNAVAILABLE,
+                          f"cannot write the job file into the inbox ({exc.strerror}): is "
+                          "the inbox there and writable?", "io_error") from None
         self._send(HTTPStatus.CREATED, {"id": path.name[: -len(JOB_SUFFIX)]})
 
     def _get_item(self, name: str) -> None:
