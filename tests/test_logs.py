@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from archives import zip_bytes
 from dropfetch.logs import CONTINUATION, JsonFormatter, TextFormatter, escape
 from harness import wait_for
 
@@ -223,3 +225,25 @@ def test_daemon_log_cannot_be_forged(make_daemon, fault_server, fmt):
         assert all(isinstance(r, dict) and "event" in r for r in records)
         assert not [r for r in records if r.get("logger") == "dropfetch.forged"]
         assert any("JM1\\n2026" in (r.get("job") or "") for r in records)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_second_signal_line_is_a_record(make_daemon, fault_server, fmt):
+    """The one line written from the signal handler is formatted like every other."""
+    fault_server.add("/a.zip", zip_bytes({"a.txt": b"a"}))
+    d = make_daemon(shutdown_timeout=60, log={"format": fmt}, start=False)
+    d.start(env={"DROPFETCH_TEST_PAUSE": "publish"})  # the worker is held: no quick stop
+    d.drop("held", fault_server.url("/a.zip"))
+    wait_for(lambda: "DROPFETCH_TEST_PAUSE=publish" in d.log(), message="the worker to pause")
+    d.signal(signal.SIGTERM)
+    wait_for(lambda: "stopping: no new jobs" in d.log(), message="the graceful stop to begin")
+    d.signal(signal.SIGTERM)
+    assert d.proc is not None
+    d.proc.wait(20)
+    lines = d.log_path.read_bytes().decode("utf-8").rstrip("\n").split("\n")
+    assert "second signal, stopping now" in lines[-1]
+    if fmt == "text":
+        assert all(RECORD.match(line) for line in lines), lines
+    else:
+        assert json.loads(lines[-1])["level"] == "warning"
+        assert all(isinstance(json.loads(line), dict) for line in lines)
