@@ -110,8 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "dropfetch"
     timeout = IDLE_TIMEOUT
 
-    # per request: the unread body ("chunked" or a byte count; 0: none or read),
-    # whether "100 Continue" is still owed, whether an answer has started
+    # per request: the unread body (a byte count, "chunked", or "unknown" when its
+    # framing is not understood; 0: no body, or read), whether "100 Continue" is still
+    # owed, whether an answer has started
     _body: int | str = 0
     _expect_continue = False
     _answered = False
