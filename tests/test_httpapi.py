@@ -91,38 +91,62 @@ class Answer:
         return json.loads(self.body.decode("utf-8"))
 
 
-def exchange(port: int, data: bytes, *, timeout: float = 20) -> list[Answer]:
-    """Send ``data`` at once on one connection; every answer until the server closes
-    (the last request sent should say ``Connection: close``). 1xx answers are left out."""
+def _parse(buf: bytes) -> tuple[Answer | None, bytes]:
+    """The first whole answer in ``buf`` (None if incomplete) and what follows it."""
+    head, sep, rest = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return None, buf
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    size = int(headers.get("content-length", "0")) if status >= 200 else 0
+    if len(rest) < size:
+        return None, buf
+    return Answer(status, headers, rest[:size]), rest[size:]
+
+
+def exchange(port: int, *requests: bytes, sequential: bool = False,
+             timeout: float = 20) -> list[Answer]:
+    """Send ``requests`` on one connection, all at once (pipelined) or each after the
+    answer to the one before (``sequential``: none after an answer that closes); every
+    answer until the server closes (the last request should say ``Connection: close``).
+    1xx answers are left out."""
+    answers: list[Answer] = []
+    buf = b""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server closed early: what it answered is still readable
-        buf = b""
-        while True:
+
+        def receive() -> bool:
+            nonlocal buf
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError:
-                break
-            if not chunk:
-                break
+                chunk = b""
             buf += chunk
-    answers = []
-    while buf:
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        assert sep, f"a truncated answer: {buf[:300]!r}"
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        size = int(headers.get("content-length", "0")) if status >= 200 else 0
-        body, buf = rest[:size], rest[size:]
-        assert len(body) == size, f"a truncated body: {head!r}"
-        if status >= 200:
-            answers.append(Answer(status, headers, body))
+            while True:
+                answer, buf = _parse(buf)
+                if answer is None:
+                    return bool(chunk)
+                if answer.status >= 200:
+                    answers.append(answer)
+
+        batches = [[*requests]] if not sequential else [[r] for r in requests]
+        for batch in batches:
+            if answers and answers[-1].closes:
+                break
+            try:
+                sock.sendall(b"".join(batch))
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server closed early: what it answered is still readable
+            if sequential:
+                wanted = len(answers) + 1
+                while len(answers) < wanted and receive():
+                    pass
+        while receive():
+            pass
+    assert not buf, f"a truncated answer: {buf[:300]!r}"
     return answers
 
 
@@ -215,9 +239,11 @@ def expected_status(method: str, path: str, framing: str, own: int | None,
     return ROUTES[(method, path)]
 
 
-def test_pipelined_requests_never_read_a_body_as_a_request(front):
+@pytest.mark.parametrize("sequential", [False, True], ids=["pipelined", "sequential"])
+def test_requests_on_one_connection_never_read_a_body_as_a_request(front, sequential):
     """Every route x every body framing (x with and without the token, when there is a
-    token file), pipelined on one connection with a last request after it."""
+    token file), on one connection with a last request after it: sent at once, or after
+    the first answer."""
     (front.inbox / "victim.url").write_text("https://example.org/victim.zip\n")
     final = request("GET", "/archive", headers=front.auth() + b"Connection: close\r\n")
     failures = []
@@ -226,7 +252,7 @@ def test_pipelined_requests_never_read_a_body_as_a_request(front):
             for framing, (headers, body, own) in framings(front).items():
                 auth = front.auth() if authorised else b""
                 first = request(method, path, headers=auth + headers, body=body)
-                answers = exchange(front.port, first + final)
+                answers = exchange(front.port, first, final, sequential=sequential)
                 want = expected_status(method, path, framing, own, authorised)
                 where = f"{method} {path} [{framing}]{'' if authorised else ' no token'}"
                 if not answers:
@@ -399,7 +425,7 @@ def test_odd_ids_answer_400_or_404_json(front, caplog):
             for method in ("GET", "DELETE"):
                 first = (f"{method} /archive/{odd} HTTP/1.1\r\nHost: x\r\n".encode()
                          + front.auth() + b"\r\n")
-                answers = exchange(front.port, first + final)
+                answers = exchange(front.port, first, final)
                 got = [a.status for a in answers]
                 if not answers or answers[0].status not in (400, 404):
                     failures.append(f"{method} {odd!r}: {got}")
