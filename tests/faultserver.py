@@ -57,6 +57,7 @@ class Resource:
     stall_times: int = 1_000_000
     stall_seconds: float = 120.0  # then the server hangs up
     statuses: list[int] = field(default_factory=list)
+    reason: str | None = None  # the reason phrase of the scripted statuses (latin-1)
     retry_after: str | None = None
     ignore_range: bool = False
     wrong_content_range: bool = False
@@ -134,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if status is not None:
             extra = {"Retry-After": res.retry_after} if res.retry_after is not None else {}
-            self._simple(status, b"scripted status\n", extra)
+            self._simple(status, b"scripted status\n", extra, reason=res.reason)
             return
         if res.redirect_to is not None:
             self._simple(res.redirect_status, b"", {"Location": res.redirect_to})
@@ -272,8 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def _simple(self, code: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
+    def _simple(self, code: int, payload: bytes, headers: dict[str, str] | None = None, *,
+                reason: str | None = None) -> None:
+        self.send_response(code, reason)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))

@@ -9,9 +9,11 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import yaml
@@ -20,6 +22,7 @@ from dropfetch import __version__
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
+from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import FINAL, Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
 
@@ -34,26 +37,10 @@ class UsageError(Exception):
     """A command-line mistake: exit status 2."""
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, job, event, fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        args = record.args if isinstance(record.args, tuple) else ()
-        job = args[0] if record.msg.startswith("%s:") and args else None
-        out: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "job": job,
-            "event": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
-
-
 def configure_logging(config: Config, *, verbose: int = 0, quiet: int = 0) -> None:
-    """Configure logging once, to stderr."""
+    """Configure logging once, to stderr, with the escaping formatters of
+    :mod:`dropfetch.logs`; uncaught exceptions and warnings become records too, so every
+    line of the daemon's output is a record or a record's continuation."""
     level = config.log.level.upper()
     if verbose:
         level = "DEBUG"
@@ -61,14 +48,35 @@ def configure_logging(config: Config, *, verbose: int = 0, quiet: int = 0) -> No
         level = "WARNING" if quiet == 1 else "ERROR"
     handler = logging.StreamHandler(sys.stderr)
     if config.log.format == "json":
-        handler.setFormatter(JsonFormatter())
-        logging.Formatter.converter = time.gmtime
+        encoding = (getattr(sys.stderr, "encoding", None) or "").lower().replace("-", "")
+        handler.setFormatter(JsonFormatter(ensure_ascii=encoding != "utf8"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("dropfetch").setLevel(level)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_uncaught
+    sys.unraisablehook = _log_unraisable
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException,
+                  tb: TracebackType | None) -> None:
+    logger.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_unraisable(args: Any) -> None:  # sys.UnraisableHookArgs
+    logger.error("exception ignored in %r: %s", args.object, args.err_msg or "",
+                 exc_info=args.exc_value)
+
+
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logger.critical("uncaught exception in thread %s", name, exc_info=args.exc_value)
 
 
 # --- commands ------------------------------------------------------------------------
@@ -87,6 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config, verbose=args.verbose, quiet=args.quiet)
     try:
         return Daemon(config, overrides=overrides).run()
+    except ConfigError as exc:  # e.g. http.listen in use: the user must change something
+        logger.error("cannot start: configuration error: %s", exc)
+        return EXIT_USAGE
     except StartupError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_FAILURE
@@ -261,14 +272,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except ConfigError as exc:
-        print(f"dropfetch: configuration error: {exc}", file=sys.stderr)
+        _complain(f"configuration error: {exc}")
         return EXIT_USAGE
     except UsageError as exc:
-        print(f"dropfetch: {exc}", file=sys.stderr)
+        _complain(str(exc))
         return EXIT_USAGE
     except DropfetchError as exc:
-        print(f"dropfetch: {exc.message}", file=sys.stderr)
+        _complain(exc.message)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"dropfetch: {exc}", file=sys.stderr)
+        _complain(str(exc))
         return EXIT_FAILURE
+
+
+def _complain(message: str) -> None:
+    """One line on stderr: paths and values in ``message`` cannot break it."""
+    print(f"dropfetch: {escape(message)}", file=sys.stderr)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "config_from_mapping", "load_config", "parse_size"]
+__all__ = ["Config", "ConfigError", "config_from_mapping", "load_config", "parse_size",
+           "read_token_file"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -338,15 +341,75 @@ def _lease(r: _Reader) -> LeaseConfig:
 _LISTEN_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
 
+MAX_TOKEN_BYTES = 4096
+
+
+def read_token_file(path: Path) -> str:
+    """The bearer token in ``path``: the file's text without surrounding white space.
+
+    Raises ValueError, in plain words, for a file that is missing, unreadable, not a
+    regular file (a directory, FIFO or device: opened without blocking, never read),
+    empty or white space only, not UTF-8, or not one word of printable ASCII.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ValueError(f"the token file {path} does not exist; create it with the token "
+                         "on one line (e.g. from `openssl rand -hex 32`)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"the token file {path} is not a regular file (a directory, "
+                             "FIFO or device?); point http.token_file at a file with the token")
+        chunks = []
+        while chunk := os.read(fd, MAX_TOKEN_BYTES + 1):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > MAX_TOKEN_BYTES:
+                raise ValueError(f"the token file {path} is over {MAX_TOKEN_BYTES} bytes; "
+                                 "it should hold one token")
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        token = b"".join(chunks).decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"the token file {path} is not UTF-8 text") from None
+    if not token:
+        raise ValueError(f"the token file {path} is empty; write the token in it (an empty "
+                         "token would let anybody in)")
+    if not all("!" <= c <= "~" for c in token):
+        raise ValueError(f"the token in {path} must be one word of printable ASCII "
+                         "characters (no spaces or line breaks inside)")
+    return token
+
+
 def _http(r: _Reader) -> HttpConfig:
     listen = r.string("listen", None)
     if listen is not None:
         m = _LISTEN_RE.match(listen)
-        if not m or int(m.group(2)) > 65535:
-            raise r.fail("listen", f"expected HOST:PORT such as 127.0.0.1:8008, got {listen!r}")
-    out = HttpConfig(listen=listen, token_file=r.path("token_file", None))
+        if not m or int(m.group(2)) > 65535 or not _is_host(m.group(1)):
+            raise r.fail("listen", f"expected HOST:PORT such as 127.0.0.1:8008 or [::1]:8008, "
+                         f"got {listen!r}")
+    token_file = r.path("token_file", None)
+    if token_file is not None:
+        try:
+            read_token_file(token_file)
+        except ValueError as exc:
+            raise r.fail("token_file", str(exc)) from None
     r.finish({"listen", "token_file"})
-    return out
+    return HttpConfig(listen=listen, token_file=token_file)
+
+
+def _is_host(host: str) -> bool:
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    return all(label and len(label) < 64 for label in host.split(".")) and len(host) < 254
 
 
 def config_from_mapping(data: Any, *, where: str = "<config>", base: Path | None = None) -> Config:

@@ -47,6 +47,16 @@ def notify(message: str) -> bool:
     return True
 
 
+def _write_record_now(message: str) -> None:
+    """One log record straight to stderr, formatted like the others, without taking the
+    logging locks (the main thread may hold them when a signal arrives)."""
+    handlers = logging.getLogger().handlers
+    formatter = handlers[0].formatter if handlers else None
+    record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, message, None, None)
+    line = formatter.format(record) if formatter is not None else f"dropfetch: {message}"
+    os.write(2, (line + "\n").encode("utf-8", "backslashreplace"))
+
+
 def prepare_directories(config: Config) -> None:
     """Create (or, with ``create_dirs: false``, require) inbox, outbox and work_dir."""
     for what, path in (("inbox", config.inbox), ("outbox", config.outbox)):
@@ -95,7 +105,7 @@ class Daemon:
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            os.write(2, b"dropfetch: second signal, stopping now\n")
+            _write_record_now("second signal, stopping now")
             os._exit(0)
         self._stop_requested = True
         self._wake.set()
@@ -118,7 +128,13 @@ class Daemon:
     # -- running ------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Run until stopped. Raises StartupError, or ConfigError (``http.listen`` cannot
+        be bound, ``http.token_file`` cannot be read) before any thread is started."""
         prepare_directories(self.config)
+        if self.config.http.listen:
+            from dropfetch.httpapi import HttpFrontEnd
+
+            self.http = HttpFrontEnd(self.config, self.metrics)  # binds: fails early
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_stop_signal)
             signal.signal(signal.SIGINT, self._on_stop_signal)
@@ -126,10 +142,7 @@ class Daemon:
         self.leases.start()
         self.pool.start()
         self.watcher.start()
-        if self.config.http.listen:
-            from dropfetch.httpapi import HttpFrontEnd
-
-            self.http = HttpFrontEnd(self.config, self.metrics)
+        if self.http is not None:
             self.http.start()
         logger.info("dropfetch running: inbox %s, outbox %s, %d workers, host %s",
                     self.config.inbox, self.config.outbox, self.config.workers,
