@@ -556,8 +556,9 @@ class WorkerPool:
     def _unpack(self, run: _Run, board: StatusBoard, lease: Lease, spec: JobSpec,
                 paths: JobPaths, result: DownloadResult, staging: Path,
                 stream: _Stream | None) -> tuple[ArchiveFormat, list[str]]:
-        fmt = sniff(result.path) if spec.extract else ArchiveFormat.FILE
         leaf = paths.output.name
+        fmt = (sniff(result.path, name=spec.filename or result.filename) if spec.extract
+               else ArchiveFormat.FILE)
         if fmt is ArchiveFormat.FILE:
             if stream is not None:
                 stream.result(fmt)  # never started for a plain file; clean if it did
