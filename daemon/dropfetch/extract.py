@@ -676,10 +676,11 @@ class _Output:
             return
         if rel is None:
             raise UnsafeArchiveError(f"unsafe member '{name}': a link in place of the root")
-        if len(target.encode("utf-8", "surrogateescape")) >= MAX_LINK_TARGET:
+        size = len(target.encode("utf-8", "surrogateescape"))
+        if size >= MAX_LINK_TARGET:
             raise UnsafeArchiveError(
-                f"unsafe member '{name}': its link target is longer than a filesystem allows "
-                f"({MAX_LINK_TARGET - 1} bytes)")
+                f"unsafe member '{name}': its link target is too long ({size} bytes; a "
+                f"filesystem allows {MAX_LINK_TARGET - 1})")
         if (not target or _CONTROL_RE.search(target) or target.startswith(("/", "\\"))
                 or _DRIVE_RE.match(target)):
             raise UnsafeArchiveError(f"link {name} -> {target} points outside the output")
