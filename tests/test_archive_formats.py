@@ -49,7 +49,8 @@ def need(*tools: str) -> None:
 def unpack(archive: Path, dest: Path, config: ExtractConfig | None = None,
            name: str | None = None) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
-    return extract(archive, dest, fmt=sniff(archive, name=name), config=config or ExtractConfig(),
+    fmt = sniff(archive, name=name) if name else sniff(archive)
+    return extract(archive, dest, fmt=fmt, config=config or ExtractConfig(),
                    single_name="single")
 
 
@@ -630,16 +631,8 @@ def test_names_not_utf8_end_to_end_with_http(fault_server, make_daemon) -> None:
     for job, path in (("raw", "/raw.tar.gz"), ("bad", "/bad.tar"), ("plain", "/plain.zip")):
         d.drop(job, fault_server.url(path))
     shown = sorted(display_name(os.fsdecode(n)) for n in RAW_NAMES)
-    sc = d.wait_status("raw")
-    assert sc["status"] == "ok" and sc["files"] == shown, sc
-    assert d.wait_status("bad")["error"]["code"] == "unsafe_archive"
-    assert d.wait_status("plain")["status"] == "ok"
-    raw_sidecar = d.sidecar_path("raw").read_bytes()
-    raw_sidecar.decode("utf-8")
-    assert b"\\udc" not in raw_sidecar
-    for raw in RAW_NAMES:
-        assert os.path.isfile(os.path.join(os.fsencode(d.outbox / "raw"), raw))
-
+    for job in ("raw", "bad", "plain"):
+        d.wait_status(job)
     base = f"http://127.0.0.1:{port}"
 
     def listing() -> Any:
@@ -660,6 +653,16 @@ def test_names_not_utf8_end_to_end_with_http(fault_server, make_daemon) -> None:
         check_sidecar(item)
     one = requests.get(f"{base}/archive/raw", timeout=10)
     assert one.status_code == 200 and json.loads(one.content.decode())["files"] == shown
+
+    sc = d.sidecar("raw")
+    assert sc is not None and sc["status"] == "ok" and sc["files"] == shown, sc
+    assert d.sidecar("bad")["error"]["code"] == "unsafe_archive"  # type: ignore[index]
+    assert d.sidecar("plain")["status"] == "ok"  # type: ignore[index]
+    raw_sidecar = d.sidecar_path("raw").read_bytes()
+    raw_sidecar.decode("utf-8")
+    assert b"\\udc" not in raw_sidecar
+    for raw in RAW_NAMES:
+        assert os.path.isfile(os.path.join(os.fsencode(d.outbox / "raw"), raw))
 
     out = subprocess.run([sys.executable, "-m", "dropfetch", "status", "--json", "--inbox",
                           str(d.inbox)], capture_output=True, check=True, timeout=60)
