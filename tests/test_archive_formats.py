@@ -369,6 +369,19 @@ def test_gnu_incremental(tmp_path: Path, fmt: str, compress: list[str]) -> None:
         assert b"dir" in tree(ours)
 
 
+def test_gnu_volume_label(tmp_path: Path) -> None:
+    need("tar")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x\n")
+    archive = tmp_path / "v.tar"
+    run_tool(["tar", "-V", "backup of 2026-12-01", "-cf", str(archive), "."], src)
+    assert b"V" in set(tar_types(archive).values())
+    assert unpack(archive, tmp_path / "ours") == ["f"]
+    run_tool(["tar", "-xf", str(archive)], tmp_path / "theirs")
+    assert tree(tmp_path / "ours") == tree(tmp_path / "theirs")
+
+
 def test_gnu_header_with_atime_is_not_a_name_prefix(tmp_path: Path) -> None:
     """A GNU header whose atime/ctime fields are set (bytes 345-368) keeps its name."""
     info = tarfile.TarInfo("dir/file.txt")

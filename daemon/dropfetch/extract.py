@@ -842,9 +842,12 @@ def _extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: _Output) -> None:
 
 _TAR_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE)
 _GNUTYPE_DUMPDIR = b"D"
+_GNUTYPE_VOLHDR = b"V"
 
 
 def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> None:
+    if member.type == _GNUTYPE_VOLHDR:
+        return  # a volume label (`tar -V`): no file, `tar -xf` makes nothing of it
     name = member.name
     rel = normalise_name(name)
     kind = member.type
