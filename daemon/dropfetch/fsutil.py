@@ -205,7 +205,8 @@ def remove_tree(path: Path) -> None:
     except FileNotFoundError:
         return
     path = Path(path)
-    parent = os.open(path.parent, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    # O_PATH: the parent needs no read permission, as with path-based calls
+    parent = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         if stat.S_ISDIR(st.st_mode):
             _remove_dir_at(parent, path.name)
@@ -317,6 +318,8 @@ def _chmod_dir_at(parent: int, name: str) -> None:
                  dir_fd=parent)
     try:
         os.chmod(f"/proc/self/fd/{fd}", 0o700)
+    except FileNotFoundError:  # no /proc: by name (it was a directory a moment ago)
+        os.chmod(name, 0o700, dir_fd=parent)
     finally:
         os.close(fd)
 
