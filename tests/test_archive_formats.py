@@ -575,12 +575,13 @@ def test_display_name() -> None:
 
 
 def test_sidecar_with_undecodable_names_is_valid_utf8() -> None:
-    sc = Sidecar(id="j", job="j.url", job_sha256="0" * 64,
-                 files=[os.fsdecode(b"caf\xe9.txt"), "ok.txt"],
+    files = sorted([os.fsdecode(b"caf\xe9.txt"), "ok.txt", "caf\\z.txt"])
+    assert files[0] == "caf\\z.txt"  # sorted by the names' bytes...
+    sc = Sidecar(id="j", job="j.url", job_sha256="0" * 64, files=files,
                  error={"code": "unsafe_archive", "message": os.fsdecode(b"bad \xff")})
     raw = sc.to_json()
     data = json.loads(raw.decode("utf-8"))  # strict: no surrogates
-    assert data["files"] == ["caf\\xe9.txt", "ok.txt"]
+    assert data["files"] == ["caf\\xe9.txt", "caf\\z.txt", "ok.txt"]  # ...and as shown
     assert data["error"]["message"] == "bad \\xff"
     assert "\\udc" not in raw.decode()
 

@@ -89,7 +89,9 @@ class Sidecar:
         data: dict[str, Any] = {"schema": self.schema}
         data.update({k: v for k, v in dataclasses.asdict(self).items() if k != "schema"})
         data["status"] = str(self.status)
-        return (json.dumps(_printable(data), indent=2, ensure_ascii=False) + "\n").encode()
+        data = _printable(data)
+        data["files"] = sorted(data["files"])  # sorted as they are shown
+        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Sidecar:
