@@ -24,6 +24,7 @@ from dropfetch.extract import extract, sniff
 from dropfetch.fsutil import publish_dir, remove_tree
 from harness import wait_for
 from hostile import T, tar_bytes
+from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
 
 DEPTH = 1100
 
@@ -267,3 +268,16 @@ def test_kill_with_deep_staging_then_restart(fault_server, make_daemon, tmp_path
     assert d.proc is not None and d.proc.poll() is None
     assert "RecursionError" not in d.log()
     assert stat.S_ISDIR((d.outbox / "deep").lstat().st_mode)
+
+
+@pytest.mark.netshare
+def test_remove_tree_on_a_network_filesystem(netshare: NetShare) -> None:
+    """Made through one sshfs mount, removed through the other: descriptor-relative
+    removal and the '..' check hold on FUSE too."""
+    area = netshare.area("deep")
+    make_deep(area.host_a)  # (sftp itself refuses paths past PATH_MAX)
+    tree_b = area.host_b / "a"
+    wait_for(lambda: os.path.isdir(tree_b), message="the tree seen through host B")
+    remove_tree(tree_b)
+    assert not os.path.lexists(tree_b)
+    assert not os.listdir(area.export)
