@@ -451,6 +451,12 @@ CASES: list[Case] = [
     Case("tar_huge_pax_header",
          lambda t: tar_bytes([T("x", pax={"comment": "y" * (2 << 20)})],
                              fmt=tarfile.PAX_FORMAT, compress="gz"), "archive_limits"),
+    Case("tar_chained_longname_headers", lambda t: _chained_headers(3000, b"L"),
+         "archive_limits"),
+    Case("tar_chained_pax_global_headers", lambda t: _chained_headers(3000, b"g"),
+         "archive_limits"),
+    Case("tar_a_few_chained_headers_ok", lambda t: _chained_headers(5, b"L"), "ok",
+         check=_expect_files("f")),
     Case("zip_bomb_ratio", lambda t: zip_zeros(100 << 20), "archive_limits",
          config={"max_ratio": 10}),
     Case("zip_too_many_members",
@@ -526,6 +532,23 @@ CASES: list[Case] = [
                                          external_attr=(stat.S_IFLNK | 0o777) << 16)]),
          "ok", check=_expect_files("d/f")),
 ]
+
+
+def _chained_headers(count: int, kind: bytes) -> bytes:
+    """``count`` GNU long-name ('L') or pax global ('g') headers in a row, then a file
+    'f': tarfile reads each next header by recursing."""
+    out = io.BytesIO()
+    payload = b"f\0" if kind == b"L" else b"6 a=b\n"
+    for _ in range(count):
+        info = tarfile.TarInfo("././@LongLink" if kind == b"L" else "pax_global_header")
+        info.type = kind
+        info.size = len(payload)
+        out.write(info.tobuf(tarfile.USTAR_FORMAT))
+        out.write(payload.ljust(512, b"\0"))
+    info = tarfile.TarInfo("f")
+    info.size = 1
+    out.write(info.tobuf(tarfile.USTAR_FORMAT) + b"x".ljust(512, b"\0") + bytes(1024))
+    return out.getvalue()
 
 
 def _flip(data: bytes) -> bytes:

@@ -61,6 +61,7 @@ MAX_COMPONENT_BYTES = 255
 MAX_LINK_TARGET = 4096  # PATH_MAX: a target must be shorter
 MAX_LINK_FOLLOWS = 40  # as Linux's MAXSYMLINKS
 EXT_HEADER_LIMIT = 1024 * 1024  # pax / GNU long-name headers larger than this are refused
+MAX_HEADER_CHAIN = 32  # extended headers in a row before one member (real tools: 1 to 3)
 # Decompressed tar bytes that produce no output (headers, padding) allowed on top of what
 # was written: bounds what tarfile may buffer for a hostile header.
 OVERHEAD_BASE = 64 * 1024 * 1024
@@ -498,10 +499,22 @@ class _TarInfo(tarfile.TarInfo):
         return obj
 
     def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
-        if self.type in self._EXTENDED and self.size > EXT_HEADER_LIMIT:
+        if self.type not in self._EXTENDED:
+            return getattr(super(), "_proc_member")(tarfile)  # noqa: B009 - private in typeshed
+        if self.size > EXT_HEADER_LIMIT:
             raise ArchiveLimitsError(
                 f"the archive has an extended header of {self.size} bytes: refused")
-        return getattr(super(), "_proc_member")(tarfile)  # noqa: B009 - private in typeshed
+        # tarfile reads the header after an extended one by recursing: bound the chain
+        chain = getattr(tarfile, "_dropfetch_chain", 0) + 1
+        if chain > MAX_HEADER_CHAIN:
+            raise ArchiveLimitsError(
+                f"the archive has more than {MAX_HEADER_CHAIN} extended headers in a row "
+                "(pax or GNU long-name headers before one member): refused")
+        setattr(tarfile, "_dropfetch_chain", chain)  # noqa: B010 - a mark on tarfile's object
+        try:
+            return getattr(super(), "_proc_member")(tarfile)  # noqa: B009
+        finally:
+            setattr(tarfile, "_dropfetch_chain", chain - 1)  # noqa: B010
 
 
 def _decompressor(fmt: ArchiveFormat, raw: IO[bytes]) -> IO[bytes]:
