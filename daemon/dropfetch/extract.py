@@ -783,9 +783,12 @@ def extract(
     grows (tar formats and single compressed files; zip needs its directory at the end).
 
     Returns the regular files written (links excluded), relative to ``dest``,
-    '/'-separated, sorted. A single compressed file is written to ``dest/single_name``.
+    '/'-separated, sorted, as ``os.fsdecode`` names them (bytes that are not UTF-8 are
+    surrogate escapes: show them with :func:`dropfetch.fsutil.display_name`). A single
+    compressed file is written to ``dest/single_name``.
     Raises :class:`CorruptArchiveError`, :class:`UnsafeArchiveError`,
-    :class:`ArchiveLimitsError`, :class:`EncryptedArchiveError`, :class:`DiskFullError`,
+    :class:`ArchiveLimitsError`, :class:`EncryptedArchiveError`,
+    :class:`UnsupportedArchiveError`, :class:`DiskFullError`,
     :class:`IOFailureError` or :class:`CancelledError`; what was written to ``dest``
     before the error is left for the caller to remove.
     """
