@@ -218,6 +218,7 @@ def _deep_archive(tmp_path: Path) -> tuple[bytes, str]:
     src = tmp_path / "src"
     src.mkdir()
     leaf = make_deep(src)
+    (src / "noise.bin").write_bytes(os.urandom(300_000))  # past 64 KiB: extracted streaming
     archive = tmp_path / "deep.tar.gz"
     _gnu_tar(src, archive, "-z")
     remove_tree(src)
@@ -231,8 +232,8 @@ def test_deep_tar_job_then_purge(fault_server, make_daemon, tmp_path: Path) -> N
     job = d.drop("deep", fault_server.url("/deep.tar.gz"))
     sc = d.wait_status("deep", timeout=60)
     assert sc["status"] == "ok", sc
-    assert sc["files"] == [leaf]
-    assert walk_files(d.outbox / "deep") == [leaf]
+    assert sc["files"] == [leaf, "noise.bin"]
+    assert walk_files(d.outbox / "deep") == [leaf, "noise.bin"]
     assert not list((d.work / "staging").iterdir())
 
     job.unlink()  # purge: the deep output goes, and the sidecar with it
@@ -256,14 +257,14 @@ def test_kill_with_deep_staging_then_restart(fault_server, make_daemon, tmp_path
     wait_for(lambda: "DROPFETCH_TEST_PAUSE=publish" in d.log(), timeout=60,
              message="the job held before publishing")
     staged = list((d.work / "staging").iterdir())
-    assert len(staged) == 1 and walk_files(staged[0]) == [leaf]
+    assert len(staged) == 1 and walk_files(staged[0]) == [leaf, "noise.bin"]
     d.kill()
 
     d.start()
     sc = d.wait_status("deep", timeout=60)
     assert sc["status"] == "ok", sc
-    assert sc["files"] == [leaf]
-    assert walk_files(d.outbox / "deep") == [leaf]
+    assert sc["files"] == [leaf, "noise.bin"]
+    assert walk_files(d.outbox / "deep") == [leaf, "noise.bin"]
     wait_for(lambda: not list((d.work / "staging").iterdir()), message="staging cleaned")
     assert d.proc is not None and d.proc.poll() is None
     assert "RecursionError" not in d.log()
