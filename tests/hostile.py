@@ -258,6 +258,12 @@ def _expect_files(*names: str) -> Callable[[Path], None]:
     return check
 
 
+def _links_are(dest: Path, links: dict[str, str]) -> None:
+    found = {str(p.relative_to(dest)): os.readlink(p) for p in dest.rglob("*")
+             if p.is_symlink()}
+    assert found == links, found
+
+
 def _no_links(dest: Path) -> None:
     assert not [p for p in dest.rglob("*") if p.is_symlink()]
 
@@ -404,9 +410,26 @@ CASES: list[Case] = [
     Case("tar_hardlink_absolute_sentinel",
          lambda t: tar_bytes([T("h", "hard", target=str(t.sentinel / "file1"))]),
          "unsafe_archive"),
+    # a hard link to a symbolic link is that link again (cp -al trees), under the same
+    # rules as any link: inside, skipped, or refused by extract.symlinks
     Case("tar_hardlink_to_symlink",
          lambda t: tar_bytes([T("f"), T("s", "sym", target="f"),
-                              T("h", "hard", target="s")]), "unsafe_archive"),
+                              T("h", "hard", target="s")]), "ok",
+         check=lambda d: _links_are(d, {"s": "f", "h": "f"})),
+    Case("tar_hardlink_to_symlink_fail_mode",
+         lambda t: tar_bytes([T("f"), T("s", "sym", target="f"),
+                              T("h", "hard", target="s")]), "unsafe_archive",
+         config={"symlinks": "fail"}),
+    Case("tar_hardlink_to_symlink_skip_mode",
+         lambda t: tar_bytes([T("f"), T("s", "sym", target="f"),
+                              T("h", "hard", target="s")]), "ok",
+         config={"symlinks": "skip"}, check=_only_f_no_links),
+    Case("tar_hardlink_to_symlink_elsewhere_escapes",  # a/s -> ../f is inside; h -> ../f not
+         lambda t: tar_bytes([T("f"), T("a/s", "sym", target="../f"),
+                              T("h", "hard", target="a/s")]), "unsafe_archive"),
+    Case("tar_hardlink_to_symlink_then_write_through",
+         lambda t: tar_bytes([T("s", "sym", target="."), T("h", "hard", target="s"),
+                              T("h/f")]), "unsafe_archive"),
     Case("tar_hardlink_to_missing", lambda t: tar_bytes([T("h", "hard", target="nothing")]),
          "unsafe_archive"),
     Case("tar_hardlink_then_overwrite_ok",
@@ -428,6 +451,12 @@ CASES: list[Case] = [
     Case("tar_huge_pax_header",
          lambda t: tar_bytes([T("x", pax={"comment": "y" * (2 << 20)})],
                              fmt=tarfile.PAX_FORMAT, compress="gz"), "archive_limits"),
+    Case("tar_chained_longname_headers", lambda t: _chained_headers(3000, b"L"),
+         "archive_limits"),
+    Case("tar_chained_pax_global_headers", lambda t: _chained_headers(3000, b"g"),
+         "archive_limits"),
+    Case("tar_a_few_chained_headers_ok", lambda t: _chained_headers(5, b"L"), "ok",
+         check=_expect_files("f")),
     Case("zip_bomb_ratio", lambda t: zip_zeros(100 << 20), "archive_limits",
          config={"max_ratio": 10}),
     Case("zip_too_many_members",
@@ -475,11 +504,25 @@ CASES: list[Case] = [
     Case("zip_symlink_absolute",
          lambda t: zip_raw([Z(b"l", b"/etc", external_attr=(stat.S_IFLNK | 0o777) << 16)]),
          "unsafe_archive"),
+    # zip type bits other than link and directory: the entry's data, as a regular file
+    # (unzip does so); never a device or a FIFO
     Case("zip_char_device",
          lambda t: zip_raw([Z(b"null", b"", external_attr=(stat.S_IFCHR | 0o666) << 16)]),
-         "unsafe_archive"),
+         "ok", check=_expect_files("null")),
     Case("zip_fifo",
          lambda t: zip_raw([Z(b"p", b"", external_attr=(stat.S_IFIFO | 0o666) << 16)]),
+         "ok", check=_expect_files("p")),
+    Case("zip_fifo_with_data_setuid",
+         lambda t: zip_raw([Z(b"p", b"data\n", external_attr=(stat.S_IFIFO | 0o6777) << 16)]),
+         "ok", check=_expect_files("p")),
+    Case("zip_socket_and_block_device",
+         lambda t: zip_raw([Z(b"s", b"x", external_attr=(stat.S_IFSOCK | 0o644) << 16),
+                            Z(b"b", b"y", external_attr=(stat.S_IFBLK | 0o644) << 16)]),
+         "ok", check=_expect_files("b", "s")),
+    Case("zip_fifo_over_escaping_symlink",
+         lambda t: zip_raw([Z(b"l", (UP + "sentinel").encode(),
+                              external_attr=(stat.S_IFLNK | 0o777) << 16),
+                            Z(b"l/p", external_attr=(stat.S_IFIFO | 0o644) << 16)]),
          "unsafe_archive"),
     Case("zip_setuid_dropped",
          lambda t: zip_raw([Z(b"run", external_attr=(stat.S_IFREG | 0o6777) << 16)]),
@@ -489,6 +532,23 @@ CASES: list[Case] = [
                                          external_attr=(stat.S_IFLNK | 0o777) << 16)]),
          "ok", check=_expect_files("d/f")),
 ]
+
+
+def _chained_headers(count: int, kind: bytes) -> bytes:
+    """``count`` GNU long-name ('L') or pax global ('g') headers in a row, then a file
+    'f': tarfile reads each next header by recursing."""
+    out = io.BytesIO()
+    payload = b"f\0" if kind == b"L" else b"6 a=b\n"
+    for _ in range(count):
+        info = tarfile.TarInfo("././@LongLink" if kind == b"L" else "pax_global_header")
+        info.type = kind
+        info.size = len(payload)
+        out.write(info.tobuf(tarfile.USTAR_FORMAT))
+        out.write(payload.ljust(512, b"\0"))
+    info = tarfile.TarInfo("f")
+    info.size = 1
+    out.write(info.tobuf(tarfile.USTAR_FORMAT) + b"x".ljust(512, b"\0") + bytes(1024))
+    return out.getvalue()
 
 
 def _flip(data: bytes) -> bytes:

@@ -21,7 +21,8 @@ from dropfetch.errors import DropfetchError
 from dropfetch.extract import ArchiveFormat, extract, sniff
 from hostile import T, tar_bytes
 
-ARCHIVE_CODES = {"corrupt_archive", "unsafe_archive", "archive_limits", "encrypted_archive"}
+ARCHIVE_CODES = {"corrupt_archive", "unsafe_archive", "archive_limits", "encrypted_archive",
+                 "unsupported_archive"}
 CONFIG = ExtractConfig(max_total_size=64 << 20, max_files=1000)
 PROPS = settings(max_examples=150, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dropfetch.fsutil import display_name
+
 RETRYABLE_HTTP = frozenset({408, 429})
 
 
@@ -10,12 +12,15 @@ class DropfetchError(Exception):
 
     ``code`` is the sidecar's ``error.code``; ``retryable`` says whether the job
     may be tried again; ``retry_after`` is a server's hint in seconds, if any.
+    ``message`` is valid UTF-8 on one line whatever names it quotes (see
+    :func:`dropfetch.fsutil.display_name`).
     """
 
     code = "io_error"
     retryable = False
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        message = display_name(message)
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
@@ -75,6 +80,12 @@ class ArchiveLimitsError(DropfetchError):
 
 class EncryptedArchiveError(DropfetchError):
     code = "encrypted_archive"
+
+
+class UnsupportedArchiveError(DropfetchError):
+    """A real archive that uses a feature dropfetch cannot unpack (e.g. Deflate64)."""
+
+    code = "unsupported_archive"
 
 
 class DiskFullError(DropfetchError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import gzip
 import io
 import itertools
@@ -44,8 +45,10 @@ from dropfetch.errors import (
     DropfetchError,
     EncryptedArchiveError,
     UnsafeArchiveError,
+    UnsupportedArchiveError,
     from_os_error,
 )
+from dropfetch.fsutil import display_name
 
 __all__ = ["ArchiveFormat", "Growth", "extract", "single_file_name", "sniff"]
 
@@ -55,9 +58,10 @@ CHUNK = 1024 * 1024
 RATIO_GRACE = 64 * 1024 * 1024  # max_ratio is checked once more than this was written
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
-MAX_LINK_TARGET = 4096
+MAX_LINK_TARGET = 4096  # PATH_MAX: a target must be shorter
 MAX_LINK_FOLLOWS = 40  # as Linux's MAXSYMLINKS
 EXT_HEADER_LIMIT = 1024 * 1024  # pax / GNU long-name headers larger than this are refused
+MAX_HEADER_CHAIN = 32  # extended headers in a row before one member (real tools: 1 to 3)
 # Decompressed tar bytes that produce no output (headers, padding) allowed on top of what
 # was written: bounds what tarfile may buffer for a hostile header.
 OVERHEAD_BASE = 64 * 1024 * 1024
@@ -71,6 +75,8 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TAR_SUFFIXES = (".tar", ".tgz", ".taz", ".tbz", ".tbz2", ".tb2", ".txz", ".tzst", ".tar.gz",
+                 ".tar.z", ".tar.bz2", ".tar.xz", ".tar.zst")
 _COMPRESSED_SUFFIXES = {
     "gz": (".gz", ".gzip", ".z"),
     "bz2": (".bz2", ".bzip2", ".bz"),
@@ -126,20 +132,28 @@ _COMPRESSION_OF = {
 
 # --- sniffing ------------------------------------------------------------------------
 
-def sniff(path: Path) -> ArchiveFormat:
-    """The format of ``path`` from its bytes only, never its name.
+def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
+    """The format of ``path`` from its bytes, not its name.
 
     A compressed stream whose first decompressed block is a tar header is ``tar.X``,
     else the single-file ``X`` (also when the compressed data is broken: extraction then
     fails with ``corrupt_archive``). Anything unrecognised is ``FILE``.
+
+    ``name``, the name the file is delivered under, decides only what the bytes cannot:
+    an empty tar has no header at all (zero bytes, or end-of-archive zero blocks), so
+    such content, compressed or not, is an empty tar when ``name`` says tar
+    (``.tar``, ``.tgz``, ``.tar.gz``, ...).
     """
+    tar_named = name is not None and name.lower().endswith(_TAR_SUFFIXES)
     with open(path, "rb") as f:
         head = f.read(4096)
         compression = _compression_of(head)
         if compression is None:
             if head.startswith(_ZIP_MAGICS):
                 return ArchiveFormat.ZIP
-            return ArchiveFormat.TAR if is_tar_header(head[:512]) else ArchiveFormat.FILE
+            if is_tar_header(head[:512]) or (tar_named and _is_tar_end(head)):
+                return ArchiveFormat.TAR
+            return ArchiveFormat.FILE
         f.seek(0)
         block = b""
         try:
@@ -151,7 +165,15 @@ def sniff(path: Path) -> ArchiveFormat:
                     block += more
         except Exception:  # noqa: BLE001 - broken data: the magic still says what it is
             return compression
-        return _TAR_OF[compression] if is_tar_header(block) else compression
+        if is_tar_header(block) or (tar_named and _is_tar_end(block)):
+            return _TAR_OF[compression]
+        return compression
+
+
+def _is_tar_end(head: bytes) -> bool:
+    """Nothing at all, or a first block of zeros: what an empty tar holds (GNU tar
+    writes 10240 zero bytes, bsdtar 1024)."""
+    return not head or (len(head) >= 512 and not any(head[:512]))
 
 
 def _compression_of(head: bytes) -> ArchiveFormat | None:
@@ -219,18 +241,18 @@ def normalise_name(name: str, *, backslash_is_separator: bool = False) -> str | 
     components, control characters and names too long for a filesystem.
     """
     if _CONTROL_RE.search(name):
-        raise UnsafeArchiveError(f"unsafe member {name!r}: control characters in its name")
+        raise UnsafeArchiveError(f"unsafe member '{name}': control characters in its name")
     shown = name
     if backslash_is_separator:
         name = name.replace("\\", "/")
     if name.startswith(("/", "\\")) or _DRIVE_RE.match(name):
-        raise UnsafeArchiveError(f"unsafe member {shown!r}: absolute path")
+        raise UnsafeArchiveError(f"unsafe member '{shown}': absolute path")
     try:
         raw = os.fsencode(name)
     except UnicodeError:
-        raise UnsafeArchiveError(f"unsafe member {shown!r}: undecodable name") from None
+        raise UnsafeArchiveError(f"unsafe member '{shown}': undecodable name") from None
     if len(raw) > MAX_NAME_BYTES:
-        raise UnsafeArchiveError(f"unsafe member {shown[:80]!r}...: name too long")
+        raise UnsafeArchiveError(f"unsafe member '{shown[:80]}'...: name too long")
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
@@ -238,9 +260,9 @@ def normalise_name(name: str, *, backslash_is_separator: bool = False) -> str | 
         # A '..' hidden behind Windows separators is refused too, in case the output is
         # later read through a share.
         if part == ".." or ".." in part.split("\\"):
-            raise UnsafeArchiveError(f"unsafe member {shown!r}: '..' in its path")
+            raise UnsafeArchiveError(f"unsafe member '{shown}': '..' in its path")
         if len(os.fsencode(part)) > MAX_COMPONENT_BYTES:
-            raise UnsafeArchiveError(f"unsafe member {shown[:80]!r}: a path component too long")
+            raise UnsafeArchiveError(f"unsafe member '{shown[:80]}': a path component too long")
         parts.append(part)
     return "/".join(parts) if parts else None
 
@@ -266,7 +288,18 @@ def _writing(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # what the checks before could not foresee
+            raise UnsafeArchiveError(
+                f"unsafe archive: a name too long for the filesystem while {what}") from exc
         raise from_os_error(exc, what) from exc
+
+
+def _pathconf(path: str, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default
+    return value if value > 0 else default
 
 
 class Growth:
@@ -448,16 +481,40 @@ class _TarInput(io.RawIOBase):
 
 
 class _TarInfo(tarfile.TarInfo):
-    """Refuses pax and GNU long-name headers too large to hold in memory."""
+    """Refuses pax and GNU long-name headers too large to hold in memory, and reads GNU
+    headers as GNU tar does."""
 
     _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                  tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Any:
+        obj = super().frombuf(buf, encoding, errors)
+        # In a GNU header (magic "ustar  \0") bytes 345-499 are atime, ctime and sparse
+        # data, never a ustar name prefix: GNU tar's incremental mode fills them, and
+        # tarfile would glue the atime digits in front of every name.
+        if buf[257:265] == tarfile.GNU_MAGIC and buf[345] and obj.type not in tarfile.GNU_TYPES:
+            name = bytes(buf[0:100]).split(b"\0", 1)[0].decode(encoding, errors)
+            obj.name = name.rstrip("/") if obj.isdir() else name
+        return obj
+
     def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
-        if self.type in self._EXTENDED and self.size > EXT_HEADER_LIMIT:
+        if self.type not in self._EXTENDED:
+            return getattr(super(), "_proc_member")(tarfile)  # noqa: B009 - private in typeshed
+        if self.size > EXT_HEADER_LIMIT:
             raise ArchiveLimitsError(
                 f"the archive has an extended header of {self.size} bytes: refused")
-        return getattr(super(), "_proc_member")(tarfile)  # noqa: B009 - private in typeshed
+        # tarfile reads the header after an extended one by recursing: bound the chain
+        chain = getattr(tarfile, "_dropfetch_chain", 0) + 1
+        if chain > MAX_HEADER_CHAIN:
+            raise ArchiveLimitsError(
+                f"the archive has more than {MAX_HEADER_CHAIN} extended headers in a row "
+                "(pax or GNU long-name headers before one member): refused")
+        setattr(tarfile, "_dropfetch_chain", chain)  # noqa: B010 - a mark on tarfile's object
+        try:
+            return getattr(super(), "_proc_member")(tarfile)  # noqa: B009
+        finally:
+            setattr(tarfile, "_dropfetch_chain", chain - 1)  # noqa: B010
 
 
 def _decompressor(fmt: ArchiveFormat, raw: IO[bytes]) -> IO[bytes]:
@@ -494,24 +551,46 @@ class _Output:
         self.files: set[str] = set()
         self.links: dict[str, str] = {}
         self.skipped_links: list[str] = []
+        self.skipped: set[str] = set()  # paths of links left out (extract.symlinks: skip)
+        self._root_bytes = len(os.fsencode(root))
+        self._path_max = _pathconf(root, "PC_PATH_MAX", 4096)
+        self._name_max = min(_pathconf(root, "PC_NAME_MAX", 255), MAX_COMPONENT_BYTES)
 
     def _path(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else self.root
+
+    def _check_fits(self, rel: str) -> None:
+        """Refuse a path the filesystem cannot hold under the staging directory, before
+        anything of it is made (the kernel would say ENAMETOOLONG half-way)."""
+        raw = os.fsencode(rel)
+        length = self._root_bytes + 1 + len(raw)
+        if length >= self._path_max:
+            raise UnsafeArchiveError(
+                f"unsafe member '{rel[:200]}...': its path is too long for the filesystem "
+                f"({length} bytes once unpacked, the limit is {self._path_max - 1})")
+        if any(len(part) > self._name_max for part in raw.split(b"/")):
+            raise UnsafeArchiveError(
+                f"unsafe member '{rel[:200]}': a name in its path is longer than the "
+                f"filesystem allows ({self._name_max} bytes)")
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise CancelledError("extraction cancelled")
 
     def _make_parents(self, rel: str) -> None:
-        parts = rel.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            parent = "/".join(parts[:i])
-            if parent in self.dirs:
-                continue
+        """Check that ``rel`` fits, then make its missing parent directories. Walks up
+        from the nearest parent: one set lookup per member however deep the tree."""
+        self._check_fits(rel)
+        missing: list[str] = []
+        parent = rel.rpartition("/")[0]
+        while parent not in self.dirs:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for parent in reversed(missing):
             if parent in self.files or parent in self.links:
                 kind = "file" if parent in self.files else "link"
                 raise UnsafeArchiveError(
-                    f"unsafe member {rel!r}: it would be written under {parent!r}, "
+                    f"unsafe member '{rel}': it would be written under '{parent}', "
                     f"which is a {kind} in the archive")
             with _writing(f"creating directory {parent}"):
                 os.mkdir(self._path(parent), 0o755)
@@ -520,13 +599,13 @@ class _Output:
     def _free_slot(self, rel: str, kind: str) -> None:
         """Make room for a new member; a file may be replaced, a dir or a link never."""
         if rel in self.links:
-            raise UnsafeArchiveError(f"unsafe member {rel!r}: it would replace a link")
+            raise UnsafeArchiveError(f"unsafe member '{rel}': it would replace a link")
         if rel in self.dirs:
-            raise UnsafeArchiveError(f"unsafe member {rel!r}: it would replace a directory")
+            raise UnsafeArchiveError(f"unsafe member '{rel}': it would replace a directory")
         if rel in self.files:
             if kind == "directory":
                 raise UnsafeArchiveError(
-                    f"unsafe member {rel!r}: a directory with the name of a file")
+                    f"unsafe member '{rel}': a directory with the name of a file")
             with _writing(f"replacing {rel}"):
                 os.unlink(self._path(rel))
             self.files.discard(rel)
@@ -575,10 +654,19 @@ class _Output:
             target_rel = normalise_name(target)
         except UnsafeArchiveError:
             raise UnsafeArchiveError(
-                f"unsafe member {name!r}: hard link to {target!r}, outside the output") from None
+                f"unsafe member '{name}': hard link to '{target}', outside the output") from None
+        if rel is not None and target_rel is not None and target_rel not in self.files:
+            # a hard link to a symbolic link (`cp -al`, rsnapshot trees): the same link
+            # again, as tar and bsdtar make it, and as extract.symlinks allows
+            if target_rel in self.links:
+                self.add_symlink(rel, self.links[target_rel], name)
+                return
+            if target_rel in self.skipped:
+                self.add_symlink(rel, "", name)  # left out like the link it copies
+                return
         if rel is None or target_rel is None or target_rel not in self.files:
             raise UnsafeArchiveError(
-                f"unsafe member {name!r}: hard link to {target!r}, which is not a file "
+                f"unsafe member '{name}': hard link to '{target}', which is not a file "
                 "extracted before it from this archive")
         if rel == target_rel:
             return
@@ -592,16 +680,22 @@ class _Output:
         mode = self.config.symlinks
         if mode == "fail":
             raise UnsafeArchiveError(
-                f"unsafe member {name!r}: symbolic links are not allowed (extract.symlinks: "
+                f"unsafe member '{name}': symbolic links are not allowed (extract.symlinks: "
                 "fail)")
         if mode == "skip":
             self.skipped_links.append(name)
+            if rel is not None:
+                self.skipped.add(rel)
             return
         if rel is None:
-            raise UnsafeArchiveError(f"unsafe member {name!r}: a link in place of the root")
+            raise UnsafeArchiveError(f"unsafe member '{name}': a link in place of the root")
+        size = len(target.encode("utf-8", "surrogateescape"))
+        if size >= MAX_LINK_TARGET:
+            raise UnsafeArchiveError(
+                f"unsafe member '{name}': its link target is too long ({size} bytes; a "
+                f"filesystem allows {MAX_LINK_TARGET - 1})")
         if (not target or _CONTROL_RE.search(target) or target.startswith(("/", "\\"))
-                or _DRIVE_RE.match(target) or len(target.encode("utf-8", "surrogateescape"))
-                > MAX_LINK_TARGET):
+                or _DRIVE_RE.match(target)):
             raise UnsafeArchiveError(f"link {name} -> {target} points outside the output")
         self._make_parents(rel)
         self._free_slot(rel, "link")
@@ -659,7 +753,8 @@ class _Output:
                     os.close(fd)
         if self.skipped_links:
             logger.warning("%s: left out %d symbolic links (extract.symlinks: skip): %s",
-                           label, len(self.skipped_links), ", ".join(self.skipped_links[:20]))
+                           label, len(self.skipped_links),
+                           display_name(", ".join(self.skipped_links[:20])))
 
 
 def _set_mtime(fd: int, mtime: float | None) -> None:
@@ -688,9 +783,12 @@ def extract(
     grows (tar formats and single compressed files; zip needs its directory at the end).
 
     Returns the regular files written (links excluded), relative to ``dest``,
-    '/'-separated, sorted. A single compressed file is written to ``dest/single_name``.
+    '/'-separated, sorted, as ``os.fsdecode`` names them (bytes that are not UTF-8 are
+    surrogate escapes: show them with :func:`dropfetch.fsutil.display_name`). A single
+    compressed file is written to ``dest/single_name``.
     Raises :class:`CorruptArchiveError`, :class:`UnsafeArchiveError`,
-    :class:`ArchiveLimitsError`, :class:`EncryptedArchiveError`, :class:`DiskFullError`,
+    :class:`ArchiveLimitsError`, :class:`EncryptedArchiveError`,
+    :class:`UnsupportedArchiveError`, :class:`DiskFullError`,
     :class:`IOFailureError` or :class:`CancelledError`; what was written to ``dest``
     before the error is left for the caller to remove.
     """
@@ -740,8 +838,10 @@ def _extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: _Output) -> None:
     with _reading("opening the compressed stream"):
         inner = _decompressor(compression, raw) if compression else raw
     with inner:
-        tar_input = _TarInput(inner, out.limits)
+        tar_input = io.BufferedReader(_TarInput(inner, out.limits), tarfile.RECORDSIZE)
         with _reading("reading the first tar header"):
+            if not tar_input.peek(1):
+                return  # a tar of zero blocks (bsdtar, GNU tar and SPEC §8: empty, not damaged)
             tf = tarfile.open(fileobj=cast(IO[bytes], tar_input), mode="r|",  # noqa: SIM115
                               tarinfo=_TarInfo, errorlevel=2)
         with tf:
@@ -757,9 +857,13 @@ def _extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: _Output) -> None:
 
 
 _TAR_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE)
+_GNUTYPE_DUMPDIR = b"D"
+_GNUTYPE_VOLHDR = b"V"
 
 
 def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> None:
+    if member.type == _GNUTYPE_VOLHDR:
+        return  # a volume label (`tar -V`): no file, `tar -xf` makes nothing of it
     name = member.name
     rel = normalise_name(name)
     kind = member.type
@@ -768,9 +872,11 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> N
         with _reading(f"reading {name}"):
             data = tf.extractfile(member)
         if data is None:
-            raise CorruptArchiveError(f"the archive is damaged: no data for {name!r}")
+            raise CorruptArchiveError(f"the archive is damaged: no data for '{name}'")
         out.add_file(rel, member.mode, mtime, data.read, f"reading {name}")
-    elif kind == tarfile.DIRTYPE:
+    elif kind in (tarfile.DIRTYPE, _GNUTYPE_DUMPDIR):
+        # a dumpdir (GNU tar --listed-incremental) is a directory whose data lists what
+        # the directory held; `tar -xf` without --incremental makes the directory only
         out.add_dir(rel, member.mode, mtime)
     elif kind == tarfile.SYMTYPE:
         out.add_symlink(rel, member.linkname, name)
@@ -781,12 +887,42 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> N
             tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
             tarfile.FIFOTYPE: "a FIFO", tarfile.CONTTYPE: "a contiguous file",
         }.get(kind, f"of unknown type {kind!r}")
-        raise UnsafeArchiveError(f"unsafe member {name!r}: {described} is not allowed")
+        raise UnsafeArchiveError(f"unsafe member '{name}': {described} is not allowed")
 
 
 # --- zip -----------------------------------------------------------------------------
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_ZIP_DECODABLE = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                            zipfile.ZIP_LZMA})
+_ZIP_AES = 99  # WinZip AES: an encryption, written as a compression method
+_ZIP_METHODS = {
+    1: "Shrink", 2: "Reduce", 3: "Reduce", 4: "Reduce", 5: "Reduce", 6: "Implode",
+    7: "Tokenize", 9: "Deflate64", 10: "PKWARE DCL Implode", 16: "IBM z/OS CMPSC",
+    18: "IBM TERSE", 19: "IBM LZ77", 20: "Zstandard", 93: "Zstandard", 94: "MP3", 95: "XZ",
+    96: "JPEG", 97: "WavPack", 98: "PPMd",
+}
+_ENCRYPTED = ("a password is needed to unpack it, and dropfetch does not decrypt zip "
+              "archives: download an unencrypted one, or use extract: false to get the "
+              "archive as it is")
+
+
+def _zip_name(info: zipfile.ZipInfo) -> tuple[bytes, str]:
+    """An entry's name as stored (bytes), and as it is unpacked.
+
+    With the UTF-8 flag (bit 11): UTF-8. Without it: UTF-8 when the bytes are valid
+    UTF-8 (Info-ZIP zip on Linux writes names so; unzip, bsdtar and 7-Zip read them
+    so); else, from a Unix zip, the bytes as they are (what those three tools do);
+    else cp437, the zip specification's default (zips from DOS and Windows).
+    """
+    if info.flag_bits & 0x800:
+        return info.orig_filename.encode("utf-8", "surrogateescape"), info.orig_filename
+    raw = info.orig_filename.encode("cp437")  # zipfile read the bytes as cp437: exact
+    try:
+        return raw, raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    return raw, os.fsdecode(raw) if info.create_system == 3 else info.orig_filename
 
 
 def _extract_zip(raw: IO[bytes], out: _Output) -> None:
@@ -811,57 +947,56 @@ def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -
     """Encryption, local headers agreeing with the directory, no overlapping entries."""
     spans: list[tuple[int, int, str]] = []
     for info in infos:
-        name = info.orig_filename
-        if info.flag_bits & 0x41:
-            raise EncryptedArchiveError(
-                f"the archive is encrypted ({name!r}); dropfetch cannot unpack it: "
-                "download an unencrypted one or use extract: false")
+        raw_name, name = _zip_name(info)
+        if info.flag_bits & 0x41 or info.compress_type == _ZIP_AES:
+            raise EncryptedArchiveError(f"the archive is encrypted ('{name}'): {_ENCRYPTED}")
+        if info.compress_type not in _ZIP_DECODABLE:
+            method = _ZIP_METHODS.get(info.compress_type, "an unknown one")
+            raise UnsupportedArchiveError(
+                f"the zip entry '{name}' is compressed with the method {method} (zip method "
+                f"{info.compress_type}), which dropfetch cannot unpack; ask the source for "
+                "another format (zip with Deflate, tar.gz, ...), or use extract: false to "
+                "get the archive as it is")
         raw.seek(info.header_offset)
         header = raw.read(_LOCAL_HEADER.size)
         if len(header) < _LOCAL_HEADER.size:
             raise CorruptArchiveError(
-                f"the archive is damaged or incomplete: entry {name!r} is truncated")
+                f"the archive is damaged or incomplete: entry '{name}' is truncated")
         (sig, _version, flags, method, _t, _d, crc, csize, usize, nlen,
          xlen) = _LOCAL_HEADER.unpack(header)
         if sig != b"PK\x03\x04":
             raise CorruptArchiveError(
-                f"the archive is damaged: no local header for {name!r}")
+                f"the archive is damaged: no local header for '{name}'")
         if flags & 0x41:
-            raise EncryptedArchiveError(
-                f"the archive is encrypted ({name!r}); dropfetch cannot unpack it")
+            raise EncryptedArchiveError(f"the archive is encrypted ('{name}'): {_ENCRYPTED}")
         if method != info.compress_type:
             raise CorruptArchiveError(
-                f"the archive is damaged: entry {name!r} has two compression methods")
+                f"the archive is damaged: entry '{name}' has two compression methods")
         local_name = raw.read(nlen)
-        if local_name != _orig_name_bytes(info):
+        if local_name != raw_name:
             raise CorruptArchiveError(
                 f"the archive is damaged: the directory and the entry disagree on the name "
-                f"{name!r}")
+                f"'{name}'")
         if not flags & 0x08 and csize != 0xFFFFFFFF and (
                 csize != info.compress_size or usize != info.file_size or crc != info.CRC):
             raise CorruptArchiveError(
-                f"the archive is damaged: the directory and the entry {name!r} disagree on "
+                f"the archive is damaged: the directory and the entry '{name}' disagree on "
                 "its size or checksum")
         start = info.header_offset
         end = start + _LOCAL_HEADER.size + nlen + xlen + info.compress_size
         if end > size:
             raise CorruptArchiveError(
-                f"the archive is damaged or incomplete: entry {name!r} runs past its end")
+                f"the archive is damaged or incomplete: entry '{name}' runs past its end")
         spans.append((start, end, name))
     spans.sort()
     for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
         if s2 < e1:
             raise UnsafeArchiveError(
-                f"unsafe archive: entries {n1!r} and {n2!r} overlap (a zip bomb)")
-
-
-def _orig_name_bytes(info: zipfile.ZipInfo) -> bytes:
-    enc = "utf-8" if info.flag_bits & 0x800 else "cp437"
-    return info.orig_filename.encode(enc, "surrogateescape")
+                f"unsafe archive: entries '{n1}' and '{n2}' overlap (a zip bomb)")
 
 
 def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: _Output) -> None:
-    name = info.orig_filename
+    name = _zip_name(info)[1]
     rel = normalise_name(name, backslash_is_separator=True)
     unix = info.create_system == 3
     st_mode = info.external_attr >> 16 if unix else 0
@@ -877,16 +1012,16 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: _Output) -> Non
         with _reading(f"reading {name}"), zf.open(info) as f:
             target_bytes = f.read(MAX_LINK_TARGET + 1)
         if len(target_bytes) > MAX_LINK_TARGET:
-            raise UnsafeArchiveError(f"unsafe member {name!r}: link target too long")
+            raise UnsafeArchiveError(f"unsafe member '{name}': link target too long")
         target = target_bytes.decode("utf-8", "surrogateescape")
         out.add_symlink(rel, target, name)
     elif is_dir:
         out.add_dir(rel, perms or 0o755, mtime)
-    elif ftype in (0, stat.S_IFREG):
+    else:
+        # any other type (a FIFO: `zip` of standard input writes 0o010600; a device or
+        # socket) is the data it holds, written as a regular file, as unzip does: no
+        # device or FIFO is ever made
         with _reading(f"reading {name}"):
             f = zf.open(info)
         with f:
             out.add_file(rel, perms or 0o644, mtime, f.read, f"reading {name}")
-    else:
-        raise UnsafeArchiveError(
-            f"unsafe member {name!r}: a device, FIFO or socket is not allowed")

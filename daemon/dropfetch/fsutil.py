@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import itertools
 import os
-import shutil
+import re
 import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "NETWORK_FS_TYPES",
     "atomic_write",
+    "display_name",
     "filesystem_type",
     "fsync_dir",
     "is_abandoned_temp",
@@ -66,6 +71,24 @@ def is_abandoned_temp(name: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def display_name(name: str) -> str:
+    """``name`` as it may leave the process (sidecars, status, HTTP, logs, messages):
+    valid UTF-8 whatever its bytes. Bytes that are not UTF-8 (held as surrogate
+    escapes, as ``os.fsdecode`` and tarfile give them) and control characters are
+    written ``\\xNN``, as Python's backslashreplace does; all else is unchanged."""
+    if name.isprintable():
+        return name
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        raw = name.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def fsync_dir(path: Path) -> None:
@@ -170,34 +193,156 @@ def publish_dir(staging: Path, target: Path, trash: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a file, link or directory tree; missing is fine; never follows links."""
+    """Remove a file, link or directory tree; missing is fine; never follows links.
+
+    Iterative and relative to directory descriptors: any depth works, paths longer than
+    PATH_MAX included, with at most two directories open at a time. A directory without
+    read, search or write permission for its owner (from an archive) is made
+    accessible first. Parts that vanish meanwhile are fine.
+    """
     try:
-        st = path.lstat()
+        st = os.lstat(path)
     except FileNotFoundError:
         return
-    import stat
-
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path, ignore_errors=False, onerror=_rm_onerror)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _rm_onerror(func: object, path: str, exc_info: object) -> None:
-    # a directory without write permission for its owner (from an archive): fix and retry
+    path = Path(path)
+    # O_PATH: the parent needs no read permission, as with path-based calls
+    parent = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        parent = os.path.dirname(path)
-        os.chmod(parent, 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, ignore_errors=True)
+        if stat.S_ISDIR(st.st_mode):
+            _remove_dir_at(parent, path.name)
         else:
-            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(slots=True)
+class _Level:
+    """One directory on the way down: its name in its parent, its identity (to check
+    the way back up through '..'), and its subdirectories still to remove."""
+
+    name: str
+    dev: int
+    ino: int
+    subdirs: list[str]
+
+
+def _remove_dir_at(top: int, name: str) -> None:
+    fd = _open_dir_at(top, name)
+    if fd is None:
+        return
+    stack = [_new_level(fd, name)]
+    try:
+        while stack:
+            level = stack[-1]
+            if level.subdirs:
+                sub = level.subdirs.pop()
+                child = _open_dir_at(fd, sub)
+                if child is not None:
+                    os.close(fd)
+                    fd = child
+                    stack.append(_new_level(fd, sub))
+                continue
+            stack.pop()
+            up = _parent_fd(fd, top, stack)
+            os.close(fd)
+            fd = up
+            if fd == top:
+                os.rmdir(level.name, dir_fd=top)  # the tree's own parent is left as it is
+            else:
+                _rmdir_at(fd, level.name)
+    finally:
+        if fd != top:
+            os.close(fd)
+
+
+def _new_level(fd: int, name: str) -> _Level:
+    """Unlink every non-directory in the directory ``fd``; keep its subdirectories."""
+    st = os.fstat(fd)
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    subdirs = []
+    for entry, is_dir in entries:
+        if is_dir:
+            subdirs.append(entry)
+        else:
+            _unlink_at(fd, entry)
+    return _Level(name, st.st_dev, st.st_ino, subdirs)
+
+
+def _parent_fd(fd: int, top: int, stack: list[_Level]) -> int:
+    """The directory above ``fd``: ``top`` at the end, else '..' if it still is the
+    directory we came from, else found again by name from ``top`` (it was moved)."""
+    if not stack:
+        return top
+    up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    st = os.fstat(up)
+    if (st.st_dev, st.st_ino) == (stack[-1].dev, stack[-1].ino):
+        return up
+    os.close(up)
+    at = top
+    for level in stack:
+        nxt = os.open(level.name, _DIR_FLAGS, dir_fd=at)
+        if at != top:
+            os.close(at)
+        at = nxt
+    return at
+
+
+def _open_dir_at(parent: int, name: str) -> int | None:
+    """Open a subdirectory without following a link; None if it is gone. A link or
+    file that took its place is unlinked instead."""
+    for attempt in range(2):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                _unlink_at(parent, name)
+                return None
+            if exc.errno not in (errno.EACCES, errno.EPERM) or attempt:
+                raise
+            _chmod_dir_at(parent, name)
+    return None
+
+
+def _chmod_dir_at(parent: int, name: str) -> None:
+    """chmod 0700 a directory we may not read, without following a link: through an
+    O_PATH descriptor (fchmod refuses those, /proc/self/fd does not)."""
+    fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=parent)
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)
+    except FileNotFoundError:  # no /proc: by name (it was a directory a moment ago)
+        os.chmod(name, 0o700, dir_fd=parent)
+    finally:
+        os.close(fd)
+
+
+def _unlink_at(parent: int, name: str) -> None:
+    _retry_writable(parent, lambda: os.unlink(name, dir_fd=parent))
+
+
+def _rmdir_at(parent: int, name: str) -> None:
+    _retry_writable(parent, lambda: os.rmdir(name, dir_fd=parent))
+
+
+def _retry_writable(parent: int, op: Callable[[], None]) -> None:
+    try:
+        op()
     except FileNotFoundError:
-        pass
+        return
+    except PermissionError:
+        os.fchmod(parent, 0o700)  # a directory without write permission for its owner
+        try:
+            op()
+        except FileNotFoundError:
+            return
 
 
 # --- filesystem type ----------------------------------------------------------------

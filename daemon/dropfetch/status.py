@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dropfetch.errors import DropfetchError
-from dropfetch.fsutil import atomic_write
+from dropfetch.fsutil import atomic_write, display_name
 from dropfetch.jobfile import SIDECAR_SUFFIX
 
 __all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_sidecar",
@@ -89,10 +89,9 @@ class Sidecar:
         data: dict[str, Any] = {"schema": self.schema}
         data.update({k: v for k, v in dataclasses.asdict(self).items() if k != "schema"})
         data["status"] = str(self.status)
-        try:
-            return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
-        except UnicodeEncodeError:  # file names that are not UTF-8 (surrogate escapes)
-            return (json.dumps(data, indent=2) + "\n").encode()
+        data = _printable(data)
+        data["files"] = sorted(data["files"])  # sorted as they are shown
+        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Sidecar:
@@ -107,6 +106,17 @@ class Sidecar:
     @property
     def is_final(self) -> bool:
         return self.status in FINAL
+
+
+def _printable(value: Any) -> Any:
+    """Every string made valid UTF-8 (names that are not: see ``display_name``)."""
+    if isinstance(value, str):
+        return display_name(value)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
 
 
 def read_sidecar(path: Path, *, attempts: int = 3) -> Sidecar | None:

@@ -556,8 +556,9 @@ class WorkerPool:
     def _unpack(self, run: _Run, board: StatusBoard, lease: Lease, spec: JobSpec,
                 paths: JobPaths, result: DownloadResult, staging: Path,
                 stream: _Stream | None) -> tuple[ArchiveFormat, list[str]]:
-        fmt = sniff(result.path) if spec.extract else ArchiveFormat.FILE
         leaf = paths.output.name
+        fmt = (sniff(result.path, name=spec.filename or result.filename) if spec.extract
+               else ArchiveFormat.FILE)
         if fmt is ArchiveFormat.FILE:
             if stream is not None:
                 stream.result(fmt)  # never started for a plain file; clean if it did
@@ -651,9 +652,11 @@ class WorkerPool:
             _test_pause(paths.id, "purge")
         if not keep:
             remove_tree(paths.output)
-            kept = (sidecar.archive or {}).get("kept") if sidecar else None
-            if isinstance(kept, str) and _safe_name(kept):
-                remove_tree(paths.output.with_name(kept))
+            archive = (sidecar.archive or {}) if sidecar else {}
+            if archive.get("kept") and archive.get("format") in set(ArchiveFormat):
+                # named as when it was kept; not read back from the sidecar, where a name
+                # that is not UTF-8 is only shown (display_name)
+                remove_tree(paths.output.with_name(f"{paths.output.name}.{archive['format']}"))
         self._drop_partial(paths)
         for old in paths.staging_dirs():
             remove_tree(old)
