@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests need (the sshfs test bed, tests/netshare.py), installed by
 # `make test` when missing. --no-install-recommends: openssh-sftp-server recommends
 # openssh-server, which the tests do not need and must not install.
-TEST_DEBS := sshfs openssh-sftp-server fuse3
+TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-full
 
 .PHONY: install run test test-deps lint bench clean
 
