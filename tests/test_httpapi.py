@@ -487,9 +487,10 @@ def test_odd_sidecars_never_break_the_listing(front):
 
     listing = json.loads(text, parse_constant=no_constants)
     ids = [x["id"] for x in listing]
-    assert "good" in ids and "odd\ufffd\ufffd" in ids and "nan" in ids
-    shown = next(x for x in listing if x["id"] == "odd\ufffd\ufffd")
-    assert shown["files"] == ["member\ufffd.txt", "\ufffdlone"]
+    # the documented escaped form: bytes that are not UTF-8 as \xNN
+    assert "good" in ids and "odd\\xff\\xfe" in ids and "nan" in ids
+    shown = next(x for x in listing if x["id"] == "odd\\xff\\xfe")
+    assert shown["files"] == ["\\ud800lone", "member\\x80.txt"]  # sorted as shown
     assert next(x for x in listing if x["id"] == "nan")["speed"] is None
     assert not any("\ud800" <= c <= "\udfff" for c in text)
     for name in (odd_name, "good"):  # each item also answers, as valid UTF-8
@@ -501,8 +502,9 @@ def test_json_bytes_never_raises():
     odd = {"s": "\udcff\ud800", "f": [float("nan"), float("inf"), 1.5], "t": (1, "x"),
            "o": object(), "\udc80k": {"n": None}}
     data = json.loads(json_bytes(odd).decode("utf-8"))
-    assert data["s"] == "\ufffd\ufffd" and data["f"] == [None, None, 1.5]
-    assert data["t"] == [1, "x"] and data["o"].startswith("<object") and "\ufffdk" in data
+    # the sidecars' escaped form: an undecodable byte as \xNN, a lone surrogate as \uNNNN
+    assert data["s"] == "\\xff\\ud800" and data["f"] == [None, None, 1.5]
+    assert data["t"] == [1, "x"] and data["o"].startswith("<object") and "\\x80k" in data
 
 
 # --- 3. the token: config rule and the Authorization header ------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dropfetch.fsutil import display_name
-
 RETRYABLE_HTTP = frozenset({408, 429})
 
 
@@ -12,15 +10,16 @@ class DropfetchError(Exception):
 
     ``code`` is the sidecar's ``error.code``; ``retryable`` says whether the job
     may be tried again; ``retry_after`` is a server's hint in seconds, if any.
-    ``message`` is valid UTF-8 on one line whatever names it quotes (see
-    :func:`dropfetch.fsutil.display_name`).
+    ``message`` may quote names as they are (undecodable bytes as surrogate escapes):
+    every way out escapes it in the same ``\\xNN`` form (the sidecar writer with
+    :func:`dropfetch.fsutil.display_name`, the log formatters with
+    :func:`dropfetch.logs.escape`).
     """
 
     code = "io_error"
     retryable = False
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        message = display_name(message)
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after

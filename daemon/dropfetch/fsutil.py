@@ -74,6 +74,7 @@ def is_abandoned_temp(name: str) -> bool:
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 def display_name(name: str) -> str:
@@ -83,11 +84,9 @@ def display_name(name: str) -> str:
     written ``\\xNN``, as Python's backslashreplace does; all else is unchanged."""
     if name.isprintable():
         return name
-    try:
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
-        raw = name.encode("utf-8", "backslashreplace")
-    text = raw.decode("utf-8", "backslashreplace")
+    # a lone surrogate that stands for no byte (not an os.fsdecode escape): \uNNNN
+    name = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 

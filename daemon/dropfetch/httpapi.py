@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dropfetch.config import Config, ConfigError, read_token_file
 from dropfetch.errors import DropfetchError
+from dropfetch.fsutil import display_name
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, job_name
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
@@ -44,7 +45,6 @@ MAX_BODY = 64 * 1024
 IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent
 _DRAIN_BYTES = 1024 * 1024  # read (and drop) at most this much before closing
 _DRAIN_SECONDS = 2.0
-_SURROGATES = re.compile("[\ud800-\udfff]")
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,8}$")
 
 
@@ -63,8 +63,9 @@ class _Reject(Exception):
 def json_bytes(value: Any) -> bytes:
     """``value`` as indented JSON in valid UTF-8; never raises for data read from disk.
 
-    Lone surrogates (file names that were not UTF-8) become U+FFFD, NaN and infinities
-    become null, and anything JSON has no type for becomes its ``str()``.
+    Strings are shown as :func:`~dropfetch.fsutil.display_name` shows them (bytes that
+    were not UTF-8 as ``\\xNN``, the sidecars' own form), NaN and infinities become
+    null, and anything JSON has no type for becomes its ``str()``.
     """
     text = json.dumps(_clean(value), ensure_ascii=False, allow_nan=False, indent=2,
                       default=str)
@@ -73,7 +74,7 @@ def json_bytes(value: Any) -> bytes:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return _SURROGATES.sub("\ufffd", value)
+        return display_name(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
