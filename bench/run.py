@@ -82,8 +82,22 @@ def ensure_apt_tools() -> None:
     lock = ["-o", "DPkg::Lock::Timeout=600"]
     log(f"installing {' '.join(missing)} with apt-get")
     subprocess.run([*prefix, "apt-get", *lock, "update", "-q"], check=True, env=env)
-    subprocess.run([*prefix, "apt-get", *lock, "install", "-y", "-q", *missing], check=True,
-                   env=env)
+    # the bench starts its own nginx on a loopback port: Debian's package must neither
+    # start its service on port 80 nor leave it enabled (policy-rc.d: "101 = not allowed")
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists() and os.geteuid() == 0
+    if ours:
+        policy.write_text("#!/bin/sh\n# dropfetch bench: no service starts\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run([*prefix, "apt-get", *lock, "install", "-y", "-q",
+                        "--no-install-recommends", *missing], check=True, env=env)
+    finally:
+        if ours:
+            policy.unlink()
+    if which("systemctl") is not None:
+        subprocess.run([*prefix, "systemctl", "disable", "--now", "nginx"],
+                       capture_output=True, check=False)
 
 
 def ensure_pip(module: str, package: str) -> None:
