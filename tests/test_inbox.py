@@ -14,7 +14,7 @@ import requests
 
 from archives import zip_bytes
 from harness import Daemon, wait_for
-from test_inbox_units import CTRL, SECRET, longest_shared, make_entries
+from inboxkit import CTRL, SECRET, longest_shared, make_entries
 
 ZIP = zip_bytes({"f.txt": b"1"})
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
-import threading
-from collections.abc import Callable
-from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -23,56 +18,7 @@ from dropfetch.jobfile import MAX_JOB_BYTES, is_job_file, parse_job
 from dropfetch.leases import lease_key
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.worker import job_paths, parse_staging_name, staging_name
-
-SECRET = "ghp_" + "Zq9xK2mW7vB4nR8tY1uE5oP3aS6dF0gH" * 4  # 132 characters, looks like a token
-
-
-def within(seconds: float, fn: Callable[[], Any]) -> Any:
-    """``fn()`` in a daemon thread; fail (instead of hanging) if it blocks."""
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(_outcome(fn)), daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        pytest.fail(f"blocked for more than {seconds} s")
-    kind, value = out[0]
-    if kind == "raise":
-        raise value
-    return value
-
-
-def _outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
-    try:
-        return "return", fn()
-    except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-        return "raise", exc
-
-
-def make_entries(root: Path) -> dict[str, str]:
-    """One of every kind of non-regular entry under ``root``: name -> expected words."""
-    root.mkdir(parents=True, exist_ok=True)
-    outside = root.parent / f"{root.name}-outside"
-    outside.mkdir(exist_ok=True)
-    (outside / "secret.txt").write_text(SECRET + "\n")
-    os.mkfifo(outside / "fifo")
-    kinds = {}
-    os.mkfifo(root / "fifo")
-    kinds["fifo"] = "is a FIFO, not a regular file"
-    os.mknod(root / "sock", 0o600 | stat.S_IFSOCK)
-    kinds["sock"] = "is a socket, not a regular file"
-    (root / "dir").mkdir()
-    kinds["dir"] = "is a directory, not a regular file"
-    for name, target in (("link", outside / "secret.txt"), ("linkfifo", outside / "fifo"),
-                         ("dangling", outside / "missing"), ("linkdir", outside)):
-        os.symlink(target, root / name)
-        kinds[name] = "is a symbolic link, not a regular file"
-    if os.geteuid() == 0:
-        os.mknod(root / "chr", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
-        kinds["chr"] = "is a character device, not a regular file"
-        os.mknod(root / "blk", 0o600 | stat.S_IFBLK, os.makedev(7, 0))  # like /dev/loop0
-        kinds["blk"] = "is a block device, not a regular file"
-    return kinds
-
+from inboxkit import CTRL, SECRET, longest_shared, make_entries, within
 
 # -- bullet 1: one reader -------------------------------------------------------------------
 
@@ -115,7 +61,6 @@ def test_sidecar_readers_skip_what_is_not_a_regular_file(tmp_path, caplog):
 
 # -- bullet 2: job content is quoted as a short, escaped fragment at most -------------------
 
-CTRL = "\x1b[31m\x07\x08\r"
 HOSTILE_CONTENT = [
     SECRET + CTRL,
     f"{SECRET}{CTRL}\nhttp://example.org/x",
@@ -140,11 +85,6 @@ HOSTILE_CONTENT = [
     f"url: &{SECRET} x\n",
     f"%{SECRET} x: y\n",
 ]
-
-
-def longest_shared(a: str, b: str) -> int:
-    m = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
-    return m.size
 
 
 def check_message(message: str, content: str) -> None:
