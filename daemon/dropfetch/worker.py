@@ -732,7 +732,8 @@ def _read_job(path: Path) -> bytes | BadJobError | None:
     except FileNotFoundError:
         return None
     except NotRegularFileError as err:
-        return err
+        return NotRegularFileError(f"{err.message}; only a regular file is read as a job file "
+                                   "(replace it with one that holds the URL)")
 
 
 def _identity(data: bytes | BadJobError) -> str:
