@@ -196,3 +196,14 @@ def test_sockets_made_by_bind_are_refused_too(tmp_path):
             pytest.skip("the path is too long for a unix socket")
         with pytest.raises(NotRegularFileError, match="is a socket"):
             within(5, lambda: read_regular(path, 10))
+
+
+@pytest.mark.parametrize("target", ["名" * 66 + ".status.json", "n" * 200 + ".url",
+                                    "x" * 254, "\udcff" * 200 + ".status.json"])
+def test_temp_name_fits_a_file_name_with_a_long_host(tmp_path, monkeypatch, target):
+    from dropfetch import fsutil
+    monkeypatch.setattr(fsutil, "_HOST", "h" * 64)
+    path = temp_name(tmp_path / target)
+    assert len(os.fsencode(path.name)) <= 255
+    assert is_temporary_name(path.name) and not is_abandoned_temp(path.name)
+    path.write_bytes(b"")  # a name the filesystem takes

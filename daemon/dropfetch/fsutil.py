@@ -40,9 +40,21 @@ _HOST = socket.gethostname().replace("/", "_")
 TEMP_MARK = ".dftmp."
 
 
+_MAX_NAME = 255  # bytes of one file name (NAME_MAX)
+
+
 def temp_name(target: Path) -> Path:
-    """A unique temporary name next to ``target``: hidden, with host and pid in it."""
-    return target.with_name(f".{target.name}{TEMP_MARK}{_HOST}.{os.getpid()}.{next(_counter)}")
+    """A unique temporary name next to ``target``: hidden, with host and pid in it.
+
+    The target's name is cut when the whole would not fit a file name (a long job
+    name with a long host name): only host, pid and counter make it unique.
+    """
+    tail = f"{TEMP_MARK}{_HOST}.{os.getpid()}.{next(_counter)}"
+    room = _MAX_NAME - 1 - len(tail.encode("utf-8", "surrogateescape"))
+    name = target.name
+    if len(name.encode("utf-8", "surrogateescape")) > room:
+        name = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") or "x"
+    return target.with_name(f".{name}{tail}")
 
 
 # what temp_name() makes, and nothing else: ".{target}.dftmp.{host}.{pid}.{n}"
