@@ -46,7 +46,9 @@ def test_non_regular_entries_fail_as_bad_job_and_everything_goes_on(make_daemon,
     os.mkfifo(d.inbox / "orphan.status.json")
     os.symlink(tmp_path / "made-outside" / "secret.txt", d.inbox / "lnk.status.json")
     os.mkfifo(d.inbox / "good2.status.json")
+    (d.inbox / "blocked.status.json").mkdir()  # no sidecar can be written for this job
     d.start()
+    d.drop("blocked", fault_server.url("/x.zip"))
     d.drop("good2", fault_server.url("/x.zip"))
     d.drop("good", fault_server.url("/x.zip"))
     assert d.wait_status("good", timeout=60)["status"] == "ok"
@@ -66,6 +68,8 @@ def test_non_regular_entries_fail_as_bad_job_and_everything_goes_on(make_daemon,
     assert one.status_code == 404
     wait_for(lambda: "orphan.status.json is a FIFO, not a regular file" in d.log(),
              message="the log line about the FIFO sidecar")
+    wait_for(lambda: "blocked: blocked.status.json is a directory" in d.log(),
+             message="the log line about the directory in a sidecar's place")
     assert "unexpected error" not in d.log()
     assert longest_shared(all_text(d), SECRET) < 20
     assert sorted(p.name for p in d.outbox.iterdir() if not p.name.startswith(".")) == \
