@@ -63,6 +63,7 @@ from dropfetch.errors import (
     IOFailureError,
     NetworkError,
     TooLargeError,
+    fragment,
     from_os_error,
 )
 from dropfetch.fsutil import atomic_write, start_writeback
@@ -106,24 +107,24 @@ def check_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise BadUrlError("the URL is empty")
+    shown = fragment(redact_url(url))  # a job file may hold a secret: quote a piece only
     if _CONTROL_RE.search(url):
         raise BadUrlError(
-            f"the URL contains spaces or control characters: {redact_url(url)}; "
+            f"the URL contains spaces or control characters: {shown}; "
             "percent-encode them (%20)")
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise BadUrlError(f"not a valid URL ({exc}): {redact_url(url)}") from None
+    except ValueError:
+        raise BadUrlError(f"not a valid URL (a bad host or port): {shown}") from None
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        shown = f"{scheme}://" if scheme else "no scheme"
-        raise BadUrlError(
-            f"only http and https URLs can be downloaded, not {shown} ({redact_url(url)})")
+        kind = f"{fragment(scheme, 20)[1:-1]}://" if scheme else "no scheme"
+        raise BadUrlError(f"only http and https URLs can be downloaded, not {kind} ({shown})")
     if not parts.hostname:
-        raise BadUrlError(f"the URL has no host name: {redact_url(url)}")
+        raise BadUrlError(f"the URL has no host name: {shown}")
     if port == 0:
-        raise BadUrlError(f"the URL has port 0: {redact_url(url)}")
+        raise BadUrlError(f"the URL has port 0: {shown}")
     return url
 
 

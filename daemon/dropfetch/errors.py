@@ -29,6 +29,11 @@ class BadJobError(DropfetchError):
     code = "bad_job"
 
 
+class NotRegularFileError(BadJobError):
+    """An inbox entry that is not a regular file (symlink, FIFO, socket, device,
+    directory): it is never opened as a job file or a sidecar."""
+
+
 class BadUrlError(DropfetchError):
     code = "bad_url"
 
@@ -120,3 +125,17 @@ def from_os_error(exc: OSError, what: str) -> DropfetchError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(f"no space left on device while {what}; free some space")
     return IOFailureError(f"{what} failed: {exc.strerror or exc}")
+
+
+FRAGMENT_CHARS = 40
+
+
+def fragment(text: str, limit: int = FRAGMENT_CHARS) -> str:
+    """``text`` quoted for an error message: control and other unprintable characters
+    escaped, then cut to ``limit`` characters (with "..."), quotes included. Messages
+    quote a job file's content only through this, so a sidecar or a log never carries
+    more than a short piece of it (a job file may hold a secret)."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(escaped) > limit - 2:
+        escaped = escaped[: max(0, limit - 5)] + "..."
+    return f"'{escaped}'"

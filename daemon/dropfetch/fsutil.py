@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dropfetch.errors import NotRegularFileError
+
 __all__ = [
     "NETWORK_FS_TYPES",
     "atomic_write",
@@ -24,6 +26,7 @@ __all__ = [
     "is_network_fs",
     "is_temporary_name",
     "publish_dir",
+    "read_regular",
     "remove_tree",
     "start_writeback",
     "temp_name",
@@ -40,13 +43,36 @@ _HOST = socket.gethostname().replace("/", "_")
 TEMP_MARK = ".dftmp."
 
 
+_MAX_NAME = 255  # bytes of one file name (NAME_MAX)
+
+
 def temp_name(target: Path) -> Path:
-    """A unique temporary name next to ``target``: hidden, with host and pid in it."""
-    return target.with_name(f".{target.name}{TEMP_MARK}{_HOST}.{os.getpid()}.{next(_counter)}")
+    """A unique temporary name next to ``target``: hidden, with host and pid in it.
+
+    The target's name is cut when the whole would not fit a file name (a long job
+    name with a long host name): only host, pid and counter make it unique.
+    """
+    tail = f"{TEMP_MARK}{_HOST}.{os.getpid()}.{next(_counter)}"
+    room = _MAX_NAME - 1 - len(tail.encode("utf-8", "surrogateescape"))
+    name = target.name
+    if len(name.encode("utf-8", "surrogateescape")) > room:
+        name = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") or "x"
+    return target.with_name(f".{name}{tail}")
+
+
+# what temp_name() makes, and nothing else: ".{target}.dftmp.{host}.{pid}.{n}"
+_TEMP_RE = re.compile(r"\.(?P<target>.+)\.dftmp\.(?P<host>.+)\.(?P<pid>[0-9]+)\.[0-9]+", re.DOTALL)
+
+
+def _parse_temp(name: str) -> tuple[str, int] | None:
+    """(host, pid) of a name made by :func:`temp_name`, else None."""
+    found = _TEMP_RE.fullmatch(name)
+    return None if found is None else (found["host"], int(found["pid"]))
 
 
 def is_temporary_name(name: str) -> bool:
-    return TEMP_MARK in name
+    """Whether ``name`` has the exact form :func:`temp_name` gives (any host, any pid)."""
+    return _parse_temp(name) is not None
 
 
 def is_abandoned_temp(name: str) -> bool:
@@ -55,17 +81,11 @@ def is_abandoned_temp(name: str) -> bool:
     Other hosts' temporary files are never abandoned from here: on a shared directory
     they may be in the middle of their write-then-rename.
     """
-    _, mark, rest = name.partition(TEMP_MARK)
-    if not mark:
-        return False
-    parts = rest.rsplit(".", 2)
-    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
+    found = _parse_temp(name)
+    if found is None or found[0] != _HOST or found[1] == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(found[1], 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -88,6 +108,53 @@ def display_name(name: str) -> str:
     name = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+
+
+def _kind(mode: int) -> str:
+    return next((what for test, what in _KINDS if test(mode)), "not a plain file")
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The first ``limit + 1`` bytes (at most) of the regular file ``path``: a result
+    longer than ``limit`` means the file is larger than that.
+
+    Anything else (symbolic link, FIFO, socket, device, directory) raises
+    :class:`NotRegularFileError` and is never opened: it is looked at with ``lstat``
+    first, then opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked again with
+    ``fstat`` (it may have been swapped meanwhile). A missing file raises
+    ``FileNotFoundError``; other ``OSError``s pass through.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(f"{path.name} is {_kind(st.st_mode)}, not a regular file")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a symbolic link since the lstat
+            raise NotRegularFileError(f"{path.name} is a symbolic link, not a regular file") \
+                from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(f"{path.name} is {_kind(st.st_mode)}, not a regular file")
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from dropfetch.errors import BadJobError
-from dropfetch.fsutil import is_temporary_name
+from dropfetch.errors import BadJobError, fragment
 
 __all__ = ["MAX_JOB_BYTES", "JobSpec", "is_job_file", "job_name", "job_sha256", "parse_job"]
 
@@ -41,8 +40,7 @@ def is_job_file(name: str) -> bool:
     return (
         name.endswith(JOB_SUFFIX)
         and len(name) > len(JOB_SUFFIX)
-        and not name.startswith(".")
-        and not is_temporary_name(name)
+        and not name.startswith(".")  # hidden, and every temporary name (fsutil.temp_name)
     )
 
 
@@ -118,12 +116,13 @@ def _parse_yaml(text: str) -> JobSpec:
     try:
         doc = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - builds only str/list/dict
     except yaml.YAMLError as exc:
-        raise BadJobError(f"the job file is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise BadJobError(f"the job file is not valid YAML ({_yaml_problem(exc)})") from None
     if not isinstance(doc, dict):
         raise BadJobError("a YAML job file must be a mapping with a 'url:' key")
     unknown = sorted(str(k) for k in doc if k not in _OPTIONS)
     if unknown:
-        raise BadJobError(f"unknown option(s) in the job file: {', '.join(unknown)}; "
+        shown = fragment(", ".join(unknown))
+        raise BadJobError(f"unknown option(s) in the job file: {shown}; "
                           f"known: {', '.join(sorted(_OPTIONS))}")
     url = doc.get("url")
     if not isinstance(url, str):
@@ -145,6 +144,17 @@ def _parse_yaml(text: str) -> JobSpec:
     )
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the snippet of the file that PyYAML quotes."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.position + 1}: {exc.reason}"
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = fragment(problem, 50)[1:-1] if isinstance(problem, str) else type(exc).__name__
+    return where + what
+
+
 _TRUE = ("true", "yes", "on")
 _FALSE = ("false", "no", "off")
 
@@ -161,14 +171,15 @@ def _boolean(doc: dict[str, Any], key: str, default: Any, *, extra: tuple[str, .
     if text in _FALSE:
         return False
     choices = " or ".join([*(repr(e) for e in extra), "true", "false"])
-    raise BadJobError(f"option {key} must be {choices}, got {value!r}")
+    raise BadJobError(f"option {key} must be {choices}, got {fragment(str(value))}")
 
 
 def _checked_filename(value: object) -> str:
     if not isinstance(value, str) or not value or value in (".", ".."):
         raise BadJobError("option filename must be a plain file name")
     if "/" in value or "\\" in value:
-        raise BadJobError(f"option filename must be a bare name without a path, got {value!r}")
+        raise BadJobError("option filename must be a bare name without a path, "
+                          f"got {fragment(value)}")
     if _CONTROL.search(value) or len(value.encode()) > 255:
         raise BadJobError("option filename has control characters or is longer than 255 bytes")
     return value

@@ -49,14 +49,26 @@ _MAX_KEY_BYTES = 160
 _RENEW_IN_CHECK = 2 / 3
 
 
+# characters a key never holds as themselves: "/" (a path), "@" (the separator of
+# staging names), "~" (the mark of a hashed key) and "%" (the escape itself)
+_ESCAPED = {c: f"%{ord(c):02X}" for c in "%/@~"}
+
+
 def lease_key(job_id: str) -> str:
-    """A file-name-safe key for a job id ("SUB/NAME" -> "SUB%2FNAME"); a key that would
-    not fit a file name (with its suffixes) is shortened and made unique by a hash."""
-    key = job_id.replace("%", "%25").replace("/", "%2F")
-    if len(key.encode("utf-8", "surrogateescape")) > _MAX_KEY_BYTES:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        key = key.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore") + \
-            "~" + digest
+    """A file-name-safe key for a job id, unique to it ("SUB/NAME" -> "SUB%2FNAME").
+
+    Keys are injective: ``%``, ``/``, ``@`` and ``~`` (and a leading ``.``) are
+    percent-encoded, so a short key decodes back to its id; an id whose key would not
+    fit a file name (with its suffixes) gets a shortened key that ends with ``~`` and
+    a hash of the id, and only those keys contain a ``~``. A key never contains ``@``.
+    """
+    key = "".join(_ESCAPED.get(c, c) for c in job_id)
+    if key.startswith("."):
+        key = "%2E" + key[1:]  # never a hidden name, never a temporary one
+    raw = key.encode("utf-8", "surrogateescape")
+    if len(raw) > _MAX_KEY_BYTES:
+        digest = hashlib.sha256(raw).hexdigest()[:32]
+        key = raw[:100].decode("utf-8", "ignore") + "~" + digest
     return key
 
 

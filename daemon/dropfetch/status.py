@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dropfetch.errors import DropfetchError
-from dropfetch.fsutil import atomic_write, display_name
+from dropfetch.errors import DropfetchError, NotRegularFileError
+from dropfetch.fsutil import atomic_write, display_name, read_regular
 from dropfetch.jobfile import SIDECAR_SUFFIX
 
 __all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_sidecar",
@@ -24,6 +25,8 @@ __all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# far more than a sidecar with extract.max_files entries needs; a bigger file is not ours
+MAX_SIDECAR_BYTES = 256 * 1024 * 1024
 
 
 class Status(StrEnum):
@@ -122,14 +125,24 @@ def _printable(value: Any) -> Any:
 def read_sidecar(path: Path, *, attempts: int = 3) -> Sidecar | None:
     """The sidecar at ``path``, or None if missing or unreadable.
 
-    Sidecars are replaced atomically, so a read that does not parse is retried: a
-    network filesystem with attribute caching can hand out the new file's bytes cut to
-    the old file's size for a moment.
+    Only a regular file is read (see :func:`dropfetch.fsutil.read_regular`): a FIFO,
+    a symbolic link or a device under a sidecar's name is logged and skipped, never
+    opened. Sidecars are replaced atomically, so a read that does not parse is
+    retried: a network filesystem with attribute caching can hand out the new file's
+    bytes cut to the old file's size for a moment.
     """
     for attempt in range(attempts):
         try:
-            return Sidecar.from_json(path.read_bytes())
+            raw = read_regular(path, MAX_SIDECAR_BYTES)
+            if len(raw) > MAX_SIDECAR_BYTES:
+                logger.warning("%s: ignoring a sidecar larger than %d MiB", path.name,
+                               MAX_SIDECAR_BYTES >> 20)
+                return None
+            return Sidecar.from_json(raw)
         except FileNotFoundError:
+            return None
+        except NotRegularFileError as exc:
+            logger.warning("%s; ignored (remove it)", exc.message)
             return None
         except (OSError, ValueError, TypeError) as exc:
             if attempt + 1 == attempts:
@@ -141,12 +154,27 @@ def read_sidecar(path: Path, *, attempts: int = 3) -> Sidecar | None:
 
 def read_sidecars(inbox: Path, *, recursive: bool = False) -> list[Sidecar]:
     """Every readable sidecar in ``inbox`` (and, with ``recursive``, one level below),
-    sorted by path; temporary files are skipped."""
-    paths = sorted(inbox.glob("*" + SIDECAR_SUFFIX))
+    sorted by path. Hidden and temporary names are skipped, and so, quietly, is
+    anything that is not a regular file (the daemon logs those when it meets them)."""
+    paths = sorted(_sidecar_entries(inbox))
     if recursive:
-        paths += sorted(inbox.glob("*/*" + SIDECAR_SUFFIX))
-    found = (read_sidecar(p) for p in paths if not p.name.startswith("."))
+        for sub in sorted(_entries(inbox, dirs=True)):
+            paths += sorted(_sidecar_entries(sub))
+    found = (read_sidecar(p) for p in paths)
     return [sc for sc in found if sc is not None]
+
+
+def _entries(directory: Path, *, dirs: bool) -> list[Path]:
+    try:
+        with os.scandir(directory) as it:
+            return [Path(e.path) for e in it if not e.name.startswith(".") and (
+                e.is_dir(follow_symlinks=False) if dirs else e.is_file(follow_symlinks=False))]
+    except OSError:
+        return []
+
+
+def _sidecar_entries(directory: Path) -> list[Path]:
+    return [p for p in _entries(directory, dirs=False) if p.name.endswith(SIDECAR_SUFFIX)]
 
 
 class TransitionError(RuntimeError):

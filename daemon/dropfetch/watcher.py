@@ -4,6 +4,14 @@ things up; the rescans make correctness independent of them).
 The watcher reports job ids ("NAME", or "SUB/NAME" with ``recursive``) to a callback
 meaning "look at this job": a job file became ready, changed, or was removed, or a
 sidecar is left without its job file. It never decides what to do with a job.
+
+When is a job file ready? Renamed into place: at once. Closed after writing (inotify's
+IN_CLOSE_WRITE): at once. Otherwise (created by a move from outside the inbox, or a
+link, or seen by a rescan or the polling observer) once unchanged for ``settle_time``.
+With inotify, a job file that something has open (IN_OPEN without its close yet) is
+never taken by settling or by a rescan: a person typing into ``cat > x.url`` may pause
+for minutes. Such a file is taken when closed; if it stays open, it waits (a line in the
+log says so once), and a ``touch`` of the file (which closes after writing) takes it.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
+    FileClosedNoWriteEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -37,7 +47,9 @@ __all__ = ["Watcher", "choose_observer"]
 
 logger = logging.getLogger(__name__)
 
-Signature = tuple[int, int, int]  # size, mtime_ns, inode
+Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+# after this long open, the log says once that a job file waits for its writer
+OPEN_NOTICE_SECONDS = 60.0
 
 
 def choose_observer(config: Config) -> tuple[str, str]:
@@ -51,7 +63,7 @@ def choose_observer(config: Config) -> tuple[str, str]:
 
 
 _EVENTS = [FileMovedEvent, DirMovedEvent, FileClosedEvent, FileDeletedEvent, FileCreatedEvent,
-           FileModifiedEvent, DirCreatedEvent]
+           FileModifiedEvent, DirCreatedEvent, FileOpenedEvent, FileClosedNoWriteEvent]
 
 
 class _Handler(FileSystemEventHandler):
@@ -61,13 +73,18 @@ class _Handler(FileSystemEventHandler):
         self._w = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
         if isinstance(event, FileMovedEvent | DirMovedEvent):
-            self._w.seen(os.fsdecode(event.src_path), ready=True)
+            self._w.seen(src, ready=True)
             self._w.seen(os.fsdecode(event.dest_path), ready=True)
-        elif isinstance(event, FileClosedEvent | FileDeletedEvent):
-            self._w.seen(os.fsdecode(event.src_path), ready=True)
+        elif isinstance(event, FileOpenedEvent):
+            self._w.opened(src)
+        elif isinstance(event, FileClosedEvent | FileClosedNoWriteEvent):
+            self._w.closed(src, wrote=isinstance(event, FileClosedEvent))
+        elif isinstance(event, FileDeletedEvent):
+            self._w.seen(src, ready=True)
         elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
-            self._w.seen(os.fsdecode(event.src_path), ready=False)
+            self._w.seen(src, ready=False)
         elif isinstance(event, DirCreatedEvent):
             self._w.wake()
 
@@ -83,6 +100,9 @@ class Watcher:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Signature, float]] = {}  # id -> (sig, unchanged since)
         self._known: dict[str, Signature | None] = {}  # last reported signature per id
+        # inotify only: job files something has open (opens not closed yet), since when
+        self._open: dict[str, tuple[int, float]] = {}
+        self._noticed: set[str] = set()  # ids whose long open was logged
         self._observer: InotifyObserver | PollingObserver | None = None
         self._thread: threading.Thread | None = None
         self.kind, self.why = choose_observer(config)
@@ -160,7 +180,8 @@ class Watcher:
         return None
 
     def seen(self, path: str, *, ready: bool) -> None:
-        """An event about ``path``: report at once if ``ready``, else after settling."""
+        """An event about ``path``: report at once if ``ready`` (renamed, removed, closed
+        after writing: reported even if it looks unchanged), else after settling."""
         found = self._job_id(path)
         if found is None:
             return
@@ -171,11 +192,18 @@ class Watcher:
                 self._send(job_id, self._signature(job_id), force=True)
             return
         sig = self._signature(job_id)
+        if ready:
+            with self._lock:
+                self._pending.pop(job_id, None)
+                if sig is None:  # removed: whoever had it open has the old file
+                    self._open.pop(job_id, None)
+            self._send(job_id, sig, force=True)
+            return
         with self._lock:
             if sig is not None and self._known.get(job_id) == sig:
                 self._pending.pop(job_id, None)
                 return
-        if ready or sig is None or self.config.settle_time <= 0:
+        if sig is None or (self.config.settle_time <= 0 and not self._is_open(job_id)):
             with self._lock:
                 self._pending.pop(job_id, None)
             self._send(job_id, sig)
@@ -186,12 +214,45 @@ class Watcher:
                 self._pending[job_id] = (sig, time.monotonic())
         self._wake.set()
 
+    def opened(self, path: str) -> None:
+        """IN_OPEN of a job file: it is not taken by settling until closed."""
+        found = self._job_id(path)
+        if found is None or found[1]:
+            return
+        with self._lock:
+            count, since = self._open.get(found[0], (0, time.monotonic()))
+            self._open[found[0]] = (count + 1, since)
+
+    def closed(self, path: str, *, wrote: bool) -> None:
+        """IN_CLOSE_WRITE (``wrote``) or IN_CLOSE_NOWRITE of a job file. A close after
+        writing makes it ready at once; it also clears the open count, so a count left
+        wrong by lost events is mended by a ``touch``."""
+        found = self._job_id(path)
+        if found is None or found[1]:
+            return
+        job_id = found[0]
+        with self._lock:
+            count, since = self._open.pop(job_id, (0, 0.0))
+            if not wrote and count > 1:
+                self._open[job_id] = (count - 1, since)
+            still_open = job_id in self._open
+            if not still_open:
+                self._noticed.discard(job_id)
+        if wrote:
+            self.seen(path, ready=True)
+        elif not still_open:
+            self._wake.set()  # a settle that waited for this close may be due
+
+    def _is_open(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._open
+
     def _signature(self, job_id: str) -> Signature | None:
         try:
-            st = os.stat(self.config.inbox / (job_id + JOB_SUFFIX))
+            st = os.lstat(self.config.inbox / (job_id + JOB_SUFFIX))  # the entry, not a target
         except OSError:
             return None
-        return st.st_size, st.st_mtime_ns, st.st_ino
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
     def _send(self, job_id: str, sig: Signature | None, *, force: bool = False) -> None:
         with self._lock:
@@ -234,10 +295,22 @@ class Watcher:
                 if current is None:
                     self._send(job_id, None)
                 continue
+            if self._is_open(job_id):
+                self._notice_open(job_id, now)
+                continue  # taken when closed (IN_CLOSE_WRITE), never while open
             if now - since >= self.config.settle_time:
                 with self._lock:
                     self._pending.pop(job_id, None)
                 self._send(job_id, sig)
+
+    def _notice_open(self, job_id: str, now: float) -> None:
+        with self._lock:
+            since = self._open.get(job_id, (0, now))[1]
+            if now - since < OPEN_NOTICE_SECONDS or job_id in self._noticed:
+                return
+            self._noticed.add(job_id)
+        logger.info("%s: the job file has been open for %.0f s; it is taken once its writer "
+                    "closes it (touch it if nothing is writing it)", job_id, now - since)
 
     def _rescan(self) -> None:
         inbox = self.config.inbox
@@ -272,6 +345,8 @@ class Watcher:
         with self._lock:
             for job_id in [j for j in self._known if j not in jobs and j not in sidecars]:
                 del self._known[job_id]
+            for job_id in [j for j in self._open if j not in jobs]:
+                del self._open[job_id]
 
     def _entries(self) -> Iterator[str]:
         try:

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -19,21 +20,32 @@ from pathlib import Path
 from dropfetch.config import Config, ExtractConfig
 from dropfetch.download import Downloader, DownloadResult, Transfer, redact_url
 from dropfetch.errors import (
+    BadJobError,
     CancelledError,
     ChecksumMismatchError,
     DiskFullError,
     DropfetchError,
     IOFailureError,
     LeaseLostError,
+    NotRegularFileError,
     from_os_error,
 )
 from dropfetch.extract import ArchiveFormat, Growth, extract, single_file_name, sniff
-from dropfetch.fsutil import is_abandoned_temp, publish_dir, remove_tree, temp_name
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, JobSpec, job_name, job_sha256, parse_job
+from dropfetch.fsutil import is_abandoned_temp, publish_dir, read_regular, remove_tree, temp_name
+from dropfetch.jobfile import (
+    JOB_SUFFIX,
+    MAX_JOB_BYTES,
+    SIDECAR_SUFFIX,
+    JobSpec,
+    job_name,
+    job_sha256,
+    parse_job,
+)
 from dropfetch.leases import Lease, LeaseManager, lease_key
 from dropfetch.status import FINAL, Sidecar, Status, StatusBoard, now_iso, read_sidecar
 
-__all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths"]
+__all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths", "parse_staging_name",
+           "staging_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +72,26 @@ class JobPaths:
     key: str
 
     def staging_dirs(self) -> list[Path]:
-        """Staging and trash directories of this job, from any host."""
+        """Staging directories of this job, from any host."""
         try:
             return [p for p in self.staging_dir.iterdir()
-                    if p.name.rsplit("@", 3)[0] == self.key and p.name.count("@") >= 3]
+                    if (found := parse_staging_name(p.name)) is not None and found[0] == self.key]
         except FileNotFoundError:
             return []
+
+
+def staging_name(key: str, host_id: str, pid: int, stamp: int) -> str:
+    """``KEY@HOST@PID@STAMP``: the name of one attempt's staging directory. Neither the
+    job's key nor the escaped host contains an ``@`` (see :func:`lease_key`)."""
+    return f"{key}@{lease_key(host_id)}@{pid}@{stamp}"
+
+
+def parse_staging_name(name: str) -> tuple[str, str, int] | None:
+    """(key, escaped host, pid) of a :func:`staging_name`, else None."""
+    parts = name.split("@")
+    if len(parts) != 4 or not parts[0] or not parts[2].isdigit() or not parts[3].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2])
 
 
 def job_paths(config: Config, job_id: str) -> JobPaths:
@@ -314,14 +340,19 @@ class WorkerPool:
 
     def _check_running(self, run: _Run) -> None:
         try:
-            data = job_paths(self.config, run.job_id).job.read_bytes()
-        except FileNotFoundError:
-            logger.info("%s: the job file was removed; stopping the job", run.job_id)
-            run.stop("removed")
-            return
+            data = _read_job(job_paths(self.config, run.job_id).job)
         except OSError:
             return
-        if run.job_sha256 is not None and job_sha256(data) != run.job_sha256:
+        if run.job_sha256 is None:
+            # a purge (or a job not read yet): a job file that is there again runs again
+            # as soon as this is done, not at the next rescan
+            if data is not None:
+                run.rerun = True
+            return
+        if data is None:
+            logger.info("%s: the job file was removed; stopping the job", run.job_id)
+            run.stop("removed")
+        elif _identity(data) != run.job_sha256:
             logger.info("%s: the job file changed; starting over with the new one", run.job_id)
             run.rerun = True
             run.stop("changed")
@@ -378,9 +409,7 @@ class WorkerPool:
         cfg = self.config
         paths = job_paths(cfg, run.job_id)
         try:
-            data: bytes | None = paths.job.read_bytes()
-        except FileNotFoundError:
-            data = None
+            data = _read_job(paths.job)
         except OSError as exc:
             logger.warning("%s: cannot read the job file (%s); will look again", run.job_id, exc)
             self.queue.put(run.job_id, delay=cfg.rescan_interval)
@@ -390,7 +419,7 @@ class WorkerPool:
                 return
             self._removed(paths)
             return
-        run.job_sha256 = job_sha256(data[: 64 * 1024 + 1])
+        run.job_sha256 = _identity(data)
         lease = self.leases.acquire(run.job_id)
         if lease is None:
             # another host works on it; look again when its lease could have expired
@@ -424,9 +453,14 @@ class WorkerPool:
                            interval=self.config.status.update_interval, fence=lease.check,
                            on_change=self._on_change)
 
-    def _run_job(self, run: _Run, paths: JobPaths, data: bytes, lease: Lease,
+    def _run_job(self, run: _Run, paths: JobPaths, data: bytes | BadJobError, lease: Lease,
                  downloader: Downloader) -> None:
         cfg = self.config
+        if _is_dir(paths.sidecar):
+            logger.error("%s: %s is a directory, so the job cannot have a status file; it is "
+                         "not run (remove that directory, then touch the job file)",
+                         run.job_id, paths.sidecar.name)
+            return
         old = read_sidecar(paths.sidecar)
         same = old is not None and old.job_sha256 == run.job_sha256
         if same and old is not None:
@@ -456,7 +490,7 @@ class WorkerPool:
                 return  # the partial file is kept for when the inbox is back
             self._error(run, board, paths, from_os_error(exc, "writing the output"))
 
-    def _attempt(self, run: _Run, paths: JobPaths, data: bytes, lease: Lease,
+    def _attempt(self, run: _Run, paths: JobPaths, data: bytes | BadJobError, lease: Lease,
                  downloader: Downloader, board: StatusBoard, previous: Status | None) -> None:
         """One attempt at a job: download, verify, extract, publish, ``ok``. Staging and
         the extraction thread are cleaned up before an error reaches the caller, so a
@@ -471,6 +505,8 @@ class WorkerPool:
                 # (kill -9): back to the queue, then the download resumes from the partial
                 board.set(Status.QUEUED)
             job_name(paths.job.name)
+            if isinstance(data, BadJobError):
+                raise data  # not a regular file: never opened
             spec = parse_job(data)
             board.sidecar.url = redact_url(spec.url)
             self._check_space()
@@ -537,8 +573,8 @@ class WorkerPool:
         return result
 
     def _new_staging(self, paths: JobPaths) -> Path:
-        staging = paths.staging_dir / (
-            f"{paths.key}@{self.config.lease.host_id}@{os.getpid()}@{time.monotonic_ns()}")
+        staging = paths.staging_dir / staging_name(paths.key, self.config.lease.host_id,
+                                                   os.getpid(), time.monotonic_ns())
         for old in paths.staging_dirs():  # debris of an earlier try, from any host
             remove_tree(old)
         staging.mkdir(mode=0o755)
@@ -631,7 +667,7 @@ class WorkerPool:
             self.queue.put(paths.id, delay=self.config.lease.ttl / 2)
             return
         try:
-            if paths.job.exists():  # it came back meanwhile
+            if os.path.lexists(paths.job):  # it came back meanwhile
                 self.queue.put(paths.id)
                 return
             previous = None if sidecar is None else sidecar.status
@@ -679,11 +715,11 @@ class WorkerPool:
 
     def _clean_own_debris(self) -> None:
         """Remove staging left by an earlier process of this host (crash recovery)."""
-        host = self.config.lease.host_id
+        host = lease_key(self.config.lease.host_id)
         staging = self.config.work / "staging"
         for p in staging.iterdir():
-            parts = p.name.rsplit("@", 3)
-            mine = len(parts) == 4 and parts[1] == host and parts[2] != str(os.getpid())
+            found = parse_staging_name(p.name)
+            mine = found is not None and found[1] == host and found[2] != os.getpid()
             # other hosts' temporary names may be mid-rename on a shared work_dir
             if mine or is_abandoned_temp(p.name):
                 logger.info("removing staging debris %s", p.name)
@@ -691,6 +727,31 @@ class WorkerPool:
         for p in (self.config.work / "partial").iterdir():
             if is_abandoned_temp(p.name):
                 remove_tree(p)
+
+
+def _read_job(path: Path) -> bytes | BadJobError | None:
+    """A job file's bytes (at most MAX_JOB_BYTES + 1: parse_job refuses more), the
+    error for an entry that is not a regular file, or None when there is none."""
+    try:
+        return read_regular(path, MAX_JOB_BYTES)
+    except FileNotFoundError:
+        return None
+    except NotRegularFileError as err:
+        return NotRegularFileError(f"{err.message}; only a regular file is read as a job file "
+                                   "(replace it with one that holds the URL)")
+
+
+def _identity(data: bytes | BadJobError) -> str:
+    """``job_sha256``: of the bytes; for an entry that cannot be read, of what it is
+    (so a FIFO replaced by a symbolic link is a new job, with a new message)."""
+    return job_sha256(data if isinstance(data, bytes) else b"\0" + data.message.encode())
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _test_pause(job_id: str, phase: str) -> None:
