@@ -43,8 +43,7 @@ UTF8_ENV = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 def need(*tools: str) -> None:
     for tool in tools:
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install libarchive-tools zip unzip "
-                        "p7zip-full)")
+            pytest.skip(f"{tool} not installed (`make test-deps` installs it, as root)")
 
 
 def unpack(archive: Path, dest: Path, config: ExtractConfig | None = None,
