@@ -446,7 +446,9 @@ class WorkerPool:
     def _look_again(self, job_id: str) -> None:
         """The job's lease is (or may be) another host's: look again, before the rest of
         the queue, as soon as that lease could be stale (the new holder may die too)."""
-        self.queue.put(job_id, delay=self.leases.look_again_in(job_id), urgent=True)
+        delay = self.leases.look_again_in(job_id)
+        logger.debug("%s: the lease is another holder's; looking again in %.2f s", job_id, delay)
+        self.queue.put(job_id, delay=delay, urgent=True)
 
     def _reclaim_own_leases(self) -> None:
         """After a crash: the jobs whose leases this host's dead process left go first."""
@@ -539,10 +541,9 @@ class WorkerPool:
             board.sidecar.url = redact_url(spec.url)
             self._check_space()
             # the start count and the staging of this job (cleaned below) are the holder's
-            lease.check()
-            self._count_start(paths, board.sidecar.job_sha256)
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
-                      bytes_done=0, bytes_total=None)
+                      bytes_done=0, bytes_total=None)  # fenced: we hold the lease
+            self._count_start(paths, board.sidecar.job_sha256)
             token = self._new_staging(paths)
             staging = token / "out"
             stream = _Stream(paths.partial, staging, cfg.extract, run.cancel,
