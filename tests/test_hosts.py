@@ -22,8 +22,12 @@ import pytest
 
 from archives import tar_bytes
 from dropfetch import fsutil
+from dropfetch.config import load_config
 from dropfetch.fsutil import publish_dir
-from dropfetch.worker import JobQueue
+from dropfetch.jobfile import job_sha256
+from dropfetch.leases import Lease, LeaseManager
+from dropfetch.status import Sidecar, Status
+from dropfetch.worker import JobQueue, WorkerPool, _Run
 from harness import Daemon, wait_for
 
 TTL = 3.0
@@ -88,6 +92,33 @@ def test_urgent_entries_go_before_a_backlog() -> None:
     q.put("backlog5", delay=5, urgent=True)
     assert q.get(timeout=0) == "backlog5"
     assert q.get(timeout=0) == "backlog1"
+
+
+def test_finished_jobs_are_recognised_without_taking_a_lease(tmp_path):
+    """A rescan of many finished jobs costs a sidecar read each, no lease round trip,
+    so it does not compete with takeovers (and does not load a shared lease dir)."""
+    config = load_config(None, inbox=str(tmp_path / "inbox"), outbox=str(tmp_path / "outbox"))
+    config.inbox.mkdir()
+    (config.work / "leases").mkdir(parents=True)
+    asked: list[str] = []
+
+    class Held(LeaseManager):
+        def acquire(self, job_id: str) -> Lease | None:
+            asked.append(job_id)
+            return None  # as if another host held every lease
+
+    pool = WorkerPool(config, Held(config.work / "leases", host_id="h", ttl=TTL))
+    for i in range(200):
+        data = b"http://127.0.0.1:1/%d\n" % i
+        (config.inbox / f"j{i}.url").write_bytes(data)
+        sidecar = Sidecar(id=f"j{i}", job=f"j{i}.url", job_sha256=job_sha256(data),
+                          status=Status.OK if i % 2 else Status.FAILED, attempt=1)
+        (config.inbox / f"j{i}.status.json").write_bytes(sidecar.to_json())
+    (config.inbox / "j7.url").write_bytes(b"http://127.0.0.1:1/new-version\n")
+    for i in range(200):
+        pool._process(_Run(f"j{i}"), None)  # type: ignore[arg-type]
+    assert asked == ["j7"]  # only the job whose file changed since it finished
+    assert len(pool.queue) == 1
 
 
 def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
