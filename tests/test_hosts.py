@@ -29,6 +29,7 @@ from dropfetch.leases import Lease, LeaseManager
 from dropfetch.status import Sidecar, Status
 from dropfetch.worker import JobQueue, WorkerPool, _Run
 from harness import Daemon, wait_for
+from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
 
 TTL = 3.0
 FAST: dict[str, Any] = {"poll_interval": 0.5, "settle_time": 0.2, "rescan_interval": 2,
@@ -189,8 +190,8 @@ def test_killed_hosts_jobs_are_taken_over_within_ttl_despite_a_backlog(
 
 
 @pytest.mark.netshare
-def test_takeover_within_ttl_on_the_sshfs_bed(fault_server, make_daemon, tmp_path, request):
-    netshare = request.getfixturevalue("netshare")
+def test_takeover_within_ttl_on_the_sshfs_bed(netshare: NetShare, fault_server, make_daemon,
+                                              tmp_path):
     area = netshare.area("fast-takeover")
     _takeover(make_daemon, tmp_path, fault_server, area.views())
 
@@ -317,6 +318,19 @@ def test_publish_out_of_a_revoked_token_touches_nothing(tmp_path, exchange):
     with pytest.raises(FileNotFoundError):
         publish_dir(token / "out", outbox / "other", token / "old", exchange=exchange)
     assert sorted(p.name for p in outbox.iterdir()) == ["job"]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_publish_never_replaces_a_file(tmp_path, exchange):
+    """An output is a directory: a file in its place (another job's kept archive) stays."""
+    (tmp_path / "outbox").mkdir()
+    kept = tmp_path / "outbox" / "X.tar.gz"
+    kept.write_bytes(b"the kept archive of job X")
+    (tmp_path / "token" / "out").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        publish_dir(tmp_path / "token" / "out", kept, tmp_path / "token" / "old",
+                    exchange=exchange)
+    assert kept.read_bytes() == b"the kept archive of job X"
 
 
 @pytest.mark.parametrize("exchange", ["1", "0"])

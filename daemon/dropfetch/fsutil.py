@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 __all__ = [
@@ -169,7 +170,15 @@ def publish_dir(staging: Path, target: Path, trash: Path, *,
     """
     if exchange is None:
         exchange = os.environ.get(TEST_NO_EXCHANGE_ENV) != "1"
-    if os.path.lexists(target):
+    try:
+        st: os.stat_result | None = target.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        # an output is always a directory: a file there is somebody else's (a kept archive)
+        raise FileExistsError(errno.EEXIST, "a file, not an output directory, is in the way",
+                              str(target))
+    if st is not None:
         if exchange and _exchange(staging, target):
             old = staging  # the swap left the old output at the staging path
         else:
@@ -189,8 +198,6 @@ def remove_tree(path: Path) -> None:
         st = path.lstat()
     except FileNotFoundError:
         return
-    import stat
-
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path, ignore_errors=False, onerror=_rm_onerror)
     else:
