@@ -43,7 +43,7 @@ def _host(make_daemon: Any, tmp_path: Path, view: Path, host: str, *, start: boo
     base.mkdir(exist_ok=True)
     config = {**FAST, "inbox": str(view / "inbox"), "outbox": str(view / "outbox"),
               "work_dir": str(view / "work"), **extra}
-    config["lease"] = {"ttl": TTL, "host_id": host}
+    config["lease"] = {"ttl": TTL, **extra.get("lease", {}), "host_id": host}
     config["log"] = {"level": "debug"}
     d: Daemon = make_daemon(start=False, base=base, **config)
     d.inbox, d.outbox = view / "inbox", view / "outbox"

@@ -539,6 +539,7 @@ class WorkerPool:
             job_name(paths.job.name)
             spec = parse_job(data)
             board.sidecar.url = redact_url(spec.url)
+            self._check_owner(run.job_id, None)  # before downloading; again before publishing
             self._check_space()
             # the start count and the staging of this job (cleaned below) are the holder's
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
