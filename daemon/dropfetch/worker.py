@@ -541,9 +541,10 @@ class WorkerPool:
             board.sidecar.url = redact_url(spec.url)
             self._check_owner(run.job_id, None)  # before downloading; again before publishing
             self._check_space()
-            # the start count and the staging of this job (cleaned below) are the holder's
+            # fenced (a sidecar write): the start count and the job's staging tokens,
+            # revoked below, are only the lease holder's to touch
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
-                      bytes_done=0, bytes_total=None)  # fenced: we hold the lease
+                      bytes_done=0, bytes_total=None)
             self._count_start(paths, board.sidecar.job_sha256)
             token = self._new_staging(paths)
             staging = token / "out"
@@ -556,7 +557,8 @@ class WorkerPool:
             if fmt is not ArchiveFormat.FILE and self._keep_archive(spec):
                 kept = paths.output.with_name(f"{paths.output.name}.{fmt}")
                 archive["kept"] = kept.name
-                os.replace(result.path, token / "archive")  # published from the token too
+                # into the token: fenced like the output (ENOENT once revoked)
+                os.replace(result.path, token / "archive")
             lease.check()  # fencing: publish only while we hold the lease (see _publish)
             _test_pause(run.job_id, "publish")
             with self._publish_lock:
@@ -809,8 +811,8 @@ class WorkerPool:
             raise IOFailureError(
                 f"the daemon was stopped {starts} times in a row (killed, crashed or cut off "
                 "from the shared directory) while working on this job, without finishing "
-                "it; giving up in case the job itself is the cause. See the daemon's log; "
-                "remove the sidecar to try again")
+                "it; giving up in case the job itself is the cause. See the daemon's log, then "
+                "'dropfetch retry' the job to try again")
         atomic_write(paths.starts, json.dumps(
             {"job_sha256": job_sha, "starts": starts + 1}).encode(), durable=False)
 
