@@ -240,11 +240,18 @@ def test_start_removes_own_abandoned_temporaries_everywhere(make_daemon, tmp_pat
         kept.append(p / f".{stem}.dftmp.other-host.{dead}.{i}")  # another host's
     for p in abandoned + kept:
         p.write_bytes(b"{}")
+    # a staging token revoked (renamed aside) by a process that died before removing it
+    (work / "staging").mkdir()
+    (work / "staging" / f".revoked.dftmp.{host}.{dead}.9" / "out").mkdir(parents=True)
+    staged_kept = [f".revoked.dftmp.{host}.{live}.9", f".revoked.dftmp.other-host.{dead}.9"]
+    for name in staged_kept:
+        (work / "staging" / name).mkdir()
     d.start()
     wait_for(lambda: "dropfetch running" in d.log(), message="the start-up to finish")
     left = [p for p in abandoned if p.exists()]
     assert not left, left
     assert all(p.exists() for p in kept)
+    assert sorted(p.name for p in (work / "staging").iterdir()) == sorted(staged_kept)
 
 
 # -- 3. attempts ---------------------------------------------------------------------
@@ -358,6 +365,7 @@ def test_host_paused_between_lease_check_and_publish_is_fenced(fault_server, mak
     finally:
         a.signal(signal.SIGCONT)
     wait_for(lambda: "f: lost the lease" in a.log(), 30, message="A to find it lost the job")
+    assert "staging was revoked" in a.log()  # found out by its publish renames failing
     assert a.proc is not None and a.proc.poll() is None
     assert _files(shared / "outbox") == published  # nothing moved aside or replaced
     assert sorted(p.name for p in (shared / "outbox").iterdir()) == ["f"]

@@ -510,8 +510,9 @@ class WorkerPool:
         board = self._board(paths, sidecar, previous, lease)
         try:
             self._attempt(run, paths, data, lease, downloader, board, previous)
-        except LeaseLostError:
-            logger.error("%s: lost the lease; stopping without publishing", run.job_id)
+        except LeaseLostError as exc:
+            logger.error("%s: lost the lease; stopping without publishing (%s)", run.job_id,
+                         exc)
             self._look_again(run.job_id)
         except CancelledError:
             self._cancelled(run, board, paths, lease)
