@@ -347,7 +347,7 @@ def test_host_paused_between_lease_check_and_publish_is_fenced(fault_server, mak
     old = tar_bytes({"v.txt": b"old version"})
     new = tar_bytes({"v.txt": b"NEW version", "w.txt": b"w"})
     fault_server.add("/f.tar", old)
-    env = {"DROPFETCH_TEST_PAUSE": "publish", "DROPFETCH_TEST_PAUSE_SECONDS": str(TTL),
+    env = {"DROPFETCH_TEST_PAUSE": "publish", "DROPFETCH_TEST_PAUSE_SECONDS": str(2 * TTL),
            "DROPFETCH_TEST_NO_EXCHANGE": "0" if exchange == "1" else "1"}
     a = _host(make_daemon, tmp_path, shared, "host-a", env=env)
     a.drop("f", fault_server.url("/f.tar"))
