@@ -560,13 +560,13 @@ class WorkerPool:
                 archive["kept"] = kept.name
                 # into the token: fenced like the output (ENOENT once revoked)
                 os.replace(result.path, token / "archive")
+            self._stash_partial(run.job_id, paths, token)
             lease.check()  # fencing: publish only while we hold the lease (see _publish)
             _test_pause(run.job_id, "publish")
             with self._publish_lock:
                 self._check_owner(run.job_id, kept)
                 self._publish(run.job_id, token, paths.output, kept)
-                lease.check()  # the partial file is the holder's
-                self._drop_partial(paths)
+                self._forget_starts(paths)
                 board.set(Status.OK, output=run.job_id, files=files, archive=archive,
                           progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
@@ -576,6 +576,20 @@ class WorkerPool:
                 stream.stop("the job ended")  # joins the extraction thread, if any
             if token is not None:
                 remove_tree(token)
+
+    @staticmethod
+    def _stash_partial(job_id: str, paths: JobPaths, token: Path) -> None:
+        """The download is extracted: move the partial file and its resume data into the
+        token (removed with it), so that nothing after the last lease check touches a
+        shared path outside the token (a crash before the publish then costs a new
+        download, as it always did for a plain file, moved into staging)."""
+        for p in (paths.partial, paths.meta):
+            try:
+                os.replace(p, token / p.name)
+            except FileNotFoundError:
+                if not token.is_dir():
+                    raise LeaseLostError(f"{job_id}: another host took this job over (this "
+                                         "try's staging was revoked)") from None
 
     def _publish(self, job_id: str, token: Path, output: Path, kept: Path | None) -> None:
         """Rename the output (and the kept archive) out of the staging token into place.
