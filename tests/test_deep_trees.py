@@ -257,7 +257,9 @@ def test_kill_with_deep_staging_then_restart(fault_server, make_daemon, tmp_path
     wait_for(lambda: "DROPFETCH_TEST_PAUSE=publish" in d.log(), timeout=60,
              message="the job held before publishing")
     staged = list((d.work / "staging").iterdir())
-    assert len(staged) == 1 and walk_files(staged[0]) == [leaf, "noise.bin"]
+    # the staging token holds the tree in out/ (and the partial file, moved in for the
+    # fenced publish)
+    assert len(staged) == 1 and walk_files(staged[0] / "out") == [leaf, "noise.bin"]
     d.kill()
 
     d.start()

@@ -237,15 +237,37 @@ def start_writeback(fd: int) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
-def publish_dir(staging: Path, target: Path, trash: Path) -> None:
+# A test hook, not a feature: DROPFETCH_TEST_NO_EXCHANGE=1 makes publish_dir use its
+# fallback (as on NFS or sshfs, which have no RENAME_EXCHANGE) on any filesystem.
+TEST_NO_EXCHANGE_ENV = "DROPFETCH_TEST_NO_EXCHANGE"
+
+
+def publish_dir(staging: Path, target: Path, trash: Path, *,
+                exchange: bool | None = None) -> None:
     """Move ``staging`` to ``target`` whole; an existing ``target`` is replaced.
 
     The old output is swapped out atomically where the filesystem supports
-    RENAME_EXCHANGE, else renamed aside to ``trash`` (same filesystem) first; the
-    old tree is then removed. A reader never sees a mix.
+    RENAME_EXCHANGE (``exchange``: None, unless the test hook says otherwise), else
+    renamed aside to ``trash`` (same filesystem) first; the old tree is then removed.
+    A reader never sees a mix.
+
+    Fencing (the worker's staging token): ``staging`` and ``trash`` are inside one
+    directory that another host may rename away. The first rename of each way has a
+    path inside it (the exchange's source; the fallback's destination ``trash``), so
+    once that directory is gone nothing here moves ``target``: ENOENT instead.
     """
-    if os.path.lexists(target):
-        if _exchange(staging, target):
+    if exchange is None:
+        exchange = os.environ.get(TEST_NO_EXCHANGE_ENV) != "1"
+    try:
+        st: os.stat_result | None = target.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        # an output is always a directory: a file there is somebody else's (a kept archive)
+        raise FileExistsError(errno.EEXIST, "a file, not an output directory, is in the way",
+                              str(target))
+    if st is not None:
+        if exchange and _exchange(staging, target):
             old = staging  # the swap left the old output at the staging path
         else:
             os.rename(target, trash)

@@ -263,6 +263,39 @@ class LeaseManager:
         """What the lease file of ``job_id`` says, if any (host, pid, ...)."""
         return _read(self.path_for(job_id))
 
+    def look_again_in(self, job_id: str) -> float:
+        """Seconds until the lease of ``job_id``, held elsewhere, could be stale.
+
+        That is ``ttl`` after its bytes were first seen as they are now, but at most
+        ``ttl/2`` from now: a holder renews every ``ttl/3``, so the first look after
+        its last renewal comes at most ``ttl/2`` after it, and the lease is broken
+        ``ttl`` after that look: at most ``1.5 * ttl`` after the holder died.
+        """
+        with self._lock:
+            seen = self._observed.get(self.path_for(job_id))
+        limit = self.ttl / 2
+        if seen is None:
+            return limit
+        return max(0.05, min(limit, seen[1] + self.ttl - time.monotonic() + 0.05))
+
+    def own_dead(self) -> list[str]:
+        """Keys of the leases of this ``host_id`` whose process is gone (a restart
+        after a crash takes them back first)."""
+        keys = []
+        try:
+            names = sorted(p.name for p in self.dir.iterdir())
+        except OSError:
+            return []
+        for name in names:
+            if name.startswith(".") or not name.endswith(".lease"):
+                continue
+            data = _read(self.dir / name) or {}
+            pid = data.get("pid")
+            if (data.get("host") == self.host_id and isinstance(pid, int)
+                    and pid != os.getpid() and not _pid_alive(pid)):
+                keys.append(name[: -len(".lease")])
+        return keys
+
     def _is_stale(self, path: Path, raw: bytes, data: dict[str, object]) -> bool:
         """Whether the lease at ``path`` (now ``raw``) may be broken."""
         pid = data.get("pid")

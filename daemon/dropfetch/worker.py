@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import os
 import random
 import re
 import shutil
+import signal
 import stat
 import threading
 import time
@@ -27,11 +29,19 @@ from dropfetch.errors import (
     DropfetchError,
     IOFailureError,
     LeaseLostError,
+    NameConflictError,
     NotRegularFileError,
     from_os_error,
 )
 from dropfetch.extract import ArchiveFormat, Growth, extract, single_file_name, sniff
-from dropfetch.fsutil import is_abandoned_temp, publish_dir, read_regular, remove_tree, temp_name
+from dropfetch.fsutil import (
+    atomic_write,
+    is_abandoned_temp,
+    publish_dir,
+    read_regular,
+    remove_tree,
+    temp_name,
+)
 from dropfetch.jobfile import (
     JOB_SUFFIX,
     MAX_JOB_BYTES,
@@ -44,18 +54,26 @@ from dropfetch.jobfile import (
 from dropfetch.leases import Lease, LeaseManager, lease_key
 from dropfetch.status import FINAL, Sidecar, Status, StatusBoard, now_iso, read_sidecar
 
-__all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths", "parse_staging_name",
-           "staging_name"]
+__all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths", "output_owner",
+           "parse_staging_name", "staging_name"]
 
 logger = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
 
-# A test hook, not a feature: DROPFETCH_TEST_PAUSE=<phase> ("publish": after extraction,
-# before publishing; "purge": the sidecar says deleting, nothing removed yet) makes the
-# worker stop there for 30 s, so tests can kill the daemon at that point.
+# Test hooks, not features: DROPFETCH_TEST_PAUSE=<phase> ("publish": after extraction and
+# the last lease check, right before the renames that publish; "purge": the sidecar says
+# deleting, nothing removed yet) makes the worker stop there for 30 s (or
+# DROPFETCH_TEST_PAUSE_SECONDS), so tests can kill or stop the daemon at that point.
+# DROPFETCH_TEST_CRASH=<phase> makes the daemon kill itself (SIGKILL) there instead: a
+# job that crashes the daemon every time.
 TEST_PAUSE_ENV = "DROPFETCH_TEST_PAUSE"
+TEST_PAUSE_SECONDS_ENV = "DROPFETCH_TEST_PAUSE_SECONDS"
+TEST_CRASH_ENV = "DROPFETCH_TEST_CRASH"
 TEST_PAUSE_SECONDS = 30.0
+# A job whose tries are cut short this many times max_attempts in a row (the daemon
+# died, or lost the lease, each time) fails: it may be what kills the daemon.
+STARTS_PER_ATTEMPT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +86,7 @@ class JobPaths:
     output: Path
     partial: Path
     meta: Path
+    starts: Path
     staging_dir: Path
     key: str
 
@@ -104,43 +123,60 @@ def job_paths(config: Config, job_id: str) -> JobPaths:
         output=config.outbox / job_id,
         partial=partial,
         meta=partial.with_name(partial.name + ".meta"),
+        starts=partial.with_name(f"{key}.starts"),
         staging_dir=config.work / "staging",
         key=key,
     )
 
 
 class JobQueue:
-    """Job ids due now or at a time; an id is in the queue at most once."""
+    """Job ids due now or at a time; an id is in the queue at most once.
+
+    ``urgent`` entries (a look at a lease that can go stale, a dead lease of this very
+    host) are taken before every other due entry, so a takeover never waits behind a
+    backlog (a rescan of thousands of jobs). An id put twice keeps the earlier due
+    time, and stays urgent if either put was.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str]] = []
-        self._due: dict[str, float] = {}
+        self._heaps: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = ([], [])
+        self._due: dict[str, tuple[float, bool]] = {}
         self._seq = itertools.count()
         self._cond = threading.Condition()
 
-    def put(self, job_id: str, *, delay: float = 0.0) -> None:
+    def put(self, job_id: str, *, delay: float = 0.0, urgent: bool = False) -> None:
         due = time.monotonic() + delay
         with self._cond:
-            if job_id in self._due and self._due[job_id] <= due:
-                return
-            self._due[job_id] = due
-            heapq.heappush(self._heap, (due, next(self._seq), job_id))
+            old = self._due.get(job_id)
+            if old is not None:
+                if old[0] <= due and (old[1] or not urgent):
+                    return
+                due, urgent = min(due, old[0]), urgent or old[1]
+            self._due[job_id] = (due, urgent)
+            heapq.heappush(self._heaps[urgent], (due, next(self._seq), job_id))
             self._cond.notify()
+
+    def _top(self, urgent: bool) -> float | None:
+        heap = self._heaps[urgent]
+        while heap and self._due.get(heap[0][2]) != (heap[0][0], urgent):
+            heapq.heappop(heap)  # superseded entry
+        return heap[0][0] if heap else None
 
     def get(self, timeout: float) -> str | None:
         end = time.monotonic() + timeout
         with self._cond:
             while True:
                 now = time.monotonic()
-                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
-                    heapq.heappop(self._heap)  # superseded entry
-                if self._heap and self._heap[0][0] <= now:
-                    _, _, job_id = heapq.heappop(self._heap)
-                    del self._due[job_id]
-                    return job_id
                 wait = end - now
-                if self._heap:
-                    wait = min(wait, self._heap[0][0] - now)
+                for urgent in (True, False):
+                    top = self._top(urgent)
+                    if top is None:
+                        continue
+                    if top <= now:
+                        _, _, job_id = heapq.heappop(self._heaps[urgent])
+                        del self._due[job_id]
+                        return job_id
+                    wait = min(wait, top - now)
                 if wait <= 0:
                     return None
                 self._cond.wait(wait)
@@ -280,6 +316,7 @@ class WorkerPool:
         self._retire = 0
         self._stopping = threading.Event()
         self._names = itertools.count(1)
+        self._publish_lock = threading.Lock()  # owner check and publish, one job at a time
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -287,6 +324,7 @@ class WorkerPool:
         for sub in ("partial", "staging"):
             (self.config.work / sub).mkdir(parents=True, exist_ok=True)
         self._clean_own_debris()
+        self._reclaim_own_leases()
         self.resize(self.config.workers)
 
     def resize(self, workers: int) -> None:
@@ -420,22 +458,57 @@ class WorkerPool:
             self._removed(paths)
             return
         run.job_sha256 = _identity(data)
+        old = read_sidecar(paths.sidecar)
+        if old is not None and old.is_final and old.job_sha256 == run.job_sha256:
+            return  # finished before (restarts are idempotent): no lease needed to see it
         lease = self.leases.acquire(run.job_id)
         if lease is None:
-            # another host works on it; look again when its lease could have expired
-            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
+            # another host works on it; look again as soon as its lease could be stale
+            self._look_again(run.job_id)
             return
         try:
             self._run_job(run, paths, data, lease, downloader)
         except LeaseLostError:
             # from a sidecar write on an error path: the job belongs to another host now
             logger.error("%s: lost the lease; stopping without publishing", run.job_id)
-            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
+            self._look_again(run.job_id)
         except OSError:
             if self._inbox_present(run.job_id):
                 raise
         finally:
             self.leases.release(lease)
+
+    def _look_again(self, job_id: str) -> None:
+        """The job's lease is (or may be) another host's: look again, before the rest of
+        the queue, as soon as that lease could be stale (the new holder may die too)."""
+        delay = self.leases.look_again_in(job_id)
+        logger.debug("%s: the lease is another holder's; looking again in %.2f s", job_id, delay)
+        self.queue.put(job_id, delay=delay, urgent=True)
+
+    def _reclaim_own_leases(self) -> None:
+        """After a crash: the jobs whose leases this host's dead process left go first."""
+        keys = set(self.leases.own_dead())
+        if not keys:
+            return
+        ids: dict[str, str] = {}
+        dirs = [("", self.config.inbox)]
+        try:
+            if self.config.recursive:
+                dirs += [(e.name + "/", Path(e.path)) for e in os.scandir(self.config.inbox)
+                         if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            for prefix, d in dirs:
+                for name in (p.name for p in d.iterdir()):
+                    for suffix in (JOB_SUFFIX, SIDECAR_SUFFIX):
+                        if name.endswith(suffix) and not name.startswith("."):
+                            job_id = prefix + name[: -len(suffix)]
+                            ids[lease_key(job_id)] = job_id
+        except OSError as exc:
+            logger.warning("cannot list the inbox to take back this host's leases: %s", exc)
+        for key in sorted(keys):
+            if key in ids:
+                logger.info("%s: taking back the lease of this host's earlier process",
+                            ids[key])
+                self.queue.put(ids[key], urgent=True)
 
     def _inbox_present(self, job_id: str) -> bool:
         """False (and the job looked at again later) when the inbox itself is gone: an
@@ -469,18 +542,18 @@ class WorkerPool:
             if old.status is Status.WAITING and (wait := _seconds_until(old.next_attempt_at)) > 0:
                 self.queue.put(run.job_id, delay=wait)
                 return
-        attempt = old.attempt if same and old is not None else 0
         sidecar = Sidecar(id=run.job_id, job=paths.job.name, job_sha256=run.job_sha256 or "",
-                          host=cfg.lease.host_id, attempt=attempt,
+                          host=cfg.lease.host_id,
+                          attempt=_failed_tries(old) if same and old is not None else 0,
                           created=old.created if same and old is not None else now_iso())
         previous = None if old is None or old.status is Status.DELETING else old.status
         board = self._board(paths, sidecar, previous, lease)
         try:
             self._attempt(run, paths, data, lease, downloader, board, previous)
-        except LeaseLostError:
-            logger.error("%s: lost the lease; stopping without publishing", run.job_id)
-            # the new holder may die too: look again when its lease could have expired
-            self.queue.put(run.job_id, delay=cfg.lease.ttl / 2)
+        except LeaseLostError as exc:
+            logger.error("%s: lost the lease; stopping without publishing (%s)", run.job_id,
+                         exc)
+            self._look_again(run.job_id)
         except CancelledError:
             self._cancelled(run, board, paths, lease)
         except DropfetchError as err:
@@ -497,7 +570,7 @@ class WorkerPool:
         final status is only written once nothing of the attempt is left."""
         cfg = self.config
         attempt = board.sidecar.attempt
-        staging: Path | None = None
+        token: Path | None = None
         stream: _Stream | None = None
         try:
             if previous in FINAL or previous is Status.UNPACKING:
@@ -509,35 +582,92 @@ class WorkerPool:
                 raise data  # not a regular file: never opened
             spec = parse_job(data)
             board.sidecar.url = redact_url(spec.url)
+            self._check_owner(run.job_id, None)  # before downloading; again before publishing
             self._check_space()
+            # fenced (a sidecar write): the start count and the job's staging tokens,
+            # revoked below, are only the lease holder's to touch
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
                       bytes_done=0, bytes_total=None)
-            lease.check()  # staging of this job may be cleaned below: only by the holder
-            staging = self._new_staging(paths)
+            self._count_start(paths, board.sidecar.job_sha256)
+            token = self._new_staging(paths)
+            staging = token / "out"
             stream = _Stream(paths.partial, staging, cfg.extract, run.cancel,
                              self._unpack_progress(run, board, lease)) if spec.extract else None
             result = self._download(run, board, lease, downloader, spec, paths, stream)
             fmt, files = self._unpack(run, board, lease, spec, paths, result, staging, stream)
-            _test_pause(run.job_id, "publish")
-            lease.check()  # fencing: publish only while we hold the lease
-            paths.output.parent.mkdir(parents=True, exist_ok=True)
-            publish_dir(staging, paths.output, temp_name(staging))
-            staging = None
             archive = {"format": str(fmt), "size": result.size, "sha256": result.sha256}
+            kept: Path | None = None
             if fmt is not ArchiveFormat.FILE and self._keep_archive(spec):
                 kept = paths.output.with_name(f"{paths.output.name}.{fmt}")
-                os.replace(result.path, kept)
                 archive["kept"] = kept.name
-            self._drop_partial(paths)
-            board.set(Status.OK, output=run.job_id, files=files, archive=archive,
-                      progress=100, error=None)
+                # into the token: fenced like the output (ENOENT once revoked)
+                os.replace(result.path, token / "archive")
+            self._stash_partial(run.job_id, paths, token)
+            lease.check()  # fencing: publish only while we hold the lease (see _publish)
+            _test_pause(run.job_id, "publish")
+            with self._publish_lock:
+                self._check_owner(run.job_id, kept)
+                self._publish(run.job_id, token, paths.output, kept)
+                self._forget_starts(paths)
+                board.set(Status.OK, output=run.job_id, files=files, archive=archive,
+                          progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
             self._final(board.sidecar, paths)
         finally:
             if stream is not None:
                 stream.stop("the job ended")  # joins the extraction thread, if any
-            if staging is not None:
-                remove_tree(staging)
+            if token is not None:
+                remove_tree(token)
+
+    @staticmethod
+    def _stash_partial(job_id: str, paths: JobPaths, token: Path) -> None:
+        """The download is extracted: move the partial file and its resume data into the
+        token (removed with it), so that nothing after the last lease check touches a
+        shared path outside the token (a crash before the publish then costs a new
+        download, as it always did for a plain file, moved into staging)."""
+        for p in (paths.partial, paths.meta):
+            try:
+                os.replace(p, token / p.name)
+            except FileNotFoundError:
+                if not token.is_dir():
+                    raise LeaseLostError(f"{job_id}: another host took this job over (this "
+                                         "try's staging was revoked)") from None
+
+    def _publish(self, job_id: str, token: Path, output: Path, kept: Path | None) -> None:
+        """Rename the output (and the kept archive) out of the staging token into place.
+
+        The token (``work_dir/staging/KEY@host@pid@ns``) is the fencing token: a host
+        that takes the job over renames every other token of the job away before it
+        publishes anything (``_new_staging``), and every rename here has a path inside
+        the token as its source or destination. So a holder that was paused after its
+        last lease check either renames before the new holder started, when the output
+        it replaces is not the new holder's, or its renames fail (ENOENT) and it
+        publishes nothing. docs/NFS.md has the reasoning."""
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            publish_dir(token / "out", output, token / "old")
+            if kept is not None:
+                os.replace(token / "archive", kept)
+        except FileNotFoundError:
+            if token.is_dir():
+                raise
+            raise LeaseLostError(f"{job_id}: another host took this job over (this try's "
+                                 "staging was revoked); nothing was published") from None
+
+    def _check_owner(self, job_id: str, kept: Path | None) -> None:
+        """Fail with name_conflict when a path this job would publish is another job's."""
+        rels = [job_id]
+        if kept is not None:
+            rels.append(job_id.rpartition("/")[0] + "/" + kept.name
+                        if "/" in job_id else kept.name)
+        for rel in rels:
+            owner = output_owner(self.config, rel, me=job_id)
+            if owner is not None and owner != job_id:
+                whose = (f"the jobs in inbox/{owner}" if owner.endswith("/")
+                         else f"the job {owner!r}")
+                raise NameConflictError(
+                    f"outbox/{rel} belongs to {whose}; publishing this job would overwrite "
+                    "it. Rename this job file (or remove the other job)")
 
     def _check_space(self) -> None:
         cfg = self.config
@@ -573,12 +703,28 @@ class WorkerPool:
         return result
 
     def _new_staging(self, paths: JobPaths) -> Path:
-        staging = paths.staging_dir / staging_name(paths.key, self.config.lease.host_id,
-                                                   os.getpid(), time.monotonic_ns())
-        for old in paths.staging_dirs():  # debris of an earlier try, from any host
-            remove_tree(old)
-        staging.mkdir(mode=0o755)
-        return staging
+        """A new staging token for this try (see ``_publish``); the tree is built in
+        its ``out``. Every other token of the job (an earlier try's debris, or the one
+        of a holder that lost the lease) is revoked first."""
+        token = paths.staging_dir / staging_name(paths.key, self.config.lease.host_id,
+                                                 os.getpid(), time.monotonic_ns())
+        self._revoke_staging(paths)
+        token.mkdir(mode=0o755)
+        (token / "out").mkdir(mode=0o755)
+        return token
+
+    @staticmethod
+    def _revoke_staging(paths: JobPaths) -> None:
+        """Rename every staging token of the job away (atomic: the old holder's renames
+        out of it fail from then on), then remove it. The name aside is a temporary
+        name of this process, swept at the next start should it die meanwhile."""
+        for old in paths.staging_dirs():
+            aside = temp_name(paths.staging_dir / "revoked")
+            try:
+                os.rename(old, aside)
+            except FileNotFoundError:
+                continue
+            remove_tree(aside)
 
     def _unpack_progress(self, run: _Run, board: StatusBoard,
                          lease: Lease) -> Callable[[int, int], None]:
@@ -636,6 +782,7 @@ class WorkerPool:
                            sc.attempt, err.code, err.message, delay)
             board.set(Status.WAITING, next_attempt_at=_iso_in(delay),
                       error={"code": err.code, "message": err.message})
+            self._forget_starts(paths)
             self.queue.put(run.job_id, delay=delay)
             return
         logger.error("%s: failed (%s): %s", run.job_id, err.code, err.message)
@@ -647,14 +794,14 @@ class WorkerPool:
         if run.reason == "removed":
             self._purge(paths, board.sidecar, board)
         elif run.reason == "shutdown":
-            # checkpoint: the next start resumes the partial file; a try cut short by a
-            # stop is not a failed attempt (a kill -9 is: a job that crashes the daemon
-            # every time must run out of attempts)
+            # checkpoint: the next start resumes the partial file; a try cut short is
+            # not a failed attempt (nor is a kill -9: see _count_start)
             board.set(Status.QUEUED, attempt=max(0, board.sidecar.attempt - 1))
+            self._forget_starts(paths)
             logger.info("%s: stopped for shutdown; partial download kept", run.job_id)
         elif run.reason == "lease_lost":
             logger.error("%s: lost the lease; stopped without publishing", run.job_id)
-            self.queue.put(run.job_id, delay=self.config.lease.ttl / 2)
+            self._look_again(run.job_id)
         # "changed": the new job file starts over at once (rerun)
 
     def _removed(self, paths: JobPaths) -> None:
@@ -686,16 +833,21 @@ class WorkerPool:
         if board is not None and sidecar is not None and not keep:
             board.set(Status.DELETING)
             _test_pause(paths.id, "purge")
+        self._revoke_staging(paths)  # first: a stale holder cannot publish after the purge
         if not keep:
-            remove_tree(paths.output)
+            # only what this job made: not a kept archive or a category of the same name
+            if output_owner(self.config, paths.id, me=paths.id) == paths.id:
+                remove_tree(paths.output)
             archive = (sidecar.archive or {}) if sidecar else {}
             if archive.get("kept") and archive.get("format") in set(ArchiveFormat):
                 # named as when it was kept; not read back from the sidecar, where a name
                 # that is not UTF-8 is only shown (display_name)
-                remove_tree(paths.output.with_name(f"{paths.output.name}.{archive['format']}"))
+                kept = f"{paths.output.name}.{archive['format']}"
+                prefix = paths.id.rpartition("/")[0]
+                rel = f"{prefix}/{kept}" if prefix else kept
+                if output_owner(self.config, rel, me=paths.id) == paths.id:
+                    remove_tree(paths.output.with_name(kept))
         self._drop_partial(paths)
-        for old in paths.staging_dirs():
-            remove_tree(old)
         try:
             paths.sidecar.unlink()
         except FileNotFoundError:
@@ -703,9 +855,41 @@ class WorkerPool:
         logger.info("%s: job removed; %s", paths.id,
                     "output kept" if keep else "output, partial files and sidecar purged")
 
+    def _count_start(self, paths: JobPaths, job_sha: str) -> None:
+        """Count a try that starts; raise once too many in a row were cut short.
+
+        A try that ends (ok, an error, a graceful stop) forgets the count; one cut short
+        by a crash or a lost lease does not, and is not a failed attempt either. So a
+        job that kills the daemon every time still ends, as ``failed``, after
+        ``STARTS_PER_ATTEMPT * max_attempts`` starts. The count lives next to the
+        partial file (work_dir is shared, like the lease)."""
+        starts = 0
+        try:
+            data = json.loads(paths.starts.read_bytes())
+            if isinstance(data, dict) and data.get("job_sha256") == job_sha:
+                starts = int(data.get("starts", 0))
+        except (OSError, ValueError, TypeError):
+            pass
+        limit = STARTS_PER_ATTEMPT * self.config.download.max_attempts
+        if starts >= limit:
+            raise IOFailureError(
+                f"the daemon was stopped {starts} times in a row (killed, crashed or cut off "
+                "from the shared directory) while working on this job, without finishing "
+                "it; giving up in case the job itself is the cause. See the daemon's log, then "
+                "'dropfetch retry' the job to try again")
+        atomic_write(paths.starts, json.dumps(
+            {"job_sha256": job_sha, "starts": starts + 1}).encode(), durable=False)
+
+    @staticmethod
+    def _forget_starts(paths: JobPaths) -> None:
+        try:
+            paths.starts.unlink()
+        except OSError:
+            pass
+
     @staticmethod
     def _drop_partial(paths: JobPaths) -> None:
-        for p in (paths.partial, paths.meta):
+        for p in (paths.partial, paths.meta, paths.starts):
             try:
                 p.unlink()
             except FileNotFoundError:
@@ -714,7 +898,10 @@ class WorkerPool:
                 raise IOFailureError(f"cannot remove {p.name}: {exc}") from exc
 
     def _clean_own_debris(self) -> None:
-        """Remove staging left by an earlier process of this host (crash recovery)."""
+        """Remove what an earlier process of this host left (crash recovery): its staging,
+        and its temporary files (sidecars, resume data, leases aside) wherever it writes
+        them. Other hosts' temporary names may be mid-rename on a shared directory:
+        only this host's, of processes that are gone (``is_abandoned_temp``)."""
         host = lease_key(self.config.lease.host_id)
         staging = self.config.work / "staging"
         for p in staging.iterdir():
@@ -724,9 +911,27 @@ class WorkerPool:
             if mine or is_abandoned_temp(p.name):
                 logger.info("removing staging debris %s", p.name)
                 remove_tree(p)
-        for p in (self.config.work / "partial").iterdir():
-            if is_abandoned_temp(p.name):
-                remove_tree(p)
+        for d in self._temp_dirs():
+            try:
+                names = [e.name for e in os.scandir(d)]
+            except OSError:
+                continue  # e.g. the inbox is not there (yet): the watcher says so
+            for name in names:
+                if is_abandoned_temp(name):
+                    logger.info("removing an abandoned temporary file %s", d / name)
+                    remove_tree(d / name)
+
+    def _temp_dirs(self) -> list[Path]:
+        """Every directory the daemon writes temporary files into (outputs aside)."""
+        cfg = self.config
+        dirs = [cfg.inbox, cfg.outbox, cfg.work / "partial", cfg.work / "leases"]
+        if cfg.recursive:
+            try:
+                dirs += [Path(e.path) for e in os.scandir(cfg.inbox)
+                         if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            except OSError:
+                pass
+        return dirs
 
 
 def _read_job(path: Path) -> bytes | BadJobError | None:
@@ -755,11 +960,66 @@ def _is_dir(path: Path) -> bool:
 
 
 def _test_pause(job_id: str, phase: str) -> None:
-    """The test hook (see ``TEST_PAUSE_ENV``); does nothing unless the variable names ``phase``."""
+    """The test hooks (see ``TEST_PAUSE_ENV``); do nothing unless a variable names ``phase``."""
+    if os.environ.get(TEST_CRASH_ENV) == phase:
+        logger.warning("%s: %s=%s: killing the daemon (a test hook)", job_id, TEST_CRASH_ENV,
+                       phase)
+        os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get(TEST_PAUSE_ENV) == phase:
+        seconds = float(os.environ.get(TEST_PAUSE_SECONDS_ENV) or TEST_PAUSE_SECONDS)
         logger.warning("%s: %s=%s: pausing %g s (a test hook)", job_id, TEST_PAUSE_ENV, phase,
-                       TEST_PAUSE_SECONDS)
-        threading.Event().wait(TEST_PAUSE_SECONDS)
+                       seconds)
+        threading.Event().wait(seconds)
+
+
+_KEPT_SUFFIXES = tuple(f".{f}" for f in ArchiveFormat if f is not ArchiveFormat.FILE)
+
+
+def output_owner(config: Config, rel: str, *, me: str | None = None) -> str | None:
+    """Which job made ``outbox/REL``, judged from the names in the inbox.
+
+    A job's output is a directory, ``outbox/NAME``; its kept archive is a file,
+    ``outbox/NAME.<fmt>``; with ``recursive``, ``outbox/SUB`` holding outputs of jobs in
+    ``inbox/SUB/`` is that category's (answered as "SUB/"). None: missing, or nobody's
+    (debris). ``me`` counts as an existing job whatever the inbox says."""
+    def exists(job_id: str) -> bool:
+        return job_id == me or any(os.path.lexists(config.inbox / (job_id + suffix))
+                                   for suffix in (JOB_SUFFIX, SIDECAR_SUFFIX))
+
+    prefix, _, name = rel.rpartition("/")
+    if prefix:
+        parent = output_owner(config, prefix, me=me)
+        if parent is not None and parent != prefix + "/":
+            return parent  # outbox/SUB is a top-level job's (or a kept archive)
+        prefix += "/"
+    path = config.outbox / rel
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        if config.recursive and not prefix:
+            try:
+                entries = [e.name for e in os.scandir(path)]
+            except OSError:
+                entries = []
+            if any(exists(f"{rel}/{e}") for e in entries):
+                return rel + "/"
+        return rel if exists(rel) else None
+    for suffix in _KEPT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix) \
+                and exists(prefix + name[: -len(suffix)]):
+            return prefix + name[: -len(suffix)]
+    return None
+
+
+def _failed_tries(old: Sidecar) -> int:
+    """How many tries of the job in ``old`` ended in an error. ``attempt`` counts those,
+    plus one for the try under way (downloading, unpacking): a try that was cut short
+    there (kill -9, a lost lease) is not a failed one, so the next try has its number."""
+    if old.status in (Status.DOWNLOADING, Status.UNPACKING, Status.DELETING):
+        return max(0, old.attempt - 1)
+    return old.attempt
 
 
 def _safe_name(name: str | None) -> str | None:
