@@ -145,6 +145,29 @@ def test_a_job_file_open_for_writing_is_taken_only_when_closed(make_daemon, faul
     assert "slow: failed" not in d.log()
 
 
+def test_a_job_file_already_open_when_the_daemon_starts_waits_for_its_close(
+        make_daemon, fault_server, tmp_path):
+    """inotify saw no IN_OPEN for a writer that began before the watch: /proc tells."""
+    fault_server.add("/slow/the-complete-name.zip", ZIP)
+    fault_server.add("/probe.zip", ZIP)
+    d = make_daemon(start=False, observer="inotify", settle_time=0.3, rescan_interval=0.5)
+    d.inbox.mkdir(parents=True, exist_ok=True)
+    url = fault_server.url("/slow/the-complete-name.zip")
+    with open(d.inbox / "slow.url", "w") as fh:
+        fh.write(url[:-12])
+        fh.flush()
+        d.start()
+        for i in range(2):  # settle time and rescans pass; the half-written file waits
+            _move_in(d, f"probe{i}", fault_server.url("/probe.zip"), tmp_path / "outside")
+            assert d.wait_status(f"probe{i}")["status"] == "ok"
+            assert d.sidecar("slow") is None, d.sidecar("slow")
+        fh.write(url[-12:] + "\n")
+    sc = d.wait_status("slow")
+    assert sc["status"] == "ok" and sc["attempt"] == 1, sc
+    slow = [r.path for r in fault_server.requests if r.path.startswith("/sl")]
+    assert set(slow) == {"/slow/the-complete-name.zip"}, slow
+
+
 def test_names_with_dftmp_all_get_a_sidecar(make_daemon, fault_server):
     fault_server.add("/x.zip", ZIP)
     d = make_daemon()

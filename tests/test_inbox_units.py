@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -13,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dropfetch.errors import BadJobError, BadUrlError, NotRegularFileError
-from dropfetch.fsutil import is_abandoned_temp, is_temporary_name, read_regular, temp_name
+from dropfetch.fsutil import (
+    is_abandoned_temp,
+    is_open_for_writing,
+    is_temporary_name,
+    read_regular,
+    temp_name,
+)
 from dropfetch.jobfile import MAX_JOB_BYTES, is_job_file, parse_job
 from dropfetch.leases import lease_key
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
@@ -207,3 +215,28 @@ def test_temp_name_fits_a_file_name_with_a_long_host(tmp_path, monkeypatch, targ
     assert len(os.fsencode(path.name)) <= 255
     assert is_temporary_name(path.name) and not is_abandoned_temp(path.name)
     path.write_bytes(b"")  # a name the filesystem takes
+
+
+def test_is_open_for_writing_sees_writers_of_this_host(tmp_path):
+    path = tmp_path / "x.url"
+    path.write_text("http://example.com/x\n")
+    assert not is_open_for_writing(path)
+    with open(path, "rb"):
+        assert not is_open_for_writing(path)  # a reader is no writer
+    with open(path, "a"):
+        assert is_open_for_writing(path)
+    with open(path, "r+b"):
+        assert is_open_for_writing(path)
+    # another process holding it open for writing (a shell's `cat > x.url`)
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys, time; f = open(sys.argv[1], 'a'); print(flush=True);"
+                             " sys.stdin.read()", str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        assert is_open_for_writing(path)
+    finally:
+        proc.communicate(b"")
+    assert not is_open_for_writing(path)
+    assert not is_open_for_writing(tmp_path / "missing")

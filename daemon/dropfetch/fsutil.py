@@ -157,6 +157,47 @@ def read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def is_open_for_writing(path: Path) -> bool:
+    """Whether a process of this host that we may inspect has ``path`` open for writing
+    (from ``/proc/PID/fd`` and ``fdinfo``). What inotify cannot tell: an open that
+    happened before the watch began. Other users' processes are seen only as root;
+    other hosts' never (a network filesystem relies on ``settle_time``)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    target = (st.st_dev, st.st_ino)
+    try:
+        with os.scandir("/proc") as entries:
+            pids = [e.name for e in entries if e.name.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with os.scandir(f"/proc/{pid}/fd") as fds:
+                for fd in fds:
+                    try:
+                        fst = os.stat(fd.path)
+                    except OSError:
+                        continue
+                    if (fst.st_dev, fst.st_ino) == target and _writes(pid, fd.name):
+                        return True
+        except OSError:  # gone, or not ours to look at
+            continue
+    return False
+
+
+def _writes(pid: str, fd: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory so a rename in it is durable; ignored where unsupported."""
     try:

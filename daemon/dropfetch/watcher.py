@@ -12,6 +12,9 @@ With inotify, a job file that something has open (IN_OPEN without its close yet)
 never taken by settling or by a rescan: a person typing into ``cat > x.url`` may pause
 for minutes. Such a file is taken when closed; if it stays open, it waits (a line in the
 log says so once), and a ``touch`` of the file (which closes after writing) takes it.
+A writer that opened the file before the watch began sent no IN_OPEN: before a file is
+taken by settling, /proc is asked whether a process of this host has it open for
+writing (:func:`dropfetch.fsutil.is_open_for_writing`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from dropfetch.config import Config
-from dropfetch.fsutil import filesystem_type, is_network_fs
+from dropfetch.fsutil import filesystem_type, is_network_fs, is_open_for_writing
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, is_job_file
 
 __all__ = ["Watcher", "choose_observer"]
@@ -298,10 +301,23 @@ class Watcher:
             if self._is_open(job_id):
                 self._notice_open(job_id, now)
                 continue  # taken when closed (IN_CLOSE_WRITE), never while open
+            if now - since >= self.config.settle_time and self._opened_unseen(job_id, now):
+                continue
             if now - since >= self.config.settle_time:
                 with self._lock:
                     self._pending.pop(job_id, None)
                 self._send(job_id, sig)
+
+    def _opened_unseen(self, job_id: str, now: float) -> bool:
+        """inotify: a file opened for writing before the watch began (a writer that was
+        already typing when the daemon started) sent no IN_OPEN; ask /proc once before
+        taking it, and from then on wait for its IN_CLOSE_WRITE like any other."""
+        if self.kind != "inotify" or not is_open_for_writing(
+                self.config.inbox / (job_id + JOB_SUFFIX)):
+            return False
+        with self._lock:
+            self._open.setdefault(job_id, (1, now))
+        return True
 
     def _notice_open(self, job_id: str, now: float) -> None:
         with self._lock:
