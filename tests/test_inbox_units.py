@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -240,3 +241,19 @@ def test_is_open_for_writing_sees_writers_of_this_host(tmp_path):
         proc.communicate(b"")
     assert not is_open_for_writing(path)
     assert not is_open_for_writing(tmp_path / "missing")
+
+
+def test_a_fifo_where_a_lease_should_be_never_blocks(tmp_path):
+    from dropfetch.leases import LeaseManager
+
+    leases = LeaseManager(tmp_path / "leases", host_id="h", ttl=0.2)
+    (tmp_path / "leases").mkdir()
+    os.mkfifo(leases.path_for("job"))
+    assert leases.acquire("job") is None  # held by "something": not broken at first sight
+    deadline = time.monotonic() + 30
+    lease = None
+    while lease is None and time.monotonic() < deadline:  # stale after ttl: broken, taken
+        time.sleep(0.05)
+        lease = leases.acquire("job")
+    assert lease is not None
+    leases.release(lease)

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dropfetch.errors import LeaseLostError
-from dropfetch.fsutil import temp_name
+from dropfetch.errors import LeaseLostError, NotRegularFileError
+from dropfetch.fsutil import read_regular, temp_name
 
 __all__ = ["LEASE_SIZE", "Lease", "LeaseManager", "lease_key"]
 
@@ -88,11 +88,14 @@ def _parse(raw: bytes) -> dict[str, object] | None:
 
 
 def _read_raw(path: Path) -> bytes | None:
+    """The lease's bytes, None when there is none. Anything that is not a regular file
+    (a FIFO would block) reads as an unparsable lease: it goes stale after ``ttl``."""
     try:
-        with open(path, "rb", buffering=0) as fh:
-            return fh.read(LEASE_SIZE * 2)
+        return read_regular(path, LEASE_SIZE * 2)
     except FileNotFoundError:
         return None
+    except NotRegularFileError:
+        return b""
 
 
 def _read(path: Path) -> dict[str, object] | None:
