@@ -33,11 +33,18 @@ import shutil
 import socket
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from http.client import HTTPException, IncompleteRead
+from http.client import (
+    BadStatusLine,
+    HTTPException,
+    IncompleteRead,
+    LineTooLong,
+    RemoteDisconnected,
+)
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -91,8 +98,11 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ALLOWED_SCHEMES = ("http", "https")
 
 _CONTROL_RE = re.compile(r"[\x00-\x20\x7f]")
-_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+# ASCII digits only (\d would take any script's), few enough for int()
+_DECIMAL_RE = re.compile(r"[0-9]{1,100}")
+_CONTENT_RANGE_RE = re.compile(
+    r"^\s*bytes\s+([0-9]{1,100})-([0-9]{1,100})/([0-9]{1,100}|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/([0-9]{1,100})\s*$", re.IGNORECASE)
 
 
 # --- URL policy -----------------------------------------------------------------------
@@ -106,6 +116,11 @@ def check_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise BadUrlError("the URL is empty")
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadUrlError(
+            f"the URL is not valid text (a lone surrogate): {redact_url(url)}") from None
     if _CONTROL_RE.search(url):
         raise BadUrlError(
             f"the URL contains spaces or control characters: {redact_url(url)}; "
@@ -117,7 +132,7 @@ def check_url(url: str) -> str:
         raise BadUrlError(f"not a valid URL ({exc}): {redact_url(url)}") from None
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        shown = f"{scheme}://" if scheme else "no scheme"
+        shown = f"{scheme}:" if scheme else "no scheme"
         raise BadUrlError(
             f"only http and https URLs can be downloaded, not {shown} ({redact_url(url)})")
     if not parts.hostname:
@@ -157,6 +172,7 @@ def redact_url(url: str) -> str:
         if has_query:
             out += "?***"
         out = _CONTROL_RE.sub(lambda m: f"%{ord(m.group()):02X}", out)
+        out = out.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
         return out[:2000] if len(out) <= 2000 else out[:2000] + "..."
     except Exception:  # noqa: BLE001 - a redaction must never fail
         return "<unprintable URL>"
@@ -256,6 +272,19 @@ def _guarded_pool_manager(guard: _AddressGuard, **kwargs: Any) -> PoolManager:
     return manager
 
 
+class _Session(requests.Session):
+    """A session that never looks at ``Location`` itself.
+
+    Even with ``allow_redirects=False`` requests works out the next hop of every
+    redirect (``Response.next``) and decodes ``Location`` as UTF-8 on the way, which
+    raises on a header with other bytes; :meth:`Downloader._open` follows redirects by
+    hand and reads ``Location`` its own way (:func:`_location_text`).
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 class _GuardedAdapter(HTTPAdapter):
     """requests adapter with the SSRF guard and without urllib3's own retries."""
 
@@ -271,6 +300,46 @@ class _GuardedAdapter(HTTPAdapter):
         self._pool_block = block
         self.poolmanager = _guarded_pool_manager(
             self._guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+
+
+def _location_text(header: str | None) -> str:
+    """A ``Location`` header as an ASCII URL reference ("" when there is none).
+
+    http.client hands headers over as latin-1 text, i.e. the raw bytes; bytes beyond
+    ASCII (UTF-8 or not) are percent-encoded, so the next request asks the server for
+    exactly the bytes it named.
+    """
+    if header is None:
+        return ""
+    try:
+        raw = header.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = header.encode("utf-8", "surrogateescape")
+    return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw.strip())
+
+
+def _answer_problem(exc: BaseException) -> str | None:
+    """What was wrong with a server's answer, in plain words (``None``: not known)."""
+    if _find_cause(exc, RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if _find_cause(exc, ConnectionResetError):
+        return "the server reset the connection"
+    if _find_cause(exc, LineTooLong) or (
+            (cause := _find_cause(exc, HTTPException)) is not None
+            and "more than" in str(cause) and "headers" in str(cause)):
+        return ("the server's answer has too many or too long header lines "
+                "(more than 100 headers, or a line over 64 KiB)")
+    if _find_cause(exc, BadStatusLine):
+        return ("the server's answer is not HTTP (no valid status line: an HTTP/0.9 "
+                "answer, TLS on an http URL, or another protocol on this port); check "
+                "the URL's scheme and port")
+    if _find_cause(exc, urllib3.exceptions.InvalidChunkLength):
+        return "the server sent a broken chunked body (a chunk size that is not a number)"
+    if isinstance(_find_cause(exc, requests.exceptions.InvalidHeader)
+                  or _find_cause(exc, urllib3.exceptions.InvalidHeader), Exception):
+        return ("the server sent invalid headers (e.g. Content-Length headers that "
+                "disagree)")
+    return None
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -370,7 +439,7 @@ def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DECIMAL_RE.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -386,16 +455,27 @@ def _safe_name(name: str | None) -> str | None:
     if name is None:
         return None
     name = name.strip()
+    # isprintable() also refuses C1 controls, format characters such as U+202E (which
+    # would show "exe.txt" as "txt.exe") and lone surrogates
     if (not name or name in (".", "..") or name.startswith(".") or "/" in name
-            or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or "\\" in name or not all(c == " " or c.isprintable() for c in name)
             or len(name.encode("utf-8", "surrogateescape")) > 255):
         return None
     return name
 
 
 def _disposition_filename(header: str | None) -> str | None:
-    """The file name of a ``Content-Disposition`` header (RFC 6266), if any."""
+    """The file name of a ``Content-Disposition`` header (RFC 6266), if any.
+
+    The header's raw bytes must be UTF-8 (ASCII included), else it is ignored;
+    ``filename*`` is read in UTF-8 or ISO-8859-1 only (RFC 8187), other charsets are
+    ignored. The caller still vets the name (:func:`_safe_name`).
+    """
     if not header:
+        return None
+    try:  # http.client hands the raw bytes over as latin-1 text
+        header = header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
         return None
     params: dict[str, str] = {}
     for m in re.finditer(r';\s*([A-Za-z0-9*._-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', header):
@@ -407,10 +487,10 @@ def _disposition_filename(header: str | None) -> str | None:
     if extended and "'" in extended:
         charset, _, rest = extended.partition("'")
         _, _, encoded = rest.partition("'")
-        try:
-            return unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeDecodeError):
-            pass
+        charset = charset.strip().lower()
+        if charset in ("utf-8", "iso-8859-1"):
+            with contextlib.suppress(UnicodeDecodeError):
+                return unquote(encoded, encoding=charset, errors="strict")
     return params.get("filename")
 
 
@@ -487,7 +567,7 @@ class Downloader:
         self.min_free_space = min_free_space
         self.user_agent = config.user_agent or f"dropfetch/{__version__}"
         self._never = threading.Event()
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.trust_env = False
         adapter = _GuardedAdapter(_AddressGuard(tuple(config.block_networks)))
         self.session.mount("http://", adapter)
@@ -523,12 +603,19 @@ class Downloader:
         if cancel.is_set():
             raise CancelledError("download cancelled before it started")
         try:
-            return self._attempt(url, partial, on_progress, cancel, resume=True)
-        except _StartOver:
-            logger.info("%s: the server has a different file now; starting over",
-                        partial.name)
-            _discard(partial)
-            return self._attempt(url, partial, on_progress, cancel, resume=False)
+            try:
+                return self._attempt(url, partial, on_progress, cancel, resume=True)
+            except _StartOver:
+                logger.info("%s: the server has a different file now; starting over",
+                            partial.name)
+                _discard(partial)
+                return self._attempt(url, partial, on_progress, cancel, resume=False)
+        except (DropfetchError, _StartOver):
+            raise
+        except (requests.RequestException, urllib3.exceptions.HTTPError, HTTPException,
+                OSError, ValueError) as exc:
+            # the last line of defence: each known class is mapped where it arises
+            raise _unexpected(exc, partial, redact_url(url)) from None
 
     # --- one request ----------------------------------------------------------------
 
@@ -572,15 +659,19 @@ class Downloader:
             resp = self._get(current, headers)
             if resp.status_code not in REDIRECT_STATUSES:
                 return resp, current
-            location = resp.headers.get("Location")
+            location = _location_text(resp.headers.get("Location"))
             resp.close()
             if not location:
                 raise HttpStatusError(
                     resp.status_code,
                     f"the server answered {resp.status_code} (a redirect) without a "
                     f"Location for {redact_url(current)}")
-            target = urljoin(current, location.strip())
             try:
+                try:
+                    target = urljoin(current, location)
+                except ValueError as exc:  # e.g. an unbalanced "[" in the host
+                    raise BadUrlError(
+                        f"not a valid URL ({exc}): {redact_url(location)}") from None
                 target = check_url(target)
             except BadUrlError as exc:
                 raise BadUrlError(
@@ -633,6 +724,14 @@ class Downloader:
                 raise NetworkError(f"the host name of {shown} could not be resolved") from None
             if _find_cause(exc, ConnectionRefusedError):
                 raise NetworkError(f"the connection to {shown} was refused") from None
+            if _find_cause(exc, urllib3.exceptions.LocationParseError) or _find_cause(
+                    exc, UnicodeError):
+                raise BadUrlError(
+                    f"the host name of {shown} is not valid (empty or over-long labels, "
+                    "or characters a host name cannot have)") from None
+            problem = _answer_problem(exc)
+            if problem is not None:
+                raise NetworkError(f"{shown}: {problem}") from None
             raise NetworkError(f"could not get {shown}: {type(exc).__name__}") from None
 
     def _receive(
@@ -650,7 +749,7 @@ class Downloader:
     ) -> DownloadResult:
         status = resp.status_code
         shown = redact_url(final_url)
-        length = _int_header(resp.headers.get("Content-Length"))
+        length = _content_length(resp, shown)
         total: int | None
         if status == 416 and existing:
             m = _UNSATISFIED_RANGE_RE.match(resp.headers.get("Content-Range", ""))
@@ -671,9 +770,10 @@ class Downloader:
                     or (meta is not None and meta.total is not None and total is not None
                         and total != meta.total)):
                 _discard(partial)
+                asked = f"bytes={existing}-" if existing else "the whole file"
+                got = resp.headers.get("Content-Range", "none")
                 raise NetworkError(
-                    f"server sent a wrong Content-Range "
-                    f"({resp.headers.get('Content-Range', 'none')!r} for bytes={existing}-) "
+                    f"server sent a wrong Content-Range ({got[:80]!r} for {asked}) "
                     f"for {shown}; the partial download was discarded, the next attempt "
                     "starts from zero")
             length = body
@@ -901,17 +1001,48 @@ class _StartOver(Exception):
     """The partial cannot be resumed against what the server has now."""
 
 
-def _int_header(value: str | None) -> int | None:
+def _content_length(resp: requests.Response, shown: str) -> int | None:
+    """The body's length by ``Content-Length``; ``None`` when unknown or chunked.
+
+    A chunked body ignores ``Content-Length`` (RFC 9112 §6.3, as urllib3 reads it);
+    several equal values count as one; any other value frames nothing reliably
+    (urllib3 would read until the server closes), so the answer is refused.
+    """
+    if getattr(resp.raw, "chunked", False):
+        return None
+    value = resp.headers.get("Content-Length")
     if value is None:
         return None
-    value = value.strip()
-    return int(value) if value.isdigit() else None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) == 1 and _DECIMAL_RE.fullmatch(number := values.pop()):
+        return int(number)
+    shown_value = value if len(value) <= 40 else value[:40] + "..."
+    raise NetworkError(
+        f"{shown} sent an invalid Content-Length ({shown_value!r}), so the end of the "
+        "file cannot be told; the server is broken")
 
 
 def _socket_of(resp: requests.Response) -> socket.socket | None:
     conn = getattr(resp.raw, "connection", None)
     sock = getattr(conn, "sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def _unexpected(exc: BaseException, partial: Path, shown: str) -> DropfetchError:
+    """An error for an exception no other place mapped, logged without its message
+    (which may hold the URL's credentials) but with where it came from."""
+    where = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-4:]))
+    logger.warning("%s: unexpected %s while downloading %s; reported as a failed "
+                   "attempt. Raised at:\n%s", partial.name, type(exc).__name__, shown,
+                   where.rstrip())
+    if isinstance(exc, UnicodeError | urllib3.exceptions.LocationParseError) or (
+            type(exc) is ValueError):
+        return BadUrlError(
+            f"{shown} cannot be downloaded: the URL or a redirect is malformed "
+            f"({type(exc).__name__})")
+    return NetworkError(
+        f"the download of {shown} failed: the server's answer could not be handled "
+        f"({type(exc).__name__}); the next attempt tries again")
 
 
 def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> DropfetchError:
@@ -922,11 +1053,22 @@ def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> Dr
         return DownloadTimeoutError(
             f"{shown} sent nothing for {timeout:g} s (download.timeout_read) after "
             f"{done} bytes; the next attempt resumes")
+    incomplete = _find_cause(exc, IncompleteRead)
+    # http.client raises IncompleteRead out of the ValueError of a chunk size
+    # that is not hex; urllib3 its own InvalidChunkLength
+    if _find_cause(exc, urllib3.exceptions.InvalidChunkLength) or (
+            incomplete is not None and isinstance(incomplete.__context__, ValueError)):
+        return NetworkError(
+            f"{shown} sent a broken chunked body (a chunk size that is not a number) "
+            f"after {done} bytes; the next attempt resumes")
     if _find_cause(exc, IncompleteRead) or _find_cause(
             exc, urllib3.exceptions.IncompleteRead):
         return NetworkError(
             f"the connection to {shown} ended early, after {done} bytes "
             "(the next attempt resumes)")
+    if _find_cause(exc, ConnectionResetError):
+        return NetworkError(
+            f"{shown} reset the connection after {done} bytes; the next attempt resumes")
     if isinstance(exc, HTTPException | OSError | requests.RequestException
                   | urllib3.exceptions.HTTPError):
         return NetworkError(
