@@ -1059,8 +1059,8 @@ def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> Dr
     if _find_cause(exc, urllib3.exceptions.InvalidChunkLength) or (
             incomplete is not None and isinstance(incomplete.__context__, ValueError)):
         return NetworkError(
-            f"{shown} sent a broken chunked body (a chunk size that is not a number) "
-            f"after {done} bytes; the next attempt resumes")
+            f"the chunked body of {shown} broke off or is malformed after {done} bytes "
+            "(no valid chunk size where one was due); the next attempt resumes")
     if _find_cause(exc, IncompleteRead) or _find_cause(
             exc, urllib3.exceptions.IncompleteRead):
         return NetworkError(
