@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+import idna
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
@@ -139,7 +140,30 @@ def check_url(url: str) -> str:
         raise BadUrlError(f"the URL has no host name: {redact_url(url)}")
     if port == 0:
         raise BadUrlError(f"the URL has port 0: {redact_url(url)}")
+    problem = _host_problem(parts.hostname, literal="[" in parts.netloc)
+    if problem is not None:
+        raise BadUrlError(f"{problem}: {redact_url(url)}")
     return url
+
+
+def _host_problem(host: str, *, literal: bool) -> str | None:
+    """Why ``host`` (a URL's host, without brackets) cannot be dialled, if it cannot."""
+    if literal:
+        if "%" in host:
+            return "IPv6 zone ids (%25 in the address) are not supported in URLs"
+        return None  # urlsplit checked the address
+    if "%" in host:
+        return "percent-encoded host names are not supported; write the name as is"
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            return f"the host name is not a valid internationalised domain name ({exc})"
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or any(not label or len(label) > 63 for label in labels):
+        return ("the host name is not valid (an empty label, a label over 63 characters "
+                "or more than 253 in all)")
+    return None
 
 
 def redact_url(url: str) -> str:
@@ -667,6 +691,10 @@ class Downloader:
                     f"the server answered {resp.status_code} (a redirect) without a "
                     f"Location for {redact_url(current)}")
             try:
+                if _CONTROL_RE.search(location):  # urljoin would drop tabs silently
+                    raise BadUrlError(
+                        "the URL contains spaces or control characters: "
+                        f"{redact_url(location)}")
                 try:
                     target = urljoin(current, location)
                 except ValueError as exc:  # e.g. an unbalanced "[" in the host
