@@ -143,6 +143,17 @@ def test_redirect_without_location_is_a_final_http_error(
     assert not exc.retryable
 
 
+@pytest.mark.parametrize("status", ["600 Odd", "999 Odd", "000 Zero"])
+def test_status_outside_100_599_is_a_broken_server(
+    dl: Downloader, partial: Path, status: str,
+) -> None:
+    """No class to read it by, and no sidecar code for it (http_[1-5]xx in the
+    schema): a broken server."""
+    exc = fetch_raw(dl, partial, http_answer(status))
+    assert isinstance(exc, NetworkError), exc
+    assert "does not define" in plain(exc) or "not HTTP" in exc.message
+
+
 @pytest.mark.parametrize("status", [300, 304, 305, 306])
 def test_3xx_that_are_not_redirects_are_not_followed(
     fault_server: FaultServer, dl: Downloader, partial: Path, status: int,
@@ -251,7 +262,7 @@ def test_broken_answers_are_plain_network_errors(
 
 @pytest.mark.parametrize(("status", "retryable"), [
     ("204 No Content", False), ("205 Reset Content", False), ("599 Odd", True),
-    ("999 Odd", False), ("299 Odd", False), ("200 \xff\xfe", None),
+    ("299 Odd", False), ("103 Early Hints", False), ("200 \xff\xfe", None),
 ])
 def test_unusual_status_codes(
     dl: Downloader, partial: Path, status: str, retryable: bool | None,
@@ -261,6 +272,7 @@ def test_unusual_status_codes(
     if retryable is None:  # a 200 with a reason phrase of any bytes is a 200
         assert result.sha256 == sha(b"ok")
         return
+    # (http.client skips only 100 Continue: any other 1xx is taken as the answer)
     assert isinstance(result, HttpStatusError)
     assert result.code == f"http_{status[:3]}"
     assert result.retryable is retryable
@@ -488,3 +500,66 @@ def test_credentials_never_in_errors_of_any_class(
             dl.fetch(url, partial)
     text = str(info.value)
     assert not any(s in text for s in ("hunter2", "s3cret", "sig=abc", "alice")), text
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+def test_hostile_servers_fail_their_jobs_and_good_jobs_go_on(
+    fault_server: FaultServer, make_daemon: Any,
+) -> None:
+    """A batch of hostile servers and URLs beside good jobs, in one daemon: each hostile
+    job ends `failed` with its code and a plain message, each good one `ok`, and the
+    worker never hits an unexpected error (which left a job `downloading`)."""
+    good = {f"good{i}": bytes([i]) * 50_000 for i in range(3)}
+    for name, data in good.items():
+        fault_server.add(f"/{name}.bin", data)
+    # the bug's repro: a raw byte 0x85 in Location; the target exists, so it ends ok
+    fault_server.add("/r", redirect_to="/t\x85")
+    fault_server.add("/t%85", b"latin-1 target")
+    fault_server.add("/ftp", redirect_to="ftp://example.org/x")
+    fault_server.add("/bad6", redirect_to="http://[::1")
+    with FaultServer("127.0.0.2") as blocked_srv:
+        blocked_srv.add("/x", b"must not be fetched")
+        fault_server.add("/blocked", redirect_to=f"http://2130706434:{blocked_srv.port}/x")
+        with RawServer(b"HELLO WORLD\r\n\r\n") as garbage, \
+                RawServer(http_answer("200 OK", b"ok", "Content-Length: -1",
+                                      length=False)) as bad_length, \
+                RawServer(http_answer("999 Odd")) as odd, \
+                RawServer(_endless(b"z" * 65536, 0)) as endless, \
+                RawServer(http_answer("200 OK", b"zz\r\nok\r\n",
+                                      "Transfer-Encoding: chunked", length=False)) as chunks:
+            jobs = {
+                "garbage": (garbage.url(), "network", "not HTTP"),
+                "badlength": (bad_length.url(), "network", "Content-Length"),
+                "odd": (odd.url(), "network", "999"),
+                "endless": (endless.url(), "too_large", "max_size"),
+                "chunks": (chunks.url(), "network", "chunked"),
+                "ftp": (fault_server.url("/ftp"), "bad_url", "ftp"),
+                "bad6": (fault_server.url("/bad6"), "bad_url", "not a valid URL"),
+                "blocked": (fault_server.url("/blocked"), "blocked_address", "127.0.0.2"),
+                "zone": ("http://[fe80::1%25eth0]/x", "bad_url", "zone"),
+                "longlabel": ("http://" + "a" * 64 + ".example/", "bad_url", "host name"),
+            }
+            d = make_daemon(download={
+                "max_attempts": 2, "max_size": 2 * 1024 * 1024,
+                "block_networks": ["127.0.0.2/32"]})
+            for name, (url, _, _) in jobs.items():
+                d.drop(name, url + "\n")
+            for name in good:
+                d.drop(name, fault_server.url(f"/{name}.bin") + "\n")
+            d.drop("latin1", fault_server.url("/r") + "\n")
+            for name, (_, code, words) in jobs.items():
+                sc = d.wait_status(name)
+                assert sc["status"] == "failed", (name, sc)
+                assert sc["error"]["code"] == code, (name, sc)
+                assert words in sc["error"]["message"], (name, sc)
+                assert "Traceback" not in sc["error"]["message"]
+            for name, data in good.items():
+                sc = d.wait_status(name)
+                assert sc["status"] == "ok", (name, sc)
+                assert (d.outbox / name / f"{name}.bin").read_bytes() == data
+            sc = d.wait_status("latin1")
+            assert sc["status"] == "ok", sc
+            assert sc["archive"]["sha256"] == sha(b"latin-1 target")
+        assert blocked_srv.requests == []
+    assert "unexpected" not in d.log()

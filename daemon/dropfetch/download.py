@@ -812,6 +812,10 @@ class Downloader:
                 hasher = hashlib.sha256()
                 existing = 0
             total = length
+        elif not 100 <= status <= 599:  # no class to read it by (RFC 9110 section 15)
+            raise NetworkError(
+                f"{shown} answered with status {status}, which HTTP does not define; "
+                "the server is broken")
         else:
             raise HttpStatusError(
                 status, f"the server answered {status} {resp.reason or ''}".rstrip()

@@ -40,7 +40,7 @@ class HttpStatusError(DropfetchError):
         super().__init__(message, retry_after=retry_after)
         self.status = status
         self.code = f"http_{status}"
-        self.retryable = 500 <= status <= 599 or status in RETRYABLE_HTTP
+        self.retryable = status >= 500 or status in RETRYABLE_HTTP
 
 
 class NetworkError(DropfetchError):
