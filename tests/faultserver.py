@@ -384,6 +384,7 @@ class RawServer:
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         self._listener.bind((host, 0))
         self._listener.listen(16)
+        self._port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
@@ -391,7 +392,7 @@ class RawServer:
 
     @property
     def port(self) -> int:
-        return int(self._listener.getsockname()[1])
+        return self._port
 
     def url(self, path: str = "/f.bin") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
