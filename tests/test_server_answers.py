@@ -136,6 +136,16 @@ def test_location_that_cannot_be_downloaded_is_bad_url(
     assert len(fault_server.requests) == 1
 
 
+def test_several_different_locations_are_refused(dl: Downloader, partial: Path) -> None:
+    exc = fetch_raw(dl, partial, http_answer("302 Found", b"", "Location: /a",
+                                             "Location: /b"))
+    assert isinstance(exc, BadUrlError), exc
+    assert "2 different Location" in plain(exc)
+    # the same one twice is just that one
+    assert isinstance(fetch_raw(dl, partial, http_answer(
+        "302 Found", b"", "Location: /f.bin", "Location: /f.bin")), BadUrlError)  # a loop
+
+
 @pytest.mark.parametrize("location", [None, "", "   "])
 def test_redirect_without_location_is_a_final_http_error(
     dl: Downloader, partial: Path, location: str | None,
@@ -329,17 +339,20 @@ def test_206_to_a_request_without_range(
     assert not partial.exists() and not meta_path(partial).exists()
 
 
-@pytest.mark.parametrize("content_range", [
-    "bytes 4-9/10x", "bytes abc", "bytes 4-20/10", "bytes 4-9/12", "bytes 4-9/9",
-    "bytes 5-9/10", "bytes 4-" + "9" * 5000 + "/10", "bytes " + utf8("\u0664") + "-9/10",
+@pytest.mark.parametrize(("content_range", "body"), [
+    ("bytes 4-9/10x", b"efghij"), ("bytes abc", b"efghij"), ("bytes 4-20/10", b"efghij"),
+    ("bytes 4-9/12", b"efghij"), ("bytes 4-9/9", b"efghij"), ("bytes 5-9/10", b"fghij"),
+    ("bytes 4-11/12", b"efghijkl"),  # consistent in itself, for another total
+    ("bytes 4-" + "9" * 5000 + "/10", b"efghij"),
+    ("bytes " + utf8("\u0664") + "-9/10", b"efghij"),
 ])
 def test_206_with_a_wrong_content_range_on_resume(
-    dl: Downloader, partial: Path, content_range: str,
+    dl: Downloader, partial: Path, content_range: str, body: bytes,
 ) -> None:
     """Malformed, out of range, for another total, another start: the partial is
     discarded and the next attempt starts from zero, nothing is spliced."""
     def script(conn: socket.socket, stopping: threading.Event) -> None:
-        conn.sendall(http_answer("206 Partial Content", b"efghij",
+        conn.sendall(http_answer("206 Partial Content", body,
                                  f"Content-Range: {content_range}", 'ETag: "v1"'))
         conn.shutdown(socket.SHUT_WR)
         while not stopping.is_set() and conn.recv(1024):

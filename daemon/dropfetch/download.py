@@ -683,8 +683,13 @@ class Downloader:
             resp = self._get(current, headers)
             if resp.status_code not in REDIRECT_STATUSES:
                 return resp, current
-            location = _location_text(resp.headers.get("Location"))
+            values = set(resp.raw.headers.getlist("Location"))  # requests joins them
             resp.close()
+            if len(values) > 1:
+                raise BadUrlError(
+                    f"{redact_url(current)} redirects to {len(values)} different Location "
+                    "headers at once; the server is broken")
+            location = _location_text(resp.headers.get("Location"))
             if not location:
                 raise HttpStatusError(
                     resp.status_code,
