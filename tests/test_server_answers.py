@@ -547,6 +547,19 @@ def test_unmapped_exceptions_become_domain_errors(
     assert "boom" in caplog.text  # where it was raised is logged
 
 
+def test_exceptions_of_the_progress_callback_are_not_converted(
+    fault_server: FaultServer, dl: Downloader, partial: Path,
+) -> None:
+    """The caller's own failure (say, writing its sidecar) stays the caller's."""
+    fault_server.add("/x", b"x" * 1000)
+
+    def progress(t: Transfer) -> None:
+        raise OSError(28, "No space left on device (the caller's)")
+
+    with pytest.raises(OSError, match="the caller's"):
+        dl.fetch(fault_server.url("/x"), partial, on_progress=progress)
+
+
 # --- secrets ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("answer", [

@@ -626,6 +626,8 @@ class Downloader:
         cancel = cancel if cancel is not None else self._never
         if cancel.is_set():
             raise CancelledError("download cancelled before it started")
+        if on_progress is not None:
+            on_progress = _shielded(on_progress)
         try:
             try:
                 return self._attempt(url, partial, on_progress, cancel, resume=True)
@@ -636,6 +638,8 @@ class Downloader:
                 return self._attempt(url, partial, on_progress, cancel, resume=False)
         except (DropfetchError, _StartOver):
             raise
+        except _CallerError as exc:  # the caller's own exception, untouched
+            raise exc.original from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, HTTPException,
                 OSError, ValueError) as exc:
             # the last line of defence: each known class is mapped where it arises
@@ -1032,6 +1036,24 @@ class _BackgroundHasher:
         self._queue.put(None)
         self._thread.join()
         os.close(self._fd)
+
+
+class _CallerError(Exception):
+    """Carries an exception of the caller's ``on_progress`` past the catch-all of
+    :meth:`Downloader.fetch`: it is the caller's to handle, not a download failure."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+def _shielded(on_progress: Callable[[Transfer], None]) -> Callable[[Transfer], None]:
+    def call(transfer: Transfer) -> None:
+        try:
+            on_progress(transfer)
+        except Exception as exc:
+            raise _CallerError(exc) from exc
+    return call
 
 
 class _StartOver(Exception):
