@@ -141,9 +141,10 @@ def test_several_different_locations_are_refused(dl: Downloader, partial: Path) 
                                              "Location: /b"))
     assert isinstance(exc, BadUrlError), exc
     assert "2 different Location" in plain(exc)
-    # the same one twice is just that one
-    assert isinstance(fetch_raw(dl, partial, http_answer(
-        "302 Found", b"", "Location: /f.bin", "Location: /f.bin")), BadUrlError)  # a loop
+    # the same one twice is just that one (followed: here, to the same answer again)
+    again = fetch_raw(dl, partial, http_answer("302 Found", b"", "Location: /f.bin",
+                                               "Location: /f.bin "))
+    assert isinstance(again, BadUrlError) and "redirect loop" in again.message
 
 
 @pytest.mark.parametrize("location", [None, "", "   "])
@@ -283,6 +284,14 @@ def test_broken_answers_are_plain_network_errors(
     assert isinstance(exc, NetworkError), exc
     assert words in plain(exc)
     assert exc.retryable
+
+
+def test_error_status_with_a_bad_content_length_is_still_the_status(
+    dl: Downloader, partial: Path,
+) -> None:
+    exc = fetch_raw(dl, partial, http_answer("404 Not Found", b"", "Content-Length: -1",
+                                             length=False))
+    assert isinstance(exc, HttpStatusError) and exc.code == "http_404"
 
 
 @pytest.mark.parametrize(("status", "retryable"), [

@@ -357,8 +357,6 @@ def _answer_problem(exc: BaseException) -> str | None:
         return ("the server's answer is not HTTP (no valid status line: an HTTP/0.9 "
                 "answer, TLS on an http URL, or another protocol on this port); check "
                 "the URL's scheme and port")
-    if _find_cause(exc, urllib3.exceptions.InvalidChunkLength):
-        return "the server sent a broken chunked body (a chunk size that is not a number)"
     if isinstance(_find_cause(exc, requests.exceptions.InvalidHeader)
                   or _find_cause(exc, urllib3.exceptions.InvalidHeader), Exception):
         return ("the server sent invalid headers (e.g. Content-Length headers that "
@@ -687,13 +685,13 @@ class Downloader:
             resp = self._get(current, headers)
             if resp.status_code not in REDIRECT_STATUSES:
                 return resp, current
-            values = set(resp.raw.headers.getlist("Location"))  # requests joins them
+            values = {v.strip() for v in resp.raw.headers.getlist("Location")}
             resp.close()
             if len(values) > 1:
                 raise BadUrlError(
                     f"{redact_url(current)} redirects to {len(values)} different Location "
                     "headers at once; the server is broken")
-            location = _location_text(resp.headers.get("Location"))
+            location = _location_text(values.pop() if values else None)
             if not location:
                 raise HttpStatusError(
                     resp.status_code,
@@ -786,7 +784,6 @@ class Downloader:
     ) -> DownloadResult:
         status = resp.status_code
         shown = redact_url(final_url)
-        length = _content_length(resp, shown)
         total: int | None
         if status == 416 and existing:
             m = _UNSATISFIED_RANGE_RE.match(resp.headers.get("Content-Range", ""))
@@ -797,6 +794,7 @@ class Downloader:
                                     resumed_from=existing)
             raise _StartOver
         if status == 206:
+            length = _content_length(resp, shown)
             m = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
             start = int(m.group(1)) if m else -1
             end = int(m.group(2)) if m else -1
@@ -815,6 +813,7 @@ class Downloader:
                     "starts from zero")
             length = body
         elif status == 200:
+            length = _content_length(resp, shown)
             if existing:
                 logger.info("%s: the server sent the whole file; restarting from zero",
                             partial.name)
