@@ -270,6 +270,8 @@ def test_redirect_to_an_ipv6_literal_is_followed(
     (http_answer("200 OK", b"ok", "Content-Length: abc", length=False), "invalid Content-Length"),
     (http_answer("200 OK", b"ok", "Content-Length: " + utf8("\u0662"), length=False),
      "invalid Content-Length"),
+    (http_answer("200 OK", b"ok", "Content-Length: 2\x85", length=False),  # NEL
+     "invalid Content-Length"),
     (http_answer("200 OK", b"ok", "Content-Length: " + "9" * 5000, length=False),
      "invalid Content-Length"),
     (http_answer("200 OK", b"zz\r\nok\r\n0\r\n\r\n", "Transfer-Encoding: chunked",

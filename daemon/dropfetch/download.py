@@ -685,7 +685,8 @@ class Downloader:
             resp = self._get(current, headers)
             if resp.status_code not in REDIRECT_STATUSES:
                 return resp, current
-            values = {v.strip() for v in resp.raw.headers.getlist("Location")}
+            # (str.strip() would also take \x85, a raw byte of the URL, for a space)
+            values = {v.strip(" \t") for v in resp.raw.headers.getlist("Location")}
             resp.close()
             if len(values) > 1:
                 raise BadUrlError(
@@ -1071,7 +1072,7 @@ def _content_length(resp: requests.Response, shown: str) -> int | None:
     value = resp.headers.get("Content-Length")
     if value is None:
         return None
-    values = {v.strip() for v in value.split(",")}
+    values = {v.strip(" \t") for v in value.split(",")}
     if len(values) == 1 and _DECIMAL_RE.fullmatch(number := values.pop()):
         return int(number)
     shown_value = value if len(value) <= 40 else value[:40] + "..."
