@@ -92,6 +92,14 @@ def test_location_with_non_utf8_bytes_is_followed_byte_exact(
     result = dl.fetch(fault_server.url("/u"), partial.with_name("u"))
     assert result.sha256 == sha(b"utf-8 named file")
     assert result.filename == "été"
+    # a UTF-8 host name goes through IDNA (and does not resolve: .invalid)
+    fault_server.add("/h", redirect_to="http://b\xc3\xbccher.invalid/x")
+    with pytest.raises(NetworkError, match="could not be resolved"):
+        dl.fetch(fault_server.url("/h"), partial.with_name("h"))
+    # a host of other bytes is no host name at all
+    fault_server.add("/h2", redirect_to="http://b\xfccher.invalid/x")
+    with pytest.raises(BadUrlError, match="host"):
+        dl.fetch(fault_server.url("/h2"), partial.with_name("h2"))
 
 
 @pytest.mark.parametrize(("location", "target"), [
@@ -509,7 +517,7 @@ def test_accepted_url_forms_reach_the_server(
     port = fault_server.port
     for url in (f"HTTP://127.0.0.1:{port}/x", f"hTtP://127.0.0.1:{port}/x",
                 f"http://user:pa:ss@word@127.0.0.1:{port}/x",
-                f"http://127.0.0.1:0{port}/x"):
+                f"http://127.0.0.1:0{port}/x", f"http://127.0.0.1:{port}/x#frag"):
         assert dl.fetch(url, partial).sha256 == sha(b"x"), url
     # an IDNA name is encoded, not refused: it fails to resolve (retryable network)
     with pytest.raises(NetworkError, match="resolved"):

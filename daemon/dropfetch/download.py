@@ -327,19 +327,23 @@ class _GuardedAdapter(HTTPAdapter):
 
 
 def _location_text(header: str | None) -> str:
-    """A ``Location`` header as an ASCII URL reference ("" when there is none).
+    """A ``Location`` header as a URL reference ("" when there is none).
 
-    http.client hands headers over as latin-1 text, i.e. the raw bytes; bytes beyond
-    ASCII (UTF-8 or not) are percent-encoded, so the next request asks the server for
-    exactly the bytes it named.
+    http.client hands headers over as latin-1 text, i.e. the raw bytes. UTF-8 is read
+    as such (a non-ASCII host name then goes through IDNA, a path is sent
+    percent-encoded); other bytes beyond ASCII are percent-encoded as they are, so the
+    next request asks the server for exactly the bytes it named.
     """
     if header is None:
         return ""
     try:
-        raw = header.encode("latin-1")
+        raw = header.encode("latin-1").strip()
     except UnicodeEncodeError:
-        raw = header.encode("utf-8", "surrogateescape")
-    return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw.strip())
+        return header.strip(" \t")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw)
 
 
 def _answer_problem(exc: BaseException) -> str | None:
