@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -368,15 +368,16 @@ class RawServer:
 
     ``script`` is the bytes to send (then the server closes its side and waits for the
     client to hang up), or a function ``(connection, stopping)`` that does anything.
-    Either runs once the request's headers are in (at the first bytes with
-    ``whole_request=False``, for clients that speak something else, e.g. TLS);
-    ``requests`` holds what was read.
+    Either runs once the request's headers are in; with ``read_first="bytes"`` once
+    the first bytes are (for clients that speak something else, e.g. TLS), with
+    ``"nothing"`` at once (a TLS server wraps the socket itself). ``requests`` holds
+    what was read.
     """
 
     def __init__(self, script: Script, host: str = "127.0.0.1", *,
-                 whole_request: bool = True) -> None:
+                 read_first: Literal["request", "bytes", "nothing"] = "request") -> None:
         self.script = script
-        self.whole_request = whole_request
+        self.read_first = read_first
         self.host = host
         self.requests: list[bytes] = []
         self.stopping = threading.Event()
@@ -414,12 +415,12 @@ class RawServer:
         try:
             head = b""
             conn.settimeout(30)
-            while b"\r\n\r\n" not in head:
+            while self.read_first != "nothing" and b"\r\n\r\n" not in head:
                 data = conn.recv(65536)
                 if not data:
                     return
                 head += data
-                if not self.whole_request:
+                if self.read_first == "bytes":
                     break
             self.requests.append(head)
             if isinstance(self.script, bytes):

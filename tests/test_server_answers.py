@@ -8,12 +8,16 @@ The last test runs a daemon with a batch of such servers beside good jobs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
 import logging
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +35,7 @@ from dropfetch.errors import (
     DropfetchError,
     HttpStatusError,
     NetworkError,
+    TlsError,
     TooLargeError,
 )
 from faultserver import FaultServer, RawServer, http_answer
@@ -443,12 +448,41 @@ def test_connection_reset_mid_body_keeps_what_came(dl: Downloader, partial: Path
     assert partial.read_bytes() == b"x" * 1000  # kept for the resume
 
 
-def test_https_to_a_plain_http_server(dl: Downloader, partial: Path) -> None:
+def test_https_to_a_plain_http_server_is_tls(dl: Downloader, partial: Path) -> None:
     answer = http_answer("400 Bad Request", b"speak http")
-    with RawServer(answer, whole_request=False) as srv, \
-            pytest.raises(NetworkError) as info:
+    with RawServer(answer, read_first="bytes") as srv, \
+            pytest.raises(TlsError) as info:
         dl.fetch(srv.url().replace("http://", "https://"), partial)
-    assert "TLS" in plain(info.value)
+    assert info.value.code == "tls" and not info.value.retryable
+    assert "does not speak TLS" in plain(info.value)
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    d = tmp_path_factory.mktemp("cert")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_untrusted_certificate_is_tls(
+    dl: Downloader, partial: Path, self_signed: tuple[Path, Path],
+) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*self_signed)
+
+    def script(conn: socket.socket, stopping: threading.Event) -> None:
+        with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+
+    with RawServer(script, read_first="nothing") as srv, pytest.raises(TlsError) as info:
+        dl.fetch(srv.url().replace("http://", "https://"), partial)
+    assert "certificate" in plain(info.value) and "self-signed" in info.value.message
+    assert not info.value.retryable
 
 
 def _endless(piece: bytes, pause: float) -> Any:

@@ -31,6 +31,7 @@ import queue
 import re
 import shutil
 import socket
+import ssl
 import threading
 import time
 import traceback
@@ -70,6 +71,7 @@ from dropfetch.errors import (
     HttpStatusError,
     IOFailureError,
     NetworkError,
+    TlsError,
     TooLargeError,
     from_os_error,
 )
@@ -366,6 +368,23 @@ def _answer_problem(exc: BaseException) -> str | None:
         return ("the server sent invalid headers (e.g. Content-Length headers that "
                 "disagree)")
     return None
+
+
+def _tls_problem(exc: BaseException, shown: str) -> str:
+    """A TLS failure named precisely: the certificate check, or the handshake."""
+    cert = _find_cause(exc, ssl.SSLCertVerificationError)
+    if isinstance(cert, ssl.SSLCertVerificationError):
+        why = cert.verify_message or cert.reason or "not trusted"
+        return (f"the TLS certificate of {shown} was refused: {why}; the server's "
+                "certificate must be valid for this host name and signed by an authority "
+                "the system trusts")
+    tls = _find_cause(exc, ssl.SSLError)
+    reason = getattr(tls, "reason", None) or type(tls or exc).__name__
+    hint = ""
+    if reason == "WRONG_VERSION_NUMBER":
+        hint = " (the server does not speak TLS on this port: an http server?)"
+    return (f"the TLS handshake with {shown} failed: {reason}{hint}; check the URL's "
+            "scheme and port")
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -751,9 +770,8 @@ class Downloader:
             raise BadUrlError(f"not a valid URL: {shown}") from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
             raise BadUrlError(f"only http and https URLs can be downloaded: {shown}") from None
-        except requests.exceptions.SSLError:
-            raise NetworkError(
-                f"TLS failed with {shown} (certificate or protocol problem)") from None
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(_tls_problem(exc, shown)) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                 HTTPException, OSError) as exc:
             blocked = _find_cause(exc, BlockedAddressError)
