@@ -26,9 +26,21 @@ from typing import Any
 import pytest
 import requests
 import urllib3.exceptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dropfetch.config import DownloadConfig
-from dropfetch.download import Downloader, Transfer, check_url, meta_path
+from dropfetch.download import (
+    Downloader,
+    Transfer,
+    _disposition_filename,
+    _location_text,
+    _parse_retry_after,
+    _result_filename,
+    check_url,
+    meta_path,
+    redact_url,
+)
 from dropfetch.errors import (
     BadUrlError,
     BlockedAddressError,
@@ -613,6 +625,28 @@ def test_exceptions_of_the_progress_callback_are_not_converted(
         dl.fetch(fault_server.url("/x"), partial, on_progress=progress)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=255)))
+def test_header_parsers_never_raise(value: str) -> None:
+    """Any header value (latin-1 text: any bytes) is a name, a delay, a Location or
+    nothing, never an exception."""
+    _disposition_filename(value)
+    _parse_retry_after(value)
+    _location_text(value)
+    name = _result_filename("http://h/" + value, "attachment; filename=" + value)
+    assert name is None or ("/" not in name and name not in (".", ".."))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_check_url_raises_only_bad_url(value: str) -> None:
+    for url in (value, "http://" + value, "http://h/" + value, "http://" + value + "/p",
+                "https://[" + value + "]/", "http://u:" + value + "@h/"):
+        with contextlib.suppress(BadUrlError):
+            check_url(url)
+        assert isinstance(redact_url(url), str)
+
+
 # --- secrets ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("answer", [
@@ -660,13 +694,15 @@ def test_hostile_servers_fail_their_jobs_and_good_jobs_go_on(
                 RawServer(http_answer("999 Odd")) as odd, \
                 RawServer(_endless(b"z" * 65536, 0)) as endless, \
                 RawServer(http_answer("200 OK", b"zz\r\nok\r\n",
-                                      "Transfer-Encoding: chunked", length=False)) as chunks:
+                                      "Transfer-Encoding: chunked", length=False)) as chunks, \
+                RawServer(http_answer("400 Bad Request"), read_first="bytes") as plain_srv:
             jobs = {
                 "garbage": (garbage.url(), "network", "not HTTP"),
                 "badlength": (bad_length.url(), "network", "Content-Length"),
                 "odd": (odd.url(), "network", "999"),
                 "endless": (endless.url(), "too_large", "max_size"),
                 "chunks": (chunks.url(), "network", "chunked"),
+                "tls": (plain_srv.url().replace("http:", "https:"), "tls", "TLS"),
                 "ftp": (fault_server.url("/ftp"), "bad_url", "ftp"),
                 "bad6": (fault_server.url("/bad6"), "bad_url", "not a valid URL"),
                 "blocked": (fault_server.url("/blocked"), "blocked_address", "127.0.0.2"),
