@@ -1121,6 +1121,10 @@ def _unexpected(exc: BaseException, partial: Path, shown: str) -> DropfetchError
         return BadUrlError(
             f"{shown} cannot be downloaded: the URL or a redirect is malformed "
             f"({type(exc).__name__})")
+    if isinstance(exc, OSError) and not isinstance(
+            exc, ConnectionError | TimeoutError | requests.RequestException):
+        # network failures come wrapped by requests/urllib3: a bare one is local
+        return from_os_error(exc, f"saving the download of {shown}")
     return NetworkError(
         f"the download of {shown} failed: the server's answer could not be handled "
         f"({type(exc).__name__}); the next attempt tries again")
