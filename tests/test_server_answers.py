@@ -289,9 +289,8 @@ def test_redirect_to_an_ipv6_literal_is_followed(
     (b"", "closed the connection without answering"),
     (http_answer("200 OK", b"ok", *(f"X-H{i}: v" for i in range(150))), "too many"),
     (http_answer("200 OK", b"ok", "X-Big: " + "a" * 70_000), "too long"),
-    (http_answer("200 OK", b"okabc", "Content-Length: 5", length=False)
-     .replace(b"Content-Length: 5", b"Content-Length: 2\r\nContent-Length: 5"),
-     "Content-Length"),
+    (http_answer("200 OK", b"okabc", "Content-Length: 2", "Content-Length: 5",
+                 length=False), "Content-Length"),
     (http_answer("200 OK", b"ok", "Content-Length: -5", length=False), "invalid Content-Length"),
     (http_answer("200 OK", b"ok", "Content-Length: abc", length=False), "invalid Content-Length"),
     (http_answer("200 OK", b"ok", "Content-Length: " + utf8("\u0662"), length=False),
@@ -349,8 +348,7 @@ def test_unusual_status_codes(
     # chunked framing wins over Content-Length (RFC 9112 section 6.3)
     http_answer("200 OK", b"2\r\nok\r\n0\r\n\r\n", "Content-Length: 100",
                 "Transfer-Encoding: chunked", length=False),
-    http_answer("200 OK", b"okEXTRA-BYTES-AFTER-THE-BODY"[:2] + b"EXTRA", length=False)
-    .replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\n", 1),          # longer body
+    http_answer("200 OK", b"okEXTRA BYTES", "Content-Length: 2", length=False),  # longer
     http_answer("200 OK", b"ok", "Content-Range: bytes 5-6/100"),      # 200: ignored
     http_answer("206 Partial Content", b"ok", "Content-Range: bytes 0-1/2"),  # all of it
     http_answer("200 OK", b"ok", "X-\xff\xfe: odd bytes in a name"),
