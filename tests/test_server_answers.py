@@ -96,8 +96,25 @@ def plain(exc: DropfetchError) -> str:
 
 # --- Location -------------------------------------------------------------------------
 
+@pytest.fixture
+def idna_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``xn--bcher-kva.test`` (bücher.test) is 127.0.0.1, other ``.test`` names are
+    unknown; no real DNS."""
+    real = socket.getaddrinfo
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name == "xn--bcher-kva.test":
+            return real("127.0.0.1", port, *args, **kwargs)
+        if name.endswith(".test"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
 def test_location_with_non_utf8_bytes_is_followed_byte_exact(
-    fault_server: FaultServer, dl: Downloader, partial: Path,
+    fault_server: FaultServer, dl: Downloader, partial: Path, idna_dns: None,
 ) -> None:
     """requests decodes Location as UTF-8 even with allow_redirects=False; a raw \\x85
     used to escape as UnicodeDecodeError and leave the job `downloading`."""
@@ -110,12 +127,13 @@ def test_location_with_non_utf8_bytes_is_followed_byte_exact(
     result = dl.fetch(fault_server.url("/u"), partial.with_name("u"))
     assert result.sha256 == sha(b"utf-8 named file")
     assert result.filename == "été"
-    # a UTF-8 host name goes through IDNA (and does not resolve: .invalid)
-    fault_server.add("/h", redirect_to="http://b\xc3\xbccher.invalid/x")
-    with pytest.raises(NetworkError, match="could not be resolved"):
-        dl.fetch(fault_server.url("/h"), partial.with_name("h"))
+    # a UTF-8 host name goes through IDNA
+    fault_server.add("/h", redirect_to=f"http://b\xc3\xbccher.test:{fault_server.port}/x")
+    fault_server.add("/x", b"idna")
+    assert dl.fetch(fault_server.url("/h"), partial.with_name("h")).sha256 == sha(b"idna")
+    assert fault_server.requests[-1].header("Host") == f"xn--bcher-kva.test:{fault_server.port}"
     # a host of other bytes is no host name at all
-    fault_server.add("/h2", redirect_to="http://b\xfccher.invalid/x")
+    fault_server.add("/h2", redirect_to="http://b\xfccher.test/x")
     with pytest.raises(BadUrlError, match="host"):
         dl.fetch(fault_server.url("/h2"), partial.with_name("h2"))
 
@@ -218,6 +236,20 @@ def test_location_with_userinfo_is_followed_and_redacted(
     assert info.value.code == "http_404"
     assert not any(s in str(info.value) for s in SECRETS)
     assert fault_server.requests_for("/missing")  # it went to the host after the last @
+
+
+def test_url_credentials_never_follow_a_redirect_to_another_host(
+    fault_server: FaultServer, dl: Downloader, partial: Path,
+) -> None:
+    with FaultServer("127.0.0.2") as other:
+        other.add("/x", b"x")
+        fault_server.add("/r", redirect_to="/same")
+        fault_server.add("/same", redirect_to=other.url("/x"))
+        url = fault_server.url("/r").replace("http://", "http://alice:hunter2@")
+        assert dl.fetch(url, partial).sha256 == sha(b"x")
+        assert other.requests[0].header("Authorization") is None
+    # on the same host (a relative Location) they stay, as with curl
+    assert all(r.header("Authorization") for r in fault_server.requests)
 
 
 def test_extremely_long_location(
@@ -556,17 +588,17 @@ def test_bad_urls_in_job_files(url: str, words: str, dl: Downloader, partial: Pa
 
 
 def test_accepted_url_forms_reach_the_server(
-    fault_server: FaultServer, dl: Downloader, partial: Path,
+    fault_server: FaultServer, dl: Downloader, partial: Path, idna_dns: None,
 ) -> None:
     fault_server.add("/x", b"x")
     port = fault_server.port
     for url in (f"HTTP://127.0.0.1:{port}/x", f"hTtP://127.0.0.1:{port}/x",
+                f"http://B\u00fcCHER.test:{port}/x", f"http://xn--bcher-kva.test:{port}/x",
                 f"http://user:pa:ss@word@127.0.0.1:{port}/x",
                 f"http://127.0.0.1:0{port}/x", f"http://127.0.0.1:{port}/x#frag"):
         assert dl.fetch(url, partial).sha256 == sha(b"x"), url
-    # an IDNA name is encoded, not refused: it fails to resolve (retryable network)
-    with pytest.raises(NetworkError, match="resolved"):
-        dl.fetch("http://b\u00fccher.invalid/", partial)
+    assert {r.header("Host") for r in fault_server.requests[2:4]} == {
+        f"xn--bcher-kva.test:{port}"}
 
 
 def test_very_long_url_gets_the_servers_answer(
