@@ -335,6 +335,13 @@ def test_redirect_to_an_ipv6_literal_is_followed(
                  length=False), "chunked"),
     (http_answer("200 OK", b"2\r\nok\r\n", "Transfer-Encoding: chunked", length=False),
      "chunked"),
+    (http_answer("200 OK", b"\x1f\x8b...", "Transfer-Encoding: gzip"), "transfer coding"),
+    (http_answer("200 OK", b"5\r\n\x1f\x8b...\r\n0\r\n\r\n",
+                 "Transfer-Encoding: gzip, chunked", length=False), "transfer coding"),
+    # chunked to urllib3, not to http.client: the framing would be saved as the file
+    *((http_answer("200 OK", b"2\r\nok\r\n0\r\n\r\n", f"Transfer-Encoding: {te}",
+                   length=False), "transfer coding")
+      for te in ("chunked ", "chunked\t", "identity, chunked", "chunked, chunked")),
 ])
 def test_broken_answers_are_plain_network_errors(
     dl: Downloader, partial: Path, answer: bytes, words: str,
@@ -384,6 +391,9 @@ def test_unusual_status_codes(
     http_answer("200 OK", b"ok", "Content-Range: bytes 5-6/100"),      # 200: ignored
     http_answer("206 Partial Content", b"ok", "Content-Range: bytes 0-1/2"),  # all of it
     http_answer("200 OK", b"ok", "X-\xff\xfe: odd bytes in a name"),
+    http_answer("200 OK", b"ok", "Transfer-Encoding: identity"),
+    http_answer("200 OK", b"2\r\nok\r\n0\r\n\r\n", "Transfer-Encoding: CHUNKED",
+                length=False),
 ])
 def test_tolerable_oddities_give_the_body(dl: Downloader, partial: Path, answer: bytes) -> None:
     result = fetch_raw(dl, partial, answer)

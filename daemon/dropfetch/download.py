@@ -1088,8 +1088,18 @@ def _content_length(resp: requests.Response, shown: str) -> int | None:
     A chunked body ignores ``Content-Length`` (RFC 9112 §6.3, as urllib3 reads it);
     several equal values count as one; any other value frames nothing reliably
     (urllib3 would read until the server closes), so the answer is refused.
+
+    ``Transfer-Encoding`` must be exactly ``chunked`` (or ``identity``): http.client,
+    which reads the body, de-chunks only that, while urllib3 also calls ``chunked ``
+    or ``gzip, chunked`` chunked; taken as they are, the chunk framing (or another
+    coding) would end up in the file.
     """
-    if getattr(resp.raw, "chunked", False):
+    coding = resp.headers.get("Transfer-Encoding")
+    if coding is not None and coding.lower() not in ("chunked", "identity"):
+        raise NetworkError(
+            f"{shown} sent the body in a transfer coding dropfetch does not read "
+            f"({coding[:40]!r}); only chunked is supported")
+    if coding is not None and coding.lower() == "chunked":
         return None
     value = resp.headers.get("Content-Length")
     if value is None:
