@@ -447,6 +447,54 @@ def test_206_with_a_wrong_content_range_on_resume(
     assert not partial.exists() and not meta_path(partial).exists()
 
 
+def test_a_connection_with_an_answer_left_over_is_not_reused(
+    dl: Downloader, partial: Path,
+) -> None:
+    """A chunked 206 that goes on past its Content-Range: the file is complete, but the
+    connection is mid-answer and must not carry the next request."""
+    def script(conn: socket.socket, stopping: threading.Event) -> None:
+        head = srv.requests[-1]
+        if b"Range:" not in head:
+            conn.sendall(http_answer("200 OK", b"second"))
+            return
+        conn.sendall(http_answer("206 Partial Content", b"6\r\nefghij\r\n",
+                                 "Content-Range: bytes 4-9/10", 'ETag: "v1"',
+                                 "Transfer-Encoding: chunked", length=False))
+        if conn.recv(65536):  # a second request on this connection: it gets the rest
+            conn.sendall(b"0\r\n\r\n" + http_answer("200 OK", b"second"))
+
+    with RawServer(script) as srv:
+        partial.write_bytes(b"abcd")
+        meta_path(partial).write_text(json.dumps(
+            {"url": srv.url(), "etag": '"v1"', "last_modified": None, "total": 10}))
+        assert dl.fetch(srv.url(), partial).sha256 == sha(b"abcdefghij")
+        assert dl.fetch(srv.url("/second"), partial.with_name("2")).sha256 == sha(b"second")
+
+
+def test_complete_answers_keep_their_connection(
+    fault_server: FaultServer, dl: Downloader, partial: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other side of the test above: keep-alive still works for answers read to
+    their end, empty and chunked ones included."""
+    from urllib3.util import connection
+
+    made: list[object] = []
+    real = connection.create_connection
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "create_connection", counting)
+    fault_server.add("/a", b"a" * 100_000)
+    fault_server.add("/e", b"")
+    fault_server.add("/c", b"c" * 100_000, chunked=True)
+    for i, path in enumerate(["/a", "/e", "/e", "/c", "/a", "/c", "/e", "/a"]):
+        dl.fetch(fault_server.url(path), partial.with_name(str(i)))
+    assert len(made) == 1
+
+
 # --- Content-Disposition ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("header", "expected"), [

@@ -967,9 +967,15 @@ class Downloader:
                 raise from_os_error(exc, "saving the download") from None
         finally:
             os.close(fd)
-        # everything was read: the connection may go back to the pool
-        with contextlib.suppress(Exception):
-            raw.release_conn()
+        # back to the pool only when http.client saw the end of the answer: after a 206
+        # that sent more than its Content-Range (chunked), the rest is still coming,
+        # and the next request on that connection would read it as its answer
+        # (Response.close(), by the caller, closes a connection not released here)
+        framed = ("Transfer-Encoding" not in resp.headers
+                  and _int_or_none(resp.headers.get("Content-Length")) == received)
+        if raw.closed or framed:  # (an empty body is not "closed" before a read)
+            with contextlib.suppress(Exception):
+                raw.release_conn()
         return done
 
     # --- helpers --------------------------------------------------------------------
@@ -1111,6 +1117,10 @@ def _content_length(resp: requests.Response, shown: str) -> int | None:
     raise NetworkError(
         f"{shown} sent an invalid Content-Length ({shown_value!r}), so the end of the "
         "file cannot be told; the server is broken")
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and _DECIMAL_RE.fullmatch(value) else None
 
 
 def _socket_of(resp: requests.Response) -> socket.socket | None:
