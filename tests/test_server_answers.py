@@ -549,6 +549,15 @@ def test_connection_reset_mid_body_keeps_what_came(dl: Downloader, partial: Path
     assert partial.read_bytes() == b"x" * 1000  # kept for the resume
 
 
+def test_reset_before_the_answer(dl: Downloader, partial: Path) -> None:
+    def script(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    exc = fetch_raw(dl, partial, script)
+    assert isinstance(exc, NetworkError), exc
+    assert "reset the connection" in plain(exc) or "without answering" in exc.message
+
+
 def test_https_to_a_plain_http_server_is_tls(dl: Downloader, partial: Path) -> None:
     answer = http_answer("400 Bad Request", b"speak http")
     with RawServer(answer, read_first="bytes") as srv, \
