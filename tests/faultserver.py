@@ -1,5 +1,8 @@
 """A misbehaving HTTP/1.1 server on loopback, for download tests.
 
+``RawServer`` (below) answers with scripted bytes instead, for answers no HTTP
+server library makes: garbage status lines, bad framing, resets, TLS bytes.
+
 ``FaultServer`` serves in-memory files registered per path and can be told to
 misbehave per file: drop the connection, stall, answer scripted error statuses,
 ignore ``Range``, send a wrong ``Content-Range``, lie about ``Content-Length``,
@@ -20,11 +23,11 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -355,6 +358,121 @@ class FaultServer:
     def _untrack(self, sock: socket.socket) -> None:
         with self.lock:
             self._sockets.discard(sock)
+
+
+Script = bytes | Callable[[socket.socket, threading.Event], None]
+
+
+class RawServer:
+    """A TCP server on ``host``, port 0, answering every connection with ``script``.
+
+    ``script`` is the bytes to send (then the server closes its side and waits for the
+    client to hang up), or a function ``(connection, stopping)`` that does anything.
+    Either runs once the request's headers are in; with ``read_first="bytes"`` once
+    the first bytes are (for clients that speak something else, e.g. TLS), with
+    ``"nothing"`` at once (a TLS server wraps the socket itself). ``requests`` holds
+    what was read.
+    """
+
+    def __init__(self, script: Script, host: str = "127.0.0.1", *,
+                 read_first: Literal["request", "bytes", "nothing"] = "request") -> None:
+        self.script = script
+        self.read_first = read_first
+        self.host = host
+        self.requests: list[bytes] = []
+        self.stopping = threading.Event()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.bind((host, 0))
+        self._listener.listen(16)
+        self._port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._run, name="rawserver")
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def url(self, path: str = "/f.bin") -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._conns.add(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), name="rawserver-conn")
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            head = b""
+            conn.settimeout(30)
+            while self.read_first != "nothing" and b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+                if self.read_first == "bytes":
+                    break
+            self.requests.append(head)
+            if isinstance(self.script, bytes):
+                conn.sendall(self.script)
+                conn.shutdown(socket.SHUT_WR)
+                while not self.stopping.is_set() and conn.recv(65536):
+                    pass  # until the client hangs up (closing now could reset it)
+            else:
+                self.script(conn, self.stopping)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def start(self) -> RawServer:
+        self._accept.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._accept.join()
+        for t in self._threads:
+            t.join()
+
+    def __enter__(self) -> RawServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http_answer(status: str = "200 OK", body: bytes = b"", *headers: str,
+                length: bool = True) -> bytes:
+    """The bytes of an answer: ``http_answer("302 Found", b"", "Location: /x")``.
+
+    Headers are latin-1 text (so any byte can be sent); ``Content-Length`` is added
+    unless ``length`` is false.
+    """
+    lines = [f"HTTP/1.1 {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 @pytest.fixture

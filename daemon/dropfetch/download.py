@@ -31,17 +31,26 @@ import queue
 import re
 import shutil
 import socket
+import ssl
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from http.client import HTTPException, IncompleteRead
+from http.client import (
+    BadStatusLine,
+    HTTPException,
+    IncompleteRead,
+    LineTooLong,
+    RemoteDisconnected,
+)
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+import idna
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
@@ -62,6 +71,7 @@ from dropfetch.errors import (
     HttpStatusError,
     IOFailureError,
     NetworkError,
+    TlsError,
     TooLargeError,
     fragment,
     from_os_error,
@@ -92,8 +102,11 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ALLOWED_SCHEMES = ("http", "https")
 
 _CONTROL_RE = re.compile(r"[\x00-\x20\x7f]")
-_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+# ASCII digits only (\d would take any script's), few enough for int()
+_DECIMAL_RE = re.compile(r"[0-9]{1,100}")
+_CONTENT_RANGE_RE = re.compile(
+    r"^\s*bytes\s+([0-9]{1,100})-([0-9]{1,100})/([0-9]{1,100}|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/([0-9]{1,100})\s*$", re.IGNORECASE)
 
 
 # --- URL policy -----------------------------------------------------------------------
@@ -107,6 +120,10 @@ def check_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise BadUrlError("the URL is empty")
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadUrlError("the URL is not valid text (it holds a lone surrogate)") from None
     shown = fragment(redact_url(url))  # a job file may hold a secret: quote a piece only
     if _CONTROL_RE.search(url):
         raise BadUrlError(
@@ -119,13 +136,36 @@ def check_url(url: str) -> str:
         raise BadUrlError(f"not a valid URL (a bad host or port): {shown}") from None
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        kind = f"{fragment(scheme, 20)[1:-1]}://" if scheme else "no scheme"
+        kind = f"{fragment(scheme, 20)[1:-1]}:" if scheme else "no scheme"
         raise BadUrlError(f"only http and https URLs can be downloaded, not {kind} ({shown})")
     if not parts.hostname:
         raise BadUrlError(f"the URL has no host name: {shown}")
     if port == 0:
         raise BadUrlError(f"the URL has port 0: {shown}")
+    problem = _host_problem(parts.hostname, literal="[" in parts.netloc)
+    if problem is not None:
+        raise BadUrlError(f"{problem}: {shown}")
     return url
+
+
+def _host_problem(host: str, *, literal: bool) -> str | None:
+    """Why ``host`` (a URL's host, without brackets) cannot be dialled, if it cannot."""
+    if literal:
+        if "%" in host:
+            return "IPv6 zone ids (%25 in the address) are not supported in URLs"
+        return None  # urlsplit checked the address
+    if "%" in host:
+        return "percent-encoded host names are not supported; write the name as is"
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            return f"the host name is not a valid internationalised domain name ({exc})"
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or any(not label or len(label) > 63 for label in labels):
+        return ("the host name is not valid (an empty label, a label over 63 characters "
+                "or more than 253 in all)")
+    return None
 
 
 def redact_url(url: str) -> str:
@@ -158,6 +198,7 @@ def redact_url(url: str) -> str:
         if has_query:
             out += "?***"
         out = _CONTROL_RE.sub(lambda m: f"%{ord(m.group()):02X}", out)
+        out = out.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
         return out[:2000] if len(out) <= 2000 else out[:2000] + "..."
     except Exception:  # noqa: BLE001 - a redaction must never fail
         return "<unprintable URL>"
@@ -257,6 +298,19 @@ def _guarded_pool_manager(guard: _AddressGuard, **kwargs: Any) -> PoolManager:
     return manager
 
 
+class _Session(requests.Session):
+    """A session that never looks at ``Location`` itself.
+
+    Even with ``allow_redirects=False`` requests works out the next hop of every
+    redirect (``Response.next``) and decodes ``Location`` as UTF-8 on the way, which
+    raises on a header with other bytes; :meth:`Downloader._open` follows redirects by
+    hand and reads ``Location`` its own way (:func:`_location_text`).
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 class _GuardedAdapter(HTTPAdapter):
     """requests adapter with the SSRF guard and without urllib3's own retries."""
 
@@ -272,6 +326,65 @@ class _GuardedAdapter(HTTPAdapter):
         self._pool_block = block
         self.poolmanager = _guarded_pool_manager(
             self._guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+
+
+def _location_text(header: str | None) -> str:
+    """A ``Location`` header as a URL reference ("" when there is none).
+
+    http.client hands headers over as latin-1 text, i.e. the raw bytes. UTF-8 is read
+    as such (a non-ASCII host name then goes through IDNA, a path is sent
+    percent-encoded); other bytes beyond ASCII are percent-encoded as they are, so the
+    next request asks the server for exactly the bytes it named.
+    """
+    if header is None:
+        return ""
+    try:
+        raw = header.encode("latin-1").strip()
+    except UnicodeEncodeError:
+        return header.strip(" \t")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw)
+
+
+def _answer_problem(exc: BaseException) -> str | None:
+    """What was wrong with a server's answer, in plain words (``None``: not known)."""
+    if _find_cause(exc, RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if _find_cause(exc, ConnectionResetError):
+        return "the server reset the connection"
+    if _find_cause(exc, LineTooLong) or (
+            (cause := _find_cause(exc, HTTPException)) is not None
+            and "more than" in str(cause) and "headers" in str(cause)):
+        return ("the server's answer has too many or too long header lines "
+                "(more than 100 headers, or a line over 64 KiB)")
+    if _find_cause(exc, BadStatusLine):
+        return ("the server's answer is not HTTP (no valid status line: an HTTP/0.9 "
+                "answer, TLS on an http URL, or another protocol on this port); check "
+                "the URL's scheme and port")
+    if isinstance(_find_cause(exc, requests.exceptions.InvalidHeader)
+                  or _find_cause(exc, urllib3.exceptions.InvalidHeader), Exception):
+        return ("the server sent invalid headers (e.g. Content-Length headers that "
+                "disagree)")
+    return None
+
+
+def _tls_problem(exc: BaseException, shown: str) -> str:
+    """A TLS failure named precisely: the certificate check, or the handshake."""
+    cert = _find_cause(exc, ssl.SSLCertVerificationError)
+    if isinstance(cert, ssl.SSLCertVerificationError):
+        why = cert.verify_message or cert.reason or "not trusted"
+        return (f"the TLS certificate of {shown} was refused: {why}; the server's "
+                "certificate must be valid for this host name and signed by an authority "
+                "the system trusts")
+    tls = _find_cause(exc, ssl.SSLError)
+    reason = getattr(tls, "reason", None) or type(tls or exc).__name__
+    hint = ""
+    if reason == "WRONG_VERSION_NUMBER":
+        hint = " (the server does not speak TLS on this port: an http server?)"
+    return (f"the TLS handshake with {shown} failed: {reason}{hint}; check the URL's "
+            "scheme and port")
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -371,7 +484,7 @@ def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DECIMAL_RE.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -387,16 +500,27 @@ def _safe_name(name: str | None) -> str | None:
     if name is None:
         return None
     name = name.strip()
+    # isprintable() also refuses C1 controls, format characters such as U+202E (which
+    # would show "exe.txt" as "txt.exe") and lone surrogates
     if (not name or name in (".", "..") or name.startswith(".") or "/" in name
-            or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or "\\" in name or not all(c == " " or c.isprintable() for c in name)
             or len(name.encode("utf-8", "surrogateescape")) > 255):
         return None
     return name
 
 
 def _disposition_filename(header: str | None) -> str | None:
-    """The file name of a ``Content-Disposition`` header (RFC 6266), if any."""
+    """The file name of a ``Content-Disposition`` header (RFC 6266), if any.
+
+    The header's raw bytes must be UTF-8 (ASCII included), else it is ignored;
+    ``filename*`` is read in UTF-8 or ISO-8859-1 only (RFC 8187), other charsets are
+    ignored. The caller still vets the name (:func:`_safe_name`).
+    """
     if not header:
+        return None
+    try:  # http.client hands the raw bytes over as latin-1 text
+        header = header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
         return None
     params: dict[str, str] = {}
     for m in re.finditer(r';\s*([A-Za-z0-9*._-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', header):
@@ -408,10 +532,10 @@ def _disposition_filename(header: str | None) -> str | None:
     if extended and "'" in extended:
         charset, _, rest = extended.partition("'")
         _, _, encoded = rest.partition("'")
-        try:
-            return unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeDecodeError):
-            pass
+        charset = charset.strip().lower()
+        if charset in ("utf-8", "iso-8859-1"):
+            with contextlib.suppress(UnicodeDecodeError):
+                return unquote(encoded, encoding=charset, errors="strict")
     return params.get("filename")
 
 
@@ -488,7 +612,7 @@ class Downloader:
         self.min_free_space = min_free_space
         self.user_agent = config.user_agent or f"dropfetch/{__version__}"
         self._never = threading.Event()
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.trust_env = False
         adapter = _GuardedAdapter(_AddressGuard(tuple(config.block_networks)))
         self.session.mount("http://", adapter)
@@ -523,13 +647,24 @@ class Downloader:
         cancel = cancel if cancel is not None else self._never
         if cancel.is_set():
             raise CancelledError("download cancelled before it started")
+        if on_progress is not None:
+            on_progress = _shielded(on_progress)
         try:
-            return self._attempt(url, partial, on_progress, cancel, resume=True)
-        except _StartOver:
-            logger.info("%s: the server has a different file now; starting over",
-                        partial.name)
-            _discard(partial)
-            return self._attempt(url, partial, on_progress, cancel, resume=False)
+            try:
+                return self._attempt(url, partial, on_progress, cancel, resume=True)
+            except _StartOver:
+                logger.info("%s: the server has a different file now; starting over",
+                            partial.name)
+                _discard(partial)
+                return self._attempt(url, partial, on_progress, cancel, resume=False)
+        except (DropfetchError, _StartOver):
+            raise
+        except _CallerError as exc:  # the caller's own exception, untouched
+            raise exc.original from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, HTTPException,
+                OSError, ValueError) as exc:
+            # the last line of defence: each known class is mapped where it arises
+            raise _unexpected(exc, partial, redact_url(url)) from None
 
     # --- one request ----------------------------------------------------------------
 
@@ -573,15 +708,29 @@ class Downloader:
             resp = self._get(current, headers)
             if resp.status_code not in REDIRECT_STATUSES:
                 return resp, current
-            location = resp.headers.get("Location")
+            # (str.strip() would also take \x85, a raw byte of the URL, for a space)
+            values = {v.strip(" \t") for v in resp.raw.headers.getlist("Location")}
             resp.close()
+            if len(values) > 1:
+                raise BadUrlError(
+                    f"{redact_url(current)} redirects to {len(values)} different Location "
+                    "headers at once; the server is broken")
+            location = _location_text(values.pop() if values else None)
             if not location:
                 raise HttpStatusError(
                     resp.status_code,
                     f"the server answered {resp.status_code} (a redirect) without a "
                     f"Location for {redact_url(current)}")
-            target = urljoin(current, location.strip())
             try:
+                if _CONTROL_RE.search(location):  # urljoin would drop tabs silently
+                    raise BadUrlError(
+                        "the URL contains spaces or control characters: "
+                        f"{redact_url(location)}")
+                try:
+                    target = urljoin(current, location)
+                except ValueError as exc:  # e.g. an unbalanced "[" in the host
+                    raise BadUrlError(
+                        f"not a valid URL ({exc}): {redact_url(location)}") from None
                 target = check_url(target)
             except BadUrlError as exc:
                 raise BadUrlError(
@@ -621,9 +770,8 @@ class Downloader:
             raise BadUrlError(f"not a valid URL: {shown}") from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
             raise BadUrlError(f"only http and https URLs can be downloaded: {shown}") from None
-        except requests.exceptions.SSLError:
-            raise NetworkError(
-                f"TLS failed with {shown} (certificate or protocol problem)") from None
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(_tls_problem(exc, shown)) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                 HTTPException, OSError) as exc:
             blocked = _find_cause(exc, BlockedAddressError)
@@ -634,6 +782,14 @@ class Downloader:
                 raise NetworkError(f"the host name of {shown} could not be resolved") from None
             if _find_cause(exc, ConnectionRefusedError):
                 raise NetworkError(f"the connection to {shown} was refused") from None
+            if _find_cause(exc, urllib3.exceptions.LocationParseError) or _find_cause(
+                    exc, UnicodeError):
+                raise BadUrlError(
+                    f"the host name of {shown} is not valid (empty or over-long labels, "
+                    "or characters a host name cannot have)") from None
+            problem = _answer_problem(exc)
+            if problem is not None:
+                raise NetworkError(f"{shown}: {problem}") from None
             raise NetworkError(f"could not get {shown}: {type(exc).__name__}") from None
 
     def _receive(
@@ -651,7 +807,6 @@ class Downloader:
     ) -> DownloadResult:
         status = resp.status_code
         shown = redact_url(final_url)
-        length = _int_header(resp.headers.get("Content-Length"))
         total: int | None
         if status == 416 and existing:
             m = _UNSATISFIED_RANGE_RE.match(resp.headers.get("Content-Range", ""))
@@ -662,6 +817,7 @@ class Downloader:
                                     resumed_from=existing)
             raise _StartOver
         if status == 206:
+            length = _content_length(resp, shown)
             m = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
             start = int(m.group(1)) if m else -1
             end = int(m.group(2)) if m else -1
@@ -672,19 +828,25 @@ class Downloader:
                     or (meta is not None and meta.total is not None and total is not None
                         and total != meta.total)):
                 _discard(partial)
+                asked = f"bytes={existing}-" if existing else "the whole file"
+                got = resp.headers.get("Content-Range", "none")
                 raise NetworkError(
-                    f"server sent a wrong Content-Range "
-                    f"({resp.headers.get('Content-Range', 'none')!r} for bytes={existing}-) "
+                    f"server sent a wrong Content-Range ({got[:80]!r} for {asked}) "
                     f"for {shown}; the partial download was discarded, the next attempt "
                     "starts from zero")
             length = body
         elif status == 200:
+            length = _content_length(resp, shown)
             if existing:
                 logger.info("%s: the server sent the whole file; restarting from zero",
                             partial.name)
                 hasher = hashlib.sha256()
                 existing = 0
             total = length
+        elif not 100 <= status <= 599:  # no class to read it by (RFC 9110 section 15)
+            raise NetworkError(
+                f"{shown} answered with status {status}, which HTTP does not define; "
+                "the server is broken")
         else:
             raise HttpStatusError(
                 status, f"the server answered {status} {resp.reason or ''}".rstrip()
@@ -805,9 +967,15 @@ class Downloader:
                 raise from_os_error(exc, "saving the download") from None
         finally:
             os.close(fd)
-        # everything was read: the connection may go back to the pool
-        with contextlib.suppress(Exception):
-            raw.release_conn()
+        # back to the pool only when http.client saw the end of the answer: after a 206
+        # that sent more than its Content-Range (chunked), the rest is still coming,
+        # and the next request on that connection would read it as its answer
+        # (Response.close(), by the caller, closes a connection not released here)
+        framed = ("Transfer-Encoding" not in resp.headers
+                  and _int_or_none(resp.headers.get("Content-Length")) == received)
+        if raw.closed or framed:  # (an empty body is not "closed" before a read)
+            with contextlib.suppress(Exception):
+                raw.release_conn()
         return done
 
     # --- helpers --------------------------------------------------------------------
@@ -898,21 +1066,88 @@ class _BackgroundHasher:
         os.close(self._fd)
 
 
+class _CallerError(Exception):
+    """Carries an exception of the caller's ``on_progress`` past the catch-all of
+    :meth:`Downloader.fetch`: it is the caller's to handle, not a download failure."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+def _shielded(on_progress: Callable[[Transfer], None]) -> Callable[[Transfer], None]:
+    def call(transfer: Transfer) -> None:
+        try:
+            on_progress(transfer)
+        except Exception as exc:
+            raise _CallerError(exc) from exc
+    return call
+
+
 class _StartOver(Exception):
     """The partial cannot be resumed against what the server has now."""
 
 
-def _int_header(value: str | None) -> int | None:
+def _content_length(resp: requests.Response, shown: str) -> int | None:
+    """The body's length by ``Content-Length``; ``None`` when unknown or chunked.
+
+    A chunked body ignores ``Content-Length`` (RFC 9112 §6.3, as urllib3 reads it);
+    several equal values count as one; any other value frames nothing reliably
+    (urllib3 would read until the server closes), so the answer is refused.
+
+    ``Transfer-Encoding`` must be exactly ``chunked`` (or ``identity``): http.client,
+    which reads the body, de-chunks only that, while urllib3 also calls ``chunked ``
+    or ``gzip, chunked`` chunked; taken as they are, the chunk framing (or another
+    coding) would end up in the file.
+    """
+    coding = resp.headers.get("Transfer-Encoding")
+    if coding is not None and coding.lower() not in ("chunked", "identity"):
+        raise NetworkError(
+            f"{shown} sent the body in a transfer coding dropfetch does not read "
+            f"({coding[:40]!r}); only chunked is supported")
+    if coding is not None and coding.lower() == "chunked":
+        return None
+    value = resp.headers.get("Content-Length")
     if value is None:
         return None
-    value = value.strip()
-    return int(value) if value.isdigit() else None
+    values = {v.strip(" \t") for v in value.split(",")}
+    if len(values) == 1 and _DECIMAL_RE.fullmatch(number := values.pop()):
+        return int(number)
+    shown_value = value if len(value) <= 40 else value[:40] + "..."
+    raise NetworkError(
+        f"{shown} sent an invalid Content-Length ({shown_value!r}), so the end of the "
+        "file cannot be told; the server is broken")
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and _DECIMAL_RE.fullmatch(value) else None
 
 
 def _socket_of(resp: requests.Response) -> socket.socket | None:
     conn = getattr(resp.raw, "connection", None)
     sock = getattr(conn, "sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def _unexpected(exc: BaseException, partial: Path, shown: str) -> DropfetchError:
+    """An error for an exception no other place mapped, logged without its message
+    (which may hold the URL's credentials) but with where it came from."""
+    where = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-4:]))
+    logger.warning("%s: unexpected %s while downloading %s; reported as a failed "
+                   "attempt. Raised at:\n%s", partial.name, type(exc).__name__, shown,
+                   where.rstrip())
+    if isinstance(exc, UnicodeError | urllib3.exceptions.LocationParseError) or (
+            type(exc) is ValueError):
+        return BadUrlError(
+            f"{shown} cannot be downloaded: the URL or a redirect is malformed "
+            f"({type(exc).__name__})")
+    if isinstance(exc, OSError) and not isinstance(
+            exc, ConnectionError | TimeoutError | requests.RequestException):
+        # network failures come wrapped by requests/urllib3: a bare one is local
+        return from_os_error(exc, f"saving the download of {shown}")
+    return NetworkError(
+        f"the download of {shown} failed: the server's answer could not be handled "
+        f"({type(exc).__name__}); the next attempt tries again")
 
 
 def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> DropfetchError:
@@ -923,11 +1158,22 @@ def _read_error(exc: BaseException, shown: str, timeout: float, done: int) -> Dr
         return DownloadTimeoutError(
             f"{shown} sent nothing for {timeout:g} s (download.timeout_read) after "
             f"{done} bytes; the next attempt resumes")
+    incomplete = _find_cause(exc, IncompleteRead)
+    # http.client raises IncompleteRead out of the ValueError of a chunk size
+    # that is not hex; urllib3 its own InvalidChunkLength
+    if _find_cause(exc, urllib3.exceptions.InvalidChunkLength) or (
+            incomplete is not None and isinstance(incomplete.__context__, ValueError)):
+        return NetworkError(
+            f"the chunked body of {shown} broke off or is malformed after {done} bytes "
+            "(no valid chunk size where one was due); the next attempt resumes")
     if _find_cause(exc, IncompleteRead) or _find_cause(
             exc, urllib3.exceptions.IncompleteRead):
         return NetworkError(
             f"the connection to {shown} ended early, after {done} bytes "
             "(the next attempt resumes)")
+    if _find_cause(exc, ConnectionResetError):
+        return NetworkError(
+            f"{shown} reset the connection after {done} bytes; the next attempt resumes")
     if isinstance(exc, HTTPException | OSError | requests.RequestException
                   | urllib3.exceptions.HTTPError):
         return NetworkError(

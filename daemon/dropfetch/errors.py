@@ -57,6 +57,12 @@ class NetworkError(DropfetchError):
     retryable = True
 
 
+class TlsError(DropfetchError):
+    """A refused certificate or a failed TLS handshake: the same next time, not retried."""
+
+    code = "tls"
+
+
 class DownloadTimeoutError(DropfetchError):
     code = "timeout"
     retryable = True
