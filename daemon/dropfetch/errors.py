@@ -107,6 +107,14 @@ class IOFailureError(DropfetchError):
     code = "io_error"
 
 
+class InternalError(DropfetchError):
+    """A bug in dropfetch hit a job: retried like a transient error, so one bad moment
+    does not fail the job, and a job that always hits it fails after its attempts."""
+
+    code = "io_error"
+    retryable = True
+
+
 class NameConflictError(DropfetchError):
     code = "name_conflict"
 

@@ -27,6 +27,7 @@ from dropfetch.errors import (
     ChecksumMismatchError,
     DiskFullError,
     DropfetchError,
+    InternalError,
     IOFailureError,
     LeaseLostError,
     NameConflictError,
@@ -66,10 +67,12 @@ _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
 # deleting, nothing removed yet) makes the worker stop there for 30 s (or
 # DROPFETCH_TEST_PAUSE_SECONDS), so tests can kill or stop the daemon at that point.
 # DROPFETCH_TEST_CRASH=<phase> makes the daemon kill itself (SIGKILL) there instead: a
-# job that crashes the daemon every time.
+# job that crashes the daemon every time. DROPFETCH_TEST_BUG=<phase> raises a
+# RuntimeError there: what a bug in dropfetch looks like to the job.
 TEST_PAUSE_ENV = "DROPFETCH_TEST_PAUSE"
 TEST_PAUSE_SECONDS_ENV = "DROPFETCH_TEST_PAUSE_SECONDS"
 TEST_CRASH_ENV = "DROPFETCH_TEST_CRASH"
+TEST_BUG_ENV = "DROPFETCH_TEST_BUG"
 TEST_PAUSE_SECONDS = 30.0
 # A job whose tries are cut short this many times max_attempts in a row (the daemon
 # died, or lost the lease, each time) fails: it may be what kills the daemon.
@@ -562,6 +565,12 @@ class WorkerPool:
             if not self._inbox_present(run.job_id):
                 return  # the partial file is kept for when the inbox is back
             self._error(run, board, paths, from_os_error(exc, "writing the output"))
+        except Exception as exc:  # a bug, not the job's fault: tried again, then failed
+            logger.exception("%s: internal error (a bug in dropfetch)", run.job_id)
+            self._error(run, board, paths, InternalError(
+                f"dropfetch hit an internal error ({type(exc).__name__}); the job is tried "
+                "again, and fails once its attempts are used up. The daemon's log has the "
+                "details: please report it"))
 
     def _attempt(self, run: _Run, paths: JobPaths, data: bytes | BadJobError, lease: Lease,
                  downloader: Downloader, board: StatusBoard, previous: Status | None) -> None:
@@ -965,6 +974,8 @@ def _test_pause(job_id: str, phase: str) -> None:
         logger.warning("%s: %s=%s: killing the daemon (a test hook)", job_id, TEST_CRASH_ENV,
                        phase)
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(TEST_BUG_ENV) == phase:
+        raise RuntimeError(f"{TEST_BUG_ENV}={phase} (a test hook)")
     if os.environ.get(TEST_PAUSE_ENV) == phase:
         seconds = float(os.environ.get(TEST_PAUSE_SECONDS_ENV) or TEST_PAUSE_SECONDS)
         logger.warning("%s: %s=%s: pausing %g s (a test hook)", job_id, TEST_PAUSE_ENV, phase,
