@@ -891,7 +891,7 @@ def mutate(rng: random.Random, made: Made, data: bytes) -> tuple[bytes, list[str
                 continue
             if what == "flip":
                 raw = flip(rng, raw)
-            elif what == "flip-header":
+            elif what == "flip-header" and raw:
                 groups = tar_groups(raw) or []
                 offsets = list(itertools.accumulate(
                     [len(b"".join(g.ext) + g.main) for g in groups], initial=0))[:-1]
@@ -942,9 +942,12 @@ def deadline(seconds: float) -> Iterator[None]:
 Node = tuple[Any, ...]
 
 
-def scan(root: Path) -> tuple[dict[str, Node], dict[str, str]]:
+Groups = dict[str, frozenset[str]]
+
+
+def scan(root: Path) -> tuple[dict[str, Node], Groups]:
     """Every entry under ``root``: its node, and for regular files the hard link group
-    (the smallest path sharing the inode)."""
+    (the paths sharing the inode)."""
     nodes: dict[str, Node] = {}
     inodes: dict[tuple[int, int], list[str]] = {}
     stack = [(os.fsencode(root), "")]
@@ -975,7 +978,7 @@ def scan(root: Path) -> tuple[dict[str, Node], dict[str, str]]:
                 nodes[r] = ("link", os.fsdecode(os.readlink(path)))
             else:
                 nodes[r] = ("special", stat.S_IFMT(mode))
-    groups = {p: min(paths) for paths in inodes.values() for p in paths}
+    groups = {p: frozenset(paths) for paths in inodes.values() for p in paths}
     return nodes, groups
 
 
@@ -1228,8 +1231,8 @@ DOCUMENTED_REFUSALS = {
 
 
 def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node],
-             ref_groups: dict[str, str], dest_nodes: dict[str, Node],
-             dest_groups: dict[str, str], refout: Path, fmt: ArchiveFormat,
+             ref_groups: Groups, dest_nodes: dict[str, Node],
+             dest_groups: Groups, refout: Path, fmt: ArchiveFormat,
              ref_started: int) -> tuple[str, str]:
     mutated = bool(res.mutations)
     prefix = "mutated:" if mutated else ""
@@ -1262,11 +1265,13 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
         notes.add("bsdtar-nfc-names")
         want = {_nfc(p): _nfc_node(n) for p, n in want.items()}
         got = {_nfc(p): _nfc_node(n) for p, n in got.items()}
+        ref_groups = {_nfc(p): frozenset(map(_nfc, g)) for p, g in ref_groups.items()}
+        dest_groups = {_nfc(p): frozenset(map(_nfc, g)) for p, g in dest_groups.items()}
     if made.kind == "zip" and any("\\" in p for p in want):
         # dropfetch reads a backslash in a zip name as a separator (Windows writers);
         # unzip keeps it in the name of a Unix-made zip
         notes.add("zip-backslash-separator")
-        want = {"/".join(x for x in p.replace("\\", "/").split("/") if x): n
+        want = {"/".join(x for x in p.replace("\\", "/").split("/") if x not in ("", ".")): n
                 for p, n in want.items()}
         for p in list(want):
             parts = p.split("/")
@@ -1293,7 +1298,7 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
     lines = diff_nodes(want, got)
     for p, group in ref_groups.items():
         if p in dest_groups and dest_groups[p] != group and made.kind == "tar":
-            lines.append(f"~ {p!r}: hard link group {group!r} != {dest_groups[p]!r}")
+            lines.append(f"~ {p!r}: hard links {sorted(group)} != {sorted(dest_groups[p])}")
     if lines and made.kind == "zip":
         ours = zip_backslash_paths(res.archive)
         differing = {p for p in set(want) | set(got) if want.get(p) != got.get(p)}
@@ -1316,6 +1321,10 @@ def _nfc_node(n: Node) -> Node:
 def windows_only_refusal(message: str) -> bool:
     """dropfetch refused a name only for what it means on Windows (a leading backslash,
     a drive letter, '..' between backslashes): it stays out of a share's reach."""
+    link = re.match(r"link .* -> (.*) points outside the output$", message)
+    if link:
+        target = link.group(1)
+        return bool(re.match(r"[A-Za-z]:|\\", target)) and ".." not in target.split("/")
     m = re.match(r"unsafe member (.+): (absolute path|'\.\.' in its path)$", message)
     if not m:
         return False
@@ -1339,7 +1348,7 @@ def zip_backslash_paths(archive: Path | None) -> set[str]:
         return out
     for name in names:
         if "\\" in name:
-            parts = [x for x in name.replace("\\", "/").split("/") if x]
+            parts = [x for x in name.replace("\\", "/").split("/") if x not in ("", ".")]
             out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
     return out
 
@@ -1385,13 +1394,14 @@ def run_many(seeds: list[int], *, known: bool, keep: Path, verbose: bool = False
             res = run_case(seed, work, known=known)
             counts[res.cls] += 1
             if res.is_bug or verbose or (show and res.cls.startswith(show)):
-                if res.is_bug:
+                if res.is_bug or show:
                     kept = keep / f"seed-{seed}"
                     kept.mkdir(parents=True, exist_ok=True)
                     if res.archive is not None and res.archive.exists():
                         shutil.copy(res.archive, kept / res.archive.name)
                         res.archive = kept / res.archive.name
                     (kept / "report.txt").write_text(res.report() + "\n")
+                if res.is_bug:
                     bugs.append(res)
                 print(res.report(), flush=True)
             remove(work)

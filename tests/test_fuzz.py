@@ -218,3 +218,17 @@ def test_zstd_frames_skippable_and_flushed_blocks(tmp_path: Path) -> None:
     dest, files = run(archive, tmp_path)
     assert files == ["job"]
     assert (dest / "job").read_bytes() == b"abc" * 100_000 + b"tail" + bytes(1 << 20)
+
+
+@needs_tools
+def test_regular_file_named_like_a_directory_is_corrupt(tmp_path: Path) -> None:
+    # GNU tar and bsdtar take a type-0 member named 'd//' for a directory and read its
+    # data as headers; dropfetch wrote a file 'd' and went on: refuse instead
+    archive = gnu_tar(tmp_path, "--format=gnu", files={"d": b"x" * 2000, "e": b"e"})
+    groups = fuzz_extract.tar_groups(archive.read_bytes())
+    assert groups
+    target = next(g for g in groups if fuzz_extract.group_name(g) == b"./d")
+    fuzz_extract.set_field(target, "name", b"./d//")
+    archive.write_bytes(fuzz_extract.join_tar(groups))
+    with pytest.raises(CorruptArchiveError, match="directory's name"):
+        run(archive, tmp_path)

@@ -902,6 +902,10 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> N
     kind = member.type
     mtime = float(member.mtime) if isinstance(member.mtime, int | float) else None
     if kind in _TAR_FILE_TYPES:
+        if name.endswith("/"):
+            # tar and bsdtar take it for a directory and read its data as headers
+            raise CorruptArchiveError(
+                f"the archive is damaged: {name!r} is a file with a directory's name")
         if member.sparse is not None:
             _check_sparse(tf, member)
         with _reading(f"reading {name}"):
