@@ -36,6 +36,7 @@ CASES = 200
 def test_fuzz_case(seed: int, tmp_path: Path) -> None:
     res = fuzz_extract.run_case(seed, tmp_path, known=fuzz_extract.known_from_env())
     assert not res.is_bug, res.report()
+    fuzz_extract.cleanup(tmp_path)
 
 
 def test_fuzz_classes_are_reached(tmp_path: Path) -> None:
