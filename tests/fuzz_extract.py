@@ -1312,6 +1312,13 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
         if ours and differing <= ours:
             notes.add("zip-backslash-separator")
             lines = []
+    if lines and mutated and made.kind == "zip" and all(
+            p in want and p in got and want[p][0] == got[p][0] == "file"
+            and want[p][2:4] == got[p][2:4]
+            for p in set(want) | set(got) if want.get(p) != got.get(p)):
+        # same bytes, other mode or time: a damaged header; dropfetch takes them from the
+        # central directory, bsdtar's stream reader from the local headers
+        return "mutated:zip-metadata-from-another-header", "\n".join(lines)
     if not lines:
         return ("documented:" + ",".join(sorted(notes))) if notes else f"{prefix}match", ""
     return f"BUG:{prefix}different-tree", "\n".join(lines)
