@@ -697,6 +697,8 @@ def zip_entries(data: bytes) -> list[ZipEntry] | None:
     starts = sorted({e.cd[16] for e in entries} | {cdoff})
     for e in entries:
         off = e.cd[16]
+        if off >= cdoff:
+            return None
         end = starts[starts.index(off) + 1]
         e.local = data[off:end]
         if e.local[:4] != b"PK\x03\x04":
@@ -1313,11 +1315,12 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
             notes.add("zip-backslash-separator")
             lines = []
     if lines and mutated and made.kind == "zip" and all(
-            p in want and p in got and want[p][0] == got[p][0] == "file"
-            and want[p][2:4] == got[p][2:4]
+            p in want and p in got and want[p][0] == got[p][0]
+            and (want[p][0] == "dir" or (want[p][0] == "file" and want[p][2:4] == got[p][2:4]))
             for p in set(want) | set(got) if want.get(p) != got.get(p)):
-        # same bytes, other mode or time: a damaged header; dropfetch takes them from the
-        # central directory, bsdtar's stream reader from the local headers
+        # same bytes, other mode or time: a damaged header (dropfetch takes them from the
+        # central directory, bsdtar's stream reader from the local headers; unzip ignores
+        # a directory's file-type bits that say otherwise)
         return "mutated:zip-metadata-from-another-header", "\n".join(lines)
     if not lines:
         return ("documented:" + ",".join(sorted(notes))) if notes else f"{prefix}match", ""
