@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # openssh-server, which the tests do not need and must not install.
 TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-full
 
-.PHONY: install run test test-deps lint bench clean
+.PHONY: install run test test-deps lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Differential fuzzing of extraction against GNU tar, bsdtar and unzip (docs/FUZZ.md).
+# FUZZ_CASES=N cases from seed FUZZ_SEED; FUZZ_KNOWN=1 also generates the known bugs.
+FUZZ_CASES ?= 2000
+FUZZ_SEED ?= 20261201
+fuzz: $(STAMP)
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(PY) tests/fuzz_extract.py --keep var/fuzz
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -481,8 +481,9 @@ class _TarInput(io.RawIOBase):
 
 
 class _TarInfo(tarfile.TarInfo):
-    """Refuses pax and GNU long-name headers too large to hold in memory, and reads GNU
-    headers as GNU tar does."""
+    """Refuses pax and GNU long-name headers too large to hold in memory, and damaged
+    headers that tarfile would take for the end of the archive; reads GNU headers as GNU
+    tar does."""
 
     _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                  tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
@@ -497,6 +498,19 @@ class _TarInfo(tarfile.TarInfo):
             name = bytes(buf[0:100]).split(b"\0", 1)[0].decode(encoding, errors)
             obj.name = name.rstrip("/") if obj.isdir() else name
         return obj
+
+    @classmethod
+    def fromtarfile(cls, tarfile: tarfile.TarFile) -> Any:
+        # After the first member tarfile ends the archive silently at a header with a bad
+        # checksum or cut short; GNU tar reports both. A zero block, or the end of the
+        # data at a block boundary, is the end (as for GNU tar and bsdtar).
+        try:
+            return super().fromtarfile(tarfile)
+        except (_InvalidHeaderError, _TruncatedHeaderError) as exc:
+            raise CorruptArchiveError(
+                f"the archive is damaged or incomplete: {exc} at byte "
+                f"{cast(Any, tarfile).offset} of the tar stream; download it again or check "
+                "the source") from None
 
     def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
         if self.type not in self._EXTENDED:
@@ -516,6 +530,18 @@ class _TarInfo(tarfile.TarInfo):
         finally:
             setattr(tarfile, "_dropfetch_chain", chain - 1)  # noqa: B010
 
+    def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str,
+                        errors: str) -> None:
+        getattr(super(), "_apply_pax_info")(pax_headers, encoding, errors)  # noqa: B009
+        # GNU tar writes a 'path' too (GNUSparseFile.N/...) when a sparse file's name is
+        # not ASCII; tarfile lets it win over the real name, depending on record order
+        if "GNU.sparse.name" in pax_headers:
+            self.path = pax_headers["GNU.sparse.name"]
+
+
+_InvalidHeaderError = cast(type[Exception], getattr(tarfile, "InvalidHeaderError"))  # noqa: B009
+_TruncatedHeaderError = cast(type[Exception], getattr(tarfile, "TruncatedHeaderError"))  # noqa: B009
+
 
 def _decompressor(fmt: ArchiveFormat, raw: IO[bytes]) -> IO[bytes]:
     if fmt is ArchiveFormat.GZ:
@@ -525,10 +551,116 @@ def _decompressor(fmt: ArchiveFormat, raw: IO[bytes]) -> IO[bytes]:
     if fmt is ArchiveFormat.XZ:
         return cast(IO[bytes], lzma.LZMAFile(raw, mode="rb"))
     if fmt is ArchiveFormat.ZST:
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_size=CHUNK, read_across_frames=True, closefd=False)
-        return cast(IO[bytes], reader)
+        return cast(IO[bytes], _ZstdStream(raw))
     raise ValueError(f"not a compression: {fmt}")
+
+
+class _ZstdStream(io.RawIOBase):
+    """zstd decompression that fails on a stream cut short: python-zstandard's reader
+    takes the end of its input for the end of the data, even in the middle of a frame."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._frames = _ZstdFrames(raw)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], self._frames), read_size=CHUNK, read_across_frames=True,
+            closefd=False)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        data: bytes = self._reader.read(size)
+        if not data:
+            self._frames.finish()
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+_ZSTD_FRAME = 0xFD2FB528
+_ZSTD_SKIPPABLE = 0x184D2A50  # the low 4 bits are free
+
+
+class _ZstdFrames:
+    """Follows the frame and block headers of a zstd stream as its bytes go by."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._head = bytearray()  # the header being read
+        self._skip = 0  # bytes of a block or skippable frame still to go by
+        self._state = "frame"  # frame, block or checksum: what the next header is
+        self._checksum = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        i = 0
+        while i < len(data):
+            if self._skip:
+                k = min(self._skip, len(data) - i)
+                self._skip -= k
+                i += k
+                continue
+            if self._state == "block" and not self._head and len(data) - i >= 3:
+                self._block(int.from_bytes(data[i:i + 3], "little"))  # the common case
+                i += 3
+                continue
+            self._head.append(data[i])
+            i += 1
+            self._parse()
+        return data
+
+    def _parse(self) -> None:
+        h = self._head
+        if self._state == "frame":
+            if len(h) < 4:
+                return
+            magic = int.from_bytes(h[:4], "little")
+            if magic & ~0xF == _ZSTD_SKIPPABLE:
+                if len(h) == 8:
+                    self._skip = int.from_bytes(h[4:8], "little")
+                    h.clear()
+                return
+            if magic != _ZSTD_FRAME:
+                raise CorruptArchiveError(
+                    "the archive is damaged: the data after a zstd frame is not zstd")
+            if len(h) < 5:
+                return
+            fhd = h[4]
+            single = fhd >> 5 & 1
+            size = (5 + (not single) + (0, 1, 2, 4)[fhd & 3]
+                    + (single, 2, 4, 8)[fhd >> 6])
+            if len(h) == size:
+                self._checksum = bool(fhd & 4)
+                self._state = "block"
+                h.clear()
+        elif self._state == "block":
+            if len(h) == 3:
+                self._block(int.from_bytes(h, "little"))
+                h.clear()
+        elif len(h) == 4:
+            self._state = "frame"
+            h.clear()
+
+    def _block(self, header: int) -> None:
+        self._skip = 1 if header >> 1 & 3 == 1 else header >> 3  # RLE: one byte
+        if header & 1:  # the frame's last block
+            self._state = "checksum" if self._checksum else "frame"
+
+    def finish(self) -> None:
+        """The decompressor saw the end: the input must end between two frames."""
+        while self.read(CHUNK):
+            pass
+        if self._state != "frame" or self._head or self._skip:
+            raise CorruptArchiveError(
+                "the archive is damaged or incomplete: the zstd stream is cut short; "
+                "download it again or check the source")
 
 
 # --- the output tree -----------------------------------------------------------------
@@ -854,6 +986,11 @@ def _extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: _Output) -> None:
                 cast(Any, tf).members.clear()  # stream mode never looks back; keep memory flat
                 out.limits.member()
                 _tar_member(tf, member, out)
+            # Read the stream to its end, as tar does: the checksum of gzip, xz and zstd
+            # is at the end, and a download cut after the last member is incomplete too.
+            with _reading("reading the end of the archive"):
+                while tar_input.read(CHUNK):
+                    pass
 
 
 _TAR_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE)
@@ -869,6 +1006,12 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> N
     kind = member.type
     mtime = float(member.mtime) if isinstance(member.mtime, int | float) else None
     if kind in _TAR_FILE_TYPES:
+        if name.endswith("/"):
+            # tar and bsdtar take it for a directory and read its data as headers
+            raise CorruptArchiveError(
+                f"the archive is damaged: {name!r} is a file with a directory's name")
+        if member.sparse is not None:
+            _check_sparse(tf, member)
         with _reading(f"reading {name}"):
             data = tf.extractfile(member)
         if data is None:
@@ -888,6 +1031,26 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> N
             tarfile.FIFOTYPE: "a FIFO", tarfile.CONTTYPE: "a contiguous file",
         }.get(kind, f"of unknown type {kind!r}")
         raise UnsafeArchiveError(f"unsafe member '{name}': {described} is not allowed")
+
+
+def _check_sparse(tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    """A GNU sparse map must fit the file and account for exactly the data stored (tar
+    and bsdtar read a map that does not as plain data; tarfile would drop the data)."""
+    chunks = cast(list[tuple[int, int]], member.sparse or [])
+    end = 0
+    for offset, numbytes in chunks:
+        if numbytes == 0 and 0 <= offset <= member.size:
+            continue  # GNU tar ends its maps with (size, 0) and pads them with (0, 0)
+        if offset < end or numbytes < 0 or offset + numbytes > member.size:
+            raise CorruptArchiveError(
+                f"the archive is damaged: the sparse map of {member.name!r} does not fit it")
+        end = offset + numbytes
+    stored = sum(n for _, n in chunks)
+    span = cast(Any, tf).offset - member.offset_data
+    if span != -(-stored // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE:
+        raise CorruptArchiveError(
+            f"the archive is damaged: the sparse map of {member.name!r} does not match its "
+            "data")
 
 
 # --- zip -----------------------------------------------------------------------------
@@ -1016,12 +1179,13 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: _Output) -> Non
         target = target_bytes.decode("utf-8", "surrogateescape")
         out.add_symlink(rel, target, name)
     elif is_dir:
-        out.add_dir(rel, perms or 0o755, mtime)
+        out.add_dir(rel, perms if st_mode else 0o755, mtime)
     else:
         # any other type (a FIFO: `zip` of standard input writes 0o010600; a device or
         # socket) is the data it holds, written as a regular file, as unzip does: no
-        # device or FIFO is ever made
+        # device or FIFO is ever made. A stored mode of 0 is kept (masked like tar's);
+        # only no mode at all is 0644
         with _reading(f"reading {name}"):
             f = zf.open(info)
         with f:
-            out.add_file(rel, perms or 0o644, mtime, f.read, f"reading {name}")
+            out.add_file(rel, perms if st_mode else 0o644, mtime, f.read, f"reading {name}")
