@@ -1,0 +1,49 @@
+"""What the daemon does about its own failures: a bug that hits a job (retried, then
+failed; never stuck `downloading`), and a start-up layout it cannot work with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from archives import zip_bytes
+
+
+def test_a_bug_mid_job_is_retried_then_fails_and_leaves_nothing(make_daemon, fault_server):
+    fault_server.add("/a.zip", zip_bytes({"a.txt": b"a"}))
+    d = make_daemon(start=False, download={"max_attempts": 2, "backoff_initial": 0.1,
+                                           "backoff_max": 0.2})
+    d.start(env={"DROPFETCH_TEST_BUG": "publish"})
+    d.drop("buggy", fault_server.url("/a.zip"))
+    sc = d.wait_status("buggy", "failed")
+    assert sc["error"]["code"] == "io_error", sc
+    assert "internal error" in sc["error"]["message"], sc
+    assert sc["attempt"] == 2, sc
+    assert not (d.outbox / "buggy").exists()
+    assert not list((d.work / "staging").iterdir())
+    log = d.log()
+    assert "buggy: attempt 1 failed (io_error" in log, log[-3000:]
+    assert "Traceback" in log  # the details are in the log, for a bug report
+    assert d.proc is not None and d.proc.poll() is None  # the daemon goes on
+
+
+def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
+    """Outputs are published by rename: a work_dir elsewhere would make that a copy."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import pytest
+    import yaml
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem (/dev/shm) here")
+    with tempfile.TemporaryDirectory(dir=shm) as work:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"inbox": str(tmp_path / "in"),
+                                          "outbox": str(tmp_path / "out"), "work_dir": work}))
+        proc = subprocess.run([sys.executable, "-m", "dropfetch", "run", "--config",
+                               str(config)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc
+    assert "not on the same filesystem as the outbox" in proc.stderr, proc.stderr
