@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from archives import zip_bytes
+from harness import wait_for
 
 
 def test_a_bug_mid_job_is_retried_then_fails_and_leaves_nothing(make_daemon, fault_server):
@@ -47,3 +48,18 @@ def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
                                str(config)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc
     assert "not on the same filesystem as the outbox" in proc.stderr, proc.stderr
+
+
+def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daemon,
+                                                                       fault_server):
+    """The removal arrives after the run's last look at its cancel flag: the job is
+    looked at again when the run is done (it once waited for a rescan that never came)."""
+    fault_server.add("/f.zip", zip_bytes({"f.txt": b"f"}))
+    d = make_daemon(start=False, rescan_interval=600)
+    d.start(env={"DROPFETCH_TEST_PAUSE": "finished", "DROPFETCH_TEST_PAUSE_SECONDS": "2"})
+    job = d.drop("f", fault_server.url("/f.zip"))
+    assert d.wait_status("f", "ok")["files"] == ["f.txt"]
+    assert "DROPFETCH_TEST_PAUSE=finished" in d.log()
+    job.unlink()  # while the worker still holds the finished run
+    wait_for(lambda: not d.sidecar_path("f").exists() and not (d.outbox / "f").exists(),
+             message="the purge after the run ended")

@@ -63,8 +63,9 @@ logger = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
 
 # Test hooks, not features: DROPFETCH_TEST_PAUSE=<phase> ("publish": after extraction and
-# the last lease check, right before the renames that publish; "purge": the sidecar says
-# deleting, nothing removed yet) makes the worker stop there for 30 s (or
+# the last lease check, right before the renames that publish; "finished": the final
+# status is written, the run not done yet; "purge": the sidecar says deleting, nothing
+# removed yet) makes the worker stop there for 30 s (or
 # DROPFETCH_TEST_PAUSE_SECONDS), so tests can kill or stop the daemon at that point.
 # DROPFETCH_TEST_CRASH=<phase> makes the daemon kill itself (SIGKILL) there instead: a
 # job that crashes the daemon every time. DROPFETCH_TEST_BUG=<phase> raises a
@@ -393,6 +394,9 @@ class WorkerPool:
         if data is None:
             logger.info("%s: the job file was removed; stopping the job", run.job_id)
             run.stop("removed")
+            # the run may be past its last look at the cancel flag (finishing): look at
+            # the job again once it is done, so the purge is never lost
+            run.rerun = True
         elif _identity(data) != run.job_sha256:
             logger.info("%s: the job file changed; starting over with the new one", run.job_id)
             run.rerun = True
@@ -622,6 +626,7 @@ class WorkerPool:
                           progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
             self._final(board.sidecar, paths)
+            _test_pause(run.job_id, "finished")
         finally:
             if stream is not None:
                 stream.stop("the job ended")  # joins the extraction thread, if any
