@@ -7,6 +7,7 @@ configuration errors run a real ``dropfetch`` subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -14,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dropfetch import httpapi
 from dropfetch.config import ConfigError, config_from_mapping
 from dropfetch.httpapi import MAX_BODY, HttpFrontEnd, json_bytes
 from dropfetch.metrics import Metrics
@@ -649,3 +652,194 @@ def test_ipv6_listen_serves(make_daemon):
 
     assert wait_for(answer, message="the front end on [::1]") == 200
     assert d.stop() == 0
+
+
+# --- slow and many clients: deadlines and a cap on connections ------------------------
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=20)
+
+
+def trickle(port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1,
+            bound: float = 30) -> list[tuple[list[Answer], bool]]:
+    """Per client (sent at once, then sent one byte per ``tick``): its answers, and
+    whether the server closed the connection within ``bound`` seconds. A client stops
+    sending once it has an answer that closes."""
+    import select
+    import time
+
+    socks = [_connect(port) for _ in clients]
+    sent = [0] * len(clients)
+    bufs = [b""] * len(clients)
+    closed = [False] * len(clients)
+    try:
+        for sock, (prefix, _) in zip(socks, clients, strict=True):
+            sock.sendall(prefix)
+        end = time.monotonic() + bound
+        while not all(closed) and time.monotonic() < end:
+            readable, _, _ = select.select(
+                [s for s, c in zip(socks, closed, strict=True) if not c], [], [], tick)
+            for i, sock in enumerate(socks):
+                if sock in readable:
+                    try:
+                        chunk = sock.recv(65536)
+                    except ConnectionResetError:
+                        chunk = b""
+                    bufs[i] += chunk
+                    closed[i] = not chunk
+                slow = clients[i][1]
+                if not closed[i] and b"connection: close" not in bufs[i].lower() \
+                        and sent[i] < len(slow):
+                    with contextlib.suppress(OSError):
+                        sock.send(slow[sent[i]:sent[i] + 1])
+                    sent[i] += 1
+    finally:
+        for sock in socks:
+            sock.close()
+    results = []
+    for got, was_closed in zip(bufs, closed, strict=True):
+        answers, buf = [], got
+        while (parsed := _parse(buf))[0] is not None:
+            answer, buf = parsed
+            assert answer is not None
+            if answer.status >= 200:
+                answers.append(answer)
+        assert not buf, f"a truncated answer: {buf[:300]!r}"
+        results.append((answers, was_closed))
+    return results
+
+
+def test_slow_request_heads_are_answered_408_and_closed(token_front, monkeypatch):
+    """The request line and headers have HEADER_TIMEOUT in all from the request's first
+    byte, however steadily the bytes trickle in (the per-recv idle timeout never fires)."""
+    monkeypatch.setattr(httpapi, "HEADER_TIMEOUT", 1.0)
+    front = token_front
+    ok = request("GET", "/archive", headers=front.auth())
+    endless = b"a" * 100_000
+    cases = {
+        "request line": (b"", b"GET /archive" + endless),
+        "request line, then a header": (b"", b"GET /archive HTTP/1.1\r\nX-Slow: " + endless),
+        "a header never ended": (b"GET /archive HTTP/1.1\r\nHost: x\r\nX-Slow: ", endless),
+        "many short headers": (b"GET /archive HTTP/1.1\r\n", b"X-A: 1\r\n" * 95),
+        "after a served request": (ok, ok[:-2] + b"X-Slow: " + endless),
+    }
+    results = trickle(front.port, list(cases.values()))
+    for (name, _), (answers, closed) in zip(cases.items(), results, strict=True):
+        assert closed, f"{name}: the connection is still open"
+        want = [200, 408] if name == "after a served request" else [408]
+        assert [a.status for a in answers] == want, (name, answers)
+        assert answers[-1].closes, name
+        check_error(answers[-1])
+
+
+def test_slow_bodies_are_answered_408_and_closed(token_front, monkeypatch):
+    """A body wanted (POST /archive) has BODY_TIMEOUT in all, in every framing."""
+    monkeypatch.setattr(httpapi, "BODY_TIMEOUT", 1.0)
+    front = token_front
+    body = json.dumps({"url": "https://example.org/" + "a" * 2000 + ".zip"}).encode()
+    post = b"POST /archive HTTP/1.1\r\nHost: x\r\n" + front.auth()
+    length = b"Content-Length: %d\r\n" % len(body)
+    cases = {
+        "length": (post + length + b"\r\n", body),
+        "expect-100": (post + length + b"Expect: 100-continue\r\n\r\n", body),
+        "chunked": (post + b"Transfer-Encoding: chunked\r\n\r\n", chunked(body)),
+        "chunked, many chunks": (post + b"Transfer-Encoding: chunked\r\n\r\n",
+                                 b"".join(b"1\r\n%c\r\n" % c for c in body)),
+        "nothing sent": (post + length + b"\r\n", b""),
+    }
+    results = trickle(front.port, list(cases.values()))
+    for (name, _), (answers, closed) in zip(cases.items(), results, strict=True):
+        assert closed, f"{name}: the connection is still open"
+        assert [a.status for a in answers] == [408], (name, answers)
+        assert answers[0].closes, name
+        check_error(answers[0])
+    assert not list(front.inbox.iterdir())
+
+
+def test_idle_keep_alive_connections_are_closed(token_front, monkeypatch):
+    """Silent for IDLE_TIMEOUT between requests (or before the first): closed, with no
+    answer, since no request had begun."""
+    monkeypatch.setattr(httpapi, "IDLE_TIMEOUT", 0.5)
+    ok = request("GET", "/archive", headers=token_front.auth())
+    results = trickle(token_front.port, [(b"", b""), (ok, b""), (ok + ok, b"")])
+    assert [([a.status for a in answers], closed) for answers, closed in results] == [
+        ([], True), ([200], True), ([200, 200], True)]
+    assert not any(a.closes for answers, _ in results for a in answers)
+
+
+def _thread_count_returns(before: int) -> None:
+    wait_for(lambda: threading.active_count() <= before, timeout=30,
+             message=f"the thread count back to {before}")
+
+
+def test_connections_beyond_the_cap_are_answered_503_without_a_thread(token_front):
+    """MAX_CONNECTIONS connections are served (keep-alive, quickly, while the rest of a
+    flood is refused); each one beyond gets a JSON 503 with Connection: close and starts
+    no thread; the slots come back when clients leave."""
+    front = token_front
+    before = threading.active_count()
+    ok = request("GET", "/archive", headers=front.auth())
+    served = [_connect(front.port) for _ in range(httpapi.MAX_CONNECTIONS)]
+    flood: list[socket.socket] = []
+    try:
+        for sock in served:  # each has a thread of its own once it has an answer
+            sock.sendall(ok)
+            answer, rest = _read_answer(sock)
+            assert answer.status == 200 and not answer.closes and not rest
+        flood = [_connect(front.port) for _ in range(2 * httpapi.MAX_CONNECTIONS)]
+        for sock in flood:
+            rest = b""
+            while chunk := sock.recv(65536):
+                rest += chunk
+            answer, rest = _parse(rest)
+            assert answer is not None and answer.status == 503 and answer.closes, answer
+            assert not rest
+            check_error(answer)
+            assert threading.active_count() <= before + httpapi.MAX_CONNECTIONS
+        for sock in served:  # still served, on the same connections
+            sock.sendall(ok)
+            answer, rest = _read_answer(sock)
+            assert answer.status == 200 and not answer.closes and not rest
+    finally:
+        for sock in served + flood:
+            sock.close()
+
+    def served_again() -> bool:
+        answers = exchange(front.port, request("GET", "/archive", headers=front.auth()
+                                               + b"Connection: close\r\n"))
+        return [a.status for a in answers] == [200]
+
+    wait_for(served_again, timeout=30, message="a new connection served")
+    _thread_count_returns(before)
+
+
+def _read_answer(sock: socket.socket) -> tuple[Answer, bytes]:
+    buf = b""
+    while (parsed := _parse(buf))[0] is None:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {buf[:300]!r}"
+        buf += chunk
+    answer, rest = parsed
+    assert answer is not None
+    return answer, rest
+
+
+def test_a_client_is_served_while_100_slow_clients_hang(token_front, monkeypatch):
+    """Slow clients hold only their own threads: a client still gets its answers while
+    100 of them are in the middle of their headers; the threads end with them."""
+    monkeypatch.setattr(httpapi, "MAX_CONNECTIONS", 128)
+    monkeypatch.setattr(httpapi, "HEADER_TIMEOUT", 600.0)  # they hang the whole test
+    front = token_front
+    before = threading.active_count()
+    slow = [_connect(front.port) for _ in range(100)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /archive HTTP/1.1\r\nX-Slow: a")
+        for _ in range(5):
+            answers = exchange(front.port, request("GET", "/archive", headers=front.auth()
+                                                   + b"Connection: close\r\n"))
+            assert [a.status for a in answers] == [200]
+    finally:
+        for sock in slow:
+            sock.close()
+    _thread_count_returns(before)

@@ -7,6 +7,15 @@ HTTP/1.1 keep-alive: a request body is read only where it is used (``POST /archi
 Every answer sent while a body is still unread, or while its framing is unknown,
 carries ``Connection: close`` and the connection ends, so the unread bytes are never
 parsed as the next request. Every error answer is JSON: ``{"error": "...", "code": ...}``.
+
+Slow and many clients (module constants; the tests lower them with monkeypatch): a
+connection may stay silent between requests for ``IDLE_TIMEOUT`` seconds; from the first
+byte of a request, its request line and headers must arrive within ``HEADER_TIMEOUT``,
+and a body within ``BODY_TIMEOUT`` from when it is wanted (bodies are at most
+``MAX_BODY`` bytes). Over a deadline the connection is closed, after a 408 answer when a
+request had begun. At most ``MAX_CONNECTIONS`` connections are served at once, one
+thread each; a connection beyond them is answered 503 with ``Connection: close`` by the
+accepting thread itself, which starts no thread for it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -42,9 +52,15 @@ __all__ = ["HttpFrontEnd", "json_bytes"]
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent
+IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent between requests
+HEADER_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its headers
+BODY_TIMEOUT = 10.0  # seconds to receive a body once it is wanted (>= 6.5 KiB/s at MAX_BODY)
+SEND_TIMEOUT = 30.0  # seconds to send one answer
+MAX_CONNECTIONS = 64  # connections served at once; more are answered 503 and closed
 _DRAIN_BYTES = 1024 * 1024  # read (and drop) at most this much before closing
-_DRAIN_SECONDS = 2.0
+_DRAIN_SECONDS = 2.0  # ... for at most this long in all
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+         b"Content-Type: application/json\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s")
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,8}$")
 
 
@@ -84,9 +100,109 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class _Input:
+    """A connection's input with a total deadline (the socket's own timeout only bounds
+    each recv): ``readline()`` and ``read()`` as the handler uses them, ``TimeoutError``
+    once ``deadline`` (a ``time.monotonic()`` value) has passed."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+        self._eof = False
+        self.deadline = math.inf
+        self.idle = True  # waiting for a request's first byte
+        self.expired = False
+
+    def next_request(self) -> None:
+        """Wait ``IDLE_TIMEOUT`` for a request; from its first byte, ``HEADER_TIMEOUT``."""
+        self.idle = not self._buf
+        self.deadline = time.monotonic() + (IDLE_TIMEOUT if self.idle else HEADER_TIMEOUT)
+
+    def _fill(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self.expired = True
+            raise TimeoutError("the client is too slow")
+        self._sock.settimeout(remaining)
+        try:
+            data = self._sock.recv(65536)
+        except TimeoutError:
+            self.expired = True
+            raise
+        finally:
+            self._sock.settimeout(SEND_TIMEOUT)
+        if not data:
+            self._eof = True
+        elif self.idle:
+            self.idle = False
+            self.deadline = time.monotonic() + HEADER_TIMEOUT
+        self._buf += data
+
+    def readline(self, limit: int = -1) -> bytes:
+        limit = limit if limit >= 0 else sys.maxsize
+        while True:
+            end = self._buf.find(b"\n", 0, limit)
+            if end >= 0 or len(self._buf) >= limit or self._eof:
+                size = end + 1 if end >= 0 else min(limit, len(self._buf))
+                data = bytes(self._buf[:size])
+                del self._buf[:size]
+                return data
+            self._fill()
+
+    def read(self, size: int) -> bytes:
+        while len(self._buf) < size and not self._eof:
+            self._fill()
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def close(self) -> None:
+        self._buf.clear()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst of connections waits there
     front: HttpFrontEnd
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lock = threading.Lock()
+        self.connections: set[socket.socket] = set()  # being served, one thread each
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            busy = len(self.connections) >= MAX_CONNECTIONS
+            if not busy:
+                self.connections.add(request)
+        if not busy:
+            super().process_request(request, client_address)
+            return
+        logger.warning("http: %d connections already, %s is answered 503",
+                       MAX_CONNECTIONS, client_address)
+        body = json_bytes({"error": f"the server is busy ({MAX_CONNECTIONS} connections): "
+                                    "try again in a moment", "code": "busy"})
+        with contextlib.suppress(OSError):
+            request.setblocking(False)  # never wait here: this thread accepts for all
+            request.send(_BUSY % (len(body), body))
+            request.shutdown(socket.SHUT_WR)
+            while request.recv(65536):  # what has arrived, so that close() sends no reset
+                pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self.connections.discard(request)
+
+    def close_connections(self) -> None:
+        with self._lock:
+            connections = list(self.connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() also looks up the host's FQDN: a DNS query at start-up
@@ -117,6 +233,23 @@ class _Handler(BaseHTTPRequestHandler):
     _body: int | str = 0
     _expect_continue = False
     _answered = False
+    rfile: Any
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self._input = self.rfile = _Input(self.connection)
+
+    def handle_one_request(self) -> None:
+        self._input.next_request()
+        self._answered = False
+        super().handle_one_request()  # a TimeoutError ends the connection there
+        if self._input.expired and not self._input.idle and not self._answered:
+            self.requestline, self.command = getattr(self, "requestline", ""), ""
+            self.request_version = "HTTP/1.1"
+            with contextlib.suppress(OSError):
+                self.send_error(HTTPStatus.REQUEST_TIMEOUT,
+                                f"the request line and headers took over {HEADER_TIMEOUT:g} s")
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http: %s %s", self.address_string(), format % args)
@@ -173,13 +306,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response_only(HTTPStatus.CONTINUE)
             self.end_headers()
             self.wfile.flush()
+        self._input.deadline = time.monotonic() + BODY_TIMEOUT
         data = self._read_chunked() if self._body == "chunked" else self._read_exactly(
             int(self._body))
         self._body = 0
         return data
 
     def _read_exactly(self, size: int) -> bytes:
-        data = self.rfile.read(size)
+        data = self._input.read(size)
         if len(data) != size:
             raise _Reject(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
         return data
@@ -188,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts: list[bytes] = []
         total = 0
         while True:
-            line = self.rfile.readline(1024)
+            line = self._input.readline(1024)
             size_text = line.split(b";", 1)[0].strip()
             if not line.endswith(b"\n") or not _CHUNK_SIZE.match(size_text):
                 raise _Reject(HTTPStatus.BAD_REQUEST, "a malformed chunked body")
@@ -200,10 +334,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                               f"the body is over {MAX_BODY} bytes")
             parts.append(self._read_exactly(size))
-            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+            if self._input.readline(3) not in (b"\r\n", b"\n"):
                 raise _Reject(HTTPStatus.BAD_REQUEST, "a malformed chunked body")
         for _ in range(64):  # trailer fields, up to the empty line
-            line = self.rfile.readline(8192)
+            line = self._input.readline(8192)
             if line in (b"\r\n", b"\n"):
                 return b"".join(parts)
             if not line.endswith(b"\n"):
@@ -283,7 +417,12 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reject(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
         except _Reject as exc:
             self._error(exc.status, exc.message, exc.code, exc.headers)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        except TimeoutError:
+            self.close_connection = True
+            if self._input.expired and not self._answered:
+                self._error(HTTPStatus.REQUEST_TIMEOUT,
+                            f"the body took over {BODY_TIMEOUT:g} s")
+        except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away
         except Exception:
             logger.exception("http: %s %s failed", self.command, self.path)
@@ -304,9 +443,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(_DRAIN_SECONDS)
+            deadline = time.monotonic() + _DRAIN_SECONDS
             left = _DRAIN_BYTES
-            while left > 0 and (data := self.connection.recv(min(left, 65536))):
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                if not (data := self.connection.recv(min(left, 65536))):
+                    break
                 left -= len(data)
 
     # -- endpoints ---------------------------------------------------------------------
@@ -462,6 +604,7 @@ class HttpFrontEnd:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()  # their threads end at once
         if self._thread is not None:
             self._thread.join(timeout=5)
 
