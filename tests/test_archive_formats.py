@@ -818,13 +818,15 @@ def _zips(tmp_path: Path) -> dict[str, Path]:
     run_tool(["zip", "-qz", "plain.zip"], cwd=src, input=b"a comment\n" * 500)
     (src / "commented.zip").write_bytes(stub + (src / "plain.zip").read_bytes())
     run_tool(["zip", "-qA", "commented.zip"], cwd=src)
+    run_tool(["zip", "-q", "-fz", "z64.zip", "a.txt"], cwd=src)  # zip64 end records
+    (src / "z64sfx.zip").write_bytes(stub + (src / "z64.zip").read_bytes())
     run_tool(["zip", "-q", "-s", "1m", "onesplit.zip", "a.txt"], cwd=src)
     run_tool(["zip", "-q", "-s", "100k", "multi.zip", "big.bin", "a.txt"], cwd=src)
     return {p.name: p for p in src.iterdir()}
 
 
 @pytest.mark.parametrize("name", ["sfx.zip", "prepended.zip", "commented.zip",
-                                  "onesplit.zip"])
+                                  "z64sfx.zip", "onesplit.zip"])
 def test_zip_with_data_before_it_is_a_zip(tmp_path: Path, name: str) -> None:
     archive = _zips(tmp_path)[name]
     assert not archive.read_bytes().startswith(b"PK\x03\x04")
@@ -849,6 +851,14 @@ def test_split_zip_parts_say_what_they_are(tmp_path: Path) -> None:
     err = fails(first, tmp_path / "first")
     assert err.code == "unsupported_archive" and "first part" in err.message, err
     assert sniff(zips["multi.z02"]) is ArchiveFormat.FILE  # a middle part: no marker
+    # zip64: the locator counts the parts (the 16-bit fields may all be 0xFFFF)
+    data = bytearray(zips["z64.zip"].read_bytes())
+    locator = data.rindex(b"PK\x06\x07")
+    assert data[locator + 16:locator + 20] == (1).to_bytes(4, "little")
+    data[locator + 16:locator + 20] = (2).to_bytes(4, "little")
+    (tmp_path / "z64-last.zip").write_bytes(bytes(data))
+    err = fails(tmp_path / "z64-last.zip", tmp_path / "z64")
+    assert err.code == "unsupported_archive" and "(part 2)" in err.message, err
 
 
 _EOCD_OF_ONE = b"PK\x05\x06" + bytes(4) + b"\x01\x00\x01\x00" + (46).to_bytes(4, "little")

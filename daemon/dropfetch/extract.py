@@ -77,6 +77,7 @@ _ZIP_SPAN_MAGIC = b"PK\x07\x08"  # first bytes of a split zip (`zip -s`), even o
 _EOCD_MAGIC = b"PK\x05\x06"
 _EOCD = struct.Struct("<4sHHHHIIH")
 _ZIP64_LOCATOR_MAGIC = b"PK\x06\x07"
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")  # magic, disk of the zip64 record, its offset, parts
 _CENTRAL_MAGIC = b"PK\x01\x02"
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -177,9 +178,9 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
         return compression
 
 
-def _zip_end(f: IO[bytes]) -> tuple[int, int, int, int] | None:
-    """A zip's end-of-central-directory record at the end of ``f``: (this disk, the disk
-    where the directory starts, entries on this disk, entries in all), else None.
+def _zip_end(f: IO[bytes]) -> int | None:
+    """How many parts the zip that ends ``f`` is the last of (1: a whole zip), from its
+    end-of-central-directory record; None when there is none.
 
     This is how unzip, bsdtar and zipfile find a zip with data before it (a
     self-extracting stub): the record ends the file, after its comment, right behind the
@@ -196,11 +197,14 @@ def _zip_end(f: IO[bytes]) -> tuple[int, int, int, int] | None:
              comment) = _EOCD.unpack_from(tail, pos)
             end = start + pos
             if pos + _EOCD.size + comment == len(tail):
-                if tail[max(0, pos - 20):pos].startswith(_ZIP64_LOCATOR_MAGIC):
-                    return disk, cd_disk, on_disk, total  # zip64: the sizes are there
+                locator = tail[max(0, pos - _ZIP64_LOCATOR.size):pos]
+                if len(locator) == _ZIP64_LOCATOR.size and locator.startswith(
+                        _ZIP64_LOCATOR_MAGIC):
+                    # zip64: the fields above may all be 0xFFFF; the locator counts parts
+                    return max(1, int(_ZIP64_LOCATOR.unpack(locator)[3]))
                 if total and cd_offset + cd_size <= end and _read_at(
                         f, end - cd_size, 4) == _CENTRAL_MAGIC:
-                    return disk, cd_disk, on_disk, total
+                    return disk + 1 if disk or cd_disk or on_disk != total else 1
         pos = tail.rfind(_EOCD_MAGIC, 0, pos)
     return None
 
@@ -826,12 +830,12 @@ class _Output:
                 # Only the data segments are written, each at its offset; the holes
                 # stay holes (as GNU tar and bsdtar make them), and the size is set last
                 segments, size = sparse
+                self.limits.holes(size - sum(n for _, n in segments))
                 for offset, numbytes in segments:
                     if numbytes:
                         with _writing(f"writing {rel}"):
                             os.lseek(fd, offset, os.SEEK_SET)
                         self._copy(fd, rel, read, what, numbytes)
-                self.limits.holes(size - sum(n for _, n in segments))
                 with _writing(f"writing {rel}"):
                     os.ftruncate(fd, size)
             with _writing(f"writing {rel}"):
@@ -1158,6 +1162,9 @@ def _check_sparse(tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
     """A GNU sparse map must fit the file and account for exactly the data stored (tar
     and bsdtar read a map that does not as plain data; tarfile would drop the data)."""
     chunks = cast(list[tuple[int, int]], member.sparse or [])
+    if member.size < 0:
+        raise CorruptArchiveError(
+            f"the archive is damaged: the sparse file {member.name!r} has a negative size")
     end = 0
     for offset, numbytes in chunks:
         if numbytes == 0 and 0 <= offset <= member.size:
@@ -1232,12 +1239,13 @@ def _check_not_split(f: IO[bytes]) -> None:
     the directory of entries that are in the other parts: zipfile would read the wrong
     bytes. A one-part split (`zip -s` of a small tree) is a whole zip."""
     with _reading("reading the zip directory"):
-        found = _zip_end(f)
+        parts = _zip_end(f)
         first = _read_at(f, 0, len(_ZIP_SPAN_MAGIC)) == _ZIP_SPAN_MAGIC
-    if found is None and first:
+        f.seek(0)
+    if parts is None and first:
         part = "the first part"  # no directory at its end: more parts follow
-    elif found is not None and (found[0] or found[1] or found[2] != found[3]):
-        part = f"the last part (part {found[0] + 1})"
+    elif parts is not None and parts > 1:
+        part = f"the last part (part {parts})"
     else:
         return  # a whole zip, or zipfile says what is wrong
     raise UnsupportedArchiveError(
