@@ -839,6 +839,18 @@ def test_zip_with_data_before_it_is_a_zip(tmp_path: Path, name: str) -> None:
     assert tree(tmp_path / "out") == tree(tmp_path / "unzip")
 
 
+def test_program_with_a_zip_at_its_end_keeps_its_name(tmp_path: Path) -> None:
+    archive = _zips(tmp_path)["sfx.zip"]
+    for name in ("sfx.zip", "SFX.ZIP"):
+        assert sniff(archive, name=name) is ArchiveFormat.ZIP
+    for name in ("setup.exe", "tool.pyz", "tool"):
+        assert sniff(archive, name=name) is ArchiveFormat.FILE
+    zipapp = tmp_path / "app.pyz"
+    zipapp.write_bytes(b"#!/usr/bin/env python3\n" + zip_raw([Z(b"__main__.py", b"1\n")]))
+    assert sniff(zipapp, name="app.pyz") is ArchiveFormat.FILE
+    assert sniff(zipapp) is ArchiveFormat.ZIP  # the bytes alone: what unzip makes of it
+
+
 def test_split_zip_parts_say_what_they_are(tmp_path: Path) -> None:
     zips = _zips(tmp_path)
     last = zips["multi.zip"]

@@ -148,7 +148,10 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
     ``name``, the name the file is delivered under, decides only what the bytes cannot:
     an empty tar has no header at all (zero bytes, or end-of-archive zero blocks), so
     such content, compressed or not, is an empty tar when ``name`` says tar
-    (``.tar``, ``.tgz``, ``.tar.gz``, ...).
+    (``.tar``, ``.tgz``, ``.tar.gz``, ...). A file that ends in a zip after other data
+    (a self-extracting stub) is a zip, as for unzip, bsdtar and 7z, unless ``name``
+    says it is something else: ``setup.exe`` or a Python zipapp ``tool.pyz`` (a shebang
+    line, then a zip) is delivered as the program it is.
     """
     tar_named = name is not None and name.lower().endswith(_TAR_SUFFIXES)
     with open(path, "rb") as f:
@@ -159,7 +162,8 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
                 return ArchiveFormat.ZIP
             if is_tar_header(head[:512]) or (tar_named and _is_tar_end(head)):
                 return ArchiveFormat.TAR
-            if head.startswith(_ZIP_SPAN_MAGIC) or _zip_end(f) is not None:
+            if head.startswith(_ZIP_SPAN_MAGIC) or (
+                    (name is None or name.lower().endswith(".zip")) and _zip_end(f)):
                 return ArchiveFormat.ZIP
             return ArchiveFormat.FILE
         f.seek(0)
