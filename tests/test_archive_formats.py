@@ -898,7 +898,7 @@ def _loop_tree(src: Path) -> None:
     os.symlink("b", src / "p" / "a")
     os.symlink("a", src / "p" / "b")
     os.symlink("../a/x", src / "p" / "d" / "into")
-    os.symlink("self/../../../etc", src / "p" / "c")
+    os.symlink("self/..", src / "p" / "c")
 
 
 @pytest.mark.parametrize("tool", ["zip", "gnu", "bsdtar", "7z"])
@@ -923,7 +923,7 @@ def test_symlink_loop_with_an_escape_still_fails(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     _loop_tree(src)
-    os.symlink("../../outside", src / "p" / "up")
+    os.symlink("self/../../../etc", src / "p" / "up")  # os.path.realpath: /etc
     archive = tmp_path / "loop.tar"
     run_tool(["tar", "-cf", str(archive), "p"], cwd=src)
     err = fails(archive, tmp_path / "out")

@@ -922,18 +922,19 @@ class _Output:
         self._free_slot(rel, "link")
         self.links[rel] = target
 
-    def _resolve(self, link: str) -> list[str] | None:
+    def _resolve(self, link: str) -> list[str]:
         """Where ``link`` leads in the final tree; raises if it leaves the output at any
         step. Missing components are walked lexically, which covers more than the kernel
         would ever reach.
 
-        ``None`` for a link whose resolution loops: one that meets a link again while
-        still resolving that link's own target (``self -> self``, ``a -> b``, ``b -> a``,
-        also ``a -> b/../..``, ``b -> a``). Each link resolves from its own directory,
-        so the inner resolution repeats the outer one step for step: it never ends, the
-        kernel says ELOOP on any system, and such a link leads nowhere, inside or
-        outside (what unzip, bsdtar and 7z keep). The steps before the loop are checked
-        as any others: a '..' past the root on the way still fails.
+        A link met again while its own target is still being resolved (``self ->
+        self``, ``a -> b`` with ``b -> a``) is a loop: each link resolves from its own
+        directory, so the walk would repeat itself for ever; the kernel says ELOOP on
+        any system and such a link leads nowhere (unzip, bsdtar and 7z keep it). The walk
+        then goes on past it as past a missing directory, which is also what
+        ``os.path.realpath`` does with a loop: a loop followed by '..' past the root
+        (``a -> b/../..`` with ``b -> a``) fails, so no resolver that reads the rest of
+        the path lexically is led outside either.
         """
         stack = link.split("/")[:-1]
         done = object()  # marks the end of a link's target in ``todo``
@@ -960,7 +961,8 @@ class _Output:
                 stack.append(part)
                 continue
             if candidate in resolving:
-                return None
+                stack.append(part)  # a loop: walked on lexically (see above)
+                continue
             follows += 1
             if follows > MAX_LINK_FOLLOWS:
                 raise UnsafeArchiveError(
@@ -971,17 +973,15 @@ class _Output:
         return stack
 
     def finish(self, label: str) -> None:
-        loops = {link for link in sorted(self.links) if self._resolve(link) is None}
+        for link in sorted(self.links):
+            self._resolve(link)
         for link, target in sorted(self.links.items()):
             with _writing(f"creating link {link}"):
                 os.symlink(target, self._path(link))
         prefix = self.root.rstrip("/") + "/"
         for link, target in sorted(self.links.items()):
             real = os.path.realpath(self._path(link))
-            if real != self.root and not real.startswith(prefix) and not (
-                    link in loops and _kernel_loops(self._path(link))):
-                # realpath, on a loop, joins what is left of the path lexically
-                # (self/../..): a loop stands when the kernel says so too
+            if real != self.root and not real.startswith(prefix):
                 raise UnsafeArchiveError(f"link {link} -> {target} points outside the output")
         for rel in sorted(self.dir_meta, key=lambda d: d.count("/"), reverse=True):
             mode, mtime = self.dir_meta[rel]
@@ -997,15 +997,6 @@ class _Output:
             logger.warning("%s: left out %d symbolic links (extract.symlinks: skip): %s",
                            label, len(self.skipped_links),
                            display_name(", ".join(self.skipped_links[:20])))
-
-
-def _kernel_loops(path: str) -> bool:
-    """The kernel finds no end to the links from ``path`` (ELOOP)."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
 
 
 def _set_mtime(fd: int, mtime: float | None) -> None:
