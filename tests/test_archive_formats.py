@@ -8,6 +8,7 @@ that cannot be decoded, and names that are not UTF-8 on their way out of the dae
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import io
 import json
@@ -693,3 +694,237 @@ def test_names_not_utf8_end_to_end_with_http(fault_server, make_daemon) -> None:
     assert {row["id"]: row["files"] for row in rows}["raw"] == shown
     log = d.log_path.read_bytes().decode("utf-8")
     assert "evil-\\xe9" in log
+
+
+# --- sparse files ---------------------------------------------------------------------
+
+SPARSE_SIZE = 5 << 20
+SPARSE_DATA = {0: b"MBR!" * 1024, 3_000_000: b"mid" * 2000, SPARSE_SIZE - 4096: b"E" * 4096}
+
+
+def _sparse_source(src: Path) -> Path:
+    src.mkdir()
+    path = src / "s.bin"
+    with open(path, "wb") as f:
+        f.truncate(SPARSE_SIZE)
+        for offset, data in SPARSE_DATA.items():
+            f.seek(offset)
+            f.write(data)
+    if os.stat(path).st_blocks * 512 >= SPARSE_SIZE // 4:
+        pytest.skip("the filesystem of tmp_path does not keep holes")
+    return path
+
+
+_SPARSE_TOOLS = {
+    "gnu": ["tar", "--format=gnu", "-S", "-cf"],
+    "oldgnu": ["tar", "--format=oldgnu", "-S", "-cf"],
+    "pax0.0": ["tar", "--format=pax", "--sparse-version=0.0", "-S", "-cf"],
+    "pax0.1": ["tar", "--format=pax", "--sparse-version=0.1", "-S", "-cf"],
+    "pax1.0": ["tar", "--format=pax", "--sparse-version=1.0", "-S", "-cf"],
+    "gnu-gz": ["tar", "--format=gnu", "-S", "-czf"],
+    "bsdtar": ["bsdtar", "--read-sparse", "-cf"],
+}
+
+
+@pytest.mark.parametrize("how", list(_SPARSE_TOOLS))
+def test_sparse_files_keep_their_holes(tmp_path: Path, how: str) -> None:
+    args = _SPARSE_TOOLS[how]
+    need(args[0], "tar")
+    path = _sparse_source(tmp_path / "src")
+    archive = tmp_path / "s.tar"
+    run_tool([*args, str(archive), "s.bin"], cwd=path.parent)
+    with tarfile.open(archive) as tf:
+        assert [m.sparse is not None for m in tf] == [True]
+    assert archive.stat().st_size < SPARSE_SIZE // 4
+    theirs = tmp_path / "gnu-out"
+    theirs.mkdir()
+    run_tool(["tar", "-xf", str(archive)], cwd=theirs)
+    config = ExtractConfig(max_ratio=1)  # holes are not written: no ratio to speak of
+    assert unpack(archive, tmp_path / "out", config) == ["s.bin"]
+    ours = os.stat(tmp_path / "out" / "s.bin")
+    gnu = os.stat(theirs / "s.bin")
+    assert ours.st_size == gnu.st_size == SPARSE_SIZE
+    assert ours.st_blocks <= gnu.st_blocks, (ours.st_blocks, gnu.st_blocks)
+    assert (tmp_path / "out" / "s.bin").read_bytes() == path.read_bytes()
+
+
+def _gce_image(tmp_path: Path, size: str = "300M") -> Path:
+    """A GCE-style disk image: a sparse raw disk in an oldgnu tar.gz (a few hundred bytes)."""
+    need("tar", "truncate")
+    src = tmp_path / "img"
+    src.mkdir()
+    run_tool(["truncate", "-s", size, "disk.raw"], cwd=src)
+    with open(src / "disk.raw", "r+b") as f:
+        f.write(b"MBR")
+    archive = tmp_path / "disk.tar.gz"
+    run_tool(["tar", "--format=oldgnu", "-Sczf", str(archive), "disk.raw"], cwd=src)
+    assert archive.stat().st_size < 4096
+    return archive
+
+
+def test_sparse_disk_image_passes_the_limits(tmp_path: Path) -> None:
+    archive = _gce_image(tmp_path)
+    assert sniff(archive) is ArchiveFormat.TAR_GZ
+    assert unpack(archive, tmp_path / "out") == ["disk.raw"]  # max_ratio 1000, 100 GiB
+    st = os.stat(tmp_path / "out" / "disk.raw")
+    assert st.st_size == 300 << 20
+    assert st.st_blocks * 512 <= 64 * 1024
+    with open(tmp_path / "out" / "disk.raw", "rb") as f:
+        assert f.read(4) == b"MBR\x00"
+
+
+def test_sparse_holes_count_against_max_total_size(tmp_path: Path) -> None:
+    archive = _gce_image(tmp_path)
+    err = fails(archive, tmp_path / "out", ExtractConfig(max_total_size=200 << 20))
+    assert err.code == "archive_limits" and "max_total_size" in err.message, err
+
+
+def test_sparse_data_cut_short_is_corrupt(tmp_path: Path) -> None:
+    need("tar")
+    path = _sparse_source(tmp_path / "src")
+    archive = tmp_path / "s.tar"
+    run_tool(["tar", "--format=gnu", "-S", "-cf", str(archive), "s.bin"], cwd=path.parent)
+    data = archive.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:512 + 4096 + 100])
+    err = fails(tmp_path / "cut.tar", tmp_path / "out")
+    assert err.code == "corrupt_archive", err
+
+
+def test_sparse_disk_image_end_to_end(fault_server, make_daemon, tmp_path: Path) -> None:
+    fault_server.add("/disk.tar.gz", _gce_image(tmp_path).read_bytes())
+    d = make_daemon()
+    d.drop("gce", fault_server.url("/disk.tar.gz"))
+    sc = d.wait_status("gce", timeout=120)
+    assert sc["status"] == "ok" and sc["files"] == ["disk.raw"], sc
+    assert sc["archive"]["format"] == "tar.gz", sc
+    st = os.stat(d.outbox / "gce" / "disk.raw")
+    assert st.st_size == 300 << 20 and st.st_blocks * 512 <= 64 * 1024, st
+
+
+# --- zips with data before them, split zips ---------------------------------------------
+
+def _zips(tmp_path: Path) -> dict[str, Path]:
+    need("zip")
+    src = tmp_path / "zsrc"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"hello\n")
+    (src / "big.bin").write_bytes(os.urandom(300_000))
+    stub = Path(sys.executable).read_bytes()[:40_000]  # an ELF stub, as `unzip -Z` sfx
+    run_tool(["zip", "-q", "plain.zip", "a.txt"], cwd=src)
+    plain = (src / "plain.zip").read_bytes()
+    (src / "sfx.zip").write_bytes(stub + plain)
+    run_tool(["zip", "-qA", "sfx.zip"], cwd=src)  # offsets adjusted, as real sfx have
+    (src / "prepended.zip").write_bytes(stub + plain)  # offsets not adjusted
+    run_tool(["zip", "-qz", "plain.zip"], cwd=src, input=b"a comment\n" * 500)
+    (src / "commented.zip").write_bytes(stub + (src / "plain.zip").read_bytes())
+    run_tool(["zip", "-qA", "commented.zip"], cwd=src)
+    run_tool(["zip", "-q", "-fz", "z64.zip", "a.txt"], cwd=src)  # zip64 end records
+    (src / "z64sfx.zip").write_bytes(stub + (src / "z64.zip").read_bytes())
+    run_tool(["zip", "-q", "-s", "1m", "onesplit.zip", "a.txt"], cwd=src)
+    run_tool(["zip", "-q", "-s", "100k", "multi.zip", "big.bin", "a.txt"], cwd=src)
+    return {p.name: p for p in src.iterdir()}
+
+
+@pytest.mark.parametrize("name", ["sfx.zip", "prepended.zip", "commented.zip",
+                                  "z64sfx.zip", "onesplit.zip"])
+def test_zip_with_data_before_it_is_a_zip(tmp_path: Path, name: str) -> None:
+    archive = _zips(tmp_path)[name]
+    assert not archive.read_bytes().startswith(b"PK\x03\x04")
+    need("unzip")
+    unzipped = subprocess.run(["unzip", "-qo", str(archive), "-d", str(tmp_path / "unzip")],
+                              capture_output=True, check=False)
+    assert unzipped.returncode in (0, 1), unzipped.stderr  # 1: a warning (extra bytes)
+    assert sniff(archive) is ArchiveFormat.ZIP
+    assert unpack(archive, tmp_path / "out") == ["a.txt"]
+    assert tree(tmp_path / "out") == tree(tmp_path / "unzip")
+
+
+def test_program_with_a_zip_at_its_end_keeps_its_name(tmp_path: Path) -> None:
+    archive = _zips(tmp_path)["sfx.zip"]
+    for name in ("sfx.zip", "SFX.ZIP"):
+        assert sniff(archive, name=name) is ArchiveFormat.ZIP
+    for name in ("setup.exe", "tool.pyz", "tool"):
+        assert sniff(archive, name=name) is ArchiveFormat.FILE
+    zipapp = tmp_path / "app.pyz"
+    zipapp.write_bytes(b"#!/usr/bin/env python3\n" + zip_raw([Z(b"__main__.py", b"1\n")]))
+    assert sniff(zipapp, name="app.pyz") is ArchiveFormat.FILE
+    assert sniff(zipapp) is ArchiveFormat.ZIP  # the bytes alone: what unzip makes of it
+
+
+def test_split_zip_parts_say_what_they_are(tmp_path: Path) -> None:
+    zips = _zips(tmp_path)
+    last = zips["multi.zip"]
+    assert sniff(last) is ArchiveFormat.ZIP
+    err = fails(last, tmp_path / "last")
+    assert err.code == "unsupported_archive", err
+    assert "last part (part 3) of a split zip" in err.message and "zip -s 0" in err.message
+    first = zips["multi.z01"]
+    assert sniff(first) is ArchiveFormat.ZIP  # the spanning marker PK\x07\x08
+    err = fails(first, tmp_path / "first")
+    assert err.code == "unsupported_archive" and "first part" in err.message, err
+    assert sniff(zips["multi.z02"]) is ArchiveFormat.FILE  # a middle part: no marker
+    # zip64: the locator counts the parts (the 16-bit fields may all be 0xFFFF)
+    data = bytearray(zips["z64.zip"].read_bytes())
+    locator = data.rindex(b"PK\x06\x07")
+    assert data[locator + 16:locator + 20] == (1).to_bytes(4, "little")
+    data[locator + 16:locator + 20] = (2).to_bytes(4, "little")
+    (tmp_path / "z64-last.zip").write_bytes(bytes(data))
+    err = fails(tmp_path / "z64-last.zip", tmp_path / "z64")
+    assert err.code == "unsupported_archive" and "(part 2)" in err.message, err
+
+
+_EOCD_OF_ONE = b"PK\x05\x06" + bytes(4) + b"\x01\x00\x01\x00" + (46).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("data", [
+    b"<html>login</html>\n",
+    b"x" * 5000 + b"PK\x05\x06" + bytes(18),  # a record of no entries after other data
+    b"x" * 5000 + _EOCD_OF_ONE + bytes(6),  # a directory that is not there
+    b"x" * 5000 + _EOCD_OF_ONE + bytes(4) + b"\x05\x00abc",  # comment past the end
+    b"x" * 5000 + _EOCD_OF_ONE + bytes(6) + b"tail",  # the record does not end the file
+], ids=["html", "no-entries", "no-directory", "short-comment", "not-at-the-end"])
+def test_not_a_zip_despite_an_end_record(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "x.zip"
+    path.write_bytes(data)
+    assert sniff(path) is ArchiveFormat.FILE
+
+
+# --- symbolic link loops ----------------------------------------------------------------
+
+def _loop_tree(src: Path) -> None:
+    (src / "p" / "d").mkdir(parents=True)
+    (src / "p" / "f").write_bytes(b"x\n")
+    os.symlink("self", src / "p" / "self")
+    os.symlink("b", src / "p" / "a")
+    os.symlink("a", src / "p" / "b")
+    os.symlink("../a/x", src / "p" / "d" / "into")
+    os.symlink("self/..", src / "p" / "c")
+
+
+@pytest.mark.parametrize("tool", ["zip", "gnu", "bsdtar", "7z"])
+def test_symlink_loops_are_kept(tmp_path: Path, tool: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _loop_tree(src)
+    archive = tmp_path / ("loop.zip" if tool in ("zip", "7z") else "loop.tar")
+    command = {"zip": ["zip", "-qry"], "gnu": ["tar", "-cf"], "bsdtar": ["bsdtar", "-cf"],
+               "7z": ["7z", "a", "-snl", "-bd", "-bso0"]}[tool]
+    need(command[0])
+    run_tool([*command, str(archive), "p"], cwd=src)
+    assert unpack(archive, tmp_path / "out") == ["p/f"]
+    assert tree(tmp_path / "out") == tree(src)
+    for name in ("self", "a", "b", "d/into", "c"):
+        with pytest.raises(OSError) as info:
+            os.stat(tmp_path / "out" / "p" / name)
+        assert info.value.errno == errno.ELOOP, name
+
+
+def test_symlink_loop_with_an_escape_still_fails(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _loop_tree(src)
+    os.symlink("self/../../../etc", src / "p" / "up")  # os.path.realpath: /etc
+    archive = tmp_path / "loop.tar"
+    run_tool(["tar", "-cf", str(archive), "p"], cwd=src)
+    err = fails(archive, tmp_path / "out")
+    assert err.code == "unsafe_archive" and "p/up" in err.message, err

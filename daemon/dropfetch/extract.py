@@ -73,6 +73,12 @@ _BZ2_RE = re.compile(rb"^BZh[1-9](1AY&SY|\x17rE8P\x90)")
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_ZIP_SPAN_MAGIC = b"PK\x07\x08"  # first bytes of a split zip (`zip -s`), even of one part
+_EOCD_MAGIC = b"PK\x05\x06"
+_EOCD = struct.Struct("<4sHHHHIIH")
+_ZIP64_LOCATOR_MAGIC = b"PK\x06\x07"
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")  # magic, disk of the zip64 record, its offset, parts
+_CENTRAL_MAGIC = b"PK\x01\x02"
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TAR_SUFFIXES = (".tar", ".tgz", ".taz", ".tbz", ".tbz2", ".tb2", ".txz", ".tzst", ".tar.gz",
@@ -142,7 +148,10 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
     ``name``, the name the file is delivered under, decides only what the bytes cannot:
     an empty tar has no header at all (zero bytes, or end-of-archive zero blocks), so
     such content, compressed or not, is an empty tar when ``name`` says tar
-    (``.tar``, ``.tgz``, ``.tar.gz``, ...).
+    (``.tar``, ``.tgz``, ``.tar.gz``, ...). A file that ends in a zip after other data
+    (a self-extracting stub) is a zip, as for unzip, bsdtar and 7z, unless ``name``
+    says it is something else: ``setup.exe`` or a Python zipapp ``tool.pyz`` (a shebang
+    line, then a zip) is delivered as the program it is.
     """
     tar_named = name is not None and name.lower().endswith(_TAR_SUFFIXES)
     with open(path, "rb") as f:
@@ -153,6 +162,9 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
                 return ArchiveFormat.ZIP
             if is_tar_header(head[:512]) or (tar_named and _is_tar_end(head)):
                 return ArchiveFormat.TAR
+            if head.startswith(_ZIP_SPAN_MAGIC) or (
+                    (name is None or name.lower().endswith(".zip")) and _zip_end(f)):
+                return ArchiveFormat.ZIP
             return ArchiveFormat.FILE
         f.seek(0)
         block = b""
@@ -168,6 +180,42 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
         if is_tar_header(block) or (tar_named and _is_tar_end(block)):
             return _TAR_OF[compression]
         return compression
+
+
+def _zip_end(f: IO[bytes]) -> int | None:
+    """How many parts the zip that ends ``f`` is the last of (1: a whole zip), from its
+    end-of-central-directory record; None when there is none.
+
+    This is how unzip, bsdtar and zipfile find a zip with data before it (a
+    self-extracting stub): the record ends the file, after its comment, right behind the
+    central directory.
+    """
+    size = f.seek(0, os.SEEK_END)
+    start = max(0, size - (0xFFFF + _EOCD.size))
+    f.seek(start)
+    tail = f.read()
+    pos = tail.rfind(_EOCD_MAGIC)
+    while pos >= 0:
+        if pos + _EOCD.size <= len(tail):
+            (_sig, disk, cd_disk, on_disk, total, cd_size, cd_offset,
+             comment) = _EOCD.unpack_from(tail, pos)
+            end = start + pos
+            if pos + _EOCD.size + comment == len(tail):
+                locator = tail[max(0, pos - _ZIP64_LOCATOR.size):pos]
+                if len(locator) == _ZIP64_LOCATOR.size and locator.startswith(
+                        _ZIP64_LOCATOR_MAGIC):
+                    # zip64: the fields above may all be 0xFFFF; the locator counts parts
+                    return max(1, int(_ZIP64_LOCATOR.unpack(locator)[3]))
+                if total and cd_offset + cd_size <= end and _read_at(
+                        f, end - cd_size, 4) == _CENTRAL_MAGIC:
+                    return disk + 1 if disk or cd_disk or on_disk != total else 1
+        pos = tail.rfind(_EOCD_MAGIC, 0, pos)
+    return None
+
+
+def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)
 
 
 def _is_tar_end(head: bytes) -> bool:
@@ -426,7 +474,8 @@ class _Limits:
     def __init__(self, config: ExtractConfig, source: _Source) -> None:
         self.config = config
         self._source = source
-        self.written = 0
+        self.written = 0  # bytes really written
+        self.apparent = 0  # and the holes of sparse files
         self.members = 0
 
     def member(self) -> None:
@@ -442,16 +491,27 @@ class _Limits:
 
     def wrote(self, n: int) -> None:
         self.written += n
-        if self.written > self.config.max_total_size:
-            raise ArchiveLimitsError(
-                f"the archive unpacks to more than {self.config.max_total_size} bytes "
-                "(extract.max_total_size); raise the limit if this archive is trusted")
+        self.apparent += n
+        self._check_total()
         if self.written > RATIO_GRACE and (
                 self.written / self.archive_size > self.config.max_ratio):
             raise ArchiveLimitsError(
                 f"the archive unpacks to more than {self.config.max_ratio:g} times its "
                 f"size ({self.archive_size} bytes; extract.max_ratio): a decompression "
                 "bomb, or raise the limit if this archive is trusted")
+
+    def holes(self, n: int) -> None:
+        """The holes of a sparse file: nothing written (max_ratio ignores them), but a
+        copy by a tool that does not keep holes writes them: max_total_size counts them."""
+        self.apparent += n
+        self._check_total()
+
+    def _check_total(self) -> None:
+        if self.apparent > self.config.max_total_size:
+            raise ArchiveLimitsError(
+                f"the archive unpacks to more than {self.config.max_total_size} bytes "
+                "(extract.max_total_size, counting the holes of sparse files); raise the "
+                "limit if this archive is trusted")
 
 
 class _TarInput(io.RawIOBase):
@@ -754,7 +814,11 @@ class _Output:
         self.dir_meta[rel] = ((mode & 0o755) | 0o700, mtime)
 
     def add_file(self, rel: str | None, mode: int, mtime: float | None,
-                 read: Callable[[int], bytes], what: str) -> None:
+                 read: Callable[[int], bytes], what: str,
+                 sparse: tuple[list[tuple[int, int]], int] | None = None) -> None:
+        """Write a regular file from ``read``. With ``sparse`` (data segments as
+        (offset, length), and the file's size), ``read`` gives the segments' bytes one
+        after the other, and the rest of the file is holes."""
         if rel is None:
             raise UnsafeArchiveError("unsafe member './': a file in place of the output root")
         self._make_parents(rel)
@@ -764,22 +828,47 @@ class _Output:
             fd = os.open(self._path(rel), flags, 0o600)
         self.files.add(rel)
         try:
-            while True:
-                self._check_cancel()
-                with _reading(what):
-                    chunk = read(CHUNK)
-                if not chunk:
-                    break
-                self.limits.wrote(len(chunk))
+            if sparse is None:
+                self._copy(fd, rel, read, what, None)
+            else:
+                # Only the data segments are written, each at its offset; the holes
+                # stay holes (as GNU tar and bsdtar make them), and the size is set last
+                segments, size = sparse
+                self.limits.holes(size - sum(n for _, n in segments))
+                for offset, numbytes in segments:
+                    if numbytes:
+                        with _writing(f"writing {rel}"):
+                            os.lseek(fd, offset, os.SEEK_SET)
+                        self._copy(fd, rel, read, what, numbytes)
                 with _writing(f"writing {rel}"):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    os.ftruncate(fd, size)
             with _writing(f"writing {rel}"):
                 os.fchmod(fd, (mode & 0o755) | 0o600)
             _set_mtime(fd, mtime)
         finally:
             os.close(fd)
+
+    def _copy(self, fd: int, rel: str, read: Callable[[int], bytes], what: str,
+              count: int | None) -> None:
+        """Copy ``count`` bytes (all, for ``None``) from ``read`` to ``fd``."""
+        left = count
+        while left is None or left > 0:
+            self._check_cancel()
+            with _reading(what):
+                chunk = read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                if left is not None:
+                    raise CorruptArchiveError(
+                        f"the archive is damaged or incomplete: the data of '{rel}' is cut "
+                        "short; download it again or check the source")
+                break
+            if left is not None:
+                left -= len(chunk)
+            self.limits.wrote(len(chunk))
+            with _writing(f"writing {rel}"):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
 
     def add_hardlink(self, rel: str | None, target: str, name: str) -> None:
         try:
@@ -836,12 +925,28 @@ class _Output:
     def _resolve(self, link: str) -> list[str]:
         """Where ``link`` leads in the final tree; raises if it leaves the output at any
         step. Missing components are walked lexically, which covers more than the kernel
-        would ever reach."""
+        would ever reach.
+
+        A link met again while its own target is still being resolved (``self ->
+        self``, ``a -> b`` with ``b -> a``) is a loop: each link resolves from its own
+        directory, so the walk would repeat itself for ever; the kernel says ELOOP on
+        any system and such a link leads nowhere (unzip, bsdtar and 7z keep it). The walk
+        then goes on past it as past a missing directory, which is also what
+        ``os.path.realpath`` does with a loop: a loop followed by '..' past the root
+        (``a -> b/../..`` with ``b -> a``) fails, so no resolver that reads the rest of
+        the path lexically is led outside either.
+        """
         stack = link.split("/")[:-1]
-        todo = deque(self.links[link].split("/"))
+        done = object()  # marks the end of a link's target in ``todo``
+        todo: deque[str | tuple[object, str]] = deque(self.links[link].split("/"))
+        todo.append((done, link))
+        resolving = {link}
         follows = 1
         while todo:
             part = todo.popleft()
+            if isinstance(part, tuple):
+                resolving.discard(part[1])
+                continue
             if part in ("", "."):
                 continue
             if part == "..":
@@ -855,10 +960,15 @@ class _Output:
             if target is None:
                 stack.append(part)
                 continue
+            if candidate in resolving:
+                stack.append(part)  # a loop: walked on lexically (see above)
+                continue
             follows += 1
             if follows > MAX_LINK_FOLLOWS:
                 raise UnsafeArchiveError(
                     f"link {link} -> {self.links[link]}: too many levels of links")
+            resolving.add(candidate)
+            todo.appendleft((done, candidate))
             todo.extendleft(reversed(target.split("/")))
         return stack
 
@@ -945,6 +1055,7 @@ def extract(
         out = _Output(root, config, limits, cancel)
         started = time.monotonic()
         if fmt is ArchiveFormat.ZIP:
+            _check_not_split(f)
             _extract_zip(cast(IO[bytes], buffered), out)
         elif fmt.is_archive:
             _extract_tar(cast(IO[bytes], buffered), fmt, out)
@@ -1012,6 +1123,15 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: _Output) -> N
                 f"the archive is damaged: {name!r} is a file with a directory's name")
         if member.sparse is not None:
             _check_sparse(tf, member)
+            # the stored data is the segments one after the other, from offset_data on
+            # (where tarfile's stream stands after the headers and any 1.0 map)
+            stream = cast(Any, tf).fileobj
+            with _reading(f"reading {name}"):
+                stream.seek(member.offset_data)
+            segments = cast(list[tuple[int, int]], member.sparse)
+            out.add_file(rel, member.mode, mtime, stream.read, f"reading {name}",
+                         sparse=(segments, member.size))
+            return
         with _reading(f"reading {name}"):
             data = tf.extractfile(member)
         if data is None:
@@ -1037,6 +1157,9 @@ def _check_sparse(tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
     """A GNU sparse map must fit the file and account for exactly the data stored (tar
     and bsdtar read a map that does not as plain data; tarfile would drop the data)."""
     chunks = cast(list[tuple[int, int]], member.sparse or [])
+    if member.size < 0:
+        raise CorruptArchiveError(
+            f"the archive is damaged: the sparse file {member.name!r} has a negative size")
     end = 0
     for offset, numbytes in chunks:
         if numbytes == 0 and 0 <= offset <= member.size:
@@ -1104,6 +1227,27 @@ def _extract_zip(raw: IO[bytes], out: _Output) -> None:
             out._check_cancel()
             out.limits.member()
             _zip_member(zf, info, out)
+
+
+def _check_not_split(f: IO[bytes]) -> None:
+    """The last part of a split zip (`zip -s`: name.z01, name.z02, ..., name.zip) holds
+    the directory of entries that are in the other parts: zipfile would read the wrong
+    bytes. A one-part split (`zip -s` of a small tree) is a whole zip."""
+    with _reading("reading the zip directory"):
+        parts = _zip_end(f)
+        first = _read_at(f, 0, len(_ZIP_SPAN_MAGIC)) == _ZIP_SPAN_MAGIC
+        f.seek(0)
+    if parts is None and first:
+        part = "the first part"  # no directory at its end: more parts follow
+    elif parts is not None and parts > 1:
+        part = f"the last part (part {parts})"
+    else:
+        return  # a whole zip, or zipfile says what is wrong
+    raise UnsupportedArchiveError(
+        f"the archive is {part} of a split zip archive (zip -s: parts named .z01, .z02, "
+        "... and .zip); dropfetch downloads one URL and cannot join the other parts: join "
+        "them (zip -s 0 split.zip --out whole.zip) and offer the whole archive, or use "
+        "extract: false to get this part as it is")
 
 
 def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -> None:
