@@ -1052,10 +1052,10 @@ def run_case(seed: int, work: Path) -> Result:
     res.reference = {"tar": rng.choice(["gnutar", "gnutar", "bsdtar"]) if made.tool != "bsdtar"
                      else rng.choice(["bsdtar", "bsdtar", "gnutar"]),
                      "zip": rng.choice(["unzip", "unzip", "unzip", "bsdtar"])}[made.kind]
-    if made.tool == "zip" and res.reference == "unzip" and not all(
+    if made.tool in ("zip", "7z") and res.reference == "unzip" and not all(
             _is_utf8(e.path) for e in entries):
-        # unzip converts Info-ZIP names that are not UTF-8 (drops bytes); dropfetch keeps
-        # the bytes, as bsdtar and 7-Zip do: bsdtar is the reference
+        # unzip converts names that are not UTF-8 (drops bytes) when no UTF-8 flag is set;
+        # dropfetch keeps the bytes, as bsdtar and 7-Zip do: bsdtar is the reference
         res.reference = "bsdtar"
         res.notes.add("unzip-converts-non-utf8-names")
 
@@ -1207,6 +1207,8 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
              ref_started: int) -> tuple[str, str]:
     mutated = bool(res.mutations)
     prefix = "mutated:" if mutated else ""
+    if res.dropfetch == "unsupported_archive" and "Deflate64" in res.dropfetch_message:
+        return f"{prefix}documented:unsupported-deflate64", ""  # whatever the reference did
     if not ref_clean:
         return f"{prefix}reference-failed, dropfetch {res.dropfetch.split(' ')[0]}", ""
     if res.dropfetch == "file":
@@ -1225,8 +1227,6 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
             return "documented:refused-windows-name", ""
         if res.dropfetch == "encrypted_archive" and "-Psecret" in made.argv:
             return "documented:refused-encrypted", ""
-        if res.dropfetch == "unsupported_archive" and "Deflate64" in res.dropfetch_message:
-            return "documented:unsupported-deflate64", ""
         if res.dropfetch == "corrupt_archive" and made.kind == "zip" and (
                 "says its names are UTF-8" in res.dropfetch_message) and not mutated:
             return "documented:refused-zip-utf8-flag-on-bad-name", ""
