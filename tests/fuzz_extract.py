@@ -420,11 +420,12 @@ def make_archive(rng: random.Random, tool: str, flags: list[str], src: Path, out
     else:  # 7z
         kind, compression = "zip", ""
         argv = ["7z", "a", "-bd", "-bb0", *flags, str(out), "."]
-    cwd = src
+    fifos = [src / e.path for e in entries if e.kind == "fifo"] if "-FI" in argv else []
     try:
-        proc = subprocess.run(argv, cwd=cwd, input=stdin if stdin is not None else b"",
-                              capture_output=True, check=False, timeout=TOOL_TIMEOUT,
-                              env=TOOL_ENV)
+        with feeding(fifos):
+            proc = subprocess.run(argv, cwd=src, input=stdin if stdin is not None else b"",
+                                  capture_output=True, check=False, timeout=TOOL_TIMEOUT,
+                                  env=TOOL_ENV)
         rc, err = proc.returncode, proc.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired:
         out.unlink(missing_ok=True)
@@ -438,6 +439,38 @@ def make_archive(rng: random.Random, tool: str, flags: list[str], src: Path, out
         if cleaned is not None:
             out.write_bytes(compress(cleaned, compression))
     return made
+
+
+@contextlib.contextmanager
+def feeding(fifos: list[Path]) -> Iterator[None]:
+    """Write a line into each FIFO whenever a reader opens it (zip -FI reads FIFOs: with
+    no writer it would wait forever)."""
+    if not fifos:
+        yield
+        return
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(0.005):
+            for p in fifos:
+                try:
+                    fd = os.open(p, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # ENXIO: nobody reads it now
+                    continue
+                try:
+                    os.write(fd, b"fed to the FIFO\n")
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def decompress(data: bytes, compression: str) -> bytes:
