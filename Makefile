@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 # Differential fuzzing of extraction against GNU tar, bsdtar and unzip (docs/FUZZ.md).
-# FUZZ_CASES=N cases from seed FUZZ_SEED; FUZZ_KNOWN=1 also generates the known bugs.
+# FUZZ_CASES=N cases from seed FUZZ_SEED.
 FUZZ_CASES ?= 2000
 FUZZ_SEED ?= 20261201
 fuzz: $(STAMP)

@@ -1213,7 +1213,14 @@ def _zip_name(info: zipfile.ZipInfo) -> tuple[bytes, str]:
 
 def _extract_zip(raw: IO[bytes], out: _Output) -> None:
     with _reading("reading the zip directory"):
-        zf = zipfile.ZipFile(raw)
+        try:
+            zf = zipfile.ZipFile(raw)
+        except UnicodeDecodeError as exc:  # bsdtar sets the flag on any name, valid or not
+            bad = exc.object[exc.start:exc.start + 1].hex()
+            raise CorruptArchiveError(
+                f"the zip says its names are UTF-8, but the name of an entry is not (byte "
+                f"0x{bad} in {bytes(exc.object)[:100]!r}); unzip may still read it, or use "
+                "extract: false to get the archive as it is") from exc
     with zf:
         with _reading("reading the zip directory"):
             infos = zf.infolist()
