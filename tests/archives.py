@@ -41,16 +41,20 @@ def tar_bytes(files: dict[str, bytes], *, compression: str = "") -> bytes:
     return compress(raw.getvalue(), compression)
 
 
-def compress(data: bytes, compression: str) -> bytes:
+def compress(data: bytes, compression: str | None) -> bytes:
+    """``data`` compressed with '' (or None: as it is), gz, bz2, xz or zst; gzip with
+    mtime 0, so the same input gives the same bytes."""
+    if not compression:
+        return data
     if compression == "gz":
-        return gzip.compress(data)
+        return gzip.compress(data, mtime=0)
     if compression == "bz2":
         return bz2.compress(data)
     if compression == "xz":
         return lzma.compress(data)
     if compression == "zst":
         return zstandard.ZstdCompressor().compress(data)
-    return data
+    raise ValueError(f"unknown compression {compression!r}")
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:

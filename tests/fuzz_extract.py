@@ -49,6 +49,7 @@ from typing import Any
 
 import zstandard
 
+from archives import compress
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import DropfetchError
 from dropfetch.extract import ArchiveFormat, extract, sniff
@@ -487,18 +488,6 @@ def decompress(data: bytes, compression: str) -> bytes:
         return lzma.decompress(data)
     if compression == "zst":
         return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    return data
-
-
-def compress(data: bytes, compression: str) -> bytes:
-    if compression == "gz":
-        return gzip.compress(data, mtime=0)
-    if compression == "bz2":
-        return bz2.compress(data)
-    if compression == "xz":
-        return lzma.compress(data)
-    if compression == "zst":
-        return zstandard.ZstdCompressor().compress(data)
     return data
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import archives
+
 UP = "../../../"  # from tmp/work/staging/job back to tmp/
 
 
@@ -88,20 +90,7 @@ def tar_bytes(members: Sequence[T], *, compress: str | None = None,
 
 
 def compress_bytes(data: bytes, compress: str | None) -> bytes:
-    if compress is None:
-        return data
-    if compress == "gz":
-        return gzip.compress(data, mtime=0)
-    if compress == "bz2":
-        import bz2
-        return bz2.compress(data)
-    if compress == "xz":
-        import lzma
-        return lzma.compress(data)
-    if compress == "zst":
-        import zstandard
-        return zstandard.ZstdCompressor().compress(data)
-    raise ValueError(compress)
+    return archives.compress(data, compress)
 
 
 @functools.cache
