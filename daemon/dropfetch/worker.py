@@ -621,9 +621,13 @@ class WorkerPool:
             with self._publish_lock:
                 self._check_owner(run.job_id, kept)
                 self._publish(run.job_id, token, paths.output, kept)
-                self._forget_starts(paths)
-                board.set(Status.OK, output=run.job_id, files=files, archive=archive,
-                          progress=100, error=None)
+            # the token now holds the replaced output and the stashed partial file: gone
+            # before the final status, so an `ok` never has debris of its try beside it
+            remove_tree(token)
+            token = None
+            self._forget_starts(paths)
+            board.set(Status.OK, output=run.job_id, files=files, archive=archive,
+                      progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
             self._final(board.sidecar, paths)
             _test_pause(run.job_id, "finished")
