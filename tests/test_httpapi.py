@@ -26,6 +26,7 @@ import yaml
 from dropfetch import httpapi
 from dropfetch.config import ConfigError, config_from_mapping
 from dropfetch.httpapi import MAX_BODY, HttpFrontEnd, json_bytes
+from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, Status
 from harness import Daemon, wait_for
@@ -64,7 +65,7 @@ def _front(tmp_path: Path, token: str | None) -> Iterator[Front]:
     try:
         yield Front(server, inbox, token)
     finally:
-        server.stop()
+        server.stop(Deadline(5))
 
 
 @pytest.fixture(params=[None, TOKEN], ids=["no-token", "token"])

@@ -14,10 +14,12 @@ from types import FrameType
 from typing import Any
 
 from dropfetch.config import Config, ConfigError, load_config
+from dropfetch.events import Event, EventBus, JobFinished, StatusChanged
 from dropfetch.hooks import HookRunner
 from dropfetch.leases import LeaseManager
+from dropfetch.lifecycle import Component, Deadline, start_all, stop_all
 from dropfetch.metrics import Metrics
-from dropfetch.status import Sidecar, Status
+from dropfetch.status import Status
 from dropfetch.watcher import Watcher
 from dropfetch.worker import WorkerPool
 
@@ -92,13 +94,16 @@ class Daemon:
         self._reload_requested = False
         self._signals = 0
         self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self.events = EventBus()
         self.metrics = Metrics(config.inbox, recursive=config.recursive)
         self.hooks = HookRunner(config)
         self.leases = LeaseManager(config.work / "leases", host_id=config.lease.host_id,
                                    ttl=config.lease.ttl)
-        self.pool = WorkerPool(config, self.leases, on_change=self._changed)
+        self.pool = WorkerPool(config, self.leases, self.events)
         self.watcher = Watcher(config, self.pool.submit)
         self.http: Any = None
+        self.events.subscribe(self._on_event)
 
     # -- signals: handlers only set flags; the main thread acts ---------------------------
 
@@ -118,12 +123,22 @@ class Daemon:
         self._stop_requested = True
         self._wake.set()
 
-    def _changed(self, sidecar: Sidecar) -> None:
-        """Called on every sidecar write of this host (from worker threads)."""
-        self.metrics.observe(sidecar)
-        if sidecar.status in (Status.OK, Status.FAILED):
-            self.counts[str(sidecar.status)] += 1
-            self.hooks.fire(sidecar)
+    def _on_event(self, event: Event) -> None:
+        """The pipeline's events (from worker threads, no lock held)."""
+        if isinstance(event, StatusChanged):
+            self.metrics.observe(event.sidecar)
+        elif isinstance(event, JobFinished) and event.sidecar is not None \
+                and event.status in (Status.OK, Status.FAILED):
+            with self._counts_lock:
+                self.counts[str(event.status)] += 1
+            self.hooks.fire(event.sidecar)
+
+    def components(self) -> list[Component]:
+        """In start order; stopped in the reverse one."""
+        parts: list[Component] = [self.hooks, self.leases, self.pool, self.watcher]
+        if self.http is not None:
+            parts.append(self.http)
+        return parts
 
     # -- running ------------------------------------------------------------------------
 
@@ -139,11 +154,7 @@ class Daemon:
             signal.signal(signal.SIGTERM, self._on_stop_signal)
             signal.signal(signal.SIGINT, self._on_stop_signal)
             signal.signal(signal.SIGHUP, self._on_hup)
-        self.leases.start()
-        self.pool.start()
-        self.watcher.start()
-        if self.http is not None:
-            self.http.start()
+        start_all(self.components())
         logger.info("dropfetch running: inbox %s, outbox %s, %d workers, host %s",
                     self.config.inbox, self.config.outbox, self.config.workers,
                     self.config.lease.host_id)
@@ -175,19 +186,16 @@ class Daemon:
 
     def _status_line(self) -> str:
         paused = " (inbox missing: paused)" if self.watcher.paused else ""
+        with self._counts_lock:
+            ok, failed = self.counts["ok"], self.counts["failed"]
         return (f"{len(self.pool.running())} running, {len(self.pool.queue)} queued, "
-                f"{self.counts['ok']} ok, {self.counts['failed']} failed{paused}")
+                f"{ok} ok, {failed} failed{paused}")
 
     def _shutdown(self) -> int:
         notify("STOPPING=1")
         logger.info("stopping: no new jobs; checkpointing running ones")
         start = time.monotonic()
-        if self.http is not None:
-            self.http.stop()
-        self.watcher.stop()
-        in_time = self.pool.stop(max(0.5, self.config.shutdown_timeout - 1.0))
-        self.leases.stop()
-        self.hooks.join(timeout=1.0)
+        in_time = stop_all(self.components(), Deadline(self.config.shutdown_timeout))
         if not in_time:
             logger.warning("some jobs did not stop within shutdown_timeout; their partial "
                            "files are kept and the next start resumes them")
@@ -213,11 +221,8 @@ class Daemon:
             new = dataclasses.replace(new, **{k: getattr(self.config, k) for k in changed})
         self.config = new
         logging.getLogger("dropfetch").setLevel(new.log.level.upper())
-        self.leases.ttl = new.lease.ttl
-        self.watcher.config = new
-        self.hooks.config = new
-        self.pool.reconfigure(new)
-        self.watcher.wake()
+        for part in self.components():
+            part.apply(new)
         logger.info("SIGHUP: configuration reloaded from %s (%d workers)", source, new.workers)
 
 

@@ -9,6 +9,7 @@ import threading
 
 from dropfetch.config import Config
 from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.lifecycle import Deadline
 from dropfetch.status import Sidecar, Status
 
 __all__ = ["HookRunner"]
@@ -70,8 +71,18 @@ class HookRunner:
             logger.warning("%s: hook %s exited %d%s", job_id, argv[0], done.returncode,
                            f": {tail}" if tail else "")
 
-    def join(self, timeout: float) -> None:
+    name = "hooks"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, deadline: Deadline) -> bool:
         with self._lock:
             threads = list(self._threads)
-        for t in threads:
-            t.join(timeout)
+        return deadline.join(threads)
+
+    def healthy(self) -> bool:
+        return True
+
+    def apply(self, config: Config) -> None:
+        self.config = config

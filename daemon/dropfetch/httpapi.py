@@ -43,6 +43,7 @@ from dropfetch.config import Config, ConfigError, read_token_file
 from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import display_name
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, job_name
+from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job, write_unique_job
@@ -601,12 +602,17 @@ class HttpFrontEnd:
         logger.info("HTTP front end on http://%s:%d%s", f"[{host}]" if ":" in host else host,
                     port, " (bearer token required)" if self.token else "")
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline) -> bool:
         self._server.shutdown()
         self._server.server_close()
         self._server.close_connections()  # their threads end at once
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        return self._thread is None or deadline.join([self._thread])
+
+    def healthy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def apply(self, config: Config) -> None:
+        """http.* keys need a restart (the daemon says so); nothing to apply."""
 
 
 _BIND_ERRORS = {

@@ -33,8 +33,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dropfetch.config import Config
 from dropfetch.errors import LeaseLostError, NotRegularFileError
 from dropfetch.fsutil import read_regular, temp_name
+from dropfetch.lifecycle import Deadline
 
 __all__ = ["LEASE_SIZE", "Lease", "LeaseManager", "lease_key"]
 
@@ -394,15 +396,19 @@ class LeaseManager:
 
     # -- heartbeat --------------------------------------------------------------------
 
+    name = "leases"
+
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._loop, name="dropfetch-leases", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline) -> bool:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        return self._thread is None or deadline.join([self._thread])
+
+    def apply(self, config: Config) -> None:
+        self.ttl = config.lease.ttl
 
     def healthy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

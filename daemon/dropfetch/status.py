@@ -106,6 +106,13 @@ class Sidecar:
         kwargs["status"] = Status(kwargs.get("status", "queued"))
         return cls(**kwargs)
 
+    def copy(self) -> Sidecar:
+        """A copy that later changes to this one do not reach."""
+        sc = self
+        return dataclasses.replace(
+            sc, files=list(sc.files), archive=None if sc.archive is None else dict(sc.archive),
+            error=None if sc.error is None else dict(sc.error))
+
     @property
     def is_final(self) -> bool:
         return self.status in FINAL
@@ -227,7 +234,8 @@ class StatusBoard:
                 self.sidecar.speed = self.sidecar.eta = None
             for key, value in fields.items():
                 setattr(self.sidecar, key, value)
-            self._write()
+            written = self._write()
+        self._changed(written)
 
     def fail(self, error: DropfetchError) -> None:
         self.set(S.FAILED, error={"code": error.code, "message": error.message},
@@ -241,10 +249,18 @@ class StatusBoard:
             sc.progress = min(100, done * 100 // total) if total else None
             sc.eta = (round((total - done) / speed, 1)
                       if total and speed and speed > 0 else None)
-            if time.monotonic() - self._last_write >= self._interval:
-                self._write(status_changed=False)
+            if time.monotonic() - self._last_write < self._interval:
+                return
+            written = self._write(status_changed=False)
+        self._changed(written)
 
-    def _write(self, *, status_changed: bool = True) -> None:
+    def _changed(self, written: Sidecar) -> None:
+        """Tell the subscriber, outside the lock, what was written."""
+        if self._on_change is not None:
+            self._on_change(written)
+
+    def _write(self, *, status_changed: bool = True) -> Sidecar:
+        """Write the sidecar (under the lock); returns a copy of what was written."""
         if self._fence is not None:
             self._fence()
         self.sidecar.updated = now_iso()
@@ -254,5 +270,4 @@ class StatusBoard:
         atomic_write(self.path, self.sidecar.to_json(), sync=status_changed,
                      durable=self.sidecar.status in FINAL)
         self._last_write = time.monotonic()
-        if self._on_change is not None:
-            self._on_change(self.sidecar)
+        return self.sidecar.copy()

@@ -45,6 +45,7 @@ from watchdog.observers.polling import PollingObserver
 from dropfetch.config import Config
 from dropfetch.fsutil import filesystem_type, is_network_fs, is_open_for_writing
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, is_job_file
+from dropfetch.lifecycle import Deadline
 
 __all__ = ["Watcher", "choose_observer"]
 
@@ -95,6 +96,8 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """Observer + settle tracking + rescans for one inbox."""
 
+    name = "watcher"
+
     def __init__(self, config: Config, report: Callable[[str], None]) -> None:
         self.config = config
         self._report = report
@@ -121,12 +124,15 @@ class Watcher:
         self._thread = threading.Thread(target=self._loop, name="dropfetch-watcher", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline) -> bool:
         self._stop.set()
         self._wake.set()
         self._stop_observer()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        return self._thread is None or deadline.join([self._thread])
+
+    def apply(self, config: Config) -> None:
+        self.config = config
+        self.wake()
 
     def healthy(self) -> bool:
         observer_ok = self._observer is not None and self._observer.is_alive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -14,7 +15,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,16 @@ from dropfetch.errors import (
     NameConflictError,
     NotRegularFileError,
     from_os_error,
+)
+from dropfetch.events import (
+    EventBus,
+    JobFinished,
+    JobStarted,
+    Phase,
+    PhaseEnded,
+    PhaseStarted,
+    Progress,
+    StatusChanged,
 )
 from dropfetch.extract import ArchiveFormat, Growth, extract, single_file_name, sniff
 from dropfetch.fsutil import (
@@ -53,6 +64,7 @@ from dropfetch.jobfile import (
     parse_job,
 )
 from dropfetch.leases import Lease, LeaseManager, lease_key
+from dropfetch.lifecycle import Deadline
 from dropfetch.status import FINAL, Sidecar, Status, StatusBoard, now_iso, read_sidecar
 
 __all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths", "output_owner",
@@ -301,19 +313,18 @@ class _Stream:
 class WorkerPool:
     """``workers`` threads taking job ids from one queue; each with its own session."""
 
+    name = "worker pool"
+
     def __init__(
         self,
         config: Config,
         leases: LeaseManager,
-        *,
-        on_change: Callable[[Sidecar], None] | None = None,
-        on_final: Callable[[Sidecar, JobPaths], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.config = config
         self.leases = leases
+        self.events = events if events is not None else EventBus()
         self.queue = JobQueue()
-        self._on_change = on_change
-        self._on_final = on_final
         self._running: dict[str, _Run] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -344,17 +355,14 @@ class WorkerPool:
             self._retire += max(0, alive - workers)
         self.queue.wake_all()
 
-    def stop(self, timeout: float) -> bool:
+    def stop(self, deadline: Deadline) -> bool:
         """Stop taking jobs, checkpoint running ones; True if all stopped in time."""
         self._stopping.set()
         with self._lock:
             for run in self._running.values():
                 run.stop("shutdown")
         self.queue.wake_all()
-        deadline = time.monotonic() + timeout
-        for t in list(self._threads):
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        return deadline.join(list(self._threads))
 
     def healthy(self) -> bool:
         with self._lock:
@@ -364,7 +372,7 @@ class WorkerPool:
         with self._lock:
             return sorted(self._running)
 
-    def reconfigure(self, config: Config) -> None:
+    def apply(self, config: Config) -> None:
         self.config = config
         self.resize(config.workers)
 
@@ -531,7 +539,7 @@ class WorkerPool:
                lease: Lease) -> StatusBoard:
         return StatusBoard(paths.sidecar, sidecar, previous=previous,
                            interval=self.config.status.update_interval, fence=lease.check,
-                           on_change=self._on_change)
+                           on_change=lambda sc: self.events.publish(StatusChanged(sc)))
 
     def _run_job(self, run: _Run, paths: JobPaths, data: bytes | BadJobError, lease: Lease,
                  downloader: Downloader) -> None:
@@ -602,12 +610,16 @@ class WorkerPool:
             board.set(Status.DOWNLOADING, attempt=attempt + 1, error=None, progress=0,
                       bytes_done=0, bytes_total=None)
             self._count_start(paths, board.sidecar.job_sha256)
+            self.events.publish(JobStarted(run.job_id, attempt + 1))
             token = self._new_staging(paths)
             staging = token / "out"
             stream = _Stream(paths.partial, staging, cfg.extract, run.cancel,
                              self._unpack_progress(run, board, lease)) if spec.extract else None
-            result = self._download(run, board, lease, downloader, spec, paths, stream)
-            fmt, files = self._unpack(run, board, lease, spec, paths, result, staging, stream)
+            with self._phase(run.job_id, Phase.DOWNLOAD):
+                result = self._download(run, board, lease, downloader, spec, paths, stream)
+            with self._phase(run.job_id, Phase.UNPACK):
+                fmt, files = self._unpack(run, board, lease, spec, paths, result, staging,
+                                          stream)
             archive = {"format": str(fmt), "size": result.size, "sha256": result.sha256}
             kept: Path | None = None
             if fmt is not ArchiveFormat.FILE and self._keep_archive(spec):
@@ -618,7 +630,7 @@ class WorkerPool:
             self._stash_partial(run.job_id, paths, token)
             lease.check()  # fencing: publish only while we hold the lease (see _publish)
             _test_pause(run.job_id, "publish")
-            with self._publish_lock:
+            with self._phase(run.job_id, Phase.PUBLISH), self._publish_lock:
                 self._check_owner(run.job_id, kept)
                 self._publish(run.job_id, token, paths.output, kept)
             # the token now holds the replaced output and the stashed partial file: gone
@@ -629,7 +641,7 @@ class WorkerPool:
             board.set(Status.OK, output=run.job_id, files=files, archive=archive,
                       progress=100, error=None)
             logger.info("%s: published %d file(s) to %s", run.job_id, len(files), paths.output)
-            self._final(board.sidecar, paths)
+            self._finished(run.job_id, board.sidecar)
             _test_pause(run.job_id, "finished")
         finally:
             if stream is not None:
@@ -708,6 +720,8 @@ class WorkerPool:
             if stream is not None:
                 stream.feed(t)
             board.progress(done=t.bytes_done, total=t.bytes_total, speed=t.speed)
+            self.events.publish(Progress(run.job_id, Phase.DOWNLOAD, t.bytes_done,
+                                         t.bytes_total, t.speed))
 
         result = downloader.fetch(spec.url, paths.partial, on_progress=progress,
                                   cancel=run.cancel)
@@ -750,6 +764,7 @@ class WorkerPool:
             self._watch(run, lease)
             if board.sidecar.status is Status.UNPACKING:  # not while the download runs
                 board.progress(done=done, total=total, speed=None)
+                self.events.publish(Progress(run.job_id, Phase.UNPACK, done, total, None))
 
         return progress
 
@@ -782,9 +797,20 @@ class WorkerPool:
 
     # -- endings ---------------------------------------------------------------------
 
-    def _final(self, sidecar: Sidecar, paths: JobPaths) -> None:
-        if self._on_final is not None:
-            self._on_final(sidecar, paths)
+    def _finished(self, job_id: str, sidecar: Sidecar | None) -> None:
+        self.events.publish(JobFinished(job_id, None if sidecar is None else sidecar.status,
+                                        None if sidecar is None else sidecar.copy()))
+
+    @contextlib.contextmanager
+    def _phase(self, job_id: str, phase: Phase) -> Iterator[None]:
+        self.events.publish(PhaseStarted(job_id, phase))
+        start = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.events.publish(PhaseEnded(job_id, phase, time.monotonic() - start, ok))
 
     def _error(self, run: _Run, board: StatusBoard, paths: JobPaths, err: DropfetchError) -> None:
         cfg = self.config.download
@@ -802,11 +828,12 @@ class WorkerPool:
                       error={"code": err.code, "message": err.message})
             self._forget_starts(paths)
             self.queue.put(run.job_id, delay=delay)
+            self._finished(run.job_id, sc)
             return
         logger.error("%s: failed (%s): %s", run.job_id, err.code, err.message)
         self._drop_partial(paths)
         board.fail(err)
-        self._final(board.sidecar, paths)
+        self._finished(run.job_id, board.sidecar)
 
     def _cancelled(self, run: _Run, board: StatusBoard, paths: JobPaths, lease: Lease) -> None:
         if run.reason == "removed":
@@ -817,6 +844,7 @@ class WorkerPool:
             board.set(Status.QUEUED, attempt=max(0, board.sidecar.attempt - 1))
             self._forget_starts(paths)
             logger.info("%s: stopped for shutdown; partial download kept", run.job_id)
+            self._finished(run.job_id, board.sidecar)
         elif run.reason == "lease_lost":
             logger.error("%s: lost the lease; stopped without publishing", run.job_id)
             self._look_again(run.job_id)
@@ -872,6 +900,7 @@ class WorkerPool:
             pass
         logger.info("%s: job removed; %s", paths.id,
                     "output kept" if keep else "output, partial files and sidecar purged")
+        self._finished(paths.id, None)
 
     def _count_start(self, paths: JobPaths, job_sha: str) -> None:
         """Count a try that starts; raise once too many in a row were cut short.
