@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropfetch import httpapi
+from dropfetch import httpapi, httpwire
 from dropfetch.config import ConfigError, config_from_mapping
-from dropfetch.httpapi import MAX_BODY, HttpFrontEnd, json_bytes
+from dropfetch.httpapi import HttpFrontEnd, json_bytes
+from dropfetch.httpwire import MAX_BODY
+from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, Status
 from harness import Daemon, wait_for
@@ -64,7 +66,7 @@ def _front(tmp_path: Path, token: str | None) -> Iterator[Front]:
     try:
         yield Front(server, inbox, token)
     finally:
-        server.stop()
+        assert server.stop(Deadline(30))
 
 
 @pytest.fixture(params=[None, TOKEN], ids=["no-token", "token"])
@@ -712,7 +714,7 @@ def trickle(port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1,
 def test_slow_request_heads_are_answered_408_and_closed(token_front, monkeypatch):
     """The request line and headers have HEADER_TIMEOUT in all from the request's first
     byte, however steadily the bytes trickle in (the per-recv idle timeout never fires)."""
-    monkeypatch.setattr(httpapi, "HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr(httpwire, "HEADER_TIMEOUT", 1.0)
     front = token_front
     ok = request("GET", "/archive", headers=front.auth())
     endless = b"a" * 100_000
@@ -734,7 +736,7 @@ def test_slow_request_heads_are_answered_408_and_closed(token_front, monkeypatch
 
 def test_slow_bodies_are_answered_408_and_closed(token_front, monkeypatch):
     """A body wanted (POST /archive) has BODY_TIMEOUT in all, in every framing."""
-    monkeypatch.setattr(httpapi, "BODY_TIMEOUT", 1.0)
+    monkeypatch.setattr(httpwire, "BODY_TIMEOUT", 1.0)
     front = token_front
     body = json.dumps({"url": "https://example.org/" + "a" * 2000 + ".zip"}).encode()
     post = b"POST /archive HTTP/1.1\r\nHost: x\r\n" + front.auth()
@@ -759,7 +761,7 @@ def test_slow_bodies_are_answered_408_and_closed(token_front, monkeypatch):
 def test_idle_keep_alive_connections_are_closed(token_front, monkeypatch):
     """Silent for IDLE_TIMEOUT between requests (or before the first): closed, with no
     answer, since no request had begun."""
-    monkeypatch.setattr(httpapi, "IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(httpwire, "IDLE_TIMEOUT", 0.5)
     ok = request("GET", "/archive", headers=token_front.auth())
     results = trickle(token_front.port, [(b"", b""), (ok, b""), (ok + ok, b"")])
     assert [([a.status for a in answers], closed) for answers, closed in results] == [
@@ -828,7 +830,7 @@ def test_a_client_is_served_while_100_slow_clients_hang(token_front, monkeypatch
     """Slow clients hold only their own threads: a client still gets its answers while
     100 of them are in the middle of their headers; the threads end with them."""
     monkeypatch.setattr(httpapi, "MAX_CONNECTIONS", 128)
-    monkeypatch.setattr(httpapi, "HEADER_TIMEOUT", 600.0)  # they hang the whole test
+    monkeypatch.setattr(httpwire, "HEADER_TIMEOUT", 600.0)  # they hang the whole test
     front = token_front
     before = threading.active_count()
     slow = [_connect(front.port) for _ in range(100)]

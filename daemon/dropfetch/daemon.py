@@ -16,6 +16,7 @@ from typing import Any
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.hooks import HookRunner
 from dropfetch.leases import LeaseManager
+from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, Status
 from dropfetch.watcher import Watcher
@@ -183,7 +184,7 @@ class Daemon:
         logger.info("stopping: no new jobs; checkpointing running ones")
         start = time.monotonic()
         if self.http is not None:
-            self.http.stop()
+            self.http.stop(Deadline(min(5.0, self.config.shutdown_timeout)))
         self.watcher.stop()
         in_time = self.pool.stop(max(0.5, self.config.shutdown_timeout - 1.0))
         self.leases.stop()
@@ -216,6 +217,8 @@ class Daemon:
         self.leases.ttl = new.lease.ttl
         self.watcher.config = new
         self.hooks.config = new
+        if self.http is not None:
+            self.http.apply(new)
         self.pool.reconfigure(new)
         self.watcher.wake()
         logger.info("SIGHUP: configuration reloaded from %s (%d workers)", source, new.workers)
