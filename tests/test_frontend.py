@@ -64,7 +64,7 @@ def test_http_api_seed_contract(api, fault_server):
     fault_server.add("/os/debian-7.tar.gz", body, rate=1_000_000)
     r = s.post(base + "/archive", json={"url": fault_server.url("/os/debian-7.tar.gz")}, timeout=30)
     assert r.status_code == 201, r.text
-    job_id = r.json()["id"]
+    job_id = check_sidecar(r.json())["id"]  # the queued sidecar of the job it wrote
     assert job_id == "debian-7"
     # a second POST of the same URL gets a unique name
     r2 = s.post(base + "/archive", json={"url": fault_server.url("/missing.zip")}, timeout=30)
@@ -80,12 +80,13 @@ def test_http_api_seed_contract(api, fault_server):
     assert 0 < mid["progress"] <= 100
     done = wait_for(lambda: (g := s.get(f"{base}/archive/{job_id}", timeout=30).json())
                     ["status"] == "ok" and g, message="ok")
-    assert done["files"] == ["big.bin"]
+    assert check_sidecar(done)["files"] == ["big.bin"]
     listing = s.get(base + "/archive", timeout=30).json()
-    assert job_id in {x["id"] for x in listing}
+    assert job_id in {check_sidecar(x)["id"] for x in listing}
 
     r = s.delete(f"{base}/archive/{job_id}", timeout=30)
     assert r.status_code == 202
+    assert check_sidecar(r.json())["status"] == "deleting"
     wait_for(lambda: s.get(f"{base}/archive/{job_id}", timeout=30).status_code == 404,
              message="404 after DELETE")
     assert not (d.outbox / job_id).exists()
@@ -120,6 +121,9 @@ def test_metrics_move(api, fault_server):
     s.post(base + "/archive", json={"url": fault_server.url("/nothing.zip")}, timeout=30)
     d.wait_status("a", "ok")
     d.wait_status("nothing", "failed")
+    for name, status in (("a", "ok"), ("nothing", "failed")):  # as the front end shows them
+        assert check_sidecar(s.get(f"{base}/archive/{name}", timeout=30).json())["status"] \
+            == status
     after = _metrics(s, base)
     assert after[("dropfetch_jobs", (("status", "ok"),))] == 1
     assert after[("dropfetch_jobs", (("status", "failed"),))] == 1

@@ -16,20 +16,27 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import yaml
 
-from dropfetch import httpapi
+from dropfetch import httpapi, httproutes, httpwire
 from dropfetch.config import ConfigError, config_from_mapping
-from dropfetch.httpapi import MAX_BODY, HttpFrontEnd, json_bytes
+from dropfetch.errors import HttpStatusError
+from dropfetch.httpanswers import Reject
+from dropfetch.httpapi import HttpFrontEnd, bearer_ok, json_bytes
+from dropfetch.httproutes import resolve, unstarted
+from dropfetch.httpwire import MAX_BODY, body_framing
+from dropfetch.jobfile import job_sha256
 from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
-from dropfetch.status import Sidecar, Status
-from harness import Daemon, wait_for
+from dropfetch.status import Sidecar, Status, StatusBoard
+from harness import Daemon, check_sidecar, wait_for
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test token
 
@@ -65,7 +72,7 @@ def _front(tmp_path: Path, token: str | None) -> Iterator[Front]:
     try:
         yield Front(server, inbox, token)
     finally:
-        server.stop(Deadline(5))
+        assert server.stop(Deadline(30))
 
 
 @pytest.fixture(params=[None, TOKEN], ids=["no-token", "token"])
@@ -713,7 +720,7 @@ def trickle(port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1,
 def test_slow_request_heads_are_answered_408_and_closed(token_front, monkeypatch):
     """The request line and headers have HEADER_TIMEOUT in all from the request's first
     byte, however steadily the bytes trickle in (the per-recv idle timeout never fires)."""
-    monkeypatch.setattr(httpapi, "HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr(httpwire, "HEADER_TIMEOUT", 1.0)
     front = token_front
     ok = request("GET", "/archive", headers=front.auth())
     endless = b"a" * 100_000
@@ -735,7 +742,7 @@ def test_slow_request_heads_are_answered_408_and_closed(token_front, monkeypatch
 
 def test_slow_bodies_are_answered_408_and_closed(token_front, monkeypatch):
     """A body wanted (POST /archive) has BODY_TIMEOUT in all, in every framing."""
-    monkeypatch.setattr(httpapi, "BODY_TIMEOUT", 1.0)
+    monkeypatch.setattr(httpwire, "BODY_TIMEOUT", 1.0)
     front = token_front
     body = json.dumps({"url": "https://example.org/" + "a" * 2000 + ".zip"}).encode()
     post = b"POST /archive HTTP/1.1\r\nHost: x\r\n" + front.auth()
@@ -760,7 +767,7 @@ def test_slow_bodies_are_answered_408_and_closed(token_front, monkeypatch):
 def test_idle_keep_alive_connections_are_closed(token_front, monkeypatch):
     """Silent for IDLE_TIMEOUT between requests (or before the first): closed, with no
     answer, since no request had begun."""
-    monkeypatch.setattr(httpapi, "IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(httpwire, "IDLE_TIMEOUT", 0.5)
     ok = request("GET", "/archive", headers=token_front.auth())
     results = trickle(token_front.port, [(b"", b""), (ok, b""), (ok + ok, b"")])
     assert [([a.status for a in answers], closed) for answers, closed in results] == [
@@ -829,7 +836,7 @@ def test_a_client_is_served_while_100_slow_clients_hang(token_front, monkeypatch
     """Slow clients hold only their own threads: a client still gets its answers while
     100 of them are in the middle of their headers; the threads end with them."""
     monkeypatch.setattr(httpapi, "MAX_CONNECTIONS", 128)
-    monkeypatch.setattr(httpapi, "HEADER_TIMEOUT", 600.0)  # they hang the whole test
+    monkeypatch.setattr(httpwire, "HEADER_TIMEOUT", 600.0)  # they hang the whole test
     front = token_front
     before = threading.active_count()
     slow = [_connect(front.port) for _ in range(100)]
@@ -844,3 +851,255 @@ def test_a_client_is_served_while_100_slow_clients_hang(token_front, monkeypatch
         for sock in slow:
             sock.close()
     _thread_count_returns(before)
+
+
+# --- issue 11: every answer that shows a job is a sidecar the schema accepts ------------
+
+def _get(front: Front, method: str, path: str, body: object = None) -> tuple[int, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=20)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers=front.headers())
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def _board(inbox: Path, name: str, url: str) -> StatusBoard:
+    job = inbox / f"{name}.url"
+    job.write_text(url + "\n")
+    sc = Sidecar(id=name, job=job.name, job_sha256=job_sha256(job.read_bytes()),
+                 url=url, host="host-a")
+    return StatusBoard(inbox / f"{name}.status.json", sc, previous=None, interval=0.0)
+
+
+def test_every_answer_that_shows_a_job_is_a_valid_sidecar(front):
+    """POST, GET of a job with no sidecar yet (a good, a bad and an unreadable job
+    file), of a failed and an ok one (written through the status board), the listing
+    and DELETE: each object is a whole sidecar that schema/status.schema.json accepts."""
+    inbox = front.inbox
+    status, posted = _get(front, "POST", "/archive",
+                          {"url": "https://user:pw@example.org/a/tool.zip?key=secret"})
+    assert status == 201
+    check_sidecar(posted)
+    assert isinstance(posted, dict) and posted["id"] == "tool" and posted["status"] == "queued"
+    assert posted["url"] == "https://***@example.org/a/tool.zip?***"  # redacted
+    assert posted["job_sha256"] == job_sha256((inbox / "tool.url").read_bytes())
+    status, named = _get(front, "POST", "/archive", {"url": "https://example.org/b.zip",
+                                                     "name": "named", "sha256": "a" * 64})
+    assert status == 201 and check_sidecar(named)["id"] == "named"
+
+    status, queued = _get(front, "GET", "/archive/tool")  # no sidecar yet
+    assert status == 200 and check_sidecar(queued) == {**posted, "created": ANY,
+                                                       "updated": ANY}
+    (inbox / "bad.url").write_text("not a url at all\n")
+    status, bad = _get(front, "GET", "/archive/bad")
+    assert status == 200 and check_sidecar(bad)["url"] is None
+    os.mkfifo(inbox / "fifo.url")
+    status, fifo = _get(front, "GET", "/archive/fifo")
+    assert status == 200 and check_sidecar(fifo)["status"] == "queued"
+
+    failed = _board(inbox, "gone", "https://example.org/gone.zip")
+    failed.set(Status.DOWNLOADING, attempt=1, progress=0)
+    failed.fail(HttpStatusError(404, "Not Found"))
+    done = _board(inbox, "done", "https://example.org/done.tar.gz")
+    done.set(Status.DOWNLOADING, attempt=1, progress=0)
+    done.progress(done=10, total=10, speed=5.0)
+    done.set(Status.UNPACKING)
+    done.set(Status.OK, output="done", files=["a/b.txt", "c"], progress=100,
+             archive={"format": "tar.gz", "size": 10, "sha256": "b" * 64})
+    for name, want in (("gone", "failed"), ("done", "ok")):
+        status, got = _get(front, "GET", f"/archive/{name}")
+        assert status == 200 and check_sidecar(got)["status"] == want
+
+    status, listing = _get(front, "GET", "/archive")
+    assert status == 200 and isinstance(listing, list)
+    assert sorted(x["id"] for x in listing) == ["done", "gone"]  # sidecars on disk only
+    for item in listing:
+        check_sidecar(item)
+
+    for name in ("tool", "done", "fifo"):
+        status, deleted = _get(front, "DELETE", f"/archive/{name}")
+        assert status == 202 and check_sidecar(deleted)["status"] == "deleting"
+        assert isinstance(deleted, dict) and deleted["id"] == name
+    assert not (inbox / "tool.url").exists()
+
+
+def test_unstarted_sidecars_are_valid_for_any_job_file_bytes():
+    for data in (b"https://example.org/x.zip\n", b"", b"\xff\xfe\x00", b"url: 5\n",
+                 b"x" * 70_000, b"[InternetShortcut]\nURL=https://example.org/y\n"):
+        for status in (Status.QUEUED, Status.DELETING):
+            sc = unstarted("job", data, status)
+            check_sidecar(json.loads(sc.to_json()))
+            assert sc.job_sha256 == job_sha256(data) and sc.status is status
+
+
+# --- issue 11: the route table, the framing and the token as pure functions -------------
+
+@pytest.mark.parametrize(("method", "path", "endpoint", "job_id"), [
+    ("GET", "/archive", "list_jobs", None),
+    ("GET", "/archive/", "list_jobs", None),
+    ("POST", "/archive", "submit_job", None),
+    ("POST", "/archive/", "submit_job", None),
+    ("GET", "/archive/a%20b", "get_job", "a b"),
+    ("DELETE", "/archive/%C3%A9t%C3%A9", "delete_job", "\u00e9t\u00e9"),
+    ("GET", "/metrics", "metrics", None),
+])
+def test_routes_resolve(method, path, endpoint, job_id):
+    found, got_id = resolve(httproutes.ROUTES, method, path)
+    assert found.__name__ == endpoint and got_id == job_id
+
+
+@pytest.mark.parametrize(("method", "path", "status", "allow"), [
+    ("GET", "/nope", 404, None),
+    ("GET", "/metrics/", 404, None),
+    ("GET", "/archivex", 404, None),
+    ("GET", "/archive/a/b", 404, None),
+    ("GET", "/archive/.hidden", 404, None),
+    ("PUT", "/archive", 405, "GET, POST"),
+    ("DELETE", "/archive/", 405, "GET, POST"),
+    ("POST", "/archive/x", 405, "GET, DELETE"),
+    ("POST", "/metrics", 405, "GET"),
+    ("POST", "/archive/%00", 400, None),  # the id is looked at before the method
+    ("GET", "/archive/%ff", 400, None),
+])
+def test_routes_refuse(method, path, status, allow):
+    with pytest.raises(Reject) as info:
+        resolve(httproutes.ROUTES, method, path)
+    assert info.value.status == status and info.value.headers.get("Allow") == allow
+
+
+@pytest.mark.parametrize(("transfer", "lengths", "want"), [
+    ([], [], None),
+    ([], ["0"], 0),
+    ([], ["12"], 12),
+    ([], ["12, 12"], 12),
+    ([], ["12", " 12 "], 12),
+    (["chunked"], [], "chunked"),
+    ([" Chunked "], [], "chunked"),
+    (["chunked", ""], [], "chunked"),
+    ([], ["12", "13"], 400),
+    ([], ["-1"], 400),
+    ([], ["+1"], 400),
+    ([], [""], 400),
+    ([], ["1 2"], 400),
+    ([], ["\u0663"], 400),  # a non-ASCII digit
+    (["chunked"], ["5"], 400),
+    (["gzip, chunked"], [], 501),
+    (["chunked, chunked"], [], 501),
+    (["identity"], [], 501),
+])
+def test_body_framing(transfer, lengths, want):
+    if isinstance(want, int) and want >= 400:
+        with pytest.raises(Reject) as info:
+            body_framing(transfer, lengths)
+        assert info.value.status == want
+    else:
+        assert body_framing(transfer, lengths) == want
+
+
+@pytest.mark.parametrize(("data", "framing", "want"), [
+    (b"hello", 5, b"hello"),
+    (b"hel", 5, 400),
+    (b"5\r\nhello\r\n0\r\n\r\n", "chunked", b"hello"),
+    (b"2;x=y\r\nhe\r\n3\nllo\n0\r\nX-T: 1\r\n\r\n", "chunked", b"hello"),
+    (b"5\r\nhello\r\n0\r\n", "chunked", 400),  # no end of the trailer
+    (b"5\r\nhelloXX0\r\n\r\n", "chunked", 400),
+    (b"g\r\n", "chunked", 400),
+    (b"%x\r\n" % (MAX_BODY + 1), "chunked", 413),
+    (b"", MAX_BODY + 1, 413),
+])
+def test_read_body(data, framing, want):
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(data)
+        left.shutdown(socket.SHUT_WR)
+        source = httpwire.Input(right)
+        source.want_body()
+        if isinstance(want, int):
+            with pytest.raises(Reject) as info:
+                httpwire.read_body(source, framing)
+            assert info.value.status == want
+        else:
+            assert httpwire.read_body(source, framing) == want
+
+
+def test_bearer_ok():
+    assert bearer_ok(None, []) and bearer_ok(None, ["Bearer anything"])
+    for header in AUTH_ACCEPTED:
+        assert bearer_ok(TOKEN, [header]), header
+    for header in AUTH_REFUSED:
+        assert not bearer_ok(TOKEN, [header] if header else []), header
+    assert not bearer_ok(TOKEN, [f"Bearer {TOKEN}", f"Bearer {TOKEN}"])
+
+
+# --- issue 11: the component protocol ------------------------------------------------
+
+def test_stop_closes_slow_and_silent_connections_within_the_deadline(tmp_path, monkeypatch):
+    """Clients that hold connections open (half a request, nothing at all, an idle
+    keep-alive after an answer) do not hold stop() past its deadline: it returns True
+    in time, every such client sees its connection end, and the port is closed."""
+    monkeypatch.setattr(httpwire, "HEADER_TIMEOUT", 600.0)  # only stop() can end them
+    monkeypatch.setattr(httpwire, "IDLE_TIMEOUT", 600.0)
+    gen = _front(tmp_path, TOKEN)
+    front = next(gen)
+    assert front.server.name == "http" and front.server.healthy()
+    before = threading.active_count()
+    clients = [_connect(front.port) for _ in range(3)]
+    try:
+        clients[0].sendall(b"GET /archive HTTP/1.1\r\nHost: x\r\n" + front.auth())  # half
+        clients[2].sendall(request("GET", "/archive", headers=front.auth()))
+        answer, rest = _read_answer(clients[2])
+        assert answer.status == 200 and not answer.closes and not rest
+        # the half request and the silent client are being served: one thread each
+        wait_for(lambda: threading.active_count() >= before + 3,
+                 message="three connections served")
+        started = time.monotonic()
+        assert front.server.stop(Deadline(2.0))
+        assert time.monotonic() - started < 2.0 + 3.0  # the deadline and a margin
+        assert not front.server.healthy()
+        for sock in clients:
+            sock.settimeout(20)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(65536) == b""  # closed by the server, no answer
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", front.port), timeout=20).close()
+    finally:
+        for sock in clients:
+            sock.close()
+        gen.close()  # the fixture's own stop(): a second one is harmless
+
+
+def test_stop_without_start_and_twice(tmp_path):
+    config = config_from_mapping({"inbox": str(tmp_path), "http": {"listen": "127.0.0.1:0"}})
+    server = HttpFrontEnd(config, Metrics(tmp_path))
+    port = server.address[1]
+    assert not server.healthy()
+    assert server.stop(Deadline(5)) and server.stop(Deadline(5))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=20).close()
+
+
+def test_apply_reads_the_token_file_again(token_front, tmp_path, caplog):
+    """SIGHUP: a rotated token counts from the next request; a token file that cannot
+    be read any more is logged and the token in use kept."""
+    front = token_front
+    token_file = tmp_path / "token"
+    config = front.server.config
+
+    def status_with(token: str) -> int:
+        line = f"Authorization: Bearer {token}\r\nConnection: close\r\n".encode()
+        return exchange(front.port, request("GET", "/archive", headers=line))[0].status
+
+    assert (status_with(TOKEN), status_with("rotated")) == (200, 401)
+    token_file.write_text("rotated\n")
+    assert status_with(TOKEN) == 200  # nothing changes before the SIGHUP
+    front.server.apply(config)
+    assert (status_with(TOKEN), status_with("rotated")) == (401, 200)
+    token_file.write_text("   \n")
+    with caplog.at_level(logging.ERROR, logger="dropfetch"):
+        front.server.apply(config)
+    assert "keeping the HTTP front end's token in use" in caplog.text
+    assert "http.token_file" in caplog.text
+    assert (status_with(TOKEN), status_with("rotated")) == (401, 200)
