@@ -115,7 +115,7 @@ class Partial:
         meta = read_meta(meta_path(path)) if resume else None
         if resumable(meta, url):
             partial.size = _rehash(path, partial.hasher, cancel)
-            partial.meta = meta if partial.size else None
+            partial.meta = meta
         if partial.size == 0:
             partial.discard()
         return partial
