@@ -19,14 +19,7 @@ import pytest
 
 from dropfetch import __version__
 from dropfetch.config import DownloadConfig
-from dropfetch.download import (
-    Downloader,
-    Transfer,
-    _blocked_network,
-    check_url,
-    meta_path,
-    redact_url,
-)
+from dropfetch.download import Downloader, Transfer
 from dropfetch.errors import (
     BadUrlError,
     BlockedAddressError,
@@ -37,6 +30,9 @@ from dropfetch.errors import (
     NetworkError,
     TooLargeError,
 )
+from dropfetch.netguard import blocked_network
+from dropfetch.resume import meta_path
+from dropfetch.urlpolicy import check_url, redact_url
 from faultserver import FaultServer, fault_server  # noqa: F401 - the fixture
 
 OPEN = DownloadConfig(block_networks=(), timeout_connect=5, timeout_read=5)
@@ -376,8 +372,8 @@ def test_default_block_networks_refuse_loopback(srv: FaultServer, partial: Path)
 
 def test_ipv4_mapped_ipv6_is_checked_as_ipv4(srv: FaultServer, partial: Path) -> None:
     nets = (ipaddress.ip_network("127.0.0.0/8"),)
-    assert _blocked_network("::ffff:127.0.0.1", nets) == nets[0]
-    assert _blocked_network("::ffff:10.0.0.1", nets) is None
+    assert blocked_network("::ffff:127.0.0.1", nets) == nets[0]
+    assert blocked_network("::ffff:10.0.0.1", nets) is None
     if not socket.has_ipv6:
         return
     srv.add("/x", b"x")
@@ -640,7 +636,7 @@ def test_enospc_while_writing_is_disk_full(
     def write(fd: int, data: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("dropfetch.download.os.write", write)
+    monkeypatch.setattr("dropfetch.bodywriter.os.write", write)
     with pytest.raises(DiskFullError):
         dl.fetch(srv.url("/f"), partial)
 

@@ -31,17 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dropfetch.config import DownloadConfig
-from dropfetch.download import (
-    Downloader,
-    Transfer,
-    _disposition_filename,
-    _location_text,
-    _parse_retry_after,
-    _result_filename,
-    check_url,
-    meta_path,
-    redact_url,
-)
+from dropfetch.download import Downloader, Transfer, parse_retry_after
 from dropfetch.errors import (
     BadUrlError,
     BlockedAddressError,
@@ -50,6 +40,14 @@ from dropfetch.errors import (
     NetworkError,
     TlsError,
     TooLargeError,
+)
+from dropfetch.resume import meta_path
+from dropfetch.urlpolicy import (
+    check_url,
+    disposition_filename,
+    location_text,
+    redact_url,
+    result_filename,
 )
 from faultserver import FaultServer, RawServer, http_answer
 
@@ -730,10 +728,10 @@ def test_exceptions_of_the_progress_callback_are_not_converted(
 def test_header_parsers_never_raise(value: str) -> None:
     """Any header value (latin-1 text: any bytes) is a name, a delay, a Location or
     nothing, never an exception."""
-    _disposition_filename(value)
-    _parse_retry_after(value)
-    _location_text(value)
-    name = _result_filename("http://h/" + value, "attachment; filename=" + value)
+    disposition_filename(value)
+    parse_retry_after(value)
+    location_text(value)
+    name = result_filename("http://h/" + value, "attachment; filename=" + value)
     assert name is None or ("/" not in name and name not in (".", ".."))
 
 

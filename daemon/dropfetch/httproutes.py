@@ -23,7 +23,6 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dropfetch.config import Config
-from dropfetch.download import redact_url
 from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import read_regular
 from dropfetch.httpanswers import Reject, Reply
@@ -39,6 +38,7 @@ from dropfetch.jobfile import (
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, Status, read_sidecar
 from dropfetch.submit import derive_name, job_content, write_job, write_unique_job
+from dropfetch.urlpolicy import redact_url
 
 __all__ = ["ROUTES", "Front", "Request", "Route", "item_id", "resolve", "unstarted"]
 

@@ -186,7 +186,7 @@ def _checked_filename(value: object) -> str:
 
 
 def _checked_url(url: str) -> str:
-    from dropfetch.download import check_url
+    from dropfetch.urlpolicy import check_url
 
     url = url.strip()
     if any(c.isspace() for c in url) or _CONTROL.search(url):

@@ -29,12 +29,14 @@ def has_control(text: str) -> bool:
 def safe_name(name: str | None) -> str | None:
     """``name`` (stripped) if it can be used as a bare file name as it is, else None:
     not empty, not hidden, not ``.``/``..``, no ``/`` or ``\\``, no control character
-    (:data:`CONTROL`), no byte that is not UTF-8, at most 255 bytes."""
+    (:data:`CONTROL`), only printable characters and spaces (no zero-width or
+    private-use ones either), no byte that is not UTF-8, at most 255 bytes."""
     if name is None:
         return None
     name = name.strip()
     if (not name or name.startswith(".") or "/" in name or "\\" in name
             or has_control(name) or _LONE_SURROGATE.search(name)
+            or not all(c == " " or c.isprintable() for c in name)
             or len(name.encode("utf-8")) > MAX_NAME_BYTES):
         return None
     return name

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dropfetch.config import Config, ExtractConfig
-from dropfetch.download import Downloader, DownloadResult, Transfer, redact_url
+from dropfetch.download import Downloader, DownloadResult, Transfer
 from dropfetch.errors import (
     BadJobError,
     CancelledError,
@@ -66,6 +66,7 @@ from dropfetch.jobfile import (
 from dropfetch.leases import Lease, LeaseManager, lease_key
 from dropfetch.lifecycle import Deadline
 from dropfetch.status import FINAL, Sidecar, Status, StatusBoard, now_iso, read_sidecar
+from dropfetch.urlpolicy import redact_url
 
 __all__ = ["JobPaths", "JobQueue", "WorkerPool", "job_paths", "output_owner",
            "parse_staging_name", "staging_name"]
