@@ -71,6 +71,7 @@ class Resource:
     headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
     validators: bool = True
+    replace_on_drop: bytes | None = None  # new content once a drop happened (a new version)
     drops_done: int = 0
     stalls_done: int = 0
     stalls_run_out: int = 0  # stalls that lasted stall_seconds (the client never left)
@@ -209,6 +210,11 @@ class _Handler(BaseHTTPRequestHandler):
             if res.drop_after is not None and res.drops_done < res.drop_times:
                 res.drops_done += 1
                 drop = res.drop_after
+                if res.replace_on_drop is not None:
+                    # the file changes on the server while this answer is under way (this
+                    # answer still sends the old bytes, from `view`): the next try sees it
+                    res.data, res.replace_on_drop = res.replace_on_drop, None
+                    res.version += 1
             stall = None
             if res.stall_after is not None and res.stalls_done < res.stall_times:
                 res.stalls_done += 1

@@ -155,14 +155,17 @@ def test_server_ignoring_range_mid_archive_still_ok(make_daemon, fault_server):
 def test_file_changed_between_attempts_is_not_spliced(make_daemon, fault_server):
     old = tar_bytes({f"old{j}.bin": os.urandom(60_000) for j in range(30)}, compression="gz")
     new_files = {f"new{j}.bin": os.urandom(60_000) for j in range(30)}
-    fault_server.add("/v.tar.gz", old, drop_after=len(old) // 2, drop_times=1, rate=2_000_000)
+    # replaced on the server as the first answer drops: the retry, whenever it comes,
+    # asks to resume and gets the new file
+    fault_server.add("/v.tar.gz", old, drop_after=len(old) // 2, drop_times=1, rate=2_000_000,
+                     replace_on_drop=tar_bytes(new_files, compression="gz"))
     d = make_daemon()
     d.drop("v", fault_server.url("/v.tar.gz"))
-    d.wait_status("v", "waiting")
-    fault_server.replace("/v.tar.gz", tar_bytes(new_files, compression="gz"))
     sc = d.wait_status("v")
     assert sc["status"] == "ok", sc
     assert sc["files"] == sorted(new_files)
+    assert sc["attempt"] == 2  # the drop cost one try
+    assert fault_server.requests_for("/v.tar.gz")[1].header("Range") is not None
 
 
 def test_sha256_mismatch_with_streaming_publishes_nothing(make_daemon, fault_server):
