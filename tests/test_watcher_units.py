@@ -153,7 +153,8 @@ def test_linked_and_moved_in_files_wait_for_the_settle_time(tmp_path, observer):
         reports.wait("moved")
 
 
-def test_a_file_open_for_writing_is_reported_only_once_closed(tmp_path):
+def test_a_file_open_for_writing_is_reported_only_once_closed(tmp_path, monkeypatch):
+    monkeypatch.setattr(settle, "is_open_for_writing", lambda _path: False)  # IN_OPEN alone
     inbox = tmp_path / "in"
     with watching(inbox, rescan_interval=0.2) as (w, reports):
         with open(inbox / "typing.url", "w") as fh:
@@ -240,7 +241,7 @@ def test_recursive_reports_one_level_down_as_sub_slash_name(tmp_path, observer):
 
 def test_a_rescan_finds_what_the_events_missed(tmp_path, monkeypatch):
     """As after an inotify queue overflow: the handler gets nothing."""
-    monkeypatch.setattr(EventQueue, "on_any_event", lambda self, event: None)
+    monkeypatch.setattr(EventQueue, "on_any_event", lambda _self, _event: None)
     inbox = tmp_path / "in"
     with watching(inbox, rescan_interval=0.2, settle_time=0.0) as (_, reports):
         move_in(inbox, "missed.url")
@@ -424,7 +425,7 @@ def test_open_files_count_opens_and_a_close_after_writing_clears_them():
 
 def test_the_event_queue_never_touches_the_filesystem(monkeypatch):
     """What runs on the observer thread: no stat, no listing, no open."""
-    def refuse(*args: Any, **kwargs: Any) -> None:
+    def refuse(*args: Any, **_kwargs: Any) -> None:
         raise AssertionError(f"filesystem access on the observer thread: {args}")
 
     q = EventQueue(lambda: None)
