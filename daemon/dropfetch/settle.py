@@ -198,4 +198,10 @@ class SettleTracker:
         if not force and job_id in self._known and self._known[job_id] == sig:
             return
         self._known[job_id] = sig
-        self._report(job_id)
+        try:
+            self._report(job_id)
+        except Exception:
+            # a bug on the other side must not end the intake thread: the next rescan
+            # reports the job again
+            logger.exception("%s: handing the job on failed", job_id)
+            self._known.pop(job_id, None)
