@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dropfetch.errors import NotRegularFileError
+from dropfetch.names import shown
 
 __all__ = [
     "NETWORK_FS_TYPES",
@@ -93,21 +94,14 @@ def is_abandoned_temp(name: str) -> bool:
     return False
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
-_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
-
-
 def display_name(name: str) -> str:
     """``name`` as it may leave the process (sidecars, status, HTTP, logs, messages):
     valid UTF-8 whatever its bytes. Bytes that are not UTF-8 (held as surrogate
-    escapes, as ``os.fsdecode`` and tarfile give them) and control characters are
-    written ``\\xNN``, as Python's backslashreplace does; all else is unchanged."""
-    if name.isprintable():
-        return name
-    # a lone surrogate that stands for no byte (not an os.fsdecode escape): \uNNNN
-    name = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    escapes, as ``os.fsdecode`` and tarfile give them) and C0 controls are written
+    ``\\xNN``, as Python's backslashreplace does, the other characters of the
+    control-character rule and lone surrogates ``\\uNNNN``; all else is unchanged
+    (:func:`dropfetch.names.shown`)."""
+    return shown(name)
 
 
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
