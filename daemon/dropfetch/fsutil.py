@@ -8,13 +8,14 @@ import errno
 import itertools
 import os
 import re
+import shutil
 import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropfetch.errors import NotRegularFileError
+from dropfetch.errors import DiskFullError, NotRegularFileError, from_os_error
 from dropfetch.names import shown
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "publish_dir",
     "read_regular",
     "remove_tree",
+    "require_free_space",
     "start_writeback",
     "temp_name",
 ]
@@ -466,6 +468,38 @@ def _retry_writable(parent: int, op: Callable[[], None]) -> None:
             op()
         except FileNotFoundError:
             return
+
+
+# --- free space ---------------------------------------------------------------------
+
+def require_free_space(path: Path, *, keep_free: int, needed: int = 0,
+                       shown: str | None = None) -> None:
+    """Raise :class:`DiskFullError` unless the filesystem holding ``path`` has room for
+    ``needed`` more bytes with ``keep_free`` bytes (``min_free_space``) still free after
+    them; nothing is checked when ``keep_free`` is 0 or less.
+
+    ``shown`` names the download the room is for (the message gives bytes: free, still
+    needed, to keep free); without it this is the check before a download starts, on the
+    outbox (the message gives MiB, and says the job waits for space). A failure to ask
+    the filesystem is an :class:`IOFailureError` (or DiskFullError) from
+    :func:`dropfetch.errors.from_os_error`.
+    """
+    if keep_free <= 0:
+        return
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        raise from_os_error(exc, "checking free disk space") from None
+    if free - needed >= keep_free:
+        return
+    if shown is None:
+        raise DiskFullError(
+            f"only {free // 2**20} MiB free on the outbox's filesystem, below "
+            f"min_free_space ({keep_free // 2**20} MiB); waiting for space")
+    raise DiskFullError(
+        f"not enough free disk space for {shown}: {free} bytes free, "
+        f"{needed} more needed, and {keep_free} must stay free "
+        "(min_free_space); free some space")
 
 
 # --- filesystem type ----------------------------------------------------------------
