@@ -1,4 +1,5 @@
-"""Filesystem helpers: atomic writes, directory fsync, exchange rename, fs type."""
+"""Filesystem helpers: atomic writes, directory fsync, exchange rename, free space, fs
+type."""
 
 from __future__ import annotations
 
