@@ -53,6 +53,7 @@ from archives import compress
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import DropfetchError
 from dropfetch.extract import ArchiveFormat, extract, sniff
+from dropfetch.names import has_control
 
 DEFAULT_SEED = 20261201
 CANARY = Path("/tmp/dropfetch-fuzz-canary")  # constant: absolute names in archives use it
@@ -1199,7 +1200,7 @@ def ref_special(ref_nodes: dict[str, Node], refout: Path) -> dict[str, set[str]]
         full = refout / p
         if n[0] == "special":
             found.setdefault("special", set()).add(p)
-        if any(ord(c) < 32 or ord(c) == 127 for c in p):
+        if has_control(p):  # the one rule: C0, DEL, C1, line and bidi controls
             found.setdefault("control", set()).add(p)
         if n[0] == "link":
             target = n[1]
@@ -1210,7 +1211,7 @@ def ref_special(ref_nodes: dict[str, Node], refout: Path) -> dict[str, set[str]]
                     found.setdefault("loop", set()).add(p)
             if target.startswith("/") or not _inside(refout, full):
                 found.setdefault("outside", set()).add(p)
-            if any(ord(c) < 32 for c in target) or len(os.fsencode(target)) > 4096:
+            if has_control(target) or len(os.fsencode(target)) > 4096:
                 found.setdefault("control", set()).add(p)
         # PATH_MAX under the output (dropfetch's staging path is a few bytes longer)
         if len(os.fsencode(full)) + 8 >= 4096:

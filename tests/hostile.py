@@ -332,6 +332,13 @@ CASES: list[Case] = [
          lambda t: tar_bytes([T("x", pax={"path": "ok\x00../../evil"})],
                              fmt=tarfile.PAX_FORMAT), "unsafe_archive"),
     Case("tar_newline_in_name", lambda t: tar_bytes([T("a\nb")]), "unsafe_archive"),
+    # the one control-character rule (names.CONTROL): C1 and bidi controls as C0
+    Case("tar_rlo_in_name", lambda t: tar_bytes([T("invoice\u202efdp.exe")]), "unsafe_archive"),
+    Case("tar_c1_in_name", lambda t: tar_bytes([T("a\x9bb")]), "unsafe_archive"),
+    Case("tar_isolate_in_link_target",
+         lambda t: tar_bytes([T("f"), T("l", "sym", target="f\u2066")]), "unsafe_archive"),
+    Case("zip_rlo_in_name", lambda t: zip_raw([Z("invoice\u202efdp.exe".encode(),
+                                                 flags=0x800)]), "unsafe_archive"),
     Case("tar_name_too_long", lambda t: tar_bytes([T("a/" * 2100 + "x")]), "unsafe_archive"),
     Case("tar_component_too_long", lambda t: tar_bytes([T("x" * 300)]), "unsafe_archive"),
     # member types

@@ -172,6 +172,8 @@ def test_hostile_job_files_and_names(make_daemon, fault_server):
         "unknownopt": f"url: {fault_server.url('/x.zip')}\nmirror: x\n".encode(),
         "pathname": f"url: {fault_server.url('/x.zip')}\nfilename: ../../x\n".encode(),
         "ctl\x01name": fault_server.url("/x.zip").encode(),
+        "rtl\u202egnp.exe": fault_server.url("/x.zip").encode(),  # the same rule as C0
+        "c1\x85name": fault_server.url("/x.zip").encode(),
         "n" * 201: fault_server.url("/x.zip").encode(),
         "é" * 101: fault_server.url("/x.zip").encode(),
         "名" * 70: fault_server.url("/x.zip").encode(),

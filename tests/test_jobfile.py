@@ -103,6 +103,22 @@ def test_bad_names(name):
         job_name(name)
 
 
+@pytest.mark.parametrize("name", ["bad\x01name.url", "del\x7f.url", "c1\x85name.url",
+                                  "rtl\u202egnp.exe.url", "isolate\u2066x.url",
+                                  "line\u2028sep.url", "mark\u200ex.url", "alm\u061cx.url"])
+def test_control_characters_in_names_are_one_rule(name):
+    """C1 and bidirectional controls are refused exactly like a C0 control."""
+    with pytest.raises(BadJobError) as info:
+        job_name(name)
+    assert info.value.message == "the job file's name contains control characters; rename it"
+
+
+@pytest.mark.parametrize("name", ["日本語.url", "café crème.url", "🙂.url", "zero\u200bwidth.url",
+                                  "e\u0301.url"])
+def test_printable_names_pass(name):
+    assert job_name(name) == name[:-4]
+
+
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.one_of(
     st.binary(max_size=300),

@@ -196,14 +196,10 @@ class _Reader:
         value = self.raw(key)
         if value is None and nullable:
             return None
-        kind = "an integer" if integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"expected {kind}, got {value!r}")
-        if integer and not isinstance(value, int):
-            raise self.fail(key, f"expected {kind}, got {value!r}")
-        if value < minimum or (strict_min and value == minimum):
-            bound = "greater than" if strict_min else "at least"
-            raise self.fail(key, f"must be {bound} {minimum:g}, got {value!r}")
+        problem = _number_problem(value, minimum=minimum, strict_min=strict_min,
+                                  integer=integer)
+        if problem is not None:
+            raise self.fail(key, problem)
         return int(value) if integer else float(value)
 
     def size(self, key: str, default: int | None, *, nullable: bool = False) -> int | None:
@@ -270,6 +266,19 @@ class _Reader:
         if not isinstance(value, Mapping):
             raise self.fail(key, f"expected a mapping, got {value!r}")
         return _Reader(value, where=self.where, prefix=f"{self.prefix}{key}.", base=self.base)
+
+
+def _number_problem(value: object, *, minimum: float, strict_min: bool,
+                    integer: bool) -> str | None:
+    """What is wrong with ``value`` as a number of a key (None: nothing)."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            integer and not isinstance(value, int)):
+        return f"expected {kind}, got {value!r}"
+    if value < minimum or (strict_min and value == minimum):
+        bound = "greater than" if strict_min else "at least"
+        return f"must be {bound} {minimum:g}, got {value!r}"
+    return None
 
 
 def _resolve(path: Path | None, base: Path) -> Path | None:

@@ -1,4 +1,5 @@
-"""Filesystem helpers: atomic writes, directory fsync, exchange rename, fs type."""
+"""Filesystem helpers: atomic writes, directory fsync, exchange rename, free space, fs
+type."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import errno
 import itertools
 import os
 import re
+import shutil
 import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropfetch.errors import NotRegularFileError
+from dropfetch.errors import DiskFullError, NotRegularFileError, from_os_error
+from dropfetch.names import shown
 
 __all__ = [
     "NETWORK_FS_TYPES",
@@ -28,6 +31,7 @@ __all__ = [
     "publish_dir",
     "read_regular",
     "remove_tree",
+    "require_free_space",
     "start_writeback",
     "temp_name",
 ]
@@ -93,21 +97,14 @@ def is_abandoned_temp(name: str) -> bool:
     return False
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
-_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
-
-
 def display_name(name: str) -> str:
     """``name`` as it may leave the process (sidecars, status, HTTP, logs, messages):
     valid UTF-8 whatever its bytes. Bytes that are not UTF-8 (held as surrogate
-    escapes, as ``os.fsdecode`` and tarfile give them) and control characters are
-    written ``\\xNN``, as Python's backslashreplace does; all else is unchanged."""
-    if name.isprintable():
-        return name
-    # a lone surrogate that stands for no byte (not an os.fsdecode escape): \uNNNN
-    name = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    escapes, as ``os.fsdecode`` and tarfile give them) and C0 controls are written
+    ``\\xNN``, as Python's backslashreplace does, the other characters of the
+    control-character rule and lone surrogates ``\\uNNNN``; all else is unchanged
+    (:func:`dropfetch.names.shown`)."""
+    return shown(name)
 
 
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
@@ -472,6 +469,38 @@ def _retry_writable(parent: int, op: Callable[[], None]) -> None:
             op()
         except FileNotFoundError:
             return
+
+
+# --- free space ---------------------------------------------------------------------
+
+def require_free_space(path: Path, *, keep_free: int, needed: int = 0,
+                       shown: str | None = None) -> None:
+    """Raise :class:`DiskFullError` unless the filesystem holding ``path`` has room for
+    ``needed`` more bytes with ``keep_free`` bytes (``min_free_space``) still free after
+    them; nothing is checked when ``keep_free`` is 0 or less.
+
+    ``shown`` names the download the room is for (the message gives bytes: free, still
+    needed, to keep free); without it this is the check before a download starts, on the
+    outbox (the message gives MiB, and says the job waits for space). A failure to ask
+    the filesystem is an :class:`IOFailureError` (or DiskFullError) from
+    :func:`dropfetch.errors.from_os_error`.
+    """
+    if keep_free <= 0:
+        return
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        raise from_os_error(exc, "checking free disk space") from None
+    if free - needed >= keep_free:
+        return
+    if shown is None:
+        raise DiskFullError(
+            f"only {free // 2**20} MiB free on the outbox's filesystem, below "
+            f"min_free_space ({keep_free // 2**20} MiB); waiting for space")
+    raise DiskFullError(
+        f"not enough free disk space for {shown}: {free} bytes free, "
+        f"{needed} more needed, and {keep_free} must stay free "
+        "(min_free_space); free some space")
 
 
 # --- filesystem type ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from dropfetch.errors import BadJobError, fragment
+from dropfetch.names import has_control
 
 __all__ = ["MAX_JOB_BYTES", "JobSpec", "is_job_file", "job_name", "job_sha256", "parse_job"]
 
@@ -18,7 +19,6 @@ MAX_NAME_BYTES = 200
 JOB_SUFFIX = ".url"
 SIDECAR_SUFFIX = ".status.json"
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _YAML_START = re.compile(r"^(---|\{|[A-Za-z_][A-Za-z0-9_]*\s*:(\s|$))")
 _OPTIONS = {"url", "sha256", "extract", "keep_archive", "filename"}
@@ -47,7 +47,7 @@ def is_job_file(name: str) -> bool:
 def job_name(filename: str) -> str:
     """``NAME.url`` -> ``NAME``; raises :class:`BadJobError` for an unusable name."""
     name = filename[: -len(JOB_SUFFIX)]
-    if _CONTROL.search(name):
+    if has_control(name):
         raise BadJobError("the job file's name contains control characters; rename it")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise BadJobError(f"the job name is longer than {MAX_NAME_BYTES} bytes; use a shorter name")
@@ -62,18 +62,7 @@ def job_sha256(data: bytes) -> str:
 
 def parse_job(data: bytes) -> JobSpec:
     """Parse a job file's bytes in any of the three forms. Raises BadJobError/BadUrlError."""
-    if len(data) > MAX_JOB_BYTES:
-        raise BadJobError(f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; "
-                          "it should hold one URL")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise BadJobError("the job file is UTF-16 text; save it as UTF-8 (or plain ASCII)")
-    if b"\x00" in data:
-        raise BadJobError("the job file contains NUL bytes; it should be a text file with a URL")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadJobError(f"the job file is not UTF-8 text (bad byte at offset {exc.start}); "
-                          "save it as UTF-8") from None
+    text = _text(data)
     lines = [line.strip() for line in text.splitlines()]
     significant = [line for line in lines if line and not line.startswith(("#", ";"))]
     if not significant:
@@ -84,6 +73,22 @@ def parse_job(data: bytes) -> JobSpec:
     if _YAML_START.match(first):
         return _parse_yaml(text)
     return JobSpec(url=_checked_url(first))
+
+
+def _text(data: bytes) -> str:
+    """A job file's bytes as text: UTF-8 (a BOM is fine), at most MAX_JOB_BYTES."""
+    if len(data) > MAX_JOB_BYTES:
+        raise BadJobError(f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; "
+                          "it should hold one URL")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BadJobError("the job file is UTF-16 text; save it as UTF-8 (or plain ASCII)")
+    if b"\x00" in data:
+        raise BadJobError("the job file contains NUL bytes; it should be a text file with a URL")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadJobError(f"the job file is not UTF-8 text (bad byte at offset {exc.start}); "
+                          "save it as UTF-8") from None
 
 
 def _shortcut_url(lines: list[str]) -> str:
@@ -180,7 +185,7 @@ def _checked_filename(value: object) -> str:
     if "/" in value or "\\" in value:
         raise BadJobError("option filename must be a bare name without a path, "
                           f"got {fragment(value)}")
-    if _CONTROL.search(value) or len(value.encode()) > 255:
+    if has_control(value) or len(value.encode()) > 255:
         raise BadJobError("option filename has control characters or is longer than 255 bytes")
     return value
 
@@ -189,7 +194,7 @@ def _checked_url(url: str) -> str:
     from dropfetch.urlpolicy import check_url
 
     url = url.strip()
-    if any(c.isspace() for c in url) or _CONTROL.search(url):
+    if any(c.isspace() for c in url) or has_control(url):
         raise BadJobError("the URL contains spaces or control characters; "
                           "percent-encode them (a space is %20)")
     return check_url(url)

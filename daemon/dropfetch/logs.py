@@ -2,8 +2,9 @@
 
 Job names, URLs, member names, server text and exception messages all reach log lines.
 The formatters here escape the whole message once, so no call site has to: a CR, LF,
-any other C0 or C1 control, DEL, U+2028/U+2029, the bidirectional overrides and lone
-surrogates are written as ``\\n``, ``\\r``, ``\\t``, ``\\xNN`` (a C0 control or DEL)
+any other character of the control-character rule (:data:`dropfetch.names.CONTROL`: C0
+and C1 controls, DEL, U+2028/U+2029, the bidirectional controls) and lone surrogates
+are written as ``\\n``, ``\\r``, ``\\t``, ``\\xNN`` (a C0 control or DEL)
 or ``\\uNNNN`` (any other character); a byte that was not valid UTF-8 in a file name (a
 surrogate escape) is shown as ``\\xNN`` (``\\xff``), and a backslash as ``\\\\``: the
 escaped text reads back without ambiguity, ``\\xNN`` always being the byte NN.
@@ -17,35 +18,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from typing import Any
+
+from dropfetch import names
 
 __all__ = ["CONTINUATION", "TEXT_FORMAT", "JsonFormatter", "TextFormatter", "escape"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTINUATION = "  | "
 
-_UNSAFE = re.compile(
-    "[\\\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _replace(m: re.Match[str]) -> str:
-    ch = m.group()
-    named = _NAMED.get(ch)
-    if named is not None:
-        return named
-    code = ord(ch)
-    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogate escape of one undecodable byte
-        return f"\\x{code - 0xDC00:02x}"
-    # \xNN is always the byte NN (a C0 control is one byte in UTF-8 too), \uNNNN a character
-    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
-
 
 def escape(text: str) -> str:
-    """``text`` on one line of printable text (see the module docstring)."""
-    return _UNSAFE.sub(_replace, text) if _UNSAFE.search(text) else text
+    """``text`` on one line of printable text (see the module docstring): the shared
+    escaping of :func:`dropfetch.names.shown`, in its reversible form."""
+    return names.shown(text, reversible=True)
 
 
 def _message(record: logging.LogRecord) -> str:

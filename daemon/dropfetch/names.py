@@ -3,9 +3,19 @@
 One rule for control characters (:data:`CONTROL`): C0 and C1 controls, DEL, and the
 format characters that reorder or break a line of text (the bidirectional controls,
 U+2028/U+2029). A name holding one is never used as a file name dropfetch picks
-(a server's name, a job name); how a name is *shown* (sidecars, logs) is
-:func:`dropfetch.fsutil.display_name` and :func:`dropfetch.logs.escape`, which escape
-the same characters.
+(a server's name, a job name), and a job name or an archive member holding one is
+refused.
+
+How any text is *shown* (sidecars, status, HTTP, logs) is one mechanism,
+:func:`shown`: each character of the rule, each lone surrogate and each byte that was
+not UTF-8 (a surrogate escape of ``os.fsdecode``) is written as an escape; all else is
+unchanged. A C0 control or DEL is ``\\xNN`` (one byte in UTF-8 too), an undecodable
+byte ``\\xNN`` (the byte NN), any other character ``\\uNNNN``. Two forms:
+
+- names (:func:`dropfetch.fsutil.display_name`, ``reversible=False``): a backslash
+  in a name stays as it is (``caf\\z.txt``): readable, not always reversible;
+- logs (:func:`dropfetch.logs.escape`, ``reversible=True``): also ``\\\\`` for a
+  backslash and ``\\n``, ``\\r``, ``\\t``: the text reads back exactly.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["CONTROL", "MAX_NAME_BYTES", "has_control", "parse_staging_name", "safe_name",
-           "staging_name"]
+           "shown", "staging_name"]
 
 CONTROL = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
 _CONTROL_RE = re.compile(f"[{CONTROL}]")
@@ -24,6 +34,32 @@ MAX_NAME_BYTES = 255  # one file name (NAME_MAX)
 def has_control(text: str) -> bool:
     """Whether ``text`` holds a character of the control-character rule."""
     return _CONTROL_RE.search(text) is not None
+
+
+_SHOWN_RE = re.compile(f"[{CONTROL}\ud800-\udfff]")
+_REVERSIBLE_RE = re.compile(f"[\\\\{CONTROL}\ud800-\udfff]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogate escape of one undecodable byte
+        return f"\\x{code - 0xDC00:02x}"
+    # \xNN is always the byte NN (a C0 control is one byte in UTF-8 too), \uNNNN a character
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def _named(m: re.Match[str]) -> str:
+    ch = m.group()
+    return _NAMED.get(ch) or _escaped(ch)
+
+
+def shown(text: str, *, reversible: bool = False) -> str:
+    """``text`` as valid UTF-8 on one line, its control characters, lone surrogates and
+    undecodable bytes escaped (see the module docstring for the two forms)."""
+    if reversible:
+        return _REVERSIBLE_RE.sub(_named, text)
+    return _SHOWN_RE.sub(lambda m: _escaped(m.group()), text)
 
 
 def safe_name(name: str | None) -> str | None:
