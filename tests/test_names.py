@@ -49,8 +49,10 @@ TABLE = [
     ("naïve café", False, "naïve café", "naïve café", "naïve café"),
     ("e\u0301", False, "e\u0301", "e\u0301", "e\u0301"),  # a combining accent
     ("עברית", False, "עברית", "עברית", "עברית"),  # right-to-left letters, no control
-    ("zero\u200bwidth", False, "zero\u200bwidth", "zero\u200bwidth", "zero\u200bwidth"),
-    ("nb\u00a0sp", False, "nb\u00a0sp", "nb\u00a0sp", "nb\u00a0sp"),
+    # not controls, shown as they are; but a name dropfetch picks is printable text and
+    # spaces only (a zero-width or no-break space hides what the name is)
+    ("zero\u200bwidth", False, None, "zero\u200bwidth", "zero\u200bwidth"),
+    ("nb\u00a0sp", False, None, "nb\u00a0sp", "nb\u00a0sp"),
     # a backslash: no name, shown as it is, doubled in logs (reversible)
     ("caf\\z.txt", False, None, "caf\\z.txt", "caf\\\\z.txt"),
 ]
