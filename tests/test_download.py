@@ -617,7 +617,7 @@ def test_free_space_rechecked_while_writing(
         # plenty before the transfer, nothing left at the first re-check (32 MiB in)
         return u._replace(free=1 << 50 if len(calls) == 1 else 0)
 
-    monkeypatch.setattr("dropfetch.download.shutil.disk_usage", usage)
+    monkeypatch.setattr("dropfetch.fsutil.shutil.disk_usage", usage)
     with make(min_free_space=1) as d, pytest.raises(DiskFullError) as info:
         d.fetch(srv.url("/big"), partial)
     assert info.value.retryable

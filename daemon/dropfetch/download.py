@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import threading
 import time
 import traceback
@@ -34,13 +33,13 @@ from dropfetch.config import DownloadConfig
 from dropfetch.errors import (
     BadUrlError,
     CancelledError,
-    DiskFullError,
     DropfetchError,
     HttpStatusError,
     NetworkError,
     TooLargeError,
     from_os_error,
 )
+from dropfetch.fsutil import require_free_space
 from dropfetch.neterrors import REQUEST_FAILURES, request_error
 from dropfetch.netguard import guarded_session
 from dropfetch.resume import (
@@ -252,7 +251,8 @@ class Downloader:
                 f"{shown} is {total} bytes, more than download.max_size "
                 f"({self.config.max_size} bytes)")
         remaining = (total - partial.size) if total is not None else None
-        self._check_space(partial.path, remaining or 0, shown)
+        require_free_space(partial.path.parent, keep_free=self.min_free_space,
+                           needed=remaining or 0, shown=shown)
         if partial.size == 0:
             write_meta(partial.meta_path, Meta(
                 url=call.url, etag=resp.headers.get("ETag"),
@@ -266,21 +266,9 @@ class Downloader:
 
         body = Body(shown, decision.length, call.cancel, call.watch_cancel,
                     on_chunk=None if on_progress is None else on_chunk,
-                    check_space=lambda: self._check_space(partial.path, 0, shown))
+                    check_space=lambda: require_free_space(
+                        partial.path.parent, keep_free=self.min_free_space, shown=shown))
         partial.size = write_body(resp, partial, body, self.config)
-
-    def _check_space(self, path: Path, needed: int, shown: str) -> None:
-        if self.min_free_space <= 0:
-            return
-        try:
-            free = shutil.disk_usage(path.parent).free
-        except OSError as exc:
-            raise from_os_error(exc, "checking free disk space") from None
-        if free - needed < self.min_free_space:
-            raise DiskFullError(
-                f"not enough free disk space for {shown}: {free} bytes free, "
-                f"{needed} more needed, and {self.min_free_space} must stay free "
-                "(min_free_space); free some space")
 
 
 def _next_hop(resp: requests.Response, current: str) -> str:
