@@ -26,8 +26,8 @@ def next_try(err: DropfetchError, *, attempt: int, counted: bool, config: Downlo
     failed while downloading). Waiting for disk space is never a failed attempt: a
     ``disk_full`` try is not counted, and is always tried again. The delay grows
     exponentially from ``backoff_initial`` up to ``backoff_max``, times a jitter of
-    0.5 to 1 from ``draw`` (in [0, 1], e.g. ``random.random()``: hosts and jobs do not retry in step); a server's
-    Retry-After raises it, up to ``backoff_max``.
+    0.5 to 1 from ``draw`` (in [0, 1], e.g. ``random.random()``: hosts and jobs do not
+    retry in step); a server's Retry-After raises it, up to ``backoff_max``.
     """
     disk_full = isinstance(err, DiskFullError)
     if disk_full and counted:
