@@ -355,3 +355,25 @@ def test_a_pool_is_healthy_with_every_worker_alive(tmp_path):
         assert pool.healthy()
     finally:
         assert pool.stop(Deadline(30))
+
+
+def test_a_worker_that_dies_is_replaced_and_the_pool_is_healthy_again(tmp_path, monkeypatch,
+                                                                       caplog):
+    from dropfetch import testhooks
+
+    monkeypatch.setattr(testhooks, "_worker_bug", threading.Lock())  # fires once here too
+    monkeypatch.setenv(testhooks.TEST_BUG_ENV, "worker")
+    config = _config(tmp_path, workers=2)
+    pool = WorkerPool(config, LeaseManager(config.work / "leases", host_id="h", ttl=30))
+    with caplog.at_level("ERROR", logger="dropfetch.pool"):
+        pool.start()
+        try:
+            wait_for(lambda: "a new worker takes its place" in caplog.text,
+                     message="the dead worker to be logged")
+            wait_for(pool.healthy, message="the pool to be healthy again")
+            alive = [t for t in threading.enumerate() if t.name.startswith("dropfetch-worker")]
+            assert len(alive) == 2, alive
+        finally:
+            assert pool.stop(Deadline(30))
+    record = next(r for r in caplog.records if "takes its place" in r.getMessage())
+    assert record.exc_info is not None  # with the traceback
