@@ -4,6 +4,7 @@ staging revocation, who owns an outbox path, a reload during a run)."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import threading
@@ -121,6 +122,28 @@ def test_the_intents_write_what_they_mean(tmp_path):
     assert sc is not None and sc.status is S.OK and sc.files == ["a", "b"]
     assert sc.progress == 100 and sc.error is None and sc.finished is not None
     assert len(fenced) == len(seen) == 7  # every write fenced and reported
+
+
+def test_no_module_but_status_assigns_a_sidecar_field():
+    """The one door: sidecar fields change through the board's intents only."""
+    import dropfetch
+
+    fields = {f.name for f in dataclasses.fields(Sidecar)}
+    found = []
+    for path in sorted(Path(dropfetch.__file__).parent.glob("*.py")):
+        if path.name == "status.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                       else [])
+            found += [f"{path.name}:{node.lineno}" for t in targets
+                      if isinstance(t, ast.Attribute) and t.attr in fields
+                      and ("sidecar" in (v := ast.unparse(t.value).lower()) or v == "sc")]
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "setattr" \
+                    and "sidecar" in ast.unparse(node.args[0]).lower():
+                found.append(f"{path.name}:{node.lineno}")
+    assert found == []
 
 
 # -- the job queue ------------------------------------------------------------------------
