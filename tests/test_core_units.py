@@ -129,20 +129,21 @@ def test_no_module_but_status_assigns_a_sidecar_field():
     import dropfetch
 
     fields = {f.name for f in dataclasses.fields(Sidecar)}
-    found = []
+    found: list[str] = []
     for path in sorted(Path(dropfetch.__file__).parent.glob("*.py")):
         if path.name == "status.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = (node.targets if isinstance(node, ast.Assign)
-                       else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
-                       else [])
-            found += [f"{path.name}:{node.lineno}" for t in targets
+            targets: list[ast.expr] = (
+                node.targets if isinstance(node, ast.Assign)
+                else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            line = getattr(node, "lineno", 0)
+            found += [f"{path.name}:{line}" for t in targets
                       if isinstance(t, ast.Attribute) and t.attr in fields
                       and ("sidecar" in (v := ast.unparse(t.value).lower()) or v == "sc")]
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "setattr" \
                     and "sidecar" in ast.unparse(node.args[0]).lower():
-                found.append(f"{path.name}:{node.lineno}")
+                found.append(f"{path.name}:{line}")
     assert found == []
 
 
