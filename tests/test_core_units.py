@@ -7,6 +7,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 
 from archives import tar_bytes
 from dropfetch.config import Config, DownloadConfig, config_from_mapping
+from dropfetch.context import JobContext
 from dropfetch.errors import (
     BadUrlError,
     ChecksumMismatchError,
@@ -27,14 +31,14 @@ from dropfetch.errors import (
     NameConflictError,
     NetworkError,
 )
-from dropfetch.events import Event, JobFinished, Progress
+from dropfetch.events import Event, EventBus, JobFinished, Progress
 from dropfetch.jobpaths import STARTS_PER_ATTEMPT, count_start, job_paths
 from dropfetch.jobqueue import JobQueue
 from dropfetch.leases import LeaseManager, lease_key
 from dropfetch.lifecycle import Deadline
 from dropfetch.names import staging_name
 from dropfetch.pool import WorkerPool
-from dropfetch.removal import check_owner, output_owner, revoke_staging
+from dropfetch.removal import check_owner, clean_own_debris, output_owner, removed, revoke_staging
 from dropfetch.retry import RetryAt, next_try
 from dropfetch.status import (
     TRANSITIONS,
@@ -327,6 +331,67 @@ def test_output_owner_of_a_category_with_recursive(tmp_path):
     assert output_owner(config, "sub/x") == "sub/x"
     with pytest.raises(NameConflictError, match="the jobs in inbox/sub/"):
         check_owner(config, "sub", None)
+
+
+def _made_job(config: Config, name: str, *, kept: bool) -> None:
+    """A finished job as a run leaves it: job file, sidecar, output (and kept archive)."""
+    (config.inbox / f"{name}.url").write_text("http://x/a.tar\n")
+    archive = {"format": "tar", "size": 4, "sha256": "ab", **({"kept": f"{name}.tar"}
+                                                              if kept else {})}
+    sc = Sidecar(id=name, job=f"{name}.url", job_sha256="0" * 64, status=S.OK,
+                 output=name, files=["f"], archive=archive)
+    (config.inbox / f"{name}.status.json").write_bytes(sc.to_json())
+    (config.outbox / name).mkdir()
+    (config.outbox / name / "f").write_text("f")
+    (config.outbox / f"{name}.tar").write_bytes(b"tar!")
+    paths = job_paths(config, name)
+    paths.partial.write_bytes(b"part")
+
+
+@pytest.mark.parametrize("mode", ["purge", "keep"])
+def test_a_removed_job_is_purged_or_kept(tmp_path, mode):
+    config = _config(tmp_path, on_job_removed=mode)
+    ctx = JobContext(config, LeaseManager(config.work / "leases", host_id="h", ttl=30),
+                     JobQueue(), EventBus(), threading.Lock())
+    finished: list[Event] = []
+    ctx.events.subscribe(finished.append)
+    _made_job(config, "a", kept=True)
+    _made_job(config, "b", kept=False)  # b.tar is debris, not b's: never removed
+    for name in ("a", "b"):
+        (config.inbox / f"{name}.url").unlink()
+        removed(ctx, job_paths(config, name))
+        assert not job_paths(config, name).partial.exists()  # unfinished work: always gone
+    left = sorted(p.name for p in config.outbox.iterdir() if p != config.work)
+    if mode == "purge":
+        assert left == ["b.tar"]
+        assert sorted(p.name for p in config.inbox.iterdir()) == []
+        assert [e for e in finished if isinstance(e, JobFinished)] == [
+            JobFinished("a", None, None), JobFinished("b", None, None)]
+    else:
+        assert left == ["a", "a.tar", "b", "b.tar"]
+        assert sorted(p.name for p in config.inbox.iterdir()) == ["a.status.json",
+                                                                   "b.status.json"]
+    assert list((config.work / "leases").iterdir()) == []  # the lease was released
+
+
+def test_debris_at_start_is_only_this_hosts_of_gone_processes(tmp_path):
+    config = _config(tmp_path)
+    staging = config.work / "staging"
+    host = lease_key(config.lease.host_id)
+    dead = _dead_pid()
+    gone = staging / staging_name("a", host, dead, 1)
+    live = staging / staging_name("b", host, os.getpid(), 2)  # this very process
+    other = staging / staging_name("c", lease_key("another-host"), dead, 3)
+    for d in (gone, live, other):
+        (d / "out").mkdir(parents=True)
+    clean_own_debris(config)
+    assert sorted(p.name for p in staging.iterdir()) == sorted([live.name, other.name])
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def test_a_running_job_keeps_the_config_it_started_with(tmp_path, fault_server):
