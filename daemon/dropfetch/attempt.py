@@ -42,7 +42,7 @@ class Attempt:
 
     It owns the try's staging token (``work_dir/staging/KEY@HOST@PID@NS``, see
     :meth:`publish`) and its stream (extraction while downloading). Both are cleaned
-    up before an error leaves :meth:`run`, so a final status is only written once
+    up before an error leaves :meth:`run_steps`, so a final status is only written once
     nothing of the try is left. Everything it reads of the configuration is the run's
     snapshot (``run.ctx.config``).
     """
