@@ -1091,7 +1091,7 @@ def run_case(seed: int, work: Path) -> Result:
     dest.mkdir(parents=True)
     before = snapshot(work, dest)
     canary_before = scan(CANARY)[0]
-    fmt = sniff(archive, name=archive.name)  # as worker.py: the delivered name
+    fmt = sniff(archive, name=archive.name)  # as attempt.py: the delivered name
     files: list[str] | None = None
     crash = ""
     if fmt is ArchiveFormat.FILE:

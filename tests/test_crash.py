@@ -3,7 +3,7 @@
 Every job must end exactly once with the right content, and nothing may be left
 behind: no staging, no partial files, no temporary files, no leases. The phases are
 hit deterministically: a throttled server for "mid-download", an archive of many small
-files for "mid-extract", the ``DROPFETCH_TEST_PAUSE`` hook of worker.py for "between
+files for "mid-extract", the ``DROPFETCH_TEST_PAUSE`` hook (testhooks.py) for "between
 extract and publish" and "mid-purge", and the sd_notify STATUS line for "queued".
 """
 

@@ -25,9 +25,11 @@ from dropfetch import fsutil
 from dropfetch.config import load_config
 from dropfetch.fsutil import publish_dir
 from dropfetch.jobfile import job_sha256
+from dropfetch.jobqueue import JobQueue
+from dropfetch.jobrun import JobRun
 from dropfetch.leases import Lease, LeaseManager
+from dropfetch.pool import WorkerPool
 from dropfetch.status import Sidecar, Status
-from dropfetch.worker import JobQueue, WorkerPool, _Run
 from harness import Daemon, wait_for
 from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
 
@@ -117,7 +119,7 @@ def test_finished_jobs_are_recognised_without_taking_a_lease(tmp_path):
         (config.inbox / f"j{i}.status.json").write_bytes(sidecar.to_json())
     (config.inbox / "j7.url").write_bytes(b"http://127.0.0.1:1/new-version\n")
     for i in range(200):
-        pool._process(_Run(f"j{i}"), None)  # type: ignore[arg-type]
+        JobRun(pool.context(), f"j{i}").run(None)  # type: ignore[arg-type]
     assert asked == ["j7"]  # only the job whose file changed since it finished
     assert len(pool.queue) == 1
 

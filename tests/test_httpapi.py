@@ -901,14 +901,14 @@ def test_every_answer_that_shows_a_job_is_a_valid_sidecar(front):
     assert status == 200 and check_sidecar(fifo)["status"] == "queued"
 
     failed = _board(inbox, "gone", "https://example.org/gone.zip")
-    failed.set(Status.DOWNLOADING, attempt=1, progress=0)
+    failed.downloading()
     failed.fail(HttpStatusError(404, "Not Found"))
     done = _board(inbox, "done", "https://example.org/done.tar.gz")
-    done.set(Status.DOWNLOADING, attempt=1, progress=0)
+    done.downloading()
     done.progress(done=10, total=10, speed=5.0)
-    done.set(Status.UNPACKING)
-    done.set(Status.OK, output="done", files=["a/b.txt", "c"], progress=100,
-             archive={"format": "tar.gz", "size": 10, "sha256": "b" * 64})
+    done.unpacking(fmt="tar.gz", size=10, sha256="b" * 64)
+    done.succeeded(output="done", files=["a/b.txt", "c"],
+                   archive={"format": "tar.gz", "size": 10, "sha256": "b" * 64})
     for name, want in (("gone", "failed"), ("done", "ok")):
         status, got = _get(front, "GET", f"/archive/{name}")
         assert status == 200 and check_sidecar(got)["status"] == want

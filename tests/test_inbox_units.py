@@ -24,9 +24,10 @@ from dropfetch.fsutil import (
     temp_name,
 )
 from dropfetch.jobfile import MAX_JOB_BYTES, is_job_file, parse_job
+from dropfetch.jobpaths import job_paths
 from dropfetch.leases import lease_key
+from dropfetch.names import parse_staging_name, staging_name
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
-from dropfetch.worker import job_paths, parse_staging_name, staging_name
 from inboxkit import CTRL, SECRET, longest_shared, make_entries, within
 
 # -- bullet 1: one reader -------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_lease_key_is_injective_and_file_safe(names):
 @settings(max_examples=300, deadline=None)
 @given(_NAMES, st.text(min_size=1, max_size=40), st.integers(0, 2**22), st.integers(0, 2**63))
 def test_staging_name_round_trips(job_id, host, pid, stamp):
-    name = staging_name(lease_key(job_id), host, pid, stamp)
+    name = staging_name(lease_key(job_id), lease_key(host), pid, stamp)
     assert "/" not in name
     assert parse_staging_name(name) == (lease_key(job_id), lease_key(host), pid)
 
@@ -189,7 +190,7 @@ def test_staging_dirs_never_shared(tmp_path, a, b, host):
     config = load_config(cfg_file)
     pa, pb = job_paths(config, a), job_paths(config, b)
     pa.staging_dir.mkdir(parents=True)
-    mine = pa.staging_dir / staging_name(pa.key, host, 123, 456)
+    mine = pa.staging_dir / staging_name(pa.key, lease_key(host), 123, 456)
     mine.mkdir()
     assert pa.staging_dirs() == [mine]
     assert pb.staging_dirs() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archives import zip_bytes
+from archives import tar_bytes, zip_bytes
 from harness import wait_for
 
 
@@ -63,3 +63,24 @@ def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daem
     job.unlink()  # while the worker still holds the finished run
     wait_for(lambda: not d.sidecar_path("f").exists() and not (d.outbox / "f").exists(),
              message="the purge after the run ended")
+
+
+def test_a_worker_that_dies_is_logged_and_replaced(make_daemon, fault_server):
+    """A bug in a worker's own loop, outside every job: logged with its traceback, and
+    a new thread takes its place, so later jobs still run on every configured worker."""
+    names = ("a", "b")
+    for i, name in enumerate(names):  # 10 s each: both run at once, or the test fails
+        fault_server.add(f"/{name}.tar", tar_bytes({"f": bytes([i]) * 200_000}), rate=20_000)
+    d = make_daemon(start=False, workers=2)
+    d.start(env={"DROPFETCH_TEST_BUG": "worker"})
+    wait_for(lambda: "a new worker takes its place" in d.log(), message="the dead worker")
+    log = d.log()
+    assert "Traceback" in log and "DROPFETCH_TEST_BUG=worker" in log, log[-3000:]
+    for name in names:
+        d.drop(name, fault_server.url(f"/{name}.tar"))
+    wait_for(lambda: all((sc := d.sidecar(n)) and sc["status"] == "downloading"
+                         for n in names), 60, message="both jobs downloading at once")
+    for name in names:
+        assert d.wait_status(name, "ok")["status"] == "ok"
+    assert d.log().count("a new worker takes its place") == 1  # once per process
+    assert d.proc is not None and d.proc.poll() is None

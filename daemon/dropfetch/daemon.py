@@ -19,9 +19,9 @@ from dropfetch.hooks import HookRunner
 from dropfetch.leases import LeaseManager
 from dropfetch.lifecycle import Component, Deadline, start_all, stop_all
 from dropfetch.metrics import Metrics
+from dropfetch.pool import WorkerPool
 from dropfetch.status import Status
 from dropfetch.watcher import Watcher
-from dropfetch.worker import WorkerPool
 
 __all__ = ["Daemon", "StartupError", "notify"]
 

@@ -19,8 +19,8 @@ from dropfetch.errors import DropfetchError, NotRegularFileError
 from dropfetch.fsutil import atomic_write, display_name, read_regular
 from dropfetch.jobfile import SIDECAR_SUFFIX
 
-__all__ = ["FINAL", "SCHEMA_VERSION", "Sidecar", "Status", "StatusBoard", "read_sidecar",
-           "read_sidecars"]
+__all__ = ["FINAL", "SCHEMA_VERSION", "TRANSITIONS", "Sidecar", "Status", "StatusBoard",
+           "TransitionError", "read_sidecar", "read_sidecars"]
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,56 @@ class StatusBoard:
         self._last_write = 0.0
         self._lock = threading.Lock()
 
-    def set(self, status: Status, **fields: Any) -> None:
+    # -- the intents: one per step of a job, each a move the table must allow --------
+
+    def requeued(self) -> None:
+        """Back to the queue before a new try (a new version of a finished job, or a
+        try that died while unpacking)."""
+        self._move(S.QUEUED)
+
+    def job_url(self, url: str) -> None:
+        """The job's URL (redacted), written with the next status."""
+        with self._lock:
+            self.sidecar.url = url
+
+    def downloading(self) -> int:
+        """A new try starts downloading; returns its number (1 for the first)."""
+        attempt = self.sidecar.attempt + 1
+        self._move(S.DOWNLOADING, attempt=attempt, error=None, progress=0, bytes_done=0,
+                   bytes_total=None)
+        return attempt
+
+    def downloaded(self, *, size: int, sha256: str) -> None:
+        """The download is complete and verified; written with the next status."""
+        with self._lock:
+            self.sidecar.archive = {"format": None, "size": size, "sha256": sha256}
+
+    def unpacking(self, *, fmt: str, size: int, sha256: str) -> None:
+        self._move(S.UNPACKING, progress=0, bytes_done=0, bytes_total=size, speed=None,
+                   eta=None, archive={"format": fmt, "size": size, "sha256": sha256})
+
+    def succeeded(self, *, output: str, files: list[str], archive: dict[str, Any]) -> None:
+        self._move(S.OK, output=output, files=files, archive=archive, progress=100,
+                   error=None)
+
+    def retry_at(self, delay: float, error: DropfetchError, *, attempt: int) -> None:
+        """The try failed; the next one is due in ``delay`` seconds. ``attempt`` is the
+        count of failed tries (see :func:`dropfetch.retry.next_try`)."""
+        self._move(S.WAITING, attempt=attempt, next_attempt_at=now_iso(time.time() + delay),
+                   error={"code": error.code, "message": error.message})
+
+    def fail(self, error: DropfetchError) -> None:
+        self._move(S.FAILED, error={"code": error.code, "message": error.message},
+                   progress=self.sidecar.progress, files=[])
+
+    def checkpoint(self) -> None:
+        """Stopped for shutdown: queued again; the try cut short is not a failed one."""
+        self._move(S.QUEUED, attempt=max(0, self.sidecar.attempt - 1))
+
+    def deleting(self) -> None:
+        self._move(S.DELETING)
+
+    def _move(self, status: Status, **fields: Any) -> None:
         """Move to ``status`` (checked), update ``fields``, write the sidecar now."""
         with self._lock:
             current = self._current
@@ -236,10 +285,6 @@ class StatusBoard:
                 setattr(self.sidecar, key, value)
             written = self._write()
         self._changed(written)
-
-    def fail(self, error: DropfetchError) -> None:
-        self.set(S.FAILED, error={"code": error.code, "message": error.message},
-                 progress=self.sidecar.progress, files=[])
 
     def progress(self, *, done: int, total: int | None, speed: float | None) -> None:
         """Record progress of the current phase; written at most every ``interval`` s."""

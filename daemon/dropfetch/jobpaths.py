@@ -1,0 +1,119 @@
+"""Where one job's files live, and the files beside its partial download."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dropfetch.config import Config
+from dropfetch.errors import BadJobError, IOFailureError, NotRegularFileError
+from dropfetch.fsutil import atomic_write, read_regular
+from dropfetch.jobfile import JOB_SUFFIX, MAX_JOB_BYTES, SIDECAR_SUFFIX, job_sha256
+from dropfetch.leases import lease_key
+from dropfetch.names import parse_staging_name
+
+__all__ = ["STARTS_PER_ATTEMPT", "JobPaths", "count_start", "identity", "job_paths",
+           "read_job"]
+
+# A job whose tries are cut short this many times max_attempts in a row (the daemon
+# died, or lost the lease, each time) fails: it may be what kills the daemon.
+STARTS_PER_ATTEMPT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaths:
+    """Where everything of one job lives."""
+
+    id: str
+    job: Path
+    sidecar: Path
+    output: Path
+    partial: Path
+    meta: Path
+    starts: Path
+    staging_dir: Path
+    key: str
+
+    def staging_dirs(self) -> list[Path]:
+        """Staging directories of this job, from any host."""
+        try:
+            return [p for p in self.staging_dir.iterdir()
+                    if (found := parse_staging_name(p.name)) is not None and found[0] == self.key]
+        except FileNotFoundError:
+            return []
+
+    def forget_starts(self) -> None:
+        try:
+            self.starts.unlink()
+        except OSError:
+            pass
+
+    def drop_partial(self) -> None:
+        """Remove the partial download, its resume data and the start count."""
+        for p in (self.partial, self.meta, self.starts):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise IOFailureError(f"cannot remove {p.name}: {exc}") from exc
+
+
+def job_paths(config: Config, job_id: str) -> JobPaths:
+    key = lease_key(job_id)
+    partial = config.work / "partial" / f"{key}.part"
+    return JobPaths(
+        id=job_id,
+        job=config.inbox / (job_id + JOB_SUFFIX),
+        sidecar=config.inbox / (job_id + SIDECAR_SUFFIX),
+        output=config.outbox / job_id,
+        partial=partial,
+        meta=partial.with_name(partial.name + ".meta"),
+        starts=partial.with_name(f"{key}.starts"),
+        staging_dir=config.work / "staging",
+        key=key,
+    )
+
+
+def read_job(path: Path) -> bytes | BadJobError | None:
+    """A job file's bytes (at most MAX_JOB_BYTES + 1: parse_job refuses more), the
+    error for an entry that is not a regular file, or None when there is none."""
+    try:
+        return read_regular(path, MAX_JOB_BYTES)
+    except FileNotFoundError:
+        return None
+    except NotRegularFileError as err:
+        return NotRegularFileError(f"{err.message}; only a regular file is read as a job file "
+                                   "(replace it with one that holds the URL)")
+
+
+def identity(data: bytes | BadJobError) -> str:
+    """``job_sha256``: of the bytes; for an entry that cannot be read, of what it is
+    (so a FIFO replaced by a symbolic link is a new job, with a new message)."""
+    return job_sha256(data if isinstance(data, bytes) else b"\0" + data.message.encode())
+
+
+def count_start(paths: JobPaths, job_sha: str, *, max_attempts: int) -> None:
+    """Count a try that starts; raise once too many in a row were cut short.
+
+    A try that ends (ok, an error, a graceful stop) forgets the count; one cut short
+    by a crash or a lost lease does not, and is not a failed attempt either. So a
+    job that kills the daemon every time still ends, as ``failed``, after
+    ``STARTS_PER_ATTEMPT * max_attempts`` starts. The count lives next to the
+    partial file (work_dir is shared, like the lease)."""
+    starts = 0
+    try:
+        data = json.loads(paths.starts.read_bytes())
+        if isinstance(data, dict) and data.get("job_sha256") == job_sha:
+            starts = int(data.get("starts", 0))
+    except (OSError, ValueError, TypeError):
+        pass
+    if starts >= STARTS_PER_ATTEMPT * max_attempts:
+        raise IOFailureError(
+            f"the daemon was stopped {starts} times in a row (killed, crashed or cut off "
+            "from the shared directory) while working on this job, without finishing "
+            "it; giving up in case the job itself is the cause. See the daemon's log, then "
+            "'dropfetch retry' the job to try again")
+    atomic_write(paths.starts, json.dumps(
+        {"job_sha256": job_sha, "starts": starts + 1}).encode(), durable=False)
