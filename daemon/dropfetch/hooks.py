@@ -25,7 +25,7 @@ from dropfetch.jobfile import SIDECAR_SUFFIX
 from dropfetch.lifecycle import Deadline
 from dropfetch.status import Sidecar, Status
 
-__all__ = ["HOOK_BACKLOG", "HOOK_WORKERS", "HookRunner"]
+__all__ = ["HOOK_BACKLOG", "HOOK_WORKERS", "HookCall", "HookRunner", "hook_call"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _TAIL = 500  # characters of a failing hook's stderr that are logged
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class HookCall:
     """One hook to run: for which job, what, with which environment, for how long."""
 
     job_id: str
@@ -44,7 +44,7 @@ class _Call:
     timeout: float
 
 
-def hook_call(config: Config, sc: Sidecar) -> _Call | None:
+def hook_call(config: Config, sc: Sidecar) -> HookCall | None:
     """The hook to run for the final sidecar ``sc``, None when there is none."""
     hooks = config.hooks
     argv = hooks.on_done if sc.status is Status.OK else (
@@ -59,7 +59,7 @@ def hook_call(config: Config, sc: Sidecar) -> _Call | None:
         "DROPFETCH_SIDECAR": str(config.inbox / (sc.id + SIDECAR_SUFFIX)),
         "DROPFETCH_ERROR_CODE": (sc.error or {}).get("code", ""),
     }
-    return _Call(sc.id, tuple(argv), env, hooks.timeout)
+    return HookCall(sc.id, tuple(argv), env, hooks.timeout)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -92,7 +92,8 @@ class HookRunner:
         self._executor = ThreadPoolExecutor(max_workers=workers,
                                             thread_name_prefix="dropfetch-hook")
         # a turn for each hook running or waiting: fire() never blocks on it
-        self._slots = threading.BoundedSemaphore(workers + backlog)
+        self._limit = workers + backlog
+        self._slots = threading.BoundedSemaphore(self._limit)
         self._lock = threading.Lock()
         self._running: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
         self._futures: set[Future[None]] = set()
@@ -113,7 +114,7 @@ class HookRunner:
             return
         if not self._slots.acquire(blocking=False):
             logger.error("%s: hook %s dropped: %d hooks are running or waiting already",
-                         call.job_id, call.argv[0], HOOK_WORKERS + HOOK_BACKLOG)
+                         call.job_id, call.argv[0], self._limit)
             return
         try:
             future = self._executor.submit(self._turn, call)
@@ -129,7 +130,7 @@ class HookRunner:
         with self._lock:
             self._futures.discard(future)
 
-    def _turn(self, call: _Call) -> None:
+    def _turn(self, call: HookCall) -> None:
         try:
             if self._stopping.is_set():
                 logger.warning("%s: hook %s not run: stopping", call.job_id, call.argv[0])
@@ -138,7 +139,7 @@ class HookRunner:
         finally:
             self._slots.release()
 
-    def _run(self, call: _Call) -> None:
+    def _run(self, call: HookCall) -> None:
         with tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(call.argv, env=call.env, stdin=subprocess.DEVNULL,
@@ -164,7 +165,7 @@ class HookRunner:
             self._report(call, code, _tail(err))
 
     @staticmethod
-    def _report(call: _Call, code: int, tail: str) -> None:
+    def _report(call: HookCall, code: int, tail: str) -> None:
         if code == 0:
             logger.info("%s: hook %s exited 0", call.job_id, call.argv[0])
         elif code == -signal.SIGKILL:

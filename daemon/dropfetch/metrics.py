@@ -120,9 +120,10 @@ class Metrics:
         if event.phase is not Phase.DOWNLOAD:
             return
         job = self._job(event.job_id)
-        if event.done >= job.downloaded:
-            self.bytes.inc(event.done - job.downloaded)
-        job.downloaded = event.done  # lower: the download started over
+        # lower than before: the download started over from the beginning
+        self.bytes.inc(event.done - job.downloaded if event.done >= job.downloaded
+                       else event.done)
+        job.downloaded = event.done
 
     def _phase_ended(self, event: PhaseEnded) -> None:
         if event.phase is Phase.DOWNLOAD:
