@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,21 @@ def test_jobs_by_status_is_read_from_the_sidecars(metrics, tmp_path):
     (tmp_path / "in" / "a.status.json").write_bytes(_sc("a", Status.OK).to_json())
     assert value(metrics, "dropfetch_jobs", status="ok") == 1
     assert value(metrics, "dropfetch_jobs", status="failed") == 0
+
+
+def test_status_line_counts_follow_finished_jobs():
+    from dropfetch.daemon import JobCounts
+
+    counts = JobCounts()
+    bus = EventBus()
+    bus.subscribe(counts.on_event)
+    threads = [threading.Thread(target=lambda i=i: bus.publish(JobFinished(
+        f"j{i}", Status.OK if i % 3 else Status.FAILED, _sc(f"j{i}", Status.OK))))
+        for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    bus.publish(JobFinished("w", Status.WAITING, _sc("w", Status.WAITING)))
+    bus.publish(JobFinished("gone", None, None))
+    assert counts.get() == (20, 10)

@@ -220,7 +220,7 @@ def test_sighup_keeps_the_old_value_of_a_restart_key(fault_server, make_daemon):
 def test_sighup_keeps_the_command_lines_verbosity(make_daemon):
     d = make_daemon(start=False)  # the file says info, the command line -v
     d.start("-v", env=FAST_TICK)
-    wait_for(lambda: d.status_lines(), message="a DEBUG status line (-v)")
+    wait_for(d.status_lines, message="a DEBUG status line (-v)")
     d.config["log"] = {"level": "warning"}
     d.write_config()
     d.signal(signal.SIGHUP)
