@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from dropfetch.config import config_from_mapping
-from dropfetch.events import JobFinished
+from dropfetch.events import EventBus, JobFinished
 from dropfetch.hooks import HOOK_BACKLOG, HOOK_WORKERS, HookRunner, hook_call
 from dropfetch.lifecycle import Deadline
 from dropfetch.status import Sidecar, Status
@@ -61,8 +62,14 @@ def test_many_jobs_finishing_at_once_never_run_more_than_n_hooks(tmp_path):
                                            str(release)]), workers=3)
     runner.start()
     try:
-        for i in range(12):
-            runner.on_event(JobFinished(f"job{i}", Status.OK, _sidecar(f"job{i}")))
+        bus = EventBus()
+        bus.subscribe(runner.on_event)
+        finishing = [threading.Thread(target=bus.publish, args=(
+            JobFinished(f"job{i}", Status.OK, _sidecar(f"job{i}")),)) for i in range(12)]
+        for t in finishing:  # twelve workers finishing at once
+            t.start()
+        for t in finishing:
+            t.join(60)
         wait_for(lambda: len(_lines(log)) >= 3, message="three hooks to start")
         release.touch()
         wait_for(lambda: sum(x.startswith("end ") for x in _lines(log)) == 12,
