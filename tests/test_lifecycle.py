@@ -206,3 +206,21 @@ def test_a_stuck_hook_is_killed_at_the_deadline_and_the_stop_reports_it(
     assert "missing: hook (pid" in log and "still running at the shutdown deadline" in log
     assert "hooks did not stop within shutdown_timeout" in log
     wait_for(lambda: _gone(hook_pid), message="the hook process to be gone")
+
+
+def test_components_stopped_after_the_deadline_are_named_as_such(caplog):
+    calls: list[str] = []
+    stuck = Fake("pool", calls, stuck=True)
+    caplog.set_level(logging.WARNING, logger="dropfetch")
+    try:
+        # the quick one is stopped first and in time; the one after the stuck pool
+        # finds no time left, and the log says so
+        assert stop_all([Fake("leases", calls, result=False), stuck, Fake("http", calls)],
+                        Deadline(0.5)) is False
+        assert "http did not stop" not in caplog.text
+        assert "pool did not stop within shutdown_timeout; leaving it" in caplog.text
+        assert "leases did not stop within shutdown_timeout (none of it was left)" \
+            in caplog.text
+    finally:
+        stuck.release.set()
+        assert stuck.left.wait(60)
