@@ -98,6 +98,7 @@ class HookRunner:
         self._running: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
         self._futures: set[Future[None]] = set()
         self._stopping = threading.Event()
+        self._killing = False  # stop() reached its deadline: kill what still starts
 
     def on_event(self, event: Event) -> None:
         """A subscriber of the pipeline's events: a job that ended ok or failed."""
@@ -151,6 +152,9 @@ class HookRunner:
                 return
             with self._lock:
                 self._running[proc.pid] = (call.job_id, proc)
+                late = self._killing  # started as stop() killed the others
+            if late:
+                _kill(proc)
             try:
                 code = proc.wait(call.timeout)
             except subprocess.TimeoutExpired:
@@ -189,6 +193,7 @@ class HookRunner:
         if not wait(futures, timeout=deadline.left()).not_done:
             return True
         with self._lock:
+            self._killing = True
             left = list(self._running.values())
         for job_id, proc in left:
             logger.warning("%s: hook (pid %d) still running at the shutdown deadline: killed",
