@@ -1,7 +1,8 @@
 """Signals and the service manager, end to end (issue 3, SPEC §4 and §10).
 
-SIGTERM: graceful stop that keeps the partial file; a second SIGTERM stops at once.
-SIGHUP: reload (workers), a bad file keeps the old configuration. sd_notify over a
+SIGTERM: graceful stop that keeps the partial file; a second SIGTERM (SIGINT) stops at
+once with 143 (130). SIGHUP: reload (workers, poll_interval), a bad file keeps the old
+configuration, a restart key keeps its old value, -v survives. sd_notify over a
 datagram socket of the test's own. Disk space waits. Missing directories.
 """
 
@@ -127,7 +128,7 @@ def test_sigterm_keeps_the_partial_and_the_next_start_resumes(fault_server, make
     assert not _partials(d)
 
 
-def test_second_sigterm_stops_at_once(fault_server, make_daemon):
+def _second_signal_stops_at_once(fault_server, make_daemon, sig: int) -> int:
     fault_server.add("/a.tar", tar_bytes({"a.txt": b"a"}))
     # the worker is held (test hook) where no cancel reaches it: a graceful stop would
     # wait the whole shutdown_timeout
@@ -136,13 +137,23 @@ def test_second_sigterm_stops_at_once(fault_server, make_daemon):
     d.drop("held", fault_server.url("/a.tar"))
     wait_for(lambda: "DROPFETCH_TEST_PAUSE=publish" in d.log(), message="the worker to pause")
     assert d.proc is not None
-    d.signal(signal.SIGTERM)
+    d.signal(sig)
     wait_for(lambda: "stopping: no new jobs" in d.log(), message="the graceful stop to begin")
     assert d.proc.poll() is None  # waiting for the held worker (up to 600 s)
-    d.signal(signal.SIGTERM)
-    assert d.proc.wait(60) == 0  # at once, not after the graceful stop's 600 s
+    d.signal(sig)
+    code = d.proc.wait(60)  # at once, not after the graceful stop's 600 s
     assert "second signal" in d.log()
     assert "stopped in" not in d.log()  # the graceful stop never finished
+    return code
+
+
+def test_second_sigterm_stops_at_once(fault_server, make_daemon):
+    # not 0: the stop was not graceful (128 + SIGTERM, as a shell reports it)
+    assert _second_signal_stops_at_once(fault_server, make_daemon, signal.SIGTERM) == 143
+
+
+def test_second_sigint_stops_at_once(fault_server, make_daemon):
+    assert _second_signal_stops_at_once(fault_server, make_daemon, signal.SIGINT) == 130
 
 
 # -- SIGHUP -------------------------------------------------------------------------------
@@ -187,6 +198,56 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(fault_server, make_daemon):
     d.config_path.write_text(good)
     d.signal(signal.SIGHUP)
     wait_for(lambda: "configuration reloaded" in d.log(), message="the reload")
+
+
+def test_sighup_keeps_the_old_value_of_a_restart_key(fault_server, make_daemon):
+    fault_server.add("/x.zip", zip_bytes({"x.txt": b"x"}))
+    d = make_daemon(lease={"host_id": "first-host"})
+    d.config["lease"] = {"host_id": "second-host"}
+    d.config["workers"] = 3
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log(), message="the reload")
+    log = d.log()
+    assert "SIGHUP: lease.host_id change(s) need a restart; keeping the old value(s)" in log
+    assert "applied: workers" in log and "applied: workers, lease" not in log
+    d.drop("after", fault_server.url("/x.zip"))
+    sc = d.wait_status("after")
+    assert sc["status"] == "ok", sc
+    assert sc["host"] == "first-host"
+
+
+def test_sighup_keeps_the_command_lines_verbosity(make_daemon):
+    d = make_daemon(start=False)  # the file says info, the command line -v
+    d.start("-v", env=FAST_TICK)
+    wait_for(d.status_lines, message="a DEBUG status line (-v)")
+    d.config["log"] = {"level": "warning"}
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log(), message="the reload (an INFO line)")
+    assert "applied: log.level" in d.log()
+    seen = len(d.status_lines())
+    wait_for(lambda: len(d.status_lines()) > seen, message="DEBUG lines after the reload")
+
+
+def test_sighup_applies_a_new_poll_interval(fault_server, make_daemon):
+    fault_server.add("/x.zip", zip_bytes({"x.txt": b"x"}))
+    # neither the observer (every 600 s) nor a rescan (every 600 s) would see a new job
+    # within the test's wait: only the reloaded poll_interval does
+    d = make_daemon(observer="polling", poll_interval=600, rescan_interval=600, **DEBUG_LOG)
+    wait_for(lambda: d.rescans() >= 1, message="the first rescan")
+    d.config["poll_interval"] = 0.1
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log(), message="the reload")
+    assert "applied: poll_interval" in d.log()
+    # the watcher restarts its polling observer, then rescans once (what changed while
+    # no observer ran); the next rescan is 600 s away
+    wait_for(lambda: d.rescans() >= 2, message="the rescan after the observer's restart")
+    d.drop("after", fault_server.url("/x.zip"))
+    sc = d.wait_status("after")
+    assert sc["status"] == "ok", sc
+    assert d.rescans() == 2  # seen by the polling observer, not by a rescan
 
 
 # -- sd_notify ----------------------------------------------------------------------------

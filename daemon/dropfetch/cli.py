@@ -6,15 +6,17 @@ Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +27,9 @@ from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import FINAL, Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["main"]
 
@@ -37,15 +42,21 @@ class UsageError(Exception):
     """A command-line mistake: exit status 2."""
 
 
+def log_level(config: Config, *, verbose: int = 0, quiet: int = 0) -> str:
+    """The level of the ``dropfetch`` loggers: ``-v`` (DEBUG) and ``-q`` (WARNING; twice:
+    ERROR) win over ``log.level``, at a reload too."""
+    if verbose:
+        return "DEBUG"
+    if quiet:
+        return "WARNING" if quiet == 1 else "ERROR"
+    return config.log.level.upper()
+
+
 def configure_logging(config: Config, *, verbose: int = 0, quiet: int = 0) -> None:
     """Configure logging once, to stderr, with the escaping formatters of
     :mod:`dropfetch.logs`; uncaught exceptions and warnings become records too, so every
     line of the daemon's output is a record or a record's continuation."""
-    level = config.log.level.upper()
-    if verbose:
-        level = "DEBUG"
-    elif quiet:
-        level = "WARNING" if quiet == 1 else "ERROR"
+    level = log_level(config, verbose=verbose, quiet=quiet)
     handler = logging.StreamHandler(sys.stderr)
     if config.log.format == "json":
         encoding = (getattr(sys.stderr, "encoding", None) or "").lower().replace("-", "")
@@ -93,24 +104,39 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "observer": args.observer}
     config = _config(args, **{k: v for k, v in overrides.items() if k != "inbox"})
     configure_logging(config, verbose=args.verbose, quiet=args.quiet)
+    level = functools.partial(log_level, verbose=args.verbose, quiet=args.quiet)
+    daemon = Daemon(config, overrides=overrides, log_level=level)
     try:
-        return Daemon(config, overrides=overrides).run()
+        code = daemon.run()
     except ConfigError as exc:  # e.g. http.listen in use: the user must change something
         logger.error("cannot start: configuration error: %s", exc)
         return EXIT_USAGE
     except StartupError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_FAILURE
+    if not daemon.stopped_in_time:
+        # threads left behind (a stuck worker, a hung filesystem) must not hold the exit
+        # past shutdown_timeout: the interpreter's own shutdown would wait for them
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    config = _config(args)
+def _urls(args: argparse.Namespace) -> list[str]:
+    """The URLs to submit: the arguments or, with none or ``-``, standard input's lines."""
     urls = list(args.url) if args.url and args.url != ["-"] else [
         line.strip() for line in sys.stdin if line.strip() and not line.startswith("#")]
     if not urls:
         raise UsageError("no URL given (as arguments or one per line on standard input)")
     if args.name and len(urls) > 1:
         raise UsageError("--name can only be used with a single URL")
+    return urls
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = _config(args)
+    urls = _urls(args)
     config.inbox.mkdir(parents=True, exist_ok=True)
     failed = 0
     for url in urls:
@@ -133,9 +159,6 @@ def _sidecars(config: Config, names: Sequence[str]) -> list[Sidecar]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.live import Live
-
-    from dropfetch.view import render_plain, rich_table
 
     config = _config(args)
     if args.json:
@@ -144,33 +167,50 @@ def cmd_status(args: argparse.Namespace) -> int:
                          ensure_ascii=False))
         return EXIT_OK
     console = Console()
-    if args.watch and console.is_terminal:
-        try:
-            with Live(rich_table(_sidecars(config, args.names)), console=console,
-                      refresh_per_second=4, screen=False) as live:
-                while True:
-                    time.sleep(0.5)
-                    live.update(rich_table(_sidecars(config, args.names)))
-        except KeyboardInterrupt:
+    try:
+        if args.watch and console.is_terminal:
+            _watch_live(console, config, args.names)
             return EXIT_OK
+        return _print_status(console, config, args.names, watch=args.watch)
+    except KeyboardInterrupt:
+        if not args.watch:
+            raise
+        return EXIT_OK
+
+
+def _watch_live(console: Console, config: Config, names: Sequence[str]) -> None:
+    """``status --watch`` on a terminal: one table refreshed in place, until Ctrl-C."""
+    from rich.live import Live
+
+    from dropfetch.view import rich_table
+
+    with Live(rich_table(_sidecars(config, names)), console=console,
+              refresh_per_second=4, screen=False) as live:
+        while True:
+            time.sleep(0.5)
+            live.update(rich_table(_sidecars(config, names)))
+
+
+def _print_status(console: Console, config: Config, names: Sequence[str], *,
+                  watch: bool) -> int:
+    """The table once (or every 2 s with ``watch``), plain text in a pipe."""
+    from dropfetch.view import render_plain, rich_table
+
     while True:
-        sidecars = _sidecars(config, args.names)
+        sidecars = _sidecars(config, names)
         if console.is_terminal:
             console.print(rich_table(sidecars))
         else:
             sys.stdout.write(render_plain(sidecars))
             sys.stdout.flush()
-        if not args.watch:
-            missing = [n for n in args.names if n not in {s.id for s in sidecars}]
+        if not watch:
+            missing = [n for n in names if n not in {s.id for s in sidecars}]
             if missing:
                 print(f"no status for: {', '.join(missing)}", file=sys.stderr)
                 return EXIT_FAILURE
             return EXIT_OK
-        try:
-            time.sleep(2.0)
-            print()
-        except KeyboardInterrupt:
-            return EXIT_OK
+        time.sleep(2.0)
+        print()
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

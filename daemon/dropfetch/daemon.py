@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -10,20 +9,22 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from dropfetch.config import Config, ConfigError, load_config
-from dropfetch.events import Event, EventBus, JobFinished, StatusChanged
+from dropfetch.events import Event, EventBus, JobFinished
 from dropfetch.hooks import HookRunner
 from dropfetch.leases import LeaseManager
 from dropfetch.lifecycle import Component, Deadline, start_all, stop_all
 from dropfetch.metrics import Metrics
 from dropfetch.pool import WorkerPool
+from dropfetch.reload import split_reload
 from dropfetch.status import Status
 from dropfetch.watcher import Watcher
 
-__all__ = ["Daemon", "StartupError", "notify"]
+__all__ = ["Daemon", "JobCounts", "StartupError", "notify"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,18 +84,46 @@ def prepare_directories(config: Config) -> None:
             f"{config.outbox}: outputs could not be published by an atomic rename")
 
 
-class Daemon:
-    """The daemon: observer -> queue -> workers, with leases, signals and sd_notify."""
+class JobCounts:
+    """Jobs that ended ``ok`` or ``failed`` in this process, for the ``STATUS=`` line;
+    fed by :class:`JobFinished` events from worker threads."""
 
-    def __init__(self, config: Config, *, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, JobFinished) and event.status in (Status.OK, Status.FAILED):
+            with self._lock:
+                self._counts[str(event.status)] += 1
+
+    def get(self) -> tuple[int, int]:
+        """(ok, failed)"""
+        with self._lock:
+            return self._counts["ok"], self._counts["failed"]
+
+
+def _config_level(config: Config) -> str:
+    return config.log.level.upper()
+
+
+class Daemon:
+    """The daemon: observer -> queue -> workers, with leases, signals and sd_notify.
+
+    ``log_level`` says which level a configuration means (the command line's
+    ``-v``/``-q`` win over the file's ``log.level``, at a reload too)."""
+
+    def __init__(self, config: Config, *, overrides: dict[str, Any] | None = None,
+                 log_level: Callable[[Config], str] = _config_level) -> None:
         self.config = config
         self._overrides = overrides or {}
+        self._log_level = log_level
         self._wake = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
         self._signals = 0
-        self.counts: Counter[str] = Counter()
-        self._counts_lock = threading.Lock()
+        self.stopped_in_time = True
+        self.counts = JobCounts()
         self.events = EventBus()
         self.metrics = Metrics(config.inbox, recursive=config.recursive)
         self.hooks = HookRunner(config)
@@ -103,35 +132,26 @@ class Daemon:
         self.pool = WorkerPool(config, self.leases, self.events)
         self.watcher = Watcher(config, self.pool.submit)
         self.http: Any = None
-        self.events.subscribe(self._on_event)
+        for subscriber in (self.metrics.on_event, self.counts.on_event, self.hooks.on_event):
+            self.events.subscribe(subscriber)
 
     # -- signals: handlers only set flags; the main thread acts ---------------------------
 
-    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
             _write_record_now("second signal, stopping now")
-            os._exit(0)
+            os._exit(128 + signum)  # as a shell reports a process killed by it
         self._stop_requested = True
         self._wake.set()
 
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
         self._reload_requested = True
         self._wake.set()
 
     def request_stop(self) -> None:
         self._stop_requested = True
         self._wake.set()
-
-    def _on_event(self, event: Event) -> None:
-        """The pipeline's events (from worker threads, no lock held)."""
-        if isinstance(event, StatusChanged):
-            self.metrics.observe(event.sidecar)
-        elif isinstance(event, JobFinished) and event.sidecar is not None \
-                and event.status in (Status.OK, Status.FAILED):
-            with self._counts_lock:
-                self.counts[str(event.status)] += 1
-            self.hooks.fire(event.sidecar)
 
     def components(self) -> list[Component]:
         """In start order; stopped in the reverse one."""
@@ -182,47 +202,52 @@ class Daemon:
                 notify("STATUS=" + line)
 
     def healthy(self) -> bool:
-        return self.watcher.healthy() and self.pool.healthy() and self.leases.healthy()
+        """Every component is healthy (the watchdog ping is sent only then)."""
+        return all(part.healthy() for part in self.components())
 
     def _status_line(self) -> str:
         paused = " (inbox missing: paused)" if self.watcher.paused else ""
-        with self._counts_lock:
-            ok, failed = self.counts["ok"], self.counts["failed"]
+        ok, failed = self.counts.get()
         return (f"{len(self.pool.running())} running, {len(self.pool.queue)} queued, "
                 f"{ok} ok, {failed} failed{paused}")
 
     def _shutdown(self) -> int:
+        """Stop every component within one ``shutdown_timeout``; the caller exits at once
+        when :attr:`stopped_in_time` is False (what is left behind must not hold it)."""
         notify("STOPPING=1")
         logger.info("stopping: no new jobs; checkpointing running ones")
         start = time.monotonic()
-        in_time = stop_all(self.components(), Deadline(self.config.shutdown_timeout))
-        if not in_time:
-            logger.warning("some jobs did not stop within shutdown_timeout; their partial "
-                           "files are kept and the next start resumes them")
+        self.stopped_in_time = stop_all(self.components(),
+                                        Deadline(self.config.shutdown_timeout))
+        if not self.stopped_in_time:
+            logger.warning("not everything stopped within shutdown_timeout (%g s): partial "
+                           "files are kept and the next start resumes their jobs",
+                           self.config.shutdown_timeout)
         logger.info("stopped in %.1f s", time.monotonic() - start)
         return 0
 
     def reload(self) -> None:
-        """SIGHUP: load the config file again; a bad file is logged and the old one kept."""
+        """SIGHUP: load the config file again; a bad file is logged and the old one kept.
+        Each component applies what it can; keys that need a restart keep their old value."""
         source = self.config.source
         if source is None:
             logger.info("SIGHUP: no config file to reload (running on the defaults)")
             return
         try:
-            new = load_config(source, **self._overrides)
+            loaded = load_config(source, **self._overrides)
         except ConfigError as exc:
             logger.error("SIGHUP: keeping the old configuration: %s", exc)
             return
-        fixed = ("inbox", "outbox", "work_dir", "recursive", "observer", "http")
-        changed = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
-        if changed:
+        new, applied, restart = split_reload(self.config, loaded)
+        if restart:
             logger.warning("SIGHUP: %s change(s) need a restart; keeping the old value(s)",
-                           ", ".join(changed))
-            new = dataclasses.replace(new, **{k: getattr(self.config, k) for k in changed})
+                           ", ".join(restart))
         self.config = new
-        logging.getLogger("dropfetch").setLevel(new.log.level.upper())
+        logging.getLogger("dropfetch").setLevel(self._log_level(new))
         for part in self.components():
-            part.apply(new)
-        logger.info("SIGHUP: configuration reloaded from %s (%d workers)", source, new.workers)
-
-
+            try:
+                part.apply(new)
+            except Exception:
+                logger.exception("SIGHUP: %s could not apply the new configuration", part.name)
+        logger.info("SIGHUP: configuration reloaded from %s (%d workers); applied: %s",
+                    source, new.workers, ", ".join(applied) or "no change")

@@ -264,10 +264,6 @@ class LeaseManager:
         return Lease(job_id=job_id, path=path, token=token, info=info, ttl=self.ttl,
                      renewed=started)
 
-    def holder(self, job_id: str) -> dict[str, object] | None:
-        """What the lease file of ``job_id`` says, if any (host, pid, ...)."""
-        return _read(self.path_for(job_id))
-
     def look_again_in(self, job_id: str) -> float:
         """Seconds until the lease of ``job_id``, held elsewhere, could be stale.
 
@@ -292,14 +288,16 @@ class LeaseManager:
         except OSError:
             return []
         for name in names:
-            if name.startswith(".") or not name.endswith(".lease"):
-                continue
-            data = _read(self.dir / name) or {}
-            pid = data.get("pid")
-            if (data.get("host") == self.host_id and isinstance(pid, int)
-                    and pid != os.getpid() and not _pid_alive(pid)):
+            if not name.startswith(".") and name.endswith(".lease") \
+                    and self._of_dead_process(_read(self.dir / name) or {}):
                 keys.append(name[: -len(".lease")])
         return keys
+
+    def _of_dead_process(self, data: dict[str, object]) -> bool:
+        """Whether a lease says it is this ``host_id``'s, of a process that is gone."""
+        pid = data.get("pid")
+        return (data.get("host") == self.host_id and isinstance(pid, int)
+                and pid != os.getpid() and not _pid_alive(pid))
 
     def _is_stale(self, path: Path, raw: bytes, data: dict[str, object]) -> bool:
         """Whether the lease at ``path`` (now ``raw``) may be broken."""

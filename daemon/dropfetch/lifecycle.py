@@ -72,9 +72,11 @@ def stop_all(components: Sequence[Component], deadline: Deadline) -> bool:
     (a stuck join, a hung filesystem) cannot hold the others or the exit."""
     in_time = True
     for c in reversed(components):
+        late = deadline.expired()  # the ones before used it all up
         done = _call_before(c.stop, deadline)
         if not done:
-            logger.warning("%s did not stop within shutdown_timeout; leaving it", c.name)
+            logger.warning("%s did not stop within shutdown_timeout%s; leaving it", c.name,
+                           " (none of it was left)" if late else "")
             in_time = False
     return in_time
 
