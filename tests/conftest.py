@@ -13,6 +13,18 @@ from harness import make_daemon, new_threads
 __all__ = ["fault_server", "make_daemon"]
 
 LEAK_JOIN = 10.0  # seconds, for all of a test's threads together
+# A test that uses one of these fixtures (directly or through another fixture) gets the
+# marker: `make test-fast` (-m "not e2e and not netshare") leaves it out. Tests that start
+# the daemon some other way carry @pytest.mark.e2e themselves.
+FIXTURE_MARKERS = {"make_daemon": "e2e", "netshare": "netshare"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in used:
+                item.add_marker(marker)
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jsonschema
 import pytest
@@ -88,7 +89,7 @@ class Daemon:
         self.config = cfg
         self.write_config()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
@@ -203,8 +204,10 @@ def wait_looked(*daemons: Daemon, timeout: float = WAIT) -> None:
     the first may have begun before this call). Needs the daemons' log level debug."""
     targets = [(d, d.rescans() + 2) for d in _need_debug(daemons, "wait_looked")]
     for d, target in targets:
-        wait_for(lambda d=d, target=target: d.rescans() >= target, timeout,
-                 message=f"rescan {target} in {d.log_path.name}")
+        def rescanned(d: Daemon = d, target: int = target) -> bool:
+            return d.rescans() >= target
+
+        wait_for(rescanned, timeout, message=f"rescan {target} in {d.log_path.name}")
 
 
 def wait_idle(*daemons: Daemon, timeout: float = WAIT) -> None:
@@ -219,7 +222,7 @@ def wait_idle(*daemons: Daemon, timeout: float = WAIT) -> None:
         return len(new) >= 2 and all(s == (0, 0) for s in new[-2:])
 
     for d, since in marks:
-        wait_for(lambda d=d, since=since: idle(d, since), timeout,
+        wait_for(functools.partial(idle, d, since), timeout,
                  message=f"two idle status lines in {d.log_path.name}")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from archives import zip_bytes
 from harness import wait_for
 
@@ -27,6 +29,7 @@ def test_a_bug_mid_job_is_retried_then_fails_and_leaves_nothing(make_daemon, fau
     assert d.proc is not None and d.proc.poll() is None  # the daemon goes on
 
 
+@pytest.mark.e2e  # `dropfetch run`
 def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
     """Outputs are published by rename: a work_dir elsewhere would make that a copy."""
     import os
@@ -34,7 +37,6 @@ def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
     import sys
     import tempfile
 
-    import pytest
     import yaml
 
     shm = Path("/dev/shm")
