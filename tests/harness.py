@@ -25,6 +25,7 @@ SCHEMA = json.loads((ROOT / "schema" / "status.schema.json").read_text())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 RESCAN_DONE = re.compile(rb"\brescan \d+ done\b")  # the watcher's DEBUG line
 STATUS_LINE = re.compile(rb"\bstatus: (\d+) running, (\d+) queued\b")  # the main loop's
+RUNNING = re.compile(rb"\bdropfetch running: ")  # logged once the signal handlers are set
 # For Daemon.start(env=...): without NOTIFY_SOCKET nothing is sent, but the main loop
 # then ticks, and logs its status line for wait_idle(), every 0.5 s instead of 5 s.
 FAST_TICK = {"WATCHDOG_USEC": "1000000"}
@@ -99,13 +100,18 @@ class Daemon:
         return Path(self.config.get("work_dir") or self.outbox / ".dropfetch")
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> Daemon:
+        """Start the daemon; return once it says it is running (its directories made,
+        its signal handlers set: a SIGTERM from now on is a graceful stop), or has
+        exited."""
+        runs = self._count(RUNNING)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "dropfetch", "run", "--config", str(self.config_path),
              *extra],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.base,
             env={**os.environ, **(env or {})})
-        wait_for(lambda: self.inbox.is_dir() and (self.work / "leases").is_dir(),
+        wait_for(lambda: self.inbox.is_dir() and (self.work / "leases").is_dir()
+                 and (self._count(RUNNING) > runs or proc.poll() is not None),
                  message="the daemon to start")
         return self
 
@@ -137,12 +143,16 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def rescans(self) -> int:
-        """Rescans done so far, by every process of this daemon (needs log level debug)."""
+    def _count(self, line: re.Pattern[bytes]) -> int:
+        """How often ``line`` was logged, by every process of this daemon so far."""
         try:
-            return len(RESCAN_DONE.findall(self.log_path.read_bytes()))
+            return len(line.findall(self.log_path.read_bytes()))
         except FileNotFoundError:
             return 0
+
+    def rescans(self) -> int:
+        """Rescans done so far, by every process of this daemon (needs log level debug)."""
+        return self._count(RESCAN_DONE)
 
     def status_lines(self) -> list[tuple[int, int]]:
         """(running, queued) from each status line logged so far (log level debug)."""
