@@ -1169,7 +1169,16 @@ def _inside(root: Path, p: Path) -> bool:
 
 
 def ensure_canary() -> None:
-    CANARY.mkdir(exist_ok=True)
+    if not CANARY.is_dir():
+        # made whole beside it, then renamed into place: cases that run at once in other
+        # processes (pytest-xdist workers) never see it half made, nor made twice
+        tmp = Path(tempfile.mkdtemp(prefix=f"{CANARY.name}.", dir=CANARY.parent))
+        tmp.chmod(0o755)
+        (tmp / CANARY_FILE.name).write_bytes(CANARY_DATA)
+        try:
+            os.rename(tmp, CANARY)
+        except OSError:  # another process was first
+            shutil.rmtree(tmp)
     if not CANARY_FILE.exists() or CANARY_FILE.read_bytes() != CANARY_DATA:
         CANARY_FILE.write_bytes(CANARY_DATA)
     for p in CANARY.iterdir():
