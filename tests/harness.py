@@ -110,10 +110,19 @@ class Daemon:
              *extra],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.base,
             env={**os.environ, **(env or {})})
-        wait_for(lambda: self.inbox.is_dir() and (self.work / "leases").is_dir()
-                 and (self._count(RUNNING) > runs or proc.poll() is not None),
-                 message="the daemon to start")
+        try:
+            wait_for(lambda: proc.poll() is not None
+                     or (self._made_dirs() and self._count(RUNNING) > runs),
+                     message="the daemon to start")
+        except pytest.fail.Exception:
+            print(self.log()[-5000:], file=sys.stderr)
+            raise
+        if not self._made_dirs():  # it exited before it made them: no use waiting
+            pytest.fail(f"the daemon exited ({proc.returncode}) on start:\n{self.log()[-3000:]}")
         return self
+
+    def _made_dirs(self) -> bool:
+        return self.inbox.is_dir() and (self.work / "leases").is_dir()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

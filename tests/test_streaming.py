@@ -156,7 +156,9 @@ def test_file_changed_between_attempts_is_not_spliced(make_daemon, fault_server)
     old = tar_bytes({f"old{j}.bin": os.urandom(60_000) for j in range(30)}, compression="gz")
     new_files = {f"new{j}.bin": os.urandom(60_000) for j in range(30)}
     fault_server.add("/v.tar.gz", old, drop_after=len(old) // 2, drop_times=1, rate=2_000_000)
-    d = make_daemon()
+    # 2 s of waiting (not the harness's 0.2 s) for the file to change in: a loaded machine
+    # could otherwise start the next attempt before the test replaces it
+    d = make_daemon(download={"backoff_initial": 2, "backoff_max": 2})
     d.drop("v", fault_server.url("/v.tar.gz"))
     d.wait_status("v", "waiting")
     fault_server.replace("/v.tar.gz", tar_bytes(new_files, compression="gz"))
