@@ -61,7 +61,8 @@ def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daem
     d.start(env={"DROPFETCH_TEST_PAUSE": "finished", "DROPFETCH_TEST_PAUSE_SECONDS": "2"})
     job = d.drop("f", fault_server.url("/f.zip"))
     assert d.wait_status("f", "ok")["files"] == ["f.txt"]
-    assert "DROPFETCH_TEST_PAUSE=finished" in d.log()
+    # the hook logs its pause just after the final status is written: wait for the line
+    wait_for(lambda: "DROPFETCH_TEST_PAUSE=finished" in d.log(), message="the pause")
     job.unlink()  # while the worker still holds the finished run
     wait_for(lambda: not d.sidecar_path("f").exists() and not (d.outbox / "f").exists(),
              message="the purge after the run ended")
