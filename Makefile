@@ -8,7 +8,12 @@ STAMP := $(VENV)/.installed
 # openssh-server, which the tests do not need and must not install.
 TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-full
 
-.PHONY: install run test test-deps lint bench fuzz clean
+# The suite in parallel (pytest-xdist): its tests mostly wait on daemons, servers and
+# subprocesses, so 4 workers fit 2 cores; worksteal keeps the long tests from piling up
+# at the end. A single file runs plainly: `.venv/bin/python -m pytest tests/test_x.py`.
+PYTEST_PARALLEL ?= -n 4 --dist worksteal
+
+.PHONY: install run test test-fast test-deps lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +27,11 @@ run: $(STAMP)
 	$(VENV)/bin/dropfetch run
 
 test: $(STAMP) test-deps
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+# The quick inner loop: all but the end-to-end (whole daemon) and shared-filesystem tests
+test-fast: $(STAMP) test-deps
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e and not netshare" $(PYTEST_ARGS)
 
 test-deps:
 	@missing=$$(for p in $(TEST_DEBS); do \

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ def ratio(ours: float, baseline: float) -> float:
     return ours / baseline
 
 
-STATS = {
+STATS: dict[str, Callable[[Sequence[float]], float]] = {
     "median": median,
     "p50": lambda xs: percentile(xs, 50),
     "p99": lambda xs: percentile(xs, 99),

@@ -109,12 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server.owner._track(self.connection)
+        self.server.owner.track(self.connection)
 
     def finish(self) -> None:
         with contextlib.suppress(*_QUIET_ERRORS):
             super().finish()
-        self.server.owner._untrack(self.connection)
+        self.server.owner.untrack(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -357,11 +357,11 @@ class FaultServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _track(self, sock: socket.socket) -> None:
+    def track(self, sock: socket.socket) -> None:
         with self.lock:
             self._sockets.add(sock)
 
-    def _untrack(self, sock: socket.socket) -> None:
+    def untrack(self, sock: socket.socket) -> None:
         with self.lock:
             self._sockets.discard(sock)
 

@@ -929,7 +929,7 @@ def deadline(seconds: float) -> Iterator[None]:
         yield
         return
 
-    def on_alarm(signum: int, frame: object) -> None:
+    def on_alarm(_signum: int, _frame: object) -> None:
         raise FuzzTimeoutError(f"extract() still running after {seconds} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
@@ -1135,7 +1135,7 @@ def run_case(seed: int, work: Path) -> Result:
         res.detail = f"returned {files}"
         return res
     res.cls, res.detail = classify(res, made, ref_clean, ref_nodes, ref_groups, dest_nodes,
-                                   dest_groups, refout, fmt, ref_started)
+                                   dest_groups, refout, ref_started)
     if res.is_bug and res.mutations and res.dropfetch == "ok":
         # real tools disagree on many damaged archives: ask the other one
         other = {"gnutar": "bsdtar", "bsdtar": "unzip" if made.kind == "zip" else "gnutar",
@@ -1148,7 +1148,7 @@ def run_case(seed: int, work: Path) -> Result:
         saved = res.reference
         res.reference = other
         cls2, _ = classify(res, made, rc2 == 0 and not err2.strip(), nodes2, groups2,
-                           dest_nodes, dest_groups, out2, fmt, started2)
+                           dest_nodes, dest_groups, out2, started2)
         res.reference = saved
         if not cls2.startswith("BUG") and "reference-failed" not in cls2:
             res.cls = f"mutated:tools-disagree ({other} agrees with dropfetch)"
@@ -1170,7 +1170,16 @@ def _inside(root: Path, p: Path) -> bool:
 
 
 def ensure_canary() -> None:
-    CANARY.mkdir(exist_ok=True)
+    if not CANARY.is_dir():
+        # made whole beside it, then renamed into place: cases that run at once in other
+        # processes (pytest-xdist workers) never see it half made, nor made twice
+        tmp = Path(tempfile.mkdtemp(prefix=f"{CANARY.name}.", dir=CANARY.parent))
+        tmp.chmod(0o755)
+        (tmp / CANARY_FILE.name).write_bytes(CANARY_DATA)
+        try:
+            os.rename(tmp, CANARY)
+        except OSError:  # another process was first
+            shutil.rmtree(tmp)
     if not CANARY_FILE.exists() or CANARY_FILE.read_bytes() != CANARY_DATA:
         CANARY_FILE.write_bytes(CANARY_DATA)
     for p in CANARY.iterdir():
@@ -1231,8 +1240,7 @@ DOCUMENTED_REFUSALS = {
 
 def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node],
              ref_groups: Groups, dest_nodes: dict[str, Node],
-             dest_groups: Groups, refout: Path, fmt: ArchiveFormat,
-             ref_started: int) -> tuple[str, str]:
+             dest_groups: Groups, refout: Path, ref_started: int) -> tuple[str, str]:
     mutated = bool(res.mutations)
     prefix = "mutated:" if mutated else ""
     if res.dropfetch == "unsupported_archive" and "Deflate64" in res.dropfetch_message:

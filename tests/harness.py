@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jsonschema
 import pytest
@@ -24,6 +25,7 @@ SCHEMA = json.loads((ROOT / "schema" / "status.schema.json").read_text())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 RESCAN_DONE = re.compile(rb"\brescan \d+ done\b")  # the watcher's DEBUG line
 STATUS_LINE = re.compile(rb"\bstatus: (\d+) running, (\d+) queued\b")  # the main loop's
+RUNNING = re.compile(rb"\bdropfetch running: ")  # logged once the signal handlers are set
 # For Daemon.start(env=...): without NOTIFY_SOCKET nothing is sent, but the main loop
 # then ticks, and logs its status line for wait_idle(), every 0.5 s instead of 5 s.
 FAST_TICK = {"WATCHDOG_USEC": "1000000"}
@@ -88,7 +90,7 @@ class Daemon:
         self.config = cfg
         self.write_config()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
@@ -98,15 +100,29 @@ class Daemon:
         return Path(self.config.get("work_dir") or self.outbox / ".dropfetch")
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> Daemon:
+        """Start the daemon; return once it says it is running (its directories made,
+        its signal handlers set: a SIGTERM from now on is a graceful stop), or has
+        exited."""
+        runs = self._count(RUNNING)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "dropfetch", "run", "--config", str(self.config_path),
              *extra],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.base,
             env={**os.environ, **(env or {})})
-        wait_for(lambda: self.inbox.is_dir() and (self.work / "leases").is_dir(),
-                 message="the daemon to start")
+        try:
+            wait_for(lambda: proc.poll() is not None
+                     or (self._made_dirs() and self._count(RUNNING) > runs),
+                     message="the daemon to start")
+        except pytest.fail.Exception:
+            print(self.log()[-5000:], file=sys.stderr)
+            raise
+        if not self._made_dirs():  # it exited before it made them: no use waiting
+            pytest.fail(f"the daemon exited ({proc.returncode}) on start:\n{self.log()[-3000:]}")
         return self
+
+    def _made_dirs(self) -> bool:
+        return self.inbox.is_dir() and (self.work / "leases").is_dir()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -136,12 +152,16 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def rescans(self) -> int:
-        """Rescans done so far, by every process of this daemon (needs log level debug)."""
+    def _count(self, line: re.Pattern[bytes]) -> int:
+        """How often ``line`` was logged, by every process of this daemon so far."""
         try:
-            return len(RESCAN_DONE.findall(self.log_path.read_bytes()))
+            return len(line.findall(self.log_path.read_bytes()))
         except FileNotFoundError:
             return 0
+
+    def rescans(self) -> int:
+        """Rescans done so far, by every process of this daemon (needs log level debug)."""
+        return self._count(RESCAN_DONE)
 
     def status_lines(self) -> list[tuple[int, int]]:
         """(running, queued) from each status line logged so far (log level debug)."""
@@ -203,8 +223,10 @@ def wait_looked(*daemons: Daemon, timeout: float = WAIT) -> None:
     the first may have begun before this call). Needs the daemons' log level debug."""
     targets = [(d, d.rescans() + 2) for d in _need_debug(daemons, "wait_looked")]
     for d, target in targets:
-        wait_for(lambda d=d, target=target: d.rescans() >= target, timeout,
-                 message=f"rescan {target} in {d.log_path.name}")
+        def rescanned(d: Daemon = d, target: int = target) -> bool:
+            return d.rescans() >= target
+
+        wait_for(rescanned, timeout, message=f"rescan {target} in {d.log_path.name}")
 
 
 def wait_idle(*daemons: Daemon, timeout: float = WAIT) -> None:
@@ -219,7 +241,7 @@ def wait_idle(*daemons: Daemon, timeout: float = WAIT) -> None:
         return len(new) >= 2 and all(s == (0, 0) for s in new[-2:])
 
     for d, since in marks:
-        wait_for(lambda d=d, since=since: idle(d, since), timeout,
+        wait_for(functools.partial(idle, d, since), timeout,
                  message=f"two idle status lines in {d.log_path.name}")
 
 

@@ -462,7 +462,8 @@ def test_empty_archives(tmp_path: Path) -> None:
     (gzip.compress(b""), "x.gz", ArchiveFormat.GZ),
     (gzip.compress(bytes(10240)), None, ArchiveFormat.GZ),
     (bytes(100), "short.tar", ArchiveFormat.FILE),  # not even a block: no tar
-])
+], ids=["empty-txt", "zeros-img", "empty-gz", "gz-of-zeros-no-name", "short-tar"])  # a gzip
+# header holds the time: ids made from the bytes would differ between xdist workers
 def test_emptiness_is_a_tar_only_when_the_name_says_so(tmp_path: Path, data: bytes,
                                                       name: str | None,
                                                       fmt: ArchiveFormat) -> None:

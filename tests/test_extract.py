@@ -429,13 +429,13 @@ def test_cancel_during_extraction(layout: Layout) -> None:
     cancel = threading.Event()
     data = tar_bytes([T(f"f{i}", data=os.urandom(1 << 20)) for i in range(6)])
     with pytest.raises(CancelledError):
-        run(layout, data, cancel=cancel, on_progress=lambda done, total: cancel.set())
+        run(layout, data, cancel=cancel, on_progress=lambda _done, _total: cancel.set())
 
 
 def test_disk_full_and_io_error(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
     layout.archive.write_bytes(tree_tar("gz"))
 
-    def full(fd: int, data: Any) -> int:
+    def full(_fd: int, _data: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
@@ -445,7 +445,7 @@ def test_disk_full_and_io_error(layout: Layout, monkeypatch: pytest.MonkeyPatch)
     shutil.rmtree(layout.dest)
     layout.dest.mkdir()
 
-    def broken(fd: int, data: Any) -> int:
+    def broken(_fd: int, _data: Any) -> int:
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "write", broken)

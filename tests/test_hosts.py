@@ -7,6 +7,7 @@ runs on the sshfs bed (tests/netshare.py) where it is available.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -58,6 +59,10 @@ def _publishes(*daemons: Daemon) -> Counter[str]:
         counts.update(m.group(1) for m in re.finditer(r"(\S+): published \d+ file\(s\) to ",
                                                       d.log()))
     return counts
+
+
+def _logged(d: Daemon, text: str) -> bool:
+    return text in d.log()
 
 
 def _holder(work: Path, name: str) -> dict[str, Any] | None:
@@ -137,15 +142,18 @@ def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
     for name in held:
         a.drop(name, fault_server.url(f"/{name}.tar"))
     for name in held:
-        wait_for(lambda n=name: (sc := a.sidecar(n)) and sc["status"] == "downloading"
-                 and sc["host"] == "host-a" and sc["bytes_done"] > 0, 30,
-                 message=f"{name} downloading on host-a")
+        def downloading(n: str = name) -> bool:
+            sc = a.sidecar(n)
+            return (sc is not None and sc["status"] == "downloading"
+                    and sc["host"] == "host-a" and sc["bytes_done"] > 0)
+
+        wait_for(downloading, 30, message=f"{name} downloading on host-a")
     b = _host(make_daemon, tmp_path, views[1], "host-b", workers=2)
     c = _host(make_daemon, tmp_path, views[2], "host-c", workers=2)
     for d in (b, c):  # the steady state: every host has seen the jobs (held elsewhere)
         for name in held:
-            wait_for(lambda d=d, n=name: f"{n}: the lease is another holder's" in d.log(), 30,
-                     message=f"{name} seen held by another host")
+            wait_for(functools.partial(_logged, d, f"{name}: the lease is another holder's"),
+                     30, message=f"{name} seen held by another host")
     for name in fillers:  # a backlog for B and C: every re-look must not wait behind it
         b.drop(name, fault_server.url(f"/{name}.tar"))
     wait_for(lambda: sum(1 for n in fillers if (b.sidecar(n) or {}).get("status")
@@ -172,9 +180,9 @@ def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
         sc = b.wait_status(name, timeout=120)
         assert sc["status"] == "ok", sc
     for name in held:
-        sc = b.sidecar(name)
-        assert sc is not None and sc["host"] in ("host-b", "host-c"), sc
-        assert sc["attempt"] == 1, sc  # the kill was no failed attempt
+        got = b.sidecar(name)
+        assert got is not None and got["host"] in ("host-b", "host-c"), got
+        assert got["attempt"] == 1, got  # the kill was no failed attempt
         ranges = [r.header("Range") for r in fault_server.requests_for(f"/{name}.tar")]
         assert len(ranges) == 2 and ranges[0] is None and ranges[1], ranges  # resumed
         assert _files(views[1] / "outbox" / name) == contents[name]
@@ -209,6 +217,7 @@ def test_restart_takes_back_its_own_dead_leases_before_other_work(fault_server, 
     d.drop("zz-held", fault_server.url("/held.tar"))
     wait_for(lambda: (d.sidecar("zz-held") or {}).get("bytes_done", 0) > 50_000, 30,
              message="zz-held downloading")
+    assert d.proc is not None
     old_pid = d.proc.pid
     d.kill()
     for i in range(8):  # a backlog, sorted before the held job, each slow
@@ -216,7 +225,7 @@ def test_restart_takes_back_its_own_dead_leases_before_other_work(fault_server, 
     d.start()
     new = wait_for(lambda: (h := _holder(d.work, "zz-held")) and h["pid"] != old_pid and h,
                    20, 0.05, message="the restarted daemon to take back its dead lease")
-    assert new["host"] == "host-a" and new["pid"] == d.proc.pid
+    assert new["host"] == "host-a" and d.proc is not None and new["pid"] == d.proc.pid
     # one worker: the lease of the dead process went first, before any of the backlog
     assert not any(r.path.startswith("/a") for r in fault_server.requests)
     res.rate = None
@@ -226,13 +235,13 @@ def test_restart_takes_back_its_own_dead_leases_before_other_work(fault_server, 
 
 # -- 2. abandoned temporary files ------------------------------------------------------
 
-def test_start_removes_own_abandoned_temporaries_everywhere(make_daemon, tmp_path):
+def test_start_removes_own_abandoned_temporaries_everywhere(make_daemon):
     d = make_daemon(start=False, recursive=True)
     work = d.work
     dirs = [d.inbox, d.inbox / "cat", d.outbox, work / "partial", work / "leases"]
     for p in dirs:
         p.mkdir(parents=True, exist_ok=True)
-    host, dead, live = fsutil._HOST, _dead_pid(), os.getpid()
+    host, dead, live = fsutil._HOST, _dead_pid(), os.getpid()  # noqa: SLF001 - the name format under test
     abandoned, kept = [], []
     for i, p in enumerate(dirs):
         stem = {0: "job.status.json", 1: "sub.status.json", 2: "job.tar.gz",
@@ -265,9 +274,11 @@ def test_kill_mid_download_again_and_again_is_not_a_failed_attempt(fault_server,
     d.drop("big", fault_server.url("/big.tar"))
     done = 0
     for _ in range(4):
-        wait_for(lambda done=done: (d.sidecar("big") or {}).get("bytes_done", 0) > done + 50_000,
-                 30, message="the download to make progress")
-        done = d.sidecar("big")["bytes_done"]
+        def progressed(done: int = done) -> bool:
+            return (d.sidecar("big") or {}).get("bytes_done", 0) > done + 50_000
+
+        wait_for(progressed, 30, message="the download to make progress")
+        done = (d.sidecar("big") or {})["bytes_done"]
         d.kill()
         d.start()
     res.rate = None
@@ -372,8 +383,8 @@ def test_host_paused_between_lease_check_and_publish_is_fenced(fault_server, mak
     assert _files(shared / "outbox") == published  # nothing moved aside or replaced
     assert sorted(p.name for p in (shared / "outbox").iterdir()) == ["f"]
     assert _publishes(a) == Counter() and _publishes(b) == Counter({"f": 1})
-    sc = b.sidecar("f")
-    assert sc is not None and sc["status"] == "ok" and sc["host"] == "host-b", sc
+    got = b.sidecar("f")
+    assert got is not None and got["status"] == "ok" and got["host"] == "host-b", got
     wait_for(lambda: not list((shared / "work" / "staging").iterdir()), 10,
              message="no staging left")
 

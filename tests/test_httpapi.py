@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 
 import pytest
@@ -58,7 +59,7 @@ class Front:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-def _front(tmp_path: Path, token: str | None) -> Iterator[Front]:
+def _front(tmp_path: Path, token: str | None) -> Generator[Front, None, None]:
     inbox = tmp_path / "inbox"
     inbox.mkdir(exist_ok=True)
     http_cfg: dict[str, str] = {"listen": "127.0.0.1:0"}
@@ -97,7 +98,7 @@ class Answer:
     def closes(self) -> bool:
         return self.headers.get("connection", "").lower() == "close"
 
-    def json(self) -> object:
+    def json(self) -> Any:
         assert self.headers.get("content-type") == "application/json", self
         return json.loads(self.body.decode("utf-8"))
 
@@ -615,6 +616,7 @@ def _run_daemon(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]
     return _dropfetch("run", "--config", str(d.config_path))
 
 
+@pytest.mark.e2e  # `dropfetch run`
 def test_listen_address_in_use_exits_2(tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -626,6 +628,7 @@ def test_listen_address_in_use_exits_2(tmp_path):
     assert "already in use" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.e2e  # `dropfetch run`
 def test_unusable_listen_addresses_exit_2(tmp_path):
     for listen, words in [("192.0.2.1:8008", "no such address"),
                           ("no-such-host.invalid:8008", "not an address"),
@@ -799,8 +802,8 @@ def test_connections_beyond_the_cap_are_answered_503_without_a_thread(token_fron
             rest = b""
             while chunk := sock.recv(65536):
                 rest += chunk
-            answer, rest = _parse(rest)
-            assert answer is not None and answer.status == 503 and answer.closes, answer
+            refused, rest = _parse(rest)
+            assert refused is not None and refused.status == 503 and refused.closes, refused
             assert not rest
             check_error(answer)
             assert threading.active_count() <= before + httpapi.MAX_CONNECTIONS

@@ -201,7 +201,8 @@ def test_a_job_file_back_during_its_purge_runs_again_at_once(make_daemon, fault_
     fault_server.add("/v1.zip", zip_bytes({"v1.txt": b"1"}))
     fault_server.add("/v2.zip", zip_bytes({"v2.txt": b"2"}))
     d = make_daemon(start=False, rescan_interval=600)
-    d.start(env={"DROPFETCH_TEST_PAUSE": "purge"})  # the purge stops 30 s after "deleting"
+    # the purge stops 5 s after "deleting": the new job file comes within milliseconds
+    d.start(env={"DROPFETCH_TEST_PAUSE": "purge", "DROPFETCH_TEST_PAUSE_SECONDS": "5"})
     job = d.drop("again", fault_server.url("/v1.zip"))
     assert d.wait_status("again")["status"] == "ok"
     job.unlink()
@@ -224,6 +225,9 @@ def test_delete_and_resubmit_within_milliseconds(make_daemon, fault_server):
         new = (fault_server.url(f"/r{i}.zip") + "\n").encode()
         d.drop("again", new)
         want = hashlib.sha256(new).hexdigest()
-        wait_for(lambda w=want: (sc := d.sidecar("again")) and sc["job_sha256"] == w
-                 and sc["status"] == "ok", timeout=60, message=f"round {i} to be ok")
+        def done(w: str = want) -> bool:
+            sc = d.sidecar("again")
+            return sc is not None and sc["job_sha256"] == w and sc["status"] == "ok"
+
+        wait_for(done, timeout=60, message=f"round {i} to be ok")
         assert d.output_files("again") == [f"r{i}.txt"]

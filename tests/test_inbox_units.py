@@ -3,6 +3,7 @@ names, lease keys and staging names."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -37,7 +38,7 @@ def test_read_regular_refuses_every_other_kind_without_blocking(tmp_path):
     assert len(kinds) >= 7
     for name, words in kinds.items():
         with pytest.raises(NotRegularFileError) as info:
-            within(5, lambda n=name: read_regular(tmp_path / "in" / n, MAX_JOB_BYTES))
+            within(5, functools.partial(read_regular, tmp_path / "in" / name, MAX_JOB_BYTES))
         assert info.value.code == "bad_job"
         assert info.value.message == f"{name} {words}"
         assert SECRET not in info.value.message
@@ -63,7 +64,7 @@ def test_sidecar_readers_skip_what_is_not_a_regular_file(tmp_path, caplog):
     good = Sidecar(id="good", job="good.url", job_sha256="0" * 64)
     (inbox / "good.status.json").write_bytes(good.to_json())
     for name in kinds:
-        assert within(5, lambda n=name: read_sidecar(inbox / f"{n}.status.json")) is None
+        assert within(5, functools.partial(read_sidecar, inbox / f"{name}.status.json")) is None
         assert f"{name}.status.json {kinds[name]}" in caplog.text
     assert [s.id for s in within(5, lambda: read_sidecars(inbox))] == ["good"]
     assert SECRET not in caplog.text

@@ -26,6 +26,7 @@ def quick_start_blocks() -> list[list[str]]:
              if line.split("#", 1)[0].strip()] for b in blocks]
 
 
+@pytest.mark.e2e  # `make run`
 def test_readme_quick_start_in_a_fresh_clone(tmp_path):
     blocks = quick_start_blocks()
     assert blocks[0] == ["make run", "make test"]

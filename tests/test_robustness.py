@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from archives import tar_bytes, zip_bytes
 from harness import wait_for
 
@@ -27,6 +29,7 @@ def test_a_bug_mid_job_is_retried_then_fails_and_leaves_nothing(make_daemon, fau
     assert d.proc is not None and d.proc.poll() is None  # the daemon goes on
 
 
+@pytest.mark.e2e  # `dropfetch run`
 def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
     """Outputs are published by rename: a work_dir elsewhere would make that a copy."""
     import os
@@ -34,7 +37,6 @@ def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
     import sys
     import tempfile
 
-    import pytest
     import yaml
 
     shm = Path("/dev/shm")
@@ -59,7 +61,8 @@ def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daem
     d.start(env={"DROPFETCH_TEST_PAUSE": "finished", "DROPFETCH_TEST_PAUSE_SECONDS": "2"})
     job = d.drop("f", fault_server.url("/f.zip"))
     assert d.wait_status("f", "ok")["files"] == ["f.txt"]
-    assert "DROPFETCH_TEST_PAUSE=finished" in d.log()
+    # the hook logs its pause just after the final status is written: wait for the line
+    wait_for(lambda: "DROPFETCH_TEST_PAUSE=finished" in d.log(), message="the pause")
     job.unlink()  # while the worker still holds the finished run
     wait_for(lambda: not d.sidecar_path("f").exists() and not (d.outbox / "f").exists(),
              message="the purge after the run ended")

@@ -111,8 +111,9 @@ def idna_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", fake)
 
 
+@pytest.mark.usefixtures("idna_dns")
 def test_location_with_non_utf8_bytes_is_followed_byte_exact(
-    fault_server: FaultServer, dl: Downloader, partial: Path, idna_dns: None,
+    fault_server: FaultServer, dl: Downloader, partial: Path,
 ) -> None:
     """requests decodes Location as UTF-8 even with allow_redirects=False; a raw \\x85
     used to escape as UnicodeDecodeError and leave the job `downloading`."""
@@ -450,7 +451,7 @@ def test_a_connection_with_an_answer_left_over_is_not_reused(
 ) -> None:
     """A chunked 206 that goes on past its Content-Range: the file is complete, but the
     connection is mid-answer and must not carry the next request."""
-    def script(conn: socket.socket, stopping: threading.Event) -> None:
+    def script(conn: socket.socket, _stopping: threading.Event) -> None:
         head = srv.requests[-1]
         if b"Range:" not in head:
             conn.sendall(http_answer("200 OK", b"second"))
@@ -530,7 +531,7 @@ def test_content_disposition_never_gives_a_path(
 def test_connection_reset_mid_body_keeps_what_came(dl: Downloader, partial: Path) -> None:
     received = threading.Event()
 
-    def script(conn: socket.socket, stopping: threading.Event) -> None:
+    def script(conn: socket.socket, _stopping: threading.Event) -> None:
         conn.sendall(http_answer("200 OK", b"", "Content-Length: 100000", 'ETag: "e"',
                                  length=False) + b"x" * 1000)
         received.wait(30)  # the client has the 1000 bytes: now a reset (RST)
@@ -548,7 +549,7 @@ def test_connection_reset_mid_body_keeps_what_came(dl: Downloader, partial: Path
 
 
 def test_reset_before_the_answer(dl: Downloader, partial: Path) -> None:
-    def script(conn: socket.socket, stopping: threading.Event) -> None:
+    def script(conn: socket.socket, _stopping: threading.Event) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     exc = fetch_raw(dl, partial, script)
@@ -583,7 +584,7 @@ def test_untrusted_certificate_is_tls(
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(*self_signed)
 
-    def script(conn: socket.socket, stopping: threading.Event) -> None:
+    def script(conn: socket.socket, _stopping: threading.Event) -> None:
         with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
             tls.recv(65536)
 
@@ -652,8 +653,9 @@ def test_bad_urls_in_job_files(url: str, words: str, dl: Downloader, partial: Pa
         dl.fetch(url, partial)
 
 
+@pytest.mark.usefixtures("idna_dns")
 def test_accepted_url_forms_reach_the_server(
-    fault_server: FaultServer, dl: Downloader, partial: Path, idna_dns: None,
+    fault_server: FaultServer, dl: Downloader, partial: Path,
 ) -> None:
     fault_server.add("/x", b"x")
     port = fault_server.port
@@ -696,7 +698,7 @@ def test_unmapped_exceptions_become_domain_errors(
     with a domain error, and neither its message nor the log carries its text."""
     fault_server.add("/x", b"x")
 
-    def boom(*args: Any, **kwargs: Any) -> Any:
+    def boom(*_args: Any, **_kwargs: Any) -> Any:
         raise exc
 
     monkeypatch.setattr(dl, "_receive", boom)
@@ -716,7 +718,7 @@ def test_exceptions_of_the_progress_callback_are_not_converted(
     """The caller's own failure (say, writing its sidecar) stays the caller's."""
     fault_server.add("/x", b"x" * 1000)
 
-    def progress(t: Transfer) -> None:
+    def progress(_t: Transfer) -> None:
         raise OSError(28, "No space left on device (the caller's)")
 
     with pytest.raises(OSError, match="the caller's"):

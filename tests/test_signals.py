@@ -252,7 +252,7 @@ def test_sighup_applies_a_new_poll_interval(fault_server, make_daemon):
 
 # -- sd_notify ----------------------------------------------------------------------------
 
-def test_sd_notify_protocol(fault_server, make_daemon, notify_socket):
+def test_sd_notify_protocol(make_daemon, notify_socket):
     d = make_daemon(start=False)
     d.start(env=notify_socket.env(watchdog_usec=400_000))
     ready = notify_socket.wait_for(lambda m: "READY=1" in m.splitlines(), message="READY=1")
@@ -349,6 +349,7 @@ def test_announced_size_that_does_not_fit_waits_until_space_is_freed(
 
 # -- missing directories ------------------------------------------------------------------
 
+@pytest.mark.e2e  # `dropfetch run`
 def test_create_dirs_false_refuses_to_start_without_the_inbox(tmp_path):
     inbox = tmp_path / "share" / "inbox"
     config = tmp_path / "config.yaml"

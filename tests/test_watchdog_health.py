@@ -6,11 +6,14 @@ import socket
 import threading
 import time
 
+import pytest
+
 from dropfetch.config import config_from_mapping
 from dropfetch.daemon import Daemon
 from harness import wait_for
 
 
+@pytest.mark.e2e  # the whole daemon, in this process
 def test_watchdog_pings_stop_when_a_component_is_unhealthy(tmp_path, monkeypatch):
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
