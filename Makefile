@@ -46,9 +46,13 @@ test-deps:
 	apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
+# ruff (with C90 at 12, ARG, SLF) and its formatter, mypy (strict on the package, the
+# default checks on tests, bench and tools), and the package's shape rules (tools/shape.py)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff format --check daemon tests bench tools
+	$(VENV)/bin/ruff check daemon tests bench tools
 	$(VENV)/bin/mypy
+	$(PY) tools/shape.py daemon/dropfetch
 
 bench: $(STAMP)
 	$(PY) bench/run.py

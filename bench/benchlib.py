@@ -114,11 +114,19 @@ class Row:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "key": self.key, "case": self.case, "unit": self.unit, "stat": self.stat,
-            "samples": self.samples, "baseline": self.baseline,
-            "baseline_samples": self.baseline_samples, "value": self.value,
-            "baseline_value": self.baseline_value, "ratio": self.ratio,
-            "target": self.target_text, "met": self.met, "note": self.note,
+            "key": self.key,
+            "case": self.case,
+            "unit": self.unit,
+            "stat": self.stat,
+            "samples": self.samples,
+            "baseline": self.baseline,
+            "baseline_samples": self.baseline_samples,
+            "value": self.value,
+            "baseline_value": self.baseline_value,
+            "ratio": self.ratio,
+            "target": self.target_text,
+            "met": self.met,
+            "note": self.note,
         }
 
 
@@ -159,8 +167,16 @@ def _cells(row: Row) -> list[str]:
     runs = str(len(row.samples))
     if row.baseline_samples:
         runs += f" / {len(row.baseline_samples)}"
-    return [row.case, figure, row.baseline, fmt_value(row.baseline_value, row.unit),
-            fmt_ratio(row.ratio), row.target_text, fmt_met(row.met), runs]
+    return [
+        row.case,
+        figure,
+        row.baseline,
+        fmt_value(row.baseline_value, row.unit),
+        fmt_ratio(row.ratio),
+        row.target_text,
+        fmt_met(row.met),
+        runs,
+    ]
 
 
 def render_markdown(rows: Sequence[Row]) -> str:
@@ -184,8 +200,9 @@ def render_text(rows: Sequence[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
-                 timeout: float = 30) -> None:
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30
+) -> None:
     """Send ``sig``, wait up to ``timeout`` seconds, then kill."""
     if proc.poll() is not None:
         return

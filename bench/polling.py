@@ -50,20 +50,34 @@ def _fill(inbox: Path, jobs: int) -> None:
         data = f"https://mirror.example/os/{name}.tar.gz\n".encode()
         (inbox / f"{name}.url").write_bytes(data)
         sidecar = {
-            "schema": 1, "id": name, "job": f"{name}.url",
+            "schema": 1,
+            "id": name,
+            "job": f"{name}.url",
             "job_sha256": hashlib.sha256(data).hexdigest(),
-            "url": f"https://mirror.example/os/{name}.tar.gz", "status": "ok",
-            "progress": 100, "bytes_done": 1000, "bytes_total": 1000, "speed": None,
-            "eta": None, "attempt": 1, "next_attempt_at": None, "host": "bench",
-            "created": "2026-11-30T12:00:00.000Z", "updated": "2026-11-30T12:00:01.000Z",
-            "finished": "2026-11-30T12:00:01.000Z", "archive": None, "output": name,
-            "files": ["a"], "error": None,
+            "url": f"https://mirror.example/os/{name}.tar.gz",
+            "status": "ok",
+            "progress": 100,
+            "bytes_done": 1000,
+            "bytes_total": 1000,
+            "speed": None,
+            "eta": None,
+            "attempt": 1,
+            "next_attempt_at": None,
+            "host": "bench",
+            "created": "2026-11-30T12:00:00.000Z",
+            "updated": "2026-11-30T12:00:01.000Z",
+            "finished": "2026-11-30T12:00:01.000Z",
+            "archive": None,
+            "output": name,
+            "files": ["a"],
+            "error": None,
         }
         (inbox / f"{name}.status.json").write_text(json.dumps(sidecar))
 
 
-def _wait_quiet(pid: int, *, window: float = 2.0, below: float = 0.05,
-                limit: float = 180.0) -> float:
+def _wait_quiet(
+    pid: int, *, window: float = 2.0, below: float = 0.05, limit: float = 180.0
+) -> float:
     """Wait until the daemon used less than ``below`` of a core over ``window`` twice."""
     start = time.monotonic()
     quiet = 0
@@ -98,14 +112,18 @@ def measure(*, jobs: int, idle: float, pickups: int, observer: str) -> dict[str,
         config = base / "config.yaml"
         # the defaults, except the observer (polling, as auto picks on NFS) and no
         # free-space floor (a bench machine's /tmp may be small)
-        config.write_text(f"inbox: {inbox}\noutbox: {outbox}\nobserver: {observer}\n"
-                          "min_free_space: 0\n")
+        config.write_text(
+            f"inbox: {inbox}\noutbox: {outbox}\nobserver: {observer}\nmin_free_space: 0\n"
+        )
         log = base / "daemon.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "dropfetch", "run", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=base,
-                env={**os.environ, "PYTHONPATH": str(ROOT / "daemon")})
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=base,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "daemon")},
+            )
         try:
             warmup = _wait_quiet(proc.pid)
             cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
@@ -140,7 +158,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['observer']} | {r['jobs_waiting']:,} | {r['idle_cpu_percent']:.2f} % | "
             f"{r['pickup_median_seconds']:.2f} s | {r['pickup_max_seconds']:.2f} s | "
-            f"{r['startup_seconds']:.0f} s |")
+            f"{r['startup_seconds']:.0f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -153,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     observers = ("polling", "inotify") if args.observer == "both" else (args.observer,)
-    results = [measure(jobs=args.jobs, idle=args.idle, pickups=args.pickups, observer=o)
-               for o in observers]
+    results = [
+        measure(jobs=args.jobs, idle=args.idle, pickups=args.pickups, observer=o) for o in observers
+    ]
     if args.json:
-        print(json.dumps({"name": "polling", "results": results,
-                          "markdown": table(results)}))
+        print(json.dumps({"name": "polling", "results": results, "markdown": table(results)}))
     else:
         print(table(results))
     return 0

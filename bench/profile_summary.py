@@ -95,8 +95,9 @@ def summarise(paths: list[Path], top: int = 25) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("profiles", nargs="+", type=Path)
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()

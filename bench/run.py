@@ -90,14 +90,18 @@ def ensure_apt_tools() -> None:
         policy.write_text("#!/bin/sh\n# dropfetch bench: no service starts\nexit 101\n")
         policy.chmod(0o755)
     try:
-        subprocess.run([*prefix, "apt-get", *lock, "install", "-y", "-q",
-                        "--no-install-recommends", *missing], check=True, env=env)
+        subprocess.run(
+            [*prefix, "apt-get", *lock, "install", "-y", "-q", "--no-install-recommends", *missing],
+            check=True,
+            env=env,
+        )
     finally:
         if ours:
             policy.unlink()
     if which("systemctl") is not None:
-        subprocess.run([*prefix, "systemctl", "disable", "--now", "nginx"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*prefix, "systemctl", "disable", "--now", "nginx"], capture_output=True, check=False
+        )
 
 
 def ensure_pip(module: str, package: str) -> None:
@@ -120,6 +124,7 @@ def first_line(cmd: list[str]) -> str:
 
 
 # --- nginx -------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -164,9 +169,11 @@ def nginx(root: Path, prefix: Path) -> Iterator[str]:
     port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, root=root))
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(prefix),
-                             "-e", str(prefix / "error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -187,6 +194,7 @@ def nginx(root: Path, prefix: Path) -> Iterator[str]:
 
 
 # --- data --------------------------------------------------------------------------
+
 
 @dataclass
 class Sizes:
@@ -268,20 +276,22 @@ def make_data(base: Path, sizes: Sizes) -> Data:
     src = base / "src"
     log(f"copying the standard library {sizes.archive_copies} time(s)")
     for k in range(sizes.archive_copies):
-        shutil.copytree(stdlib_dir(), src / f"copy{k}", symlinks=True,
-                        ignore=_ignore(sizes.quick_tree))
+        shutil.copytree(
+            stdlib_dir(), src / f"copy{k}", symlinks=True, ignore=_ignore(sizes.quick_tree)
+        )
     medium_files, _ = _tree_stats(src / "copy0")
     big_files, big_bytes = _tree_stats(src)
     log(f"tar.gz of {big_files} files, {big_bytes / MIB:.0f} MiB")
     copies = [f"copy{k}" for k in range(sizes.archive_copies)]
-    subprocess.run(["tar", "-czf", str(srv / "tree.tar.gz"), "-C", str(src), *copies],
-                   check=True)
-    subprocess.run(["tar", "-czf", str(srv / "medium.tar.gz"), "-C", str(src), "copy0"],
-                   check=True)
+    subprocess.run(["tar", "-czf", str(srv / "tree.tar.gz"), "-C", str(src), *copies], check=True)
+    subprocess.run(["tar", "-czf", str(srv / "medium.tar.gz"), "-C", str(src), "copy0"], check=True)
 
     log(f"{sizes.small_jobs} small tar.gz jobs")
-    pool = sorted(p for p in (src / "copy0").rglob("*.py")
-                  if p.is_file() and not p.is_symlink() and p.stat().st_size < 64 * 1024)
+    pool = sorted(
+        p
+        for p in (src / "copy0").rglob("*.py")
+        if p.is_file() and not p.is_symlink() and p.stat().st_size < 64 * 1024
+    )
     (srv / "small").mkdir()
     names = []
     rng = random.Random(6)
@@ -293,13 +303,20 @@ def make_data(base: Path, sizes: Sizes) -> Data:
                 tf.add(p, arcname=f"{name}/{p.relative_to(src / 'copy0')}")
     shutil.rmtree(src)
     log(f"data ready in {time.monotonic() - t0:.0f} s")
-    return Data(srv=srv, big_file=big, big_archive=srv / "tree.tar.gz",
-                big_archive_files=big_files, big_tree_bytes=big_bytes,
-                medium_archive=srv / "medium.tar.gz", medium_files=medium_files,
-                small_names=names)
+    return Data(
+        srv=srv,
+        big_file=big,
+        big_archive=srv / "tree.tar.gz",
+        big_archive_files=big_files,
+        big_tree_bytes=big_bytes,
+        medium_archive=srv / "medium.tar.gz",
+        medium_files=medium_files,
+        small_names=names,
+    )
 
 
 # --- the daemon under test -----------------------------------------------------------
+
 
 class BenchFailure(RuntimeError):
     pass
@@ -308,16 +325,26 @@ class BenchFailure(RuntimeError):
 class Daemon:
     """``dropfetch run --config`` as a subprocess, with its own inbox and outbox."""
 
-    def __init__(self, base: Path, *, workers: int = 4, observer: str = "inotify",
-                 profile: Path | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        workers: int = 4,
+        observer: str = "inotify",
+        profile: Path | None = None,
+        **extra: Any,
+    ) -> None:
         self.base = base
         self.inbox = base / "inbox"
         self.outbox = base / "outbox"
         base.mkdir(parents=True, exist_ok=True)
         self.inbox.mkdir(exist_ok=True)
         cfg: dict[str, Any] = {
-            "inbox": str(self.inbox), "outbox": str(self.outbox), "workers": workers,
-            "observer": observer, "min_free_space": 0,
+            "inbox": str(self.inbox),
+            "outbox": str(self.outbox),
+            "workers": workers,
+            "observer": observer,
+            "min_free_space": 0,
             "download": {"block_networks": []},
         }
         cfg.update(extra)
@@ -332,21 +359,37 @@ class Daemon:
     def start(self, *, wait: bool = True) -> Daemon:
         self.started = time.perf_counter()
         with open(self.base / "daemon.log", "ab") as logf:
-            self.proc = subprocess.Popen([str(DROPFETCH), "run", "--config",
-                                          str(self.config_path)],
-                                         stdout=logf, stderr=subprocess.STDOUT, cwd=self.base)
+            self.proc = subprocess.Popen(
+                [str(DROPFETCH), "run", "--config", str(self.config_path)],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+            )
         if self.profile is not None:
             spy = BIN / "py-spy"
             self.profile.parent.mkdir(parents=True, exist_ok=True)
             self.spy = subprocess.Popen(
-                [str(spy), "record", "--pid", str(self.proc.pid), "--rate", "200",
-                 "--format", "raw", "--threads", "--nonblocking", "-o", str(self.profile)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(self.proc.pid),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--nonblocking",
+                    "-o",
+                    str(self.profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         if wait:
             # "dropfetch running" is logged once the watcher is up: a job dropped before
             # that would be found by the startup scan (and wait settle_time), not by inotify
-            self._until(lambda: b"dropfetch running" in self.log_bytes(), 20,
-                        "the daemon to start")
+            self._until(lambda: b"dropfetch running" in self.log_bytes(), 20, "the daemon to start")
         return self
 
     def log_bytes(self) -> bytes:
@@ -355,8 +398,9 @@ class Daemon:
         except FileNotFoundError:
             return b""
 
-    def _until(self, pred: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.01) -> Any:
+    def _until(
+        self, pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.01
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = pred()
@@ -414,8 +458,7 @@ class Daemon:
             if checks % 256 == 0:
                 self.alive()
                 if time.monotonic() > deadline:
-                    raise BenchFailure(f"{name} not ok after {timeout} s: {sc}\n"
-                                       f"{self.log_tail()}")
+                    raise BenchFailure(f"{name} not ok after {timeout} s: {sc}\n{self.log_tail()}")
             time.sleep(interval)
 
     def hwm_mb(self) -> float:
@@ -444,6 +487,7 @@ class Daemon:
 
 
 # --- the runner ----------------------------------------------------------------------
+
 
 @dataclass
 class Ctx:
@@ -494,8 +538,10 @@ def alternate(i: int, first: Callable[[], None], second: Callable[[], None]) -> 
 
 
 def count_files(root: Path) -> int:
-    return sum(len([n for n in names if not os.path.islink(os.path.join(d, n))])
-               for d, _, names in os.walk(root))
+    return sum(
+        len([n for n in names if not os.path.islink(os.path.join(d, n))])
+        for d, _, names in os.walk(root)
+    )
 
 
 def q(p: Path | str) -> str:
@@ -512,6 +558,7 @@ def case_file(ctx: Ctx) -> None:
     curl: list[float] = []
     curl_sync: list[float] = []
     for i in range(ctx.sizes.runs):
+
         def dropfetch(i: int = i) -> None:
             base = ctx.fresh("file-dropfetch")
             with Daemon(base, profile=ctx.profile_path(f"file-{i}")) as d:
@@ -533,21 +580,50 @@ def case_file(ctx: Ctx) -> None:
         alternate(i, dropfetch, baseline)
         settle()
         base = ctx.fresh("file-curl-sync")
-        curl_sync.append(timed_shell(
-            f"curl -s -o {q(base / 'big.bin')} {q(url)} && sync {q(base / 'big.bin')}"))
+        curl_sync.append(
+            timed_shell(f"curl -s -o {q(base / 'big.bin')} {q(url)} && sync {q(base / 'big.bin')}")
+        )
         wipe(base)
-        log(f"file run {i}: dropfetch {ours[-1]:.2f} s, curl {curl[-1]:.2f} s, "
-            f"curl+fsync {curl_sync[-1]:.2f} s, RSS {rss[-1]:.0f} MB")
+        log(
+            f"file run {i}: dropfetch {ours[-1]:.2f} s, curl {curl[-1]:.2f} s, "
+            f"curl+fsync {curl_sync[-1]:.2f} s, RSS {rss[-1]:.0f} MB"
+        )
     mib = size // MIB
-    ctx.rows.append(Row("file", f"{mib} MiB incompressible file, drop → ok", "s", ours,
-                        baseline="curl -s -o FILE URL", baseline_samples=curl,
-                        limit=1.0, target_text="≤ 1.0"))
-    ctx.rows.append(Row("file-sync", f"{mib} MiB file, drop → ok (fsynced, like dropfetch)",
-                        "s", ours, baseline="curl -s -o FILE URL && sync FILE",
-                        baseline_samples=curl_sync, target_text="— (info)"))
-    ctx.rows.append(Row("file-rss", f"peak RSS during the {mib} MiB download (VmHWM)", "MB",
-                        rss, stat="max", target_on="value", limit=80,
-                        target_text="≤ 80 MB"))
+    ctx.rows.append(
+        Row(
+            "file",
+            f"{mib} MiB incompressible file, drop → ok",
+            "s",
+            ours,
+            baseline="curl -s -o FILE URL",
+            baseline_samples=curl,
+            limit=1.0,
+            target_text="≤ 1.0",
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "file-sync",
+            f"{mib} MiB file, drop → ok (fsynced, like dropfetch)",
+            "s",
+            ours,
+            baseline="curl -s -o FILE URL && sync FILE",
+            baseline_samples=curl_sync,
+            target_text="— (info)",
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "file-rss",
+            f"peak RSS during the {mib} MiB download (VmHWM)",
+            "MB",
+            rss,
+            stat="max",
+            target_on="value",
+            limit=80,
+            target_text="≤ 80 MB",
+        )
+    )
 
 
 def case_targz(ctx: Ctx) -> None:
@@ -567,9 +643,11 @@ def case_targz(ctx: Ctx) -> None:
                 t1, sc = d.wait_ok("tree", 1800)
                 into.append(t1 - t0)
             if len(sc["files"]) != expected:
-                raise BenchFailure(f"dropfetch listed {len(sc['files'])} files, "
-                                   f"expected {expected}")
+                raise BenchFailure(
+                    f"dropfetch listed {len(sc['files'])} files, expected {expected}"
+                )
             wipe(base)
+
         return run
 
     def curl_pipe() -> None:
@@ -582,24 +660,47 @@ def case_targz(ctx: Ctx) -> None:
     def curl_twostep() -> None:
         base = ctx.fresh("targz-twostep")
         (base / "out").mkdir()
-        twostep.append(timed_shell(
-            f"curl -s -o {q(base / 'tree.tar.gz')} {q(url)} && "
-            f"tar -xzf {q(base / 'tree.tar.gz')} -C {q(base / 'out')}"))
+        twostep.append(
+            timed_shell(
+                f"curl -s -o {q(base / 'tree.tar.gz')} {q(url)} && "
+                f"tar -xzf {q(base / 'tree.tar.gz')} -C {q(base / 'out')}"
+            )
+        )
         wipe(base)
 
     for i in range(ctx.sizes.runs):
         alternate(i, dropfetch(ours_a, f"targz-{i}a"), curl_pipe)
         alternate(i, dropfetch(ours_b, f"targz-{i}b"), curl_twostep)
-        log(f"targz run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
-            f"curl|tar {pipe[-1]:.2f} s, curl && tar {twostep[-1]:.2f} s")
+        log(
+            f"targz run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
+            f"curl|tar {pipe[-1]:.2f} s, curl && tar {twostep[-1]:.2f} s"
+        )
     mib = ctx.data.big_tree_bytes / MIB
     what = f"tar.gz of {mib:.0f} MiB real files ({expected} files), drop → ok"
-    ctx.rows.append(Row("targz-pipe", what, "s", ours_a,
-                        baseline="curl -s URL | tar -xz -C DIR", baseline_samples=pipe,
-                        limit=1.1, target_text="≤ 1.1"))
-    ctx.rows.append(Row("targz-twostep", "same archive, drop → ok", "s", ours_b,
-                        baseline="curl -s -o F URL && tar -xzf F -C DIR",
-                        baseline_samples=twostep, limit=0.8, target_text="≤ 0.8"))
+    ctx.rows.append(
+        Row(
+            "targz-pipe",
+            what,
+            "s",
+            ours_a,
+            baseline="curl -s URL | tar -xz -C DIR",
+            baseline_samples=pipe,
+            limit=1.1,
+            target_text="≤ 1.1",
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "targz-twostep",
+            "same archive, drop → ok",
+            "s",
+            ours_b,
+            baseline="curl -s -o F URL && tar -xzf F -C DIR",
+            baseline_samples=twostep,
+            limit=0.8,
+            target_text="≤ 0.8",
+        )
+    )
 
 
 def case_extract(ctx: Ctx) -> None:
@@ -616,6 +717,7 @@ def case_extract(ctx: Ctx) -> None:
     bsdtar = which("bsdtar")
     runs = max(ctx.sizes.runs, 5) if ctx.sizes.runs > 1 else 1
     for i in range(runs):
+
         def dropfetch() -> None:
             dest = ctx.shm / "x-dropfetch"
             dest.mkdir()
@@ -636,16 +738,36 @@ def case_extract(ctx: Ctx) -> None:
                 wipe(dest)
 
         alternate(i, dropfetch, baseline)
-        log(f"extract run {i}: dropfetch {ours[-1]:.2f} s, GNU tar {gnu[-1]:.2f} s"
-            + (f", bsdtar {bsd[-1]:.2f} s" if bsd else ""))
+        log(
+            f"extract run {i}: dropfetch {ours[-1]:.2f} s, GNU tar {gnu[-1]:.2f} s"
+            + (f", bsdtar {bsd[-1]:.2f} s" if bsd else "")
+        )
     archive.unlink()
     what = f"{expected}-file tar.gz, extraction alone, tmpfs"
-    ctx.rows.append(Row("extract", what, "s", ours, baseline="GNU tar -xzf",
-                        baseline_samples=gnu, limit=1.2, target_text="≤ 1.2"))
+    ctx.rows.append(
+        Row(
+            "extract",
+            what,
+            "s",
+            ours,
+            baseline="GNU tar -xzf",
+            baseline_samples=gnu,
+            limit=1.2,
+            target_text="≤ 1.2",
+        )
+    )
     if bsd:
-        ctx.rows.append(Row("extract-bsdtar", "same, against bsdtar", "s", ours,
-                            baseline="bsdtar -xzf", baseline_samples=bsd,
-                            target_text="— (report)"))
+        ctx.rows.append(
+            Row(
+                "extract-bsdtar",
+                "same, against bsdtar",
+                "s",
+                ours,
+                baseline="bsdtar -xzf",
+                baseline_samples=bsd,
+                target_text="— (report)",
+            )
+        )
 
 
 def _wait_all(d: Daemon, names: list[str], timeout: float, interval: float) -> float:
@@ -677,21 +799,30 @@ def case_small(ctx: Ctx) -> None:
                 t1 = _wait_all(d, names, 600, 0.005)
                 into.append(t1 - t0)
             wipe(base)
+
         return run
 
     def shell_loop() -> None:
         base = ctx.fresh("small-loop")
-        loop.append(timed_shell(
-            f'while read -r n; do mkdir -p "$n" && curl -s "{ctx.url}/small/$n.tar.gz" '
-            f'| tar -xz -C "$n"; done < {q(names_file)}', cwd=base))
+        loop.append(
+            timed_shell(
+                f'while read -r n; do mkdir -p "$n" && curl -s "{ctx.url}/small/$n.tar.gz" '
+                f'| tar -xz -C "$n"; done < {q(names_file)}',
+                cwd=base,
+            )
+        )
         wipe(base)
 
     def xargs_p4() -> None:
         base = ctx.fresh("small-xargs")
-        xargs.append(timed_shell(
-            f"xargs -P4 -I{{}} bash -o pipefail -c "
-            f"'mkdir -p \"$1\" && curl -s \"$2/small/$1.tar.gz\" | tar -xz -C \"$1\"' "
-            f"_ {{}} {q(ctx.url)} < {q(names_file)}", cwd=base))
+        xargs.append(
+            timed_shell(
+                f"xargs -P4 -I{{}} bash -o pipefail -c "
+                f'\'mkdir -p "$1" && curl -s "$2/small/$1.tar.gz" | tar -xz -C "$1"\' '
+                f"_ {{}} {q(ctx.url)} < {q(names_file)}",
+                cwd=base,
+            )
+        )
         if len(os.listdir(base)) != n:
             raise BenchFailure("xargs baseline made a different number of outputs")
         wipe(base)
@@ -699,14 +830,34 @@ def case_small(ctx: Ctx) -> None:
     for i in range(ctx.sizes.runs):
         alternate(i, dropfetch(ours_a, f"small-{i}a"), shell_loop)
         alternate(i, dropfetch(ours_b, f"small-{i}b"), xargs_p4)
-        log(f"small run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
-            f"loop {loop[-1]:.2f} s, xargs -P4 {xargs[-1]:.2f} s")
-    ctx.rows.append(Row("small-loop", f"{n:,} small tar.gz jobs, 4 workers, drop all → all ok",
-                        "s", ours_a, baseline="shell loop: curl | tar per job",
-                        baseline_samples=loop, limit=0.33, target_text="≤ 0.33"))
-    ctx.rows.append(Row("small-xargs", "same", "s", ours_b,
-                        baseline="xargs -P4: curl | tar per job", baseline_samples=xargs,
-                        limit=0.67, target_text="≤ 0.67"))
+        log(
+            f"small run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
+            f"loop {loop[-1]:.2f} s, xargs -P4 {xargs[-1]:.2f} s"
+        )
+    ctx.rows.append(
+        Row(
+            "small-loop",
+            f"{n:,} small tar.gz jobs, 4 workers, drop all → all ok",
+            "s",
+            ours_a,
+            baseline="shell loop: curl | tar per job",
+            baseline_samples=loop,
+            limit=0.33,
+            target_text="≤ 0.33",
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "small-xargs",
+            "same",
+            "s",
+            ours_b,
+            baseline="xargs -P4: curl | tar per job",
+            baseline_samples=xargs,
+            limit=0.67,
+            target_text="≤ 0.67",
+        )
+    )
 
 
 def case_latency(ctx: Ctx) -> None:
@@ -714,8 +865,7 @@ def case_latency(ctx: Ctx) -> None:
     names = ctx.data.small_names
     lat: list[float] = []
     base = ctx.fresh("latency")
-    with Daemon(base, workers=4, observer="inotify",
-                profile=ctx.profile_path("latency")) as d:
+    with Daemon(base, workers=4, observer="inotify", profile=ctx.profile_path("latency")) as d:
         d.start()
         time.sleep(0.5)
         for i in range(ctx.sizes.latency_jobs):
@@ -732,10 +882,30 @@ def case_latency(ctx: Ctx) -> None:
     wipe(base)
     log(f"inotify pickup: p50 {sorted(lat)[len(lat) // 2]:.1f} ms, max {max(lat):.1f} ms")
     what = f"pickup latency, inotify, rename → sidecar ({len(lat)} jobs)"
-    ctx.rows.append(Row("latency-p50", what, "ms", lat, stat="p50", target_on="value",
-                        limit=20, target_text="p50 ≤ 20 ms"))
-    ctx.rows.append(Row("latency-p99", "same", "ms", lat, stat="p99", target_on="value",
-                        limit=100, target_text="p99 ≤ 100 ms"))
+    ctx.rows.append(
+        Row(
+            "latency-p50",
+            what,
+            "ms",
+            lat,
+            stat="p50",
+            target_on="value",
+            limit=20,
+            target_text="p50 ≤ 20 ms",
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "latency-p99",
+            "same",
+            "ms",
+            lat,
+            stat="p99",
+            target_on="value",
+            limit=100,
+            target_text="p99 ≤ 100 ms",
+        )
+    )
 
 
 def case_polling(ctx: Ctx) -> None:
@@ -746,8 +916,9 @@ def case_polling(ctx: Ctx) -> None:
     base = ctx.fresh("polling")
     lat: dict[str, float] = {}
     dropped: dict[str, float] = {}
-    with Daemon(base, workers=4, observer="polling", poll_interval=poll_interval,
-                settle_time=settle_time) as d:
+    with Daemon(
+        base, workers=4, observer="polling", poll_interval=poll_interval, settle_time=settle_time
+    ) as d:
         d.start()
         time.sleep(poll_interval)
         n = ctx.sizes.polling_jobs
@@ -768,12 +939,29 @@ def case_polling(ctx: Ctx) -> None:
     wipe(base)
     values = list(lat.values())
     log(f"polling pickup: max {max(values):.0f} ms")
-    ctx.rows.append(Row("polling-p50", f"pickup latency, polling ({len(values)} jobs, "
-                        f"poll_interval {poll_interval:g} s, settle_time {settle_time:g} s)",
-                        "ms", values, stat="p50", target_text="— (info)"))
-    ctx.rows.append(Row("polling-max", "same, worst", "ms", values, stat="max",
-                        target_on="value", limit=limit,
-                        target_text=f"≤ {limit / 1000:g} s (interval + settle + 0.5 s)"))
+    ctx.rows.append(
+        Row(
+            "polling-p50",
+            f"pickup latency, polling ({len(values)} jobs, "
+            f"poll_interval {poll_interval:g} s, settle_time {settle_time:g} s)",
+            "ms",
+            values,
+            stat="p50",
+            target_text="— (info)",
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "polling-max",
+            "same, worst",
+            "ms",
+            values,
+            stat="max",
+            target_on="value",
+            limit=limit,
+            target_text=f"≤ {limit / 1000:g} s (interval + settle + 0.5 s)",
+        )
+    )
 
 
 def case_many(ctx: Ctx) -> None:
@@ -805,14 +993,32 @@ def case_many(ctx: Ctx) -> None:
         statuses = [(d.sidecar(x) or {}).get("status") for x in jobs]
         ok = ok and all(s == "ok" for s in statuses)
         wipe(base)
-        log(f"many run {r}: {n} jobs in {took[-1]:.1f} s, peak RSS {rss[-1]:.0f} MB, "
-            f"all ok: {ok}")
-    ctx.rows.append(Row("many-time", f"{n:,} jobs waiting at start → all ok", "s", took,
-                        target_on="value", target_text="all ok", ok=ok,
-                        limit=float("inf")))
-    ctx.rows.append(Row("many-rss", f"{n:,} jobs waiting at start: daemon peak RSS (VmHWM)",
-                        "MB", rss, stat="max", target_on="value", limit=200,
-                        target_text="≤ 200 MB", ok=ok))
+        log(f"many run {r}: {n} jobs in {took[-1]:.1f} s, peak RSS {rss[-1]:.0f} MB, all ok: {ok}")
+    ctx.rows.append(
+        Row(
+            "many-time",
+            f"{n:,} jobs waiting at start → all ok",
+            "s",
+            took,
+            target_on="value",
+            target_text="all ok",
+            ok=ok,
+            limit=float("inf"),
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "many-rss",
+            f"{n:,} jobs waiting at start: daemon peak RSS (VmHWM)",
+            "MB",
+            rss,
+            stat="max",
+            target_on="value",
+            limit=200,
+            target_text="≤ 200 MB",
+            ok=ok,
+        )
+    )
 
 
 def case_polling_py(ctx: Ctx) -> None:
@@ -822,8 +1028,13 @@ def case_polling_py(ctx: Ctx) -> None:
         return
     log("running bench/polling.py --json")
     try:
-        p = subprocess.run([sys.executable, str(script), "--json"], capture_output=True,
-                           text=True, timeout=1800, cwd=ROOT)
+        p = subprocess.run(
+            [sys.executable, str(script), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         ctx.extra["polling_py"] = {"error": "timed out after 1800 s"}
         return
@@ -837,20 +1048,29 @@ def case_polling_py(ctx: Ctx) -> None:
 
 
 RUNNERS: dict[str, Callable[[Ctx], None]] = {
-    "file": case_file, "targz": case_targz, "extract": case_extract, "small": case_small,
-    "latency": case_latency, "polling": case_polling, "many": case_many,
+    "file": case_file,
+    "targz": case_targz,
+    "extract": case_extract,
+    "small": case_small,
+    "latency": case_latency,
+    "polling": case_polling,
+    "many": case_many,
     "polling-py": case_polling_py,
 }
 
 
 # --- the report ----------------------------------------------------------------------
 
+
 def machine() -> dict[str, str]:
     info: dict[str, str] = {}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
-                  if ln.startswith("model name")]
+        models = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.splitlines()
+            if ln.startswith("model name")
+        ]
         info["cpu"] = f"{models[0] if models else platform.processor()} x {len(models)}"
     except OSError:
         info["cpu"] = platform.processor()
@@ -901,21 +1121,32 @@ def chart(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pairs = [r for r in rows if r.baseline_samples and r.value is not None]
-    values = [r for r in rows if not r.baseline_samples and r.limit is not None
-              and r.value is not None and r.limit != float("inf")]
+    values = [
+        r
+        for r in rows
+        if not r.baseline_samples
+        and r.limit is not None
+        and r.value is not None
+        and r.limit != float("inf")
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(14, 0.6 * max(len(pairs), len(values), 4) + 2))
     ax = axes[0]
     labels = [f"{r.case}\nvs {r.baseline}" for r in pairs]
     ratios = [r.ratio or 0.0 for r in pairs]
-    colors = ["#9a9a9a" if r.met is None else "#2a9d4b" if r.met else "#d1495b"
-              for r in pairs]
+    colors = ["#9a9a9a" if r.met is None else "#2a9d4b" if r.met else "#d1495b" for r in pairs]
     y = list(range(len(pairs)))
     ax.barh(y, ratios, color=colors)
     for yi, r in zip(y, pairs, strict=True):
         if r.limit is not None:
             ax.plot([r.limit, r.limit], [yi - 0.4, yi + 0.4], color="black", lw=2)
-        ax.text((r.ratio or 0) + 0.02, yi, f"{r.ratio:.2f}  ({fmt_value(r.value, r.unit)} vs "
-                f"{fmt_value(r.baseline_value, r.unit)})", va="center", fontsize=8)
+        ax.text(
+            (r.ratio or 0) + 0.02,
+            yi,
+            f"{r.ratio:.2f}  ({fmt_value(r.value, r.unit)} vs "
+            f"{fmt_value(r.baseline_value, r.unit)})",
+            va="center",
+            fontsize=8,
+        )
     ax.axvline(1.0, color="grey", ls=":")
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
@@ -929,8 +1160,9 @@ def chart(rows: list[Row], path: Path) -> None:
     ax.barh(y, fractions, color=["#2a9d4b" if r.met else "#d1495b" for r in values])
     for yi, r, f in zip(y, values, fractions, strict=True):
         target = r.target_text.split(" (")[0]
-        ax.text(f + 0.02, yi, f"{fmt_value(r.value, r.unit)} (target {target})",
-                va="center", fontsize=8)
+        ax.text(
+            f + 0.02, yi, f"{fmt_value(r.value, r.unit)} (target {target})", va="center", fontsize=8
+        )
     ax.axvline(1.0, color="black", lw=2)
     ax.set_yticks(y, [f"{r.case} [{r.stat}]" for r in values], fontsize=7)
     ax.invert_yaxis()
@@ -944,8 +1176,9 @@ def chart(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def report(ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float,
-           argv: list[str]) -> str:
+def report(
+    ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float, argv: list[str]
+) -> str:
     rows = ctx.rows
     d = ctx.data
     missed = [r for r in rows if r.met is False]
@@ -955,7 +1188,7 @@ def report(ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float,
         "Generated by `make bench` (`bench/run.py`); every figure below is from one real run "
         f"started {started.strftime('%Y-%m-%d %H:%M UTC')}, which took {elapsed / 60:.0f} min.",
         "Times are medians; the ratio is dropfetch / baseline from the same run (lower is "
-        "better). dropfetch ran as a real `dropfetch run` daemon subprocess; \"drop → ok\" is "
+        'better). dropfetch ran as a real `dropfetch run` daemon subprocess; "drop → ok" is '
         "timed from the rename of the job file into the inbox until the sidecar says `ok` "
         "(the bench polls the sidecar every 2 ms).",
         "",
@@ -1034,9 +1267,11 @@ def report(ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float,
             continue
         seen.add(id(r.samples))
         show = r.samples if len(r.samples) <= 12 else []
-        ours = (", ".join(f"{x:.3g}" for x in show) if show else
-                f"{len(r.samples)} samples, min {min(r.samples):.3g}, "
-                f"max {max(r.samples):.3g}")
+        ours = (
+            ", ".join(f"{x:.3g}" for x in show)
+            if show
+            else f"{len(r.samples)} samples, min {min(r.samples):.3g}, max {max(r.samples):.3g}"
+        )
         base = ", ".join(f"{x:.3g}" for x in r.baseline_samples) or "—"
         out.append(f"| {r.key} ({r.unit}) | {ours} | {base} |")
     if "polling_py" in ctx.extra:
@@ -1051,18 +1286,33 @@ def report(ctx: Ctx, info: dict[str, str], started: dt.datetime, elapsed: float,
 
 # --- main ----------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes and one run per case (a smoke check)")
-    p.add_argument("--only", action="append", choices=CASES, metavar="CASE",
-                   help=f"run only this case (repeatable): {', '.join(CASES)}")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes and one run per case (a smoke check)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=CASES,
+        metavar="CASE",
+        help=f"run only this case (repeatable): {', '.join(CASES)}",
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per case (default 3)")
-    p.add_argument("--write", action="store_true",
-                   help="write docs/ even with --quick or --only (default: only full runs)")
-    p.add_argument("--profile", type=Path, default=None,
-                   help="record every daemon with py-spy (raw collapsed stacks) into DIR")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="write docs/ even with --quick or --only (default: only full runs)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record every daemon with py-spy (raw collapsed stacks) into DIR",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary data")
     args = p.parse_args(argv)
     if args.runs < 1:
@@ -1096,8 +1346,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = make_data(tmp / "data", sizes)
         with nginx(data.srv, tmp / "nginx") as url:
-            ctx = Ctx(url=url, data=data, work=tmp / "work", shm=shm, sizes=sizes,
-                      profile=args.profile)
+            ctx = Ctx(
+                url=url, data=data, work=tmp / "work", shm=shm, sizes=sizes, profile=args.profile
+            )
             ctx.work.mkdir()
             for case in cases:
                 log(f"case {case}")
@@ -1110,12 +1361,17 @@ def main(argv: list[str] | None = None) -> int:
         if write_docs:
             DOCS.mkdir(exist_ok=True)
             (DOCS / "BENCHMARKS.md").write_text(
-                report(ctx, info, started, elapsed, ["bench/run.py", *argv]))
+                report(ctx, info, started, elapsed, ["bench/run.py", *argv])
+            )
             chart(ctx.rows, DOCS / "benchmarks.png")
             log(f"wrote {DOCS / 'BENCHMARKS.md'} and {DOCS / 'benchmarks.png'}")
         results = tmp.parent / f"{tmp.name}-results.json"
-        results.write_text(json.dumps({"rows": [r.to_dict() for r in ctx.rows],
-                                       "extra": ctx.extra, "machine": info}, indent=1))
+        results.write_text(
+            json.dumps(
+                {"rows": [r.to_dict() for r in ctx.rows], "extra": ctx.extra, "machine": info},
+                indent=1,
+            )
+        )
         log(f"raw results: {results}")
     finally:
         if args.keep:

@@ -26,8 +26,9 @@ def tar_bytes(files: dict[str, bytes], *, compression: str = "") -> bytes:
     """A tar of ``files`` (dirs implied), compressed with '', gz, bz2, xz or zst."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        dirs = sorted({"/".join(n.split("/")[:i]) for n in files
-                       for i in range(1, n.count("/") + 1)})
+        dirs = sorted(
+            {"/".join(n.split("/")[:i]) for n in files for i in range(1, n.count("/") + 1)}
+        )
         for d in dirs:
             info = tarfile.TarInfo(d)
             info.type = tarfile.DIRTYPE

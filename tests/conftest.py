@@ -15,8 +15,7 @@ __all__ = ["fault_server", "make_daemon"]
 
 # Property tests share 2 cores with the rest of a parallel run: slow data generation is
 # the machine's load, not the strategy's fault (tests' own @settings add to this).
-settings.register_profile("dropfetch", deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dropfetch", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("dropfetch")
 
 LEAK_JOIN = 10.0  # seconds, for all of a test's threads together
@@ -43,4 +42,5 @@ def _no_leaked_threads() -> Iterator[None]:
     yield
     leaked = new_threads(before, LEAK_JOIN)
     assert not leaked, "threads leaked by the test: " + ", ".join(
-        f"{t.name}{' (daemon)' if t.daemon else ''}" for t in leaked)
+        f"{t.name}{' (daemon)' if t.daemon else ''}" for t in leaked
+    )

@@ -166,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
             if res.wrong_content_range:
                 start = shown
             headers["Content-Range"] = f"bytes {shown}-{end}/{total}"
-        view = memoryview(data)[start:end + 1]
+        view = memoryview(data)[start : end + 1]
         close_after = False
         if res.lie_length is not None:
             headers["Content-Length"] = str(res.lie_length)
@@ -192,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         if header is None or res.ignore_range or not header.startswith("bytes="):
             return None
-        spec = header[len("bytes="):]
+        spec = header[len("bytes=") :]
         if "," in spec or "-" not in spec:
             return None
         first, _, last = spec.partition("-")
@@ -227,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = 0
         try:
             while sent < limit:
-                piece = view[sent:min(limit, sent + step)]
+                piece = view[sent : min(limit, sent + step)]
                 self._write(piece, chunked=res.chunked)
                 sent += len(piece)
                 if res.rate is not None:
@@ -282,8 +282,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def _simple(self, code: int, payload: bytes, headers: dict[str, str] | None = None, *,
-                reason: str | None = None) -> None:
+    def _simple(
+        self,
+        code: int,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         self.send_response(code, reason)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -334,8 +340,10 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"faultserver-{self.port}")
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"faultserver-{self.port}",
+        )
         self._thread.start()
         return self
 
@@ -380,8 +388,13 @@ class RawServer:
     what was read.
     """
 
-    def __init__(self, script: Script, host: str = "127.0.0.1", *,
-                 read_first: Literal["request", "bytes", "nothing"] = "request") -> None:
+    def __init__(
+        self,
+        script: Script,
+        host: str = "127.0.0.1",
+        *,
+        read_first: Literal["request", "bytes", "nothing"] = "request",
+    ) -> None:
         self.script = script
         self.read_first = read_first
         self.host = host
@@ -468,8 +481,9 @@ class RawServer:
         self.stop()
 
 
-def http_answer(status: str = "200 OK", body: bytes = b"", *headers: str,
-                length: bool = True) -> bytes:
+def http_answer(
+    status: str = "200 OK", body: bytes = b"", *headers: str, length: bool = True
+) -> bytes:
     """The bytes of an answer: ``http_answer("302 Found", b"", "Location: /x")``.
 
     Headers are latin-1 text (so any byte can be sent); ``Content-Length`` is added

@@ -67,6 +67,7 @@ TOOL_ENV = {**os.environ, "LC_ALL": "C.UTF-8"}
 
 # --- random trees --------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Entry:
     path: str  # '/'-separated, relative to the tree's root
@@ -79,12 +80,30 @@ class Entry:
     chunks: tuple[tuple[int, bytes], ...] = ()
 
 
-UNICODE = ["é", "ü", "ñ", "日本語", "Ελληνικά", "кириллица", "🙂", "e\u0301", "עברית",
-           "\u200bzw", "\uff46\uff55\uff4c\uff4c", "ß", "Ωmega", "中文名", "naïve café"]
+UNICODE = [
+    "é",
+    "ü",
+    "ñ",
+    "日本語",
+    "Ελληνικά",
+    "кириллица",
+    "🙂",
+    "e\u0301",
+    "עברית",
+    "\u200bzw",
+    "\uff46\uff55\uff4c\uff4c",
+    "ß",
+    "Ωmega",
+    "中文名",
+    "naïve café",
+]
 PUNCT = " -_.,;:'\"$&()[]{}!@#%^+=~`?*<>|"
 ASCII = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-FILE_MODES = [0o644] * 6 + [0o755] * 3 + [0o600, 0o444, 0o400, 0o700, 0o777, 0o4755, 0o2755,
-                                         0o6755, 0o1644, 0o000, 0o666]
+FILE_MODES = (
+    [0o644] * 6
+    + [0o755] * 3
+    + [0o600, 0o444, 0o400, 0o700, 0o777, 0o4755, 0o2755, 0o6755, 0o1644, 0o000, 0o666]
+)
 DIR_MODES = [0o755] * 6 + [0o700, 0o555, 0o777, 0o1777, 0o2775, 0o500, 0o711]
 
 
@@ -113,13 +132,17 @@ def component(rng: random.Random, prof: Profile) -> str:
         return name
     if r < 0.62:
         chars = PUNCT if prof.backslash is False else PUNCT + "\\"
-        return "".join(rng.choice(ASCII + chars) for _ in range(rng.randint(1, 12))).strip(
-            "/") or "p"
+        return (
+            "".join(rng.choice(ASCII + chars) for _ in range(rng.randint(1, 12))).strip("/") or "p"
+        )
     if r < 0.77 and prof.unicode:
         return rng.choice(UNICODE) + rng.choice(["", "-" + rng.choice(ASCII), rng.choice(UNICODE)])
     if r < 0.85:
-        unit = rng.choice(["x", "long-name-", "é", "日"]) if prof.unicode else rng.choice(
-            ["x", "long-name-"])
+        unit = (
+            rng.choice(["x", "long-name-", "é", "日"])
+            if prof.unicode
+            else rng.choice(["x", "long-name-"])
+        )
         limit = rng.choice([99, 100, 101, 154, 155, 156, 200, 255])
         name = ""
         while len((name + unit).encode()) <= limit:
@@ -177,18 +200,26 @@ def gen_tree(rng: random.Random, prof: Profile) -> list[Entry]:
         files.append(path)
         if rng.random() < 0.1:
             size = rng.choice([70_000, 1 << 20, (2 << 20) + 123])
-            chunks = tuple(sorted({(rng.randrange(0, size - 10) & ~0xFFF, rng.randbytes(
-                rng.randint(1, 5000))) for _ in range(rng.randint(0, 3))}))
-            entries.append(Entry(path, "file", mode=rng.choice(FILE_MODES), holes=size,
-                                 chunks=chunks))
+            chunks = tuple(
+                sorted(
+                    {
+                        (rng.randrange(0, size - 10) & ~0xFFF, rng.randbytes(rng.randint(1, 5000)))
+                        for _ in range(rng.randint(0, 3))
+                    }
+                )
+            )
+            entries.append(
+                Entry(path, "file", mode=rng.choice(FILE_MODES), holes=size, chunks=chunks)
+            )
         else:
             entries.append(Entry(path, "file", data=file_data(rng), mode=rng.choice(FILE_MODES)))
     links: list[str] = []
     for _ in range(rng.choice([0, 0, 1, 1, 2, 3, 4])):
         path = fresh(rng.choice(dirs))
         links.append(path)
-        entries.append(Entry(path, "symlink", target=link_target(rng, path, dirs, files,
-                                                                  links, prof)))
+        entries.append(
+            Entry(path, "symlink", target=link_target(rng, path, dirs, files, links, prof))
+        )
     if files:
         for _ in range(rng.choice([0, 0, 0, 1, 2])):
             entries.append(Entry(fresh(rng.choice(dirs)), "hardlink", target=rng.choice(files)))
@@ -197,18 +228,22 @@ def gen_tree(rng: random.Random, prof: Profile) -> list[Entry]:
     if prof.specials and rng.random() < 0.06:
         entries.append(Entry(fresh(rng.choice(dirs)), rng.choice(["fifo", "fifo", "chardev"])))
     if prof.deep and rng.random() < 0.05:  # slow to build, scan and remove
-        entries.append(Entry(fresh("") + "/d" * prof.deep_levels + "/leaf", "file",
-                             data=b"deep\n"))
+        entries.append(Entry(fresh("") + "/d" * prof.deep_levels + "/leaf", "file", data=b"deep\n"))
     if prof.long_path and rng.random() < 0.05:  # refused whole: rare, not to hide the rest
-        entries.append(Entry(fresh("") + ("/" + "p" * 200) * 22 + "/leaf", "file",
-                             data=b"long\n"))
+        entries.append(Entry(fresh("") + ("/" + "p" * 200) * 22 + "/leaf", "file", data=b"long\n"))
     for e in entries:
         e.mtime = rng.randint(315_600_000, 1_750_000_000)
     return entries
 
 
-def link_target(rng: random.Random, path: str, dirs: list[str], files: list[str],
-                links: list[str], prof: Profile) -> str:
+def link_target(
+    rng: random.Random,
+    path: str,
+    dirs: list[str],
+    files: list[str],
+    links: list[str],
+    prof: Profile,
+) -> str:
     here = posixpath.dirname(path)
     depth = path.count("/")
 
@@ -312,6 +347,7 @@ def _build(rootfd: int, e: Entry) -> None:
 
 # --- archiving with the real tools --------------------------------------------------
 
+
 @dataclasses.dataclass
 class Made:
     tool: str
@@ -352,8 +388,11 @@ def choose_tool(rng: random.Random) -> tuple[str, list[str], Profile]:
         fmt = rng.choice(["pax", "ustar", "gnutar", "v7", "zip", "zip"])
         flags = [f"--format={fmt}"]
         if fmt == "zip":
-            flags.append(rng.choice(["", "--options=zip:compression=store",
-                                     "--options=zip:compression=deflate"]))
+            flags.append(
+                rng.choice(
+                    ["", "--options=zip:compression=store", "--options=zip:compression=deflate"]
+                )
+            )
         else:
             flags.append(rng.choice(list(TAR_COMPRESS)))
         if rng.random() < 0.1:
@@ -384,8 +423,9 @@ def choose_tool(rng: random.Random) -> tuple[str, list[str], Profile]:
     return tool, [f for f in flags if f], prof
 
 
-def make_archive(rng: random.Random, tool: str, flags: list[str], src: Path, out: Path,
-                 entries: list[Entry]) -> Made:
+def make_archive(
+    rng: random.Random, tool: str, flags: list[str], src: Path, out: Path, entries: list[Entry]
+) -> Made:
     top = sorted({e.path.split("/")[0] for e in entries})
     explicit = bool(top) and rng.random() < 0.4
     empty = not entries
@@ -430,9 +470,15 @@ def make_archive(rng: random.Random, tool: str, flags: list[str], src: Path, out
     fifos = [src / e.path for e in entries if e.kind == "fifo"] if "-FI" in argv else []
     try:
         with feeding(fifos):
-            proc = subprocess.run(argv, cwd=src, input=stdin if stdin is not None else b"",
-                                  capture_output=True, check=False, timeout=TOOL_TIMEOUT,
-                                  env=TOOL_ENV)
+            proc = subprocess.run(
+                argv,
+                cwd=src,
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                check=False,
+                timeout=TOOL_TIMEOUT,
+                env=TOOL_ENV,
+            )
         rc, err = proc.returncode, proc.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired:
         out.unlink(missing_ok=True)
@@ -523,7 +569,7 @@ def tar_groups(data: bytes) -> list[Group] | None:
     pos = 0
     try:
         while pos + 512 <= len(data):
-            hdr = data[pos:pos + 512]
+            hdr = data[pos : pos + 512]
             if hdr == bytes(512):
                 return groups
             size = _num(hdr[124:136])
@@ -531,11 +577,11 @@ def tar_groups(data: bytes) -> list[Group] | None:
             head = 512
             if typ == b"S" and hdr[482]:
                 while True:
-                    ext = data[pos + head:pos + head + 512]
+                    ext = data[pos + head : pos + head + 512]
                     head += 512
                     if len(ext) < 512 or not ext[504]:
                         break
-            chunk = data[pos:pos + head + _blocks(size)]
+            chunk = data[pos : pos + head + _blocks(size)]
             pos += len(chunk)
             if typ in EXT_TYPES:
                 pending.append(chunk)
@@ -560,13 +606,13 @@ def _checksum(hdr: bytearray) -> bytearray:
 
 def pax_records(chunk: bytes) -> list[tuple[str, bytes]]:
     size = _num(chunk[124:136])
-    body = chunk[512:512 + size]
+    body = chunk[512 : 512 + size]
     out: list[tuple[str, bytes]] = []
     while body:
         length, _, rest = body.partition(b" ")
         n = int(length)
         record = body[:n]
-        key, _, value = record[len(length) + 1:-1].partition(b"=")
+        key, _, value = record[len(length) + 1 : -1].partition(b"=")
         out.append((key.decode(errors="replace"), value))
         body = body[n:]
         if not rest:
@@ -620,7 +666,7 @@ def group_name(g: Group) -> bytes:
                 if k == "path":
                     return v
         if chunk[156:157] == b"L":
-            return chunk[512:512 + _num(chunk[124:136])].rstrip(b"\x00")
+            return chunk[512 : 512 + _num(chunk[124:136])].rstrip(b"\x00")
     hdr = g.main
     name = hdr[0:100].split(b"\x00")[0]
     if hdr[257:263] == b"ustar\x00" and hdr[345] and hdr[156:157] != b"S":
@@ -630,16 +676,19 @@ def group_name(g: Group) -> bytes:
 
 def set_field(g: Group, which: str, value: bytes) -> None:
     """Give a member a new name or link target, in every place a reader looks."""
-    field, gnu_type, key = ((slice(0, 100), b"L", "path") if which == "name"
-                            else (slice(157, 257), b"K", "linkpath"))
+    field, gnu_type, key = (
+        (slice(0, 100), b"L", "path") if which == "name" else (slice(157, 257), b"K", "linkpath")
+    )
     hdr = bytearray(g.main[:512])
     hdr[field] = value[:100].ljust(100, b"\x00")
     if which == "name" and hdr[257:263] == b"ustar\x00":
         hdr[345:500] = bytes(155)
     g.main = bytes(_checksum(hdr)) + g.main[512:]
     ext = [c for c in g.ext if c[156:157] != gnu_type]
-    out = [pax_header([(k, v) for k, v in pax_records(c) if k != key])
-           if c[156:157] == b"x" else c for c in ext]
+    out = [
+        pax_header([(k, v) for k, v in pax_records(c) if k != key]) if c[156:157] == b"x" else c
+        for c in ext
+    ]
     if len(value) > 99:
         out.append(pax_header([(key, value)]))
     g.ext = out
@@ -685,9 +734,15 @@ def zip_entries(data: bytes) -> list[ZipEntry] | None:
                 return None
             nlen, xlen, clen = cd[10], cd[11], cd[12]
             base = pos + _CD.size
-            entries.append(ZipEntry(cd, data[base:base + nlen], data[base + nlen:base + nlen
-                                    + xlen], data[base + nlen + xlen:base + nlen + xlen + clen],
-                                    b""))
+            entries.append(
+                ZipEntry(
+                    cd,
+                    data[base : base + nlen],
+                    data[base + nlen : base + nlen + xlen],
+                    data[base + nlen + xlen : base + nlen + xlen + clen],
+                    b"",
+                )
+            )
             pos = base + nlen + xlen + clen
     except struct.error:
         return None
@@ -729,7 +784,7 @@ def zip_set_data(e: ZipEntry, data: bytes) -> None:
     lh[2] &= ~0x08
     lh[3] = 0
     lh[6], lh[7], lh[8] = crc, len(data), len(data)
-    e.local = _LH.pack(*lh) + e.local[_LH.size:_LH.size + lh[9] + lh[10]] + data
+    e.local = _LH.pack(*lh) + e.local[_LH.size : _LH.size + lh[9] + lh[10]] + data
     e.cd[3] &= ~0x08
     e.cd[4] = 0
     e.cd[7], e.cd[8], e.cd[9] = crc, len(data), len(data)
@@ -737,11 +792,40 @@ def zip_set_data(e: ZipEntry, data: bytes) -> None:
 
 # --- mutations ----------------------------------------------------------------------
 
-OUTSIDE_NAMES = ["../{b}", "../../{b}", "../../../../{b}", "./../{b}", "d/../../{b}",
-                 "{n}/../../{b}", "..", "../", "/", str(CANARY) + "/{b}", "/{n}",
-                 "C:/{b}", "..\\{b}", "d\\..\\..\\{b}", "{n}/..", "./{n}", "{n}//"]
-LINK_TARGETS = ["../{b}", "../../../outside", "/etc/passwd", str(CANARY), str(CANARY_FILE),
-                ".", "..", "", "{n}", "{other}", "a/../../{b}", "x" * 5000, "new\nline"]
+OUTSIDE_NAMES = [
+    "../{b}",
+    "../../{b}",
+    "../../../../{b}",
+    "./../{b}",
+    "d/../../{b}",
+    "{n}/../../{b}",
+    "..",
+    "../",
+    "/",
+    str(CANARY) + "/{b}",
+    "/{n}",
+    "C:/{b}",
+    "..\\{b}",
+    "d\\..\\..\\{b}",
+    "{n}/..",
+    "./{n}",
+    "{n}//",
+]
+LINK_TARGETS = [
+    "../{b}",
+    "../../../outside",
+    "/etc/passwd",
+    str(CANARY),
+    str(CANARY_FILE),
+    ".",
+    "..",
+    "",
+    "{n}",
+    "{other}",
+    "a/../../{b}",
+    "x" * 5000,
+    "new\nline",
+]
 
 
 def _basename(name: bytes) -> bytes:
@@ -749,8 +833,12 @@ def _basename(name: bytes) -> bytes:
 
 
 def _fill(template: str, name: bytes, other: bytes) -> bytes:
-    return (template.encode().replace(b"{b}", _basename(name)).replace(b"{n}", name.rstrip(
-        b"/")).replace(b"{other}", other))
+    return (
+        template.encode()
+        .replace(b"{b}", _basename(name))
+        .replace(b"{n}", name.rstrip(b"/"))
+        .replace(b"{other}", other)
+    )
 
 
 def mutate_tar(rng: random.Random, raw: bytes, what: str) -> tuple[bytes, str]:
@@ -784,8 +872,25 @@ def mutate_tar(rng: random.Random, raw: bytes, what: str) -> tuple[bytes, str]:
         set_field(g, "link", new)
         return join_tar(groups), f"link target of {group_name(g)!r} -> {new[:60]!r}"
     if what == "type":
-        typ = rng.choice([b"0", b"\x00", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"D", b"S",
-                          b"V", b"M", b"g", b"Z"])
+        typ = rng.choice(
+            [
+                b"0",
+                b"\x00",
+                b"1",
+                b"2",
+                b"3",
+                b"4",
+                b"5",
+                b"6",
+                b"7",
+                b"D",
+                b"S",
+                b"V",
+                b"M",
+                b"g",
+                b"Z",
+            ]
+        )
         set_header(g, type=typ)
         return join_tar(groups), f"type of {group_name(g)!r} -> {typ!r}"
     if what == "mode":
@@ -845,8 +950,9 @@ def mutate_zip(rng: random.Random, data: bytes, what: str) -> tuple[bytes, str]:
         zip_set_data(e, new)
         return join_zip(entries), f"{e.name!r} made a link to {new[:60]!r}"
     if what == "mode":
-        mode = rng.choice([0o104755, 0o100000, 0o40755, 0o20644, 0o60644, 0o140755,
-                           0o170777, 0o10644])
+        mode = rng.choice(
+            [0o104755, 0o100000, 0o40755, 0o20644, 0o60644, 0o140755, 0o170777, 0o10644]
+        )
         e.cd[1] = (3 << 8) | (e.cd[1] & 0xFF)
         e.cd[15] = (mode << 16) | (e.cd[15] & 0xFFFF)
         return join_zip(entries), f"mode of {e.name!r} -> {oct(mode)}"
@@ -867,27 +973,56 @@ def mutate(rng: random.Random, made: Made, data: bytes) -> tuple[bytes, list[str
     done: list[str] = []
     for _ in range(rng.choice([1, 1, 1, 2])):
         if made.kind == "zip":
-            what = rng.choice(["flip", "flip-cd", "truncate", "duplicate", "duplicate-cd",
-                               "reorder", "drop", "name", "name", "name-mismatch", "link",
-                               "link", "mode"])
+            what = rng.choice(
+                [
+                    "flip",
+                    "flip-cd",
+                    "truncate",
+                    "duplicate",
+                    "duplicate-cd",
+                    "reorder",
+                    "drop",
+                    "name",
+                    "name",
+                    "name-mismatch",
+                    "link",
+                    "link",
+                    "mode",
+                ]
+            )
             if what == "flip":
                 data = flip(rng, data)
             elif what == "flip-cd":
                 data = flip(rng, data, lo=max(data.rfind(b"PK\x01\x02") - 200, 0))
             elif what == "truncate":
-                data = data[:rng.randrange(len(data) or 1)]
+                data = data[: rng.randrange(len(data) or 1)]
             else:
                 data, what = mutate_zip(rng, data, what)
             done.append(what)
             continue
-        what = rng.choice(["flip", "flip-header", "truncate", "truncate-block", "duplicate",
-                           "reorder", "drop", "name", "name", "link", "link", "type", "mode",
-                           "rename-into-link"] + ["flip-compressed", "truncate-compressed"]
-                          * bool(made.compression))
+        what = rng.choice(
+            [
+                "flip",
+                "flip-header",
+                "truncate",
+                "truncate-block",
+                "duplicate",
+                "reorder",
+                "drop",
+                "name",
+                "name",
+                "link",
+                "link",
+                "type",
+                "mode",
+                "rename-into-link",
+            ]
+            + ["flip-compressed", "truncate-compressed"] * bool(made.compression)
+        )
         if what == "flip-compressed":
             data = flip(rng, data)
         elif what == "truncate-compressed":
-            data = data[:rng.randrange(len(data) or 1)]
+            data = data[: rng.randrange(len(data) or 1)]
         else:
             try:
                 raw = decompress(data, made.compression)
@@ -899,17 +1034,18 @@ def mutate(rng: random.Random, made: Made, data: bytes) -> tuple[bytes, list[str
                 raw = flip(rng, raw)
             elif what == "flip-header" and raw:
                 groups = tar_groups(raw) or []
-                offsets = list(itertools.accumulate(
-                    [len(b"".join(g.ext) + g.main) for g in groups], initial=0))[:-1]
+                offsets = list(
+                    itertools.accumulate([len(b"".join(g.ext) + g.main) for g in groups], initial=0)
+                )[:-1]
                 at = rng.choice(offsets) if offsets else 0
                 buf = bytearray(raw)
                 i = min(at + rng.randrange(512), len(buf) - 1)
                 buf[i] ^= 1 << rng.randrange(8)
                 raw = bytes(buf)
             elif what == "truncate":
-                raw = raw[:rng.randrange(len(raw) or 1)]
+                raw = raw[: rng.randrange(len(raw) or 1)]
             elif what == "truncate-block":
-                raw = raw[:rng.randrange(len(raw) // 512 + 1) * 512]
+                raw = raw[: rng.randrange(len(raw) // 512 + 1) * 512]
             else:
                 raw, what = mutate_tar(rng, raw, what)
             data = compress(raw, made.compression)
@@ -918,6 +1054,7 @@ def mutate(rng: random.Random, made: Made, data: bytes) -> tuple[bytes, list[str
 
 
 # --- unpacking, scanning, comparing -------------------------------------------------
+
 
 class FuzzTimeoutError(BaseException):
     """extract() ran past its deadline (a BaseException so no except clause eats it)."""
@@ -974,8 +1111,7 @@ def scan(root: Path) -> tuple[dict[str, Node], Groups]:
                         ffd = os.open(bname, os.O_RDONLY, dir_fd=fd)
                         with open(ffd, "rb") as f:
                             digest = hashlib.sha256(f.read()).hexdigest()[:16]
-                    nodes[r] = ("file", stat.S_IMODE(mode), st.st_size, digest,
-                                int(st.st_mtime))
+                    nodes[r] = ("file", stat.S_IMODE(mode), st.st_size, digest, int(st.st_mtime))
                     inodes.setdefault((st.st_dev, st.st_ino), []).append(r)
                 elif stat.S_ISLNK(mode):
                     nodes[r] = ("link", os.fsdecode(os.readlink(bname, dir_fd=fd)))
@@ -1031,8 +1167,10 @@ class Result:
             f"  archive kept at: {self.archive}",
         ]
         if self.detail:
-            lines += ["  diff (- reference as dropfetch should write it, + dropfetch):",
-                      *("    " + line for line in self.detail.splitlines()[:60])]
+            lines += [
+                "  diff (- reference as dropfetch should write it, + dropfetch):",
+                *("    " + line for line in self.detail.splitlines()[:60]),
+            ]
         # names may hold surrogates (non-UTF-8 bytes): show them as escapes
         return "\n".join(lines).encode("utf-8", "backslashreplace").decode()
 
@@ -1043,11 +1181,25 @@ def run_reference(ref: str, archive: Path, out: Path, made: Made) -> tuple[int, 
     elif ref == "bsdtar":
         argv = ["bsdtar", "-x", "-f", str(archive), "-C", str(out), "--no-same-owner"]
     else:
-        argv = ["unzip", "-q", "-o", "-V", *(["-P", "secret"] if "-Psecret" in made.argv else []),
-                str(archive), "-d", str(out)]
+        argv = [
+            "unzip",
+            "-q",
+            "-o",
+            "-V",
+            *(["-P", "secret"] if "-Psecret" in made.argv else []),
+            str(archive),
+            "-d",
+            str(out),
+        ]
     try:
-        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL,
-                              check=False, timeout=TOOL_TIMEOUT, env=TOOL_ENV)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=TOOL_TIMEOUT,
+            env=TOOL_ENV,
+        )
     except subprocess.TimeoutExpired:
         return -1, "timed out"
     return proc.returncode, (proc.stderr + proc.stdout).decode(errors="replace")
@@ -1065,8 +1217,11 @@ def run_case(seed: int, work: Path) -> Result:
     # named for its format, as a download would be: the name decides what the bytes
     # cannot (an empty tar is a tar only when its name says so)
     compression = next((TAR_COMPRESS[f] for f in flags if TAR_COMPRESS.get(f)), "")
-    archive = work / ("archive.zip" if tool in ("zip", "7z") or "--format=zip" in flags
-                      else "archive.tar" + f".{compression}" * bool(compression))
+    archive = work / (
+        "archive.zip"
+        if tool in ("zip", "7z") or "--format=zip" in flags
+        else "archive.tar" + f".{compression}" * bool(compression)
+    )
     made = make_archive(rng, tool, flags, src, archive, entries)
     res = Result(seed, made, [], archive=archive)
     if not archive.exists():
@@ -1077,11 +1232,17 @@ def run_case(seed: int, work: Path) -> Result:
     if mutated:
         data, res.mutations = mutate(rng, made, archive.read_bytes())
         archive.write_bytes(data)
-    res.reference = {"tar": rng.choice(["gnutar", "gnutar", "bsdtar"]) if made.tool != "bsdtar"
-                     else rng.choice(["bsdtar", "bsdtar", "gnutar"]),
-                     "zip": rng.choice(["unzip", "unzip", "unzip", "bsdtar"])}[made.kind]
-    if made.tool in ("zip", "7z") and res.reference == "unzip" and not all(
-            _is_utf8(e.path) for e in entries):
+    res.reference = {
+        "tar": rng.choice(["gnutar", "gnutar", "bsdtar"])
+        if made.tool != "bsdtar"
+        else rng.choice(["bsdtar", "bsdtar", "gnutar"]),
+        "zip": rng.choice(["unzip", "unzip", "unzip", "bsdtar"]),
+    }[made.kind]
+    if (
+        made.tool in ("zip", "7z")
+        and res.reference == "unzip"
+        and not all(_is_utf8(e.path) for e in entries)
+    ):
         # unzip converts names that are not UTF-8 (drops bytes) when no UTF-8 flag is set;
         # dropfetch keeps the bytes, as bsdtar and 7-Zip do: bsdtar is the reference
         res.reference = "bsdtar"
@@ -1112,8 +1273,9 @@ def run_case(seed: int, work: Path) -> Result:
         res.dropfetch = f"ok as a single {fmt.value} file"
     escaped = diff_nodes(before, snapshot(work, dest))
     escaped += diff_nodes(canary_before, scan(CANARY)[0])
-    outside = [p for p, n in scan(dest)[0].items() if n[0] == "link" and not
-               _inside(dest, dest / p)]
+    outside = [
+        p for p, n in scan(dest)[0].items() if n[0] == "link" and not _inside(dest, dest / p)
+    ]
     dest_nodes, dest_groups = scan(dest)
 
     refout = work / "r" / "ref" / "out"
@@ -1134,12 +1296,16 @@ def run_case(seed: int, work: Path) -> Result:
         res.cls = "BUG:returned-file-list-wrong"
         res.detail = f"returned {files}"
         return res
-    res.cls, res.detail = classify(res, made, ref_clean, ref_nodes, ref_groups, dest_nodes,
-                                   dest_groups, refout, ref_started)
+    res.cls, res.detail = classify(
+        res, made, ref_clean, ref_nodes, ref_groups, dest_nodes, dest_groups, refout, ref_started
+    )
     if res.is_bug and res.mutations and res.dropfetch == "ok":
         # real tools disagree on many damaged archives: ask the other one
-        other = {"gnutar": "bsdtar", "bsdtar": "unzip" if made.kind == "zip" else "gnutar",
-                 "unzip": "bsdtar"}[res.reference]
+        other = {
+            "gnutar": "bsdtar",
+            "bsdtar": "unzip" if made.kind == "zip" else "gnutar",
+            "unzip": "bsdtar",
+        }[res.reference]
         out2 = work / "r" / "ref2" / "out"
         out2.mkdir(parents=True)
         started2 = int(time.time()) - 1
@@ -1147,8 +1313,17 @@ def run_case(seed: int, work: Path) -> Result:
         nodes2, groups2 = scan(out2)
         saved = res.reference
         res.reference = other
-        cls2, _ = classify(res, made, rc2 == 0 and not err2.strip(), nodes2, groups2,
-                           dest_nodes, dest_groups, out2, started2)
+        cls2, _ = classify(
+            res,
+            made,
+            rc2 == 0 and not err2.strip(),
+            nodes2,
+            groups2,
+            dest_nodes,
+            dest_groups,
+            out2,
+            started2,
+        )
         res.reference = saved
         if not cls2.startswith("BUG") and "reference-failed" not in cls2:
             res.cls = f"mutated:tools-disagree ({other} agrees with dropfetch)"
@@ -1238,9 +1413,17 @@ DOCUMENTED_REFUSALS = {
 }
 
 
-def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node],
-             ref_groups: Groups, dest_nodes: dict[str, Node],
-             dest_groups: Groups, refout: Path, ref_started: int) -> tuple[str, str]:
+def classify(
+    res: Result,
+    made: Made,
+    ref_clean: bool,
+    ref_nodes: dict[str, Node],
+    ref_groups: Groups,
+    dest_nodes: dict[str, Node],
+    dest_groups: Groups,
+    refout: Path,
+    ref_started: int,
+) -> tuple[str, str]:
     mutated = bool(res.mutations)
     prefix = "mutated:" if mutated else ""
     if res.dropfetch == "unsupported_archive" and "Deflate64" in res.dropfetch_message:
@@ -1256,15 +1439,22 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
         if "control characters in its name" in res.dropfetch_message:
             found["control"] = {"(unzip shows them as ^X)"}
         for what, needles in DOCUMENTED_REFUSALS.items():
-            if what in found and res.dropfetch == "unsafe_archive" and any(
-                    n in res.dropfetch_message for n in needles):
+            if (
+                what in found
+                and res.dropfetch == "unsafe_archive"
+                and any(n in res.dropfetch_message for n in needles)
+            ):
                 return f"documented:refused-{what}", ""
         if res.dropfetch == "unsafe_archive" and windows_only_refusal(res.dropfetch_message):
             return "documented:refused-windows-name", ""
         if res.dropfetch == "encrypted_archive" and "-Psecret" in made.argv:
             return "documented:refused-encrypted", ""
-        if res.dropfetch == "corrupt_archive" and made.kind == "zip" and (
-                "says its names are UTF-8" in res.dropfetch_message) and not mutated:
+        if (
+            res.dropfetch == "corrupt_archive"
+            and made.kind == "zip"
+            and ("says its names are UTF-8" in res.dropfetch_message)
+            and not mutated
+        ):
             return "documented:refused-zip-utf8-flag-on-bad-name", ""
         if mutated:
             return f"mutated:dropfetch-refused:{res.dropfetch}", ""
@@ -1283,8 +1473,10 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
         # dropfetch reads a backslash in a zip name as a separator (Windows writers);
         # unzip keeps it in the name of a Unix-made zip
         notes.add("zip-backslash-separator")
-        want = {"/".join(x for x in p.replace("\\", "/").split("/") if x not in ("", ".")): n
-                for p, n in want.items()}
+        want = {
+            "/".join(x for x in p.replace("\\", "/").split("/") if x not in ("", ".")): n
+            for p, n in want.items()
+        }
         for p in list(want):
             parts = p.split("/")
             for i in range(1, len(parts)):
@@ -1295,8 +1487,13 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
         # DOS times have a 2 s resolution and no zone; unzip reads the UT extra field
         for p, n in list(want.items()):
             g = got.get(p)
-            if g and g[0] == n[0] and n[0] in ("file", "dir") and g[:-1] == n[:-1] and abs(
-                    g[-1] - n[-1]) <= 2:
+            if (
+                g
+                and g[0] == n[0]
+                and n[0] in ("file", "dir")
+                and g[:-1] == n[:-1]
+                and abs(g[-1] - n[-1]) <= 2
+            ):
                 if g[-1] != n[-1]:
                     notes.add("zip-mtime-2s")
                 want[p] = g
@@ -1317,10 +1514,19 @@ def classify(res: Result, made: Made, ref_clean: bool, ref_nodes: dict[str, Node
         if ours and differing <= ours:
             notes.add("zip-backslash-separator")
             lines = []
-    if lines and mutated and made.kind == "zip" and all(
-            p in want and p in got and want[p][0] == got[p][0]
+    if (
+        lines
+        and mutated
+        and made.kind == "zip"
+        and all(
+            p in want
+            and p in got
+            and want[p][0] == got[p][0]
             and (want[p][0] == "dir" or (want[p][0] == "file" and want[p][2:4] == got[p][2:4]))
-            for p in set(want) | set(got) if want.get(p) != got.get(p)):
+            for p in set(want) | set(got)
+            if want.get(p) != got.get(p)
+        )
+    ):
         # same bytes, other mode or time: a damaged header (dropfetch takes them from the
         # central directory, bsdtar's stream reader from the local headers; unzip ignores
         # a directory's file-type bits that say otherwise)
@@ -1377,14 +1583,15 @@ def zip_backslash_paths(archive: Path | None) -> set[str]:
 
 # --- the runner ---------------------------------------------------------------------
 
-def run_many(seeds: list[int], *, keep: Path, verbose: bool = False,
-             show: str | None = None) -> int:
+
+def run_many(
+    seeds: list[int], *, keep: Path, verbose: bool = False, show: str | None = None
+) -> int:
     counts: Counter[str] = Counter()
     bugs: list[Result] = []
     took: dict[int, float] = {}
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dropfetch-fuzz-",
-                                     ignore_cleanup_errors=True) as tmp:
+    with tempfile.TemporaryDirectory(prefix="dropfetch-fuzz-", ignore_cleanup_errors=True) as tmp:
         for n, seed in enumerate(seeds, 1):
             work = Path(tmp) / str(seed)
             work.mkdir()
@@ -1418,8 +1625,10 @@ def run_many(seeds: list[int], *, keep: Path, verbose: bool = False,
     slow = sorted(took, key=took.__getitem__, reverse=True)[:5]
     print("slowest: " + ", ".join(f"{s} ({took[s]:.1f} s)" for s in slow))
     if bugs:
-        print(f"\n{len(bugs)} mismatches; archives and reports in {keep}: "
-              + ", ".join(str(b.seed) for b in bugs[:50]))
+        print(
+            f"\n{len(bugs)} mismatches; archives and reports in {keep}: "
+            + ", ".join(str(b.seed) for b in bugs[:50])
+        )
     return 1 if bugs else 0
 
 
@@ -1437,16 +1646,18 @@ def cleanup(work: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=int(os.environ.get("FUZZ_CASES", "1000")))
-    parser.add_argument("--seed", type=int,
-                        default=int(os.environ.get("FUZZ_SEED", str(DEFAULT_SEED))))
+    parser.add_argument(
+        "--seed", type=int, default=int(os.environ.get("FUZZ_SEED", str(DEFAULT_SEED)))
+    )
     parser.add_argument("--replay", type=int, nargs="*", help="run just these seeds")
     parser.add_argument("--keep", type=Path, default=Path("var/fuzz"))
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--show", help="also print the cases whose class starts with this")
     args = parser.parse_args(argv)
     seeds = args.replay or list(range(args.seed, args.seed + args.cases))
-    return run_many(seeds, keep=args.keep,
-                    verbose=args.verbose or bool(args.replay), show=args.show)
+    return run_many(
+        seeds, keep=args.keep, verbose=args.verbose or bool(args.replay), show=args.show
+    )
 
 
 if __name__ == "__main__":

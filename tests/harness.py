@@ -49,13 +49,20 @@ def check_sidecar(data: Any) -> Any:
     """Validate a sidecar against schema/status.schema.json (every test sees this)."""
     errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.path))
     if errors:
-        pytest.fail("sidecar does not match the schema: " + "; ".join(
-            f"{list(e.path)}: {e.message}" for e in errors[:5]) + f"\n{data}")
+        pytest.fail(
+            "sidecar does not match the schema: "
+            + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+            + f"\n{data}"
+        )
     return data
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02,
-             message: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = WAIT,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -77,14 +84,23 @@ class Daemon:
         self.config_path = base / "config.yaml"
         self.log_path = base / f"daemon-{os.getpid()}-{id(self)}.log"
         cfg: dict[str, Any] = {
-            "inbox": str(self.inbox), "outbox": str(self.outbox), "workers": 2,
-            "settle_time": 0.2, "rescan_interval": 2, "min_free_space": 0,
+            "inbox": str(self.inbox),
+            "outbox": str(self.outbox),
+            "workers": 2,
+            "settle_time": 0.2,
+            "rescan_interval": 2,
+            "min_free_space": 0,
             "status": {"update_interval": 0.1},
             # timeouts a loaded machine cannot reach by accident: a needless retry
             # would change the request counts that tests check (tests of timeouts set
             # their own)
-            "download": {"block_networks": [], "backoff_initial": 0.2, "backoff_max": 1,
-                         "timeout_read": 30, "timeout_connect": 30},
+            "download": {
+                "block_networks": [],
+                "backoff_initial": 0.2,
+                "backoff_max": 1,
+                "timeout_read": 30,
+                "timeout_connect": 30,
+            },
         }
         _merge(cfg, config)
         self.config = cfg
@@ -106,14 +122,19 @@ class Daemon:
         runs = self._count(RUNNING)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         proc = self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dropfetch", "run", "--config", str(self.config_path),
-             *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.base,
-            env={**os.environ, **(env or {})})
+            [sys.executable, "-m", "dropfetch", "run", "--config", str(self.config_path), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+            env={**os.environ, **(env or {})},
+        )
         try:
-            wait_for(lambda: proc.poll() is not None
-                     or (self._made_dirs() and self._count(RUNNING) > runs),
-                     message="the daemon to start")
+            wait_for(
+                lambda: (
+                    proc.poll() is not None or (self._made_dirs() and self._count(RUNNING) > runs)
+                ),
+                message="the daemon to start",
+            )
         except pytest.fail.Exception:
             print(self.log()[-5000:], file=sys.stderr)
             raise
@@ -194,8 +215,9 @@ class Daemon:
             return None
         return check_sidecar(json.loads(raw))  # type: ignore[no-any-return]
 
-    def wait_status(self, name: str, statuses: tuple[str, ...] | str = FINAL,
-                    timeout: float = 2 * WAIT) -> dict[str, Any]:
+    def wait_status(
+        self, name: str, statuses: tuple[str, ...] | str = FINAL, timeout: float = 2 * WAIT
+    ) -> dict[str, Any]:
         wanted = (statuses,) if isinstance(statuses, str) else statuses
 
         def check() -> dict[str, Any] | None:
@@ -213,8 +235,9 @@ class Daemon:
 
     def output_files(self, name: str) -> list[str]:
         root = self.outbox / name
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                      if p.is_file() and not p.is_symlink())
+        return sorted(
+            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+        )
 
 
 def wait_looked(*daemons: Daemon, timeout: float = WAIT) -> None:
@@ -223,6 +246,7 @@ def wait_looked(*daemons: Daemon, timeout: float = WAIT) -> None:
     the first may have begun before this call). Needs the daemons' log level debug."""
     targets = [(d, d.rescans() + 2) for d in _need_debug(daemons, "wait_looked")]
     for d, target in targets:
+
         def rescanned(d: Daemon = d, target: int = target) -> bool:
             return d.rescans() >= target
 
@@ -241,8 +265,11 @@ def wait_idle(*daemons: Daemon, timeout: float = WAIT) -> None:
         return len(new) >= 2 and all(s == (0, 0) for s in new[-2:])
 
     for d, since in marks:
-        wait_for(functools.partial(idle, d, since), timeout,
-                 message=f"two idle status lines in {d.log_path.name}")
+        wait_for(
+            functools.partial(idle, d, since),
+            timeout,
+            message=f"two idle status lines in {d.log_path.name}",
+        )
 
 
 def _need_debug(daemons: tuple[Daemon, ...], what: str) -> tuple[Daemon, ...]:

@@ -52,8 +52,12 @@ def make_entries(root: Path) -> dict[str, str]:
     kinds["sock"] = "is a socket, not a regular file"
     (root / "dir").mkdir()
     kinds["dir"] = "is a directory, not a regular file"
-    for name, target in (("link", outside / "secret.txt"), ("linkfifo", outside / "fifo"),
-                         ("dangling", outside / "missing"), ("linkdir", outside)):
+    for name, target in (
+        ("link", outside / "secret.txt"),
+        ("linkfifo", outside / "fifo"),
+        ("dangling", outside / "missing"),
+        ("linkdir", outside),
+    ):
         os.symlink(target, root / name)
         kinds[name] = "is a symbolic link, not a regular file"
     if os.geteuid() == 0:

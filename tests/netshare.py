@@ -82,10 +82,15 @@ def missing_requirements() -> str | None:
     with open("/proc/filesystems", encoding="utf-8") as f:
         if not any(line.split()[-1:] == ["fuse"] for line in f):
             return "FUSE is unavailable here: the kernel has no fuse filesystem"
-    missing = [pkg for pkg, ok in (("sshfs", shutil.which("sshfs")),
-                                   ("openssh-sftp-server", os.access(SFTP_SERVER, os.X_OK)),
-                                   ("fuse3", _fusermount()))
-               if not ok]
+    missing = [
+        pkg
+        for pkg, ok in (
+            ("sshfs", shutil.which("sshfs")),
+            ("openssh-sftp-server", os.access(SFTP_SERVER, os.X_OK)),
+            ("fuse3", _fusermount()),
+        )
+        if not ok
+    ]
     if missing:
         return f"missing {', '.join(missing)}: `make test-deps` installs them"
     return None
@@ -105,11 +110,18 @@ class _Mount:
         to_client_r, to_client_w = os.pipe()
         try:
             self.server = subprocess.Popen(
-                [str(SFTP_SERVER)], stdin=to_server_r, stdout=to_client_w, stderr=self._log,
-                cwd=export)
+                [str(SFTP_SERVER)],
+                stdin=to_server_r,
+                stdout=to_client_w,
+                stderr=self._log,
+                cwd=export,
+            )
             self.client = subprocess.Popen(
                 ["sshfs", "-f", "-o", SSHFS_OPTIONS, f":{export}", str(mountpoint)],
-                stdin=to_client_r, stdout=to_server_w, stderr=self._log)
+                stdin=to_client_r,
+                stdout=to_server_w,
+                stderr=self._log,
+            )
         finally:
             # the children hold their ends; once one exits the other sees EOF
             for fd in (to_server_r, to_server_w, to_client_r, to_client_w):
@@ -128,11 +140,16 @@ class _Mount:
         """Unmount (lazily if busy), then end both processes; never raises."""
         tool = _fusermount()
         if tool and is_mounted(self.mountpoint):
-            done = subprocess.run([tool, "-u", str(self.mountpoint)], capture_output=True,
-                                  check=False, timeout=60)
+            done = subprocess.run(
+                [tool, "-u", str(self.mountpoint)], capture_output=True, check=False, timeout=60
+            )
             if done.returncode != 0 and is_mounted(self.mountpoint):
-                subprocess.run([tool, "-uz", str(self.mountpoint)], capture_output=True,
-                               check=False, timeout=60)
+                subprocess.run(
+                    [tool, "-uz", str(self.mountpoint)],
+                    capture_output=True,
+                    check=False,
+                    timeout=60,
+                )
         for proc in (self.client, self.server):
             try:
                 proc.wait(10)  # sshfs exits once unmounted, sftp-server on EOF
@@ -154,8 +171,9 @@ def share_bed(root: Path) -> Iterator[tuple[NetShare, list[int]]]:
     why = missing_requirements()
     if why:
         raise BedUnavailable(why)
-    share = NetShare(root=root, export=root / "export", host_a=root / "host-a",
-                     host_b=root / "host-b")
+    share = NetShare(
+        root=root, export=root / "export", host_a=root / "host-a", host_b=root / "host-b"
+    )
     for d in (share.export, share.host_a, share.host_b):
         d.mkdir(parents=True, exist_ok=True)
     mounts: list[_Mount] = []
@@ -168,8 +186,9 @@ def share_bed(root: Path) -> Iterator[tuple[NetShare, list[int]]]:
                 mount.wait_mounted(MOUNT_WAIT)
             except RuntimeError as exc:
                 text = log.read_text(errors="replace")[-300:]
-                if any(w in text for w in ("/dev/fuse", "fuse device", "not permitted",
-                                           "fusermount")):
+                if any(
+                    w in text for w in ("/dev/fuse", "fuse device", "not permitted", "fusermount")
+                ):
                     raise BedUnavailable(f"cannot mount FUSE here: {text.strip()}") from exc
                 raise RuntimeError(f"{exc}: {text}") from exc
         yield share, [pid for m in mounts for pid in m.pids()]

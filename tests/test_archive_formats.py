@@ -47,12 +47,12 @@ def need(*tools: str) -> None:
             pytest.skip(f"{tool} not installed (`make test-deps` installs it, as root)")
 
 
-def unpack(archive: Path, dest: Path, config: ExtractConfig | None = None,
-           name: str | None = None) -> list[str]:
+def unpack(
+    archive: Path, dest: Path, config: ExtractConfig | None = None, name: str | None = None
+) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
     fmt = sniff(archive, name=name) if name else sniff(archive)
-    return extract(archive, dest, fmt=fmt, config=config or ExtractConfig(),
-                   single_name="single")
+    return extract(archive, dest, fmt=fmt, config=config or ExtractConfig(), single_name="single")
 
 
 def fails(archive: Path, dest: Path, config: ExtractConfig | None = None) -> DropfetchError:
@@ -93,6 +93,7 @@ def run_tool(args: list[str], cwd: Path, **kwargs: Any) -> None:
 
 
 # --- 2. paths too long for the filesystem -------------------------------------------
+
 
 def _name_of_length(n: int, last: str = "f") -> str:
     """A relative name of exactly ``n`` bytes: 200-byte directories, then ``last``."""
@@ -136,25 +137,36 @@ def test_path_that_just_fits_is_fine(tmp_path: Path) -> None:
     assert (dest / name).read_bytes() == b"fits"
 
 
-@pytest.mark.parametrize("target", [
-    "t/" * 2048,              # 4096 bytes: one more than a link may hold
-    "x" * 5000,
-], ids=["4096", "5000"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "t/" * 2048,  # 4096 bytes: one more than a link may hold
+        "x" * 5000,
+    ],
+    ids=["4096", "5000"],
+)
 def test_link_target_too_long(tmp_path: Path, target: str) -> None:
     archive = tmp_path / "l.tar"
     archive.write_bytes(tar_bytes([T("l", "sym", target=target)]))
     err = fails(archive, tmp_path / "out")
     assert err.code == "unsafe_archive" and "'l'" in err.message and "too long" in err.message
     zarch = tmp_path / "l.zip"
-    zarch.write_bytes(zip_raw([Z(b"l", target.encode(),
-                                 external_attr=(stat.S_IFLNK | 0o777) << 16)]))
+    zarch.write_bytes(
+        zip_raw([Z(b"l", target.encode(), external_attr=(stat.S_IFLNK | 0o777) << 16)])
+    )
     err = fails(zarch, tmp_path / "zout")
     assert err.code == "unsafe_archive" and "'l'" in err.message and "too long" in err.message
 
 
-@pytest.mark.parametrize("name", [
-    "x" * 256, "d/" + "é" * 128, "ok/" + "y" * 300 + "/f",
-], ids=["256", "utf8-256-bytes", "inner"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x" * 256,
+        "d/" + "é" * 128,
+        "ok/" + "y" * 300 + "/f",
+    ],
+    ids=["256", "utf8-256-bytes", "inner"],
+)
 def test_component_too_long(tmp_path: Path, name: str) -> None:
     archive = tmp_path / "c.tar"
     archive.write_bytes(tar_bytes([T(name)]))
@@ -202,8 +214,9 @@ def test_info_zip_utf8_names_without_the_flag(tmp_path: Path) -> None:
     ours = tree(tmp_path / "ours")
     assert ours == tree(tmp_path / "unzip")
     assert ours == tree(tmp_path / "bsdtar")
-    assert (tmp_path / "ours" / "café" / "naïve.txt").read_bytes() == \
-        b"content of " + "café/naïve.txt".encode()
+    assert (
+        tmp_path / "ours" / "café" / "naïve.txt"
+    ).read_bytes() == b"content of " + "café/naïve.txt".encode()
 
 
 def test_zip_names_not_utf8_from_unix_keep_their_bytes(tmp_path: Path) -> None:
@@ -223,14 +236,14 @@ def test_zip_names_cp437_from_dos(tmp_path: Path) -> None:
     need("unzip")
     raw = [b"caf\x82/na\x8bve.txt", b"\x9c\xe1.txt", b"plain.txt"]
     archive = tmp_path / "dos.zip"
-    archive.write_bytes(zip_raw([Z(n, b"x", create_system=0, external_attr=0x20)
-                                 for n in raw]))
+    archive.write_bytes(zip_raw([Z(n, b"x", create_system=0, external_attr=0x20) for n in raw]))
     expected = sorted(n.decode("cp437") for n in raw)
     assert expected == sorted(["café/naïve.txt", "£ß.txt", "plain.txt"])
     assert unpack(archive, tmp_path / "ours") == expected
     run_tool(["unzip", "-q", str(archive)], tmp_path / "unzip")
-    theirs = sorted(k.decode("latin-1") for k, v in tree(tmp_path / "unzip").items()
-                    if v[0] == "file")
+    theirs = sorted(
+        k.decode("latin-1") for k, v in tree(tmp_path / "unzip").items() if v[0] == "file"
+    )
     assert theirs == expected
 
 
@@ -247,6 +260,7 @@ def test_zip_cross_check_uses_the_same_decoding(tmp_path: Path) -> None:
 
 # --- 4. zip entries with FIFO or other type bits ------------------------------------
 
+
 def test_zip_of_standard_input(tmp_path: Path) -> None:
     need("zip", "unzip")
     archive = tmp_path / "stdin.zip"
@@ -257,8 +271,9 @@ def test_zip_of_standard_input(tmp_path: Path) -> None:
         pytest.skip(f"this zip writes mode {mode:o} for standard input")
     assert unpack(archive, tmp_path / "ours") == ["-"]
     run_tool(["unzip", "-q", str(archive)], tmp_path / "unzip")
-    assert tree(tmp_path / "ours") == tree(tmp_path / "unzip") == {
-        b"-": ("file", b"hi from a pipe\n")}
+    assert (
+        tree(tmp_path / "ours") == tree(tmp_path / "unzip") == {b"-": ("file", b"hi from a pipe\n")}
+    )
 
 
 def test_zip_of_a_fifo_read_by_zip_fi(tmp_path: Path) -> None:
@@ -288,20 +303,23 @@ def test_zip_of_a_fifo_read_by_zip_fi(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(info.external_attr >> 16)
     assert unpack(archive, tmp_path / "ours") == ["pipe"]
     run_tool(["unzip", "-q", str(archive)], tmp_path / "unzip")
-    assert tree(tmp_path / "ours") == tree(tmp_path / "unzip") == {
-        b"pipe": ("file", b"fifo data\n")}
+    assert (
+        tree(tmp_path / "ours") == tree(tmp_path / "unzip") == {b"pipe": ("file", b"fifo data\n")}
+    )
     assert stat.S_IMODE((tmp_path / "ours" / "pipe").stat().st_mode) == 0o644
 
 
 def test_zip_symlink_bits_stay_links(tmp_path: Path) -> None:
     archive = tmp_path / "l.zip"
-    archive.write_bytes(zip_raw([Z(b"f", b"data"),
-                                 Z(b"l", b"f", external_attr=(stat.S_IFLNK | 0o777) << 16)]))
+    archive.write_bytes(
+        zip_raw([Z(b"f", b"data"), Z(b"l", b"f", external_attr=(stat.S_IFLNK | 0o777) << 16)])
+    )
     assert unpack(archive, tmp_path / "out") == ["f"]
     assert os.readlink(tmp_path / "out" / "l") == "f"
 
 
 # --- 5. hard links to symbolic links ------------------------------------------------
+
 
 def _linked_tree(src: Path) -> None:
     (src / "a" / "sub").mkdir(parents=True)
@@ -309,7 +327,7 @@ def _linked_tree(src: Path) -> None:
     (src / "a" / "s").symlink_to("f")
     (src / "a" / "sub" / "up").symlink_to("../f")
     os.link(src / "a" / "s", src / "a" / "s2", follow_symlinks=False)  # same dir
-    run_tool(["cp", "-al", "a", "b"], src)                            # rsnapshot-style
+    run_tool(["cp", "-al", "a", "b"], src)  # rsnapshot-style
 
 
 @pytest.mark.parametrize("tool", ["gnu", "bsdtar"])
@@ -331,11 +349,13 @@ def test_hard_links_to_symlinks(tmp_path: Path, tool: str) -> None:
 
     assert unpack(archive, tmp_path / "skip", ExtractConfig(symlinks="skip")) == files
     assert not [k for k, v in tree(tmp_path / "skip").items() if v[0] == "link"]
-    assert fails(archive, tmp_path / "fail", ExtractConfig(symlinks="fail")).code == \
-        "unsafe_archive"
+    assert (
+        fails(archive, tmp_path / "fail", ExtractConfig(symlinks="fail")).code == "unsafe_archive"
+    )
 
 
 # --- 6. GNU tar's incremental format ------------------------------------------------
+
 
 def _incremental(tmp_path: Path, fmt: str, compress: list[str]) -> list[Path]:
     """A level-0 and a level-1 dump of a tree that changed in between."""
@@ -347,22 +367,48 @@ def _incremental(tmp_path: Path, fmt: str, compress: list[str]) -> list[Path]:
     (work / "dir" / "l").symlink_to("a")
     snap = work / "snap"
     level0 = tmp_path / "level0.tar"
-    run_tool(["tar", f"--format={fmt}", f"--listed-incremental={snap}", *compress,
-              "-cf", str(level0), "dir"], work)
+    run_tool(
+        [
+            "tar",
+            f"--format={fmt}",
+            f"--listed-incremental={snap}",
+            *compress,
+            "-cf",
+            str(level0),
+            "dir",
+        ],
+        work,
+    )
     (work / "dir" / "sub" / "c").write_text("c\n")
     (work / "dir" / "a").unlink()
     (work / "dir" / "sub").rename(work / "dir" / "moved")
     (work / "dir" / "new").mkdir()
     (work / "dir" / "new" / "n").write_text("n\n")
     level1 = tmp_path / "level1.tar"
-    run_tool(["tar", f"--format={fmt}", f"--listed-incremental={snap}", *compress,
-              "-cf", str(level1), "dir"], work)
+    run_tool(
+        [
+            "tar",
+            f"--format={fmt}",
+            f"--listed-incremental={snap}",
+            *compress,
+            "-cf",
+            str(level1),
+            "dir",
+        ],
+        work,
+    )
     return [level0, level1]
 
 
-@pytest.mark.parametrize(("fmt", "compress"), [
-    ("gnu", []), ("oldgnu", []), ("gnu", ["-z"]), ("posix", []),
-])
+@pytest.mark.parametrize(
+    ("fmt", "compress"),
+    [
+        ("gnu", []),
+        ("oldgnu", []),
+        ("gnu", ["-z"]),
+        ("posix", []),
+    ],
+)
 def test_gnu_incremental(tmp_path: Path, fmt: str, compress: list[str]) -> None:
     need("tar")
     for n, archive in enumerate(_incremental(tmp_path, fmt, compress)):
@@ -411,16 +457,21 @@ def test_gnu_header_with_atime_is_not_a_name_prefix(tmp_path: Path) -> None:
 
 # --- 7. empty archives --------------------------------------------------------------
 
+
 def _empty_archives(tmp_path: Path) -> dict[str, tuple[bytes, ArchiveFormat]]:
     """Empty archives as GNU tar, bsdtar and Python make them, by delivered name."""
     need("tar", "bsdtar")
     made = tmp_path / "empty"
     made.mkdir()
     tools = {
-        "gnu.tar": ["tar", "-cf"], "gnu.tar.gz": ["tar", "-czf"],
-        "gnu.tar.xz": ["tar", "-cJf"], "gnu.tar.zst": ["tar", "--zstd", "-cf"],
-        "gnu.tar.bz2": ["tar", "-cjf"], "gnu.tgz": ["tar", "-czf"],
-        "bsd.tar": ["bsdtar", "-cf"], "bsd.tar.gz": ["bsdtar", "-czf"],
+        "gnu.tar": ["tar", "-cf"],
+        "gnu.tar.gz": ["tar", "-czf"],
+        "gnu.tar.xz": ["tar", "-cJf"],
+        "gnu.tar.zst": ["tar", "--zstd", "-cf"],
+        "gnu.tar.bz2": ["tar", "-cjf"],
+        "gnu.tgz": ["tar", "-czf"],
+        "bsd.tar": ["bsdtar", "-cf"],
+        "bsd.tar.gz": ["bsdtar", "-czf"],
         "bsd.zip": ["bsdtar", "--format", "zip", "-cf"],
     }
     out: dict[str, tuple[bytes, ArchiveFormat]] = {}
@@ -436,9 +487,13 @@ def _empty_archives(tmp_path: Path) -> dict[str, tuple[bytes, ArchiveFormat]]:
     out["zero.tar.xz"] = (lzma.compress(b""), ArchiveFormat.TAR_XZ)
     out["zero.tar.bz2"] = (bz2.compress(b""), ArchiveFormat.TAR_BZ2)
     out["zero.tar.zst"] = (zstandard.ZstdCompressor().compress(b""), ArchiveFormat.TAR_ZST)
-    formats = {".tar.gz": ArchiveFormat.TAR_GZ, ".tgz": ArchiveFormat.TAR_GZ,
-               ".tar.xz": ArchiveFormat.TAR_XZ, ".tar.zst": ArchiveFormat.TAR_ZST,
-               ".tar.bz2": ArchiveFormat.TAR_BZ2}
+    formats = {
+        ".tar.gz": ArchiveFormat.TAR_GZ,
+        ".tgz": ArchiveFormat.TAR_GZ,
+        ".tar.xz": ArchiveFormat.TAR_XZ,
+        ".tar.zst": ArchiveFormat.TAR_ZST,
+        ".tar.bz2": ArchiveFormat.TAR_BZ2,
+    }
     for name, (data, fmt) in out.items():
         for suffix, f in formats.items():
             if name.endswith(suffix):
@@ -456,17 +511,21 @@ def test_empty_archives(tmp_path: Path) -> None:
         assert not list((tmp_path / f"out-{name}").iterdir())
 
 
-@pytest.mark.parametrize(("data", "name", "fmt"), [
-    (b"", "notes.txt", ArchiveFormat.FILE),
-    (bytes(10240), "disk.img", ArchiveFormat.FILE),
-    (gzip.compress(b""), "x.gz", ArchiveFormat.GZ),
-    (gzip.compress(bytes(10240)), None, ArchiveFormat.GZ),
-    (bytes(100), "short.tar", ArchiveFormat.FILE),  # not even a block: no tar
-], ids=["empty-txt", "zeros-img", "empty-gz", "gz-of-zeros-no-name", "short-tar"])  # a gzip
+@pytest.mark.parametrize(
+    ("data", "name", "fmt"),
+    [
+        (b"", "notes.txt", ArchiveFormat.FILE),
+        (bytes(10240), "disk.img", ArchiveFormat.FILE),
+        (gzip.compress(b""), "x.gz", ArchiveFormat.GZ),
+        (gzip.compress(bytes(10240)), None, ArchiveFormat.GZ),
+        (bytes(100), "short.tar", ArchiveFormat.FILE),  # not even a block: no tar
+    ],
+    ids=["empty-txt", "zeros-img", "empty-gz", "gz-of-zeros-no-name", "short-tar"],
+)  # a gzip
 # header holds the time: ids made from the bytes would differ between xdist workers
-def test_emptiness_is_a_tar_only_when_the_name_says_so(tmp_path: Path, data: bytes,
-                                                      name: str | None,
-                                                      fmt: ArchiveFormat) -> None:
+def test_emptiness_is_a_tar_only_when_the_name_says_so(
+    tmp_path: Path, data: bytes, name: str | None, fmt: ArchiveFormat
+) -> None:
     path = tmp_path / "x.tar"  # the path's own name never counts
     path.write_bytes(data)
     assert sniff(path, name=name) is fmt
@@ -474,14 +533,14 @@ def test_emptiness_is_a_tar_only_when_the_name_says_so(tmp_path: Path, data: byt
 
 # --- 8. compression methods that cannot be decoded, and encryption ------------------
 
+
 def _seven_zip(tmp_path: Path, method: str, *extra: str) -> Path:
     need("7z")
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     (src / "data.txt").write_bytes(b"some text to compress, " * 2000)
     archive = tmp_path / f"{method}.zip"
-    run_tool(["7z", "a", "-bd", "-tzip", f"-mm={method}", *extra, str(archive), "data.txt"],
-             src)
+    run_tool(["7z", "a", "-bd", "-tzip", f"-mm={method}", *extra, str(archive), "data.txt"], src)
     return archive
 
 
@@ -495,10 +554,18 @@ def test_zip_methods_7z_cannot_be_decoded(tmp_path: Path, method: str, number: i
     assert "damaged" not in err.message and "again" not in err.message
 
 
-@pytest.mark.parametrize(("number", "label"), [
-    (1, "Shrink"), (6, "Implode"), (9, "Deflate64"), (10, "PKWARE DCL Implode"),
-    (93, "Zstandard"), (98, "PPMd"), (77, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("number", "label"),
+    [
+        (1, "Shrink"),
+        (6, "Implode"),
+        (9, "Deflate64"),
+        (10, "PKWARE DCL Implode"),
+        (93, "Zstandard"),
+        (98, "PPMd"),
+        (77, "unknown"),
+    ],
+)
 def test_zip_methods_crafted(tmp_path: Path, number: int, label: str) -> None:
     archive = tmp_path / "m.zip"
     archive.write_bytes(zip_raw([Z(b"ok.txt"), Z(b"packed.bin", b"\x00" * 40, method=number)]))
@@ -554,9 +621,16 @@ def _raw_name_tree(src: Path) -> None:
             f.write(raw)
 
 
-@pytest.mark.parametrize("args", [["tar", "--format=gnu", "-cf"], ["tar", "--format=posix",
-                                   "-cf"], ["bsdtar", "-cf"], ["zip", "-qr"]],
-                         ids=["gnu", "pax", "bsdtar", "zip"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tar", "--format=gnu", "-cf"],
+        ["tar", "--format=posix", "-cf"],
+        ["bsdtar", "-cf"],
+        ["zip", "-qr"],
+    ],
+    ids=["gnu", "pax", "bsdtar", "zip"],
+)
 def test_names_not_utf8_keep_their_bytes(tmp_path: Path, args: list[str]) -> None:
     need(args[0], "tar")
     src = tmp_path / "src"
@@ -586,8 +660,13 @@ def test_display_name() -> None:
 def test_sidecar_with_undecodable_names_is_valid_utf8() -> None:
     files = sorted([os.fsdecode(b"caf\xe9.txt"), "ok.txt", "caf\\z.txt"])
     assert files[0] == "caf\\z.txt"  # sorted by the names' bytes...
-    sc = Sidecar(id="j", job="j.url", job_sha256="0" * 64, files=files,
-                 error={"code": "unsafe_archive", "message": os.fsdecode(b"bad \xff")})
+    sc = Sidecar(
+        id="j",
+        job="j.url",
+        job_sha256="0" * 64,
+        files=files,
+        error={"code": "unsafe_archive", "message": os.fsdecode(b"bad \xff")},
+    )
     raw = sc.to_json()
     data = json.loads(raw.decode("utf-8"))  # strict: no surrogates
     assert data["files"] == ["caf\\xe9.txt", "caf\\z.txt", "ok.txt"]  # ...and as shown
@@ -607,6 +686,7 @@ def test_error_messages_use_the_same_form(tmp_path: Path) -> None:
 
 
 # --- end to end ---------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -689,8 +769,12 @@ def test_names_not_utf8_end_to_end_with_http(fault_server, make_daemon) -> None:
     for raw in RAW_NAMES:
         assert os.path.isfile(os.path.join(os.fsencode(d.outbox / "raw"), raw))
 
-    out = subprocess.run([sys.executable, "-m", "dropfetch", "status", "--json", "--inbox",
-                          str(d.inbox)], capture_output=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "dropfetch", "status", "--json", "--inbox", str(d.inbox)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     rows = json.loads(out.stdout.decode("utf-8"))
     assert {row["id"]: row["files"] for row in rows}["raw"] == shown
     log = d.log_path.read_bytes().decode("utf-8")
@@ -786,7 +870,7 @@ def test_sparse_data_cut_short_is_corrupt(tmp_path: Path) -> None:
     archive = tmp_path / "s.tar"
     run_tool(["tar", "--format=gnu", "-S", "-cf", str(archive), "s.bin"], cwd=path.parent)
     data = archive.read_bytes()
-    (tmp_path / "cut.tar").write_bytes(data[:512 + 4096 + 100])
+    (tmp_path / "cut.tar").write_bytes(data[: 512 + 4096 + 100])
     err = fails(tmp_path / "cut.tar", tmp_path / "out")
     assert err.code == "corrupt_archive", err
 
@@ -803,6 +887,7 @@ def test_sparse_disk_image_end_to_end(fault_server, make_daemon, tmp_path: Path)
 
 
 # --- zips with data before them, split zips ---------------------------------------------
+
 
 def _zips(tmp_path: Path) -> dict[str, Path]:
     need("zip")
@@ -826,14 +911,18 @@ def _zips(tmp_path: Path) -> dict[str, Path]:
     return {p.name: p for p in src.iterdir()}
 
 
-@pytest.mark.parametrize("name", ["sfx.zip", "prepended.zip", "commented.zip",
-                                  "z64sfx.zip", "onesplit.zip"])
+@pytest.mark.parametrize(
+    "name", ["sfx.zip", "prepended.zip", "commented.zip", "z64sfx.zip", "onesplit.zip"]
+)
 def test_zip_with_data_before_it_is_a_zip(tmp_path: Path, name: str) -> None:
     archive = _zips(tmp_path)[name]
     assert not archive.read_bytes().startswith(b"PK\x03\x04")
     need("unzip")
-    unzipped = subprocess.run(["unzip", "-qo", str(archive), "-d", str(tmp_path / "unzip")],
-                              capture_output=True, check=False)
+    unzipped = subprocess.run(
+        ["unzip", "-qo", str(archive), "-d", str(tmp_path / "unzip")],
+        capture_output=True,
+        check=False,
+    )
     assert unzipped.returncode in (0, 1), unzipped.stderr  # 1: a warning (extra bytes)
     assert sniff(archive) is ArchiveFormat.ZIP
     assert unpack(archive, tmp_path / "out") == ["a.txt"]
@@ -867,8 +956,8 @@ def test_split_zip_parts_say_what_they_are(tmp_path: Path) -> None:
     # zip64: the locator counts the parts (the 16-bit fields may all be 0xFFFF)
     data = bytearray(zips["z64.zip"].read_bytes())
     locator = data.rindex(b"PK\x06\x07")
-    assert data[locator + 16:locator + 20] == (1).to_bytes(4, "little")
-    data[locator + 16:locator + 20] = (2).to_bytes(4, "little")
+    assert data[locator + 16 : locator + 20] == (1).to_bytes(4, "little")
+    data[locator + 16 : locator + 20] = (2).to_bytes(4, "little")
     (tmp_path / "z64-last.zip").write_bytes(bytes(data))
     err = fails(tmp_path / "z64-last.zip", tmp_path / "z64")
     assert err.code == "unsupported_archive" and "(part 2)" in err.message, err
@@ -877,13 +966,17 @@ def test_split_zip_parts_say_what_they_are(tmp_path: Path) -> None:
 _EOCD_OF_ONE = b"PK\x05\x06" + bytes(4) + b"\x01\x00\x01\x00" + (46).to_bytes(4, "little")
 
 
-@pytest.mark.parametrize("data", [
-    b"<html>login</html>\n",
-    b"x" * 5000 + b"PK\x05\x06" + bytes(18),  # a record of no entries after other data
-    b"x" * 5000 + _EOCD_OF_ONE + bytes(6),  # a directory that is not there
-    b"x" * 5000 + _EOCD_OF_ONE + bytes(4) + b"\x05\x00abc",  # comment past the end
-    b"x" * 5000 + _EOCD_OF_ONE + bytes(6) + b"tail",  # the record does not end the file
-], ids=["html", "no-entries", "no-directory", "short-comment", "not-at-the-end"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<html>login</html>\n",
+        b"x" * 5000 + b"PK\x05\x06" + bytes(18),  # a record of no entries after other data
+        b"x" * 5000 + _EOCD_OF_ONE + bytes(6),  # a directory that is not there
+        b"x" * 5000 + _EOCD_OF_ONE + bytes(4) + b"\x05\x00abc",  # comment past the end
+        b"x" * 5000 + _EOCD_OF_ONE + bytes(6) + b"tail",  # the record does not end the file
+    ],
+    ids=["html", "no-entries", "no-directory", "short-comment", "not-at-the-end"],
+)
 def test_not_a_zip_despite_an_end_record(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "x.zip"
     path.write_bytes(data)
@@ -891,6 +984,7 @@ def test_not_a_zip_despite_an_end_record(tmp_path: Path, data: bytes) -> None:
 
 
 # --- symbolic link loops ----------------------------------------------------------------
+
 
 def _loop_tree(src: Path) -> None:
     (src / "p" / "d").mkdir(parents=True)
@@ -908,8 +1002,12 @@ def test_symlink_loops_are_kept(tmp_path: Path, tool: str) -> None:
     src.mkdir()
     _loop_tree(src)
     archive = tmp_path / ("loop.zip" if tool in ("zip", "7z") else "loop.tar")
-    command = {"zip": ["zip", "-qry"], "gnu": ["tar", "-cf"], "bsdtar": ["bsdtar", "-cf"],
-               "7z": ["7z", "a", "-snl", "-bd", "-bso0"]}[tool]
+    command = {
+        "zip": ["zip", "-qry"],
+        "gnu": ["tar", "-cf"],
+        "bsdtar": ["bsdtar", "-cf"],
+        "7z": ["7z", "a", "-snl", "-bd", "-bso0"],
+    }[tool]
     need(command[0])
     run_tool([*command, str(archive), "p"], cwd=src)
     assert unpack(archive, tmp_path / "out") == ["p/f"]

@@ -40,8 +40,16 @@ def test_ratio() -> None:
 
 
 def test_row_ratio_target_and_met() -> None:
-    row = Row("x", "case", "s", [1.0, 3.0, 2.0], baseline="curl",
-              baseline_samples=[4.0, 4.0, 5.0], limit=0.5, target_text="≤ 0.5")
+    row = Row(
+        "x",
+        "case",
+        "s",
+        [1.0, 3.0, 2.0],
+        baseline="curl",
+        baseline_samples=[4.0, 4.0, 5.0],
+        limit=0.5,
+        target_text="≤ 0.5",
+    )
     assert row.value == 2.0
     assert row.baseline_value == 4.0
     assert row.ratio == 0.5
@@ -77,10 +85,26 @@ def test_fmt_value_units() -> None:
 
 def _rows() -> list[Row]:
     return [
-        Row("file", "1 GiB file | drop → ok", "s", [2.0, 2.2, 2.1], baseline="curl -s -o F",
-            baseline_samples=[2.0, 2.0, 2.0], limit=1.0, target_text="≤ 1.0"),
-        Row("rss", "peak RSS", "MB", [40.0, 42.0], stat="max", target_on="value", limit=80,
-            target_text="≤ 80 MB"),
+        Row(
+            "file",
+            "1 GiB file | drop → ok",
+            "s",
+            [2.0, 2.2, 2.1],
+            baseline="curl -s -o F",
+            baseline_samples=[2.0, 2.0, 2.0],
+            limit=1.0,
+            target_text="≤ 1.0",
+        ),
+        Row(
+            "rss",
+            "peak RSS",
+            "MB",
+            [40.0, 42.0],
+            stat="max",
+            target_on="value",
+            limit=80,
+            target_text="≤ 80 MB",
+        ),
     ]
 
 

@@ -90,9 +90,18 @@ def test_every_intent_follows_the_transition_table(tmp_path, current, intent):
         assert not path.exists()  # a refused move writes nothing
 
 
-@pytest.mark.parametrize(("current", "target"), [
-    (S.OK, S.DOWNLOADING), (S.FAILED, S.UNPACKING), (S.UNPACKING, S.DOWNLOADING),
-    (S.OK, S.FAILED), (S.DELETING, S.QUEUED), (None, S.UNPACKING), (None, S.OK)])
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.OK, S.DOWNLOADING),
+        (S.FAILED, S.UNPACKING),
+        (S.UNPACKING, S.DOWNLOADING),
+        (S.OK, S.FAILED),
+        (S.DELETING, S.QUEUED),
+        (None, S.UNPACKING),
+        (None, S.OK),
+    ],
+)
 def test_the_table_refuses_what_the_spec_forbids(current, target):
     assert target not in TRANSITIONS[current]
 
@@ -100,10 +109,14 @@ def test_the_table_refuses_what_the_spec_forbids(current, target):
 def test_the_intents_write_what_they_mean(tmp_path):
     seen: list[Sidecar] = []
     fenced: list[int] = []
-    board = StatusBoard(tmp_path / "j.status.json",
-                        Sidecar(id="j", job="j.url", job_sha256="0" * 64, attempt=1),
-                        previous=None, interval=0.0, fence=lambda: fenced.append(1),
-                        on_change=seen.append)
+    board = StatusBoard(
+        tmp_path / "j.status.json",
+        Sidecar(id="j", job="j.url", job_sha256="0" * 64, attempt=1),
+        previous=None,
+        interval=0.0,
+        fence=lambda: fenced.append(1),
+        on_change=seen.append,
+    )
     board.job_url("https://example.org/a.tar")
     assert board.downloading() == 2
     assert seen[-1].url == "https://example.org/a.tar" and seen[-1].attempt == 2
@@ -111,8 +124,7 @@ def test_the_intents_write_what_they_mean(tmp_path):
     board.retry_at(30.0, DiskFullError("full"), attempt=1)
     sc = read_sidecar(tmp_path / "j.status.json")
     assert sc is not None and sc.status is S.WAITING and sc.attempt == 1
-    assert sc.next_attempt_at is not None and sc.error == {"code": "disk_full",
-                                                           "message": "full"}
+    assert sc.next_attempt_at is not None and sc.error == {"code": "disk_full", "message": "full"}
     assert sc.archive == {"format": None, "size": 7, "sha256": "cd"}
     board.downloading()
     board.checkpoint()  # a try cut short by a shutdown is not a failed one
@@ -139,19 +151,31 @@ def test_no_module_but_status_assigns_a_sidecar_field():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             targets: list[ast.expr] = (
-                node.targets if isinstance(node, ast.Assign)
-                else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                else []
+            )
             line = getattr(node, "lineno", 0)
-            found += [f"{path.name}:{line}" for t in targets
-                      if isinstance(t, ast.Attribute) and t.attr in fields
-                      and ("sidecar" in (v := ast.unparse(t.value).lower()) or v == "sc")]
-            if isinstance(node, ast.Call) and ast.unparse(node.func) == "setattr" \
-                    and "sidecar" in ast.unparse(node.args[0]).lower():
+            found += [
+                f"{path.name}:{line}"
+                for t in targets
+                if isinstance(t, ast.Attribute)
+                and t.attr in fields
+                and ("sidecar" in (v := ast.unparse(t.value).lower()) or v == "sc")
+            ]
+            if (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func) == "setattr"
+                and "sidecar" in ast.unparse(node.args[0]).lower()
+            ):
                 found.append(f"{path.name}:{line}")
     assert found == []
 
 
 # -- the job queue ------------------------------------------------------------------------
+
 
 def test_queue_orders_by_due_time():
     q = JobQueue()
@@ -221,29 +245,33 @@ def test_a_put_from_another_thread_wakes_a_waiting_get():
 CFG = DownloadConfig(max_attempts=3, backoff_initial=2.0, backoff_max=10.0)
 
 
-@pytest.mark.parametrize(("err", "attempt", "counted", "expected"), [
-    (NetworkError("reset"), 1, True, RetryAt(delay=2.0, attempt=1)),
-    (NetworkError("reset"), 2, True, RetryAt(delay=4.0, attempt=2)),
-    (NetworkError("reset"), 3, True, None),  # attempts used up
-    (HttpStatusError(503, "busy"), 2, True, RetryAt(delay=4.0, attempt=2)),
-    (HttpStatusError(404, "gone"), 1, True, None),  # not retryable
-    (BadUrlError("nope"), 1, False, None),
-    (ChecksumMismatchError("bad"), 1, True, None),
-    (NameConflictError("taken"), 0, False, None),
-    (InternalError("bug"), 2, True, RetryAt(delay=4.0, attempt=2)),
-    (InternalError("bug"), 3, True, None),
-    # waiting for space is never a failed attempt, and never gives up
-    (DiskFullError("full"), 1, True, RetryAt(delay=2.0, attempt=0)),
-    (DiskFullError("full"), 3, True, RetryAt(delay=4.0, attempt=2)),
-    (DiskFullError("full"), 3, False, RetryAt(delay=8.0, attempt=3)),
-    (DiskFullError("full"), 9, False, RetryAt(delay=10.0, attempt=9)),
-])
+@pytest.mark.parametrize(
+    ("err", "attempt", "counted", "expected"),
+    [
+        (NetworkError("reset"), 1, True, RetryAt(delay=2.0, attempt=1)),
+        (NetworkError("reset"), 2, True, RetryAt(delay=4.0, attempt=2)),
+        (NetworkError("reset"), 3, True, None),  # attempts used up
+        (HttpStatusError(503, "busy"), 2, True, RetryAt(delay=4.0, attempt=2)),
+        (HttpStatusError(404, "gone"), 1, True, None),  # not retryable
+        (BadUrlError("nope"), 1, False, None),
+        (ChecksumMismatchError("bad"), 1, True, None),
+        (NameConflictError("taken"), 0, False, None),
+        (InternalError("bug"), 2, True, RetryAt(delay=4.0, attempt=2)),
+        (InternalError("bug"), 3, True, None),
+        # waiting for space is never a failed attempt, and never gives up
+        (DiskFullError("full"), 1, True, RetryAt(delay=2.0, attempt=0)),
+        (DiskFullError("full"), 3, True, RetryAt(delay=4.0, attempt=2)),
+        (DiskFullError("full"), 3, False, RetryAt(delay=8.0, attempt=3)),
+        (DiskFullError("full"), 9, False, RetryAt(delay=10.0, attempt=9)),
+    ],
+)
 def test_retry_table(err, attempt, counted, expected):
     assert next_try(err, attempt=attempt, counted=counted, config=CFG, draw=1.0) == expected
 
 
-@pytest.mark.parametrize(("attempt", "base"), [(0, 2.0), (1, 2.0), (2, 4.0), (3, 8.0),
-                                               (4, 10.0), (40, 10.0)])
+@pytest.mark.parametrize(
+    ("attempt", "base"), [(0, 2.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (40, 10.0)]
+)
 def test_backoff_grows_exponentially_up_to_the_cap(attempt, base):
     big = DownloadConfig(max_attempts=100, backoff_initial=2.0, backoff_max=10.0)
     top = next_try(NetworkError("x"), attempt=attempt, counted=True, config=big, draw=1.0)
@@ -268,14 +296,25 @@ def test_retry_after_raises_the_delay_up_to_backoff_max(retry_after, delay):
 
 # -- parts of a job run without HTTP ------------------------------------------------------
 
+
 def _config(tmp_path: Path, **extra: Any) -> Config:
-    data = {"inbox": "in", "outbox": "out", "workers": 1, "min_free_space": 0,
-            "status": {"update_interval": 0.05},
-            "download": {"block_networks": [], "backoff_initial": 0.1, "backoff_max": 0.2},
-            **extra}
+    data = {
+        "inbox": "in",
+        "outbox": "out",
+        "workers": 1,
+        "min_free_space": 0,
+        "status": {"update_interval": 0.05},
+        "download": {"block_networks": [], "backoff_initial": 0.1, "backoff_max": 0.2},
+        **extra,
+    }
     config = config_from_mapping(data, base=tmp_path)
-    for d in (config.inbox, config.outbox, config.work / "partial", config.work / "staging",
-              config.work / "leases"):
+    for d in (
+        config.inbox,
+        config.outbox,
+        config.work / "partial",
+        config.work / "staging",
+        config.work / "leases",
+    ):
         d.mkdir(parents=True, exist_ok=True)
     return config
 
@@ -295,8 +334,10 @@ def test_start_count_gives_up_after_too_many_cut_short_tries(tmp_path):
 def test_revoking_staging_removes_every_token_of_the_job_only(tmp_path):
     config = _config(tmp_path)
     mine, other = job_paths(config, "a"), job_paths(config, "a@b")
-    tokens = [mine.staging_dir / staging_name(mine.key, lease_key(h), 1, n)
-              for h, n in (("h1", 1), ("h2", 2))]
+    tokens = [
+        mine.staging_dir / staging_name(mine.key, lease_key(h), 1, n)
+        for h, n in (("h1", 1), ("h2", 2))
+    ]
     kept = other.staging_dir / staging_name(other.key, lease_key("h1"), 1, 3)
     for t in [*tokens, kept]:
         (t / "out").mkdir(parents=True)
@@ -336,10 +377,21 @@ def test_output_owner_of_a_category_with_recursive(tmp_path):
 def _made_job(config: Config, name: str, *, kept: bool) -> None:
     """A finished job as a run leaves it: job file, sidecar, output (and kept archive)."""
     (config.inbox / f"{name}.url").write_text("http://x/a.tar\n")
-    archive = {"format": "tar", "size": 4, "sha256": "ab", **({"kept": f"{name}.tar"}
-                                                              if kept else {})}
-    sc = Sidecar(id=name, job=f"{name}.url", job_sha256="0" * 64, status=S.OK,
-                 output=name, files=["f"], archive=archive)
+    archive = {
+        "format": "tar",
+        "size": 4,
+        "sha256": "ab",
+        **({"kept": f"{name}.tar"} if kept else {}),
+    }
+    sc = Sidecar(
+        id=name,
+        job=f"{name}.url",
+        job_sha256="0" * 64,
+        status=S.OK,
+        output=name,
+        files=["f"],
+        archive=archive,
+    )
     (config.inbox / f"{name}.status.json").write_bytes(sc.to_json())
     (config.outbox / name).mkdir()
     (config.outbox / name / "f").write_text("f")
@@ -351,8 +403,13 @@ def _made_job(config: Config, name: str, *, kept: bool) -> None:
 @pytest.mark.parametrize("mode", ["purge", "keep"])
 def test_a_removed_job_is_purged_or_kept(tmp_path, mode):
     config = _config(tmp_path, on_job_removed=mode)
-    ctx = JobContext(config, LeaseManager(config.work / "leases", host_id="h", ttl=30),
-                     JobQueue(), EventBus(), threading.Lock())
+    ctx = JobContext(
+        config,
+        LeaseManager(config.work / "leases", host_id="h", ttl=30),
+        JobQueue(),
+        EventBus(),
+        threading.Lock(),
+    )
     finished: list[Event] = []
     ctx.events.subscribe(finished.append)
     _made_job(config, "a", kept=True)
@@ -366,11 +423,12 @@ def test_a_removed_job_is_purged_or_kept(tmp_path, mode):
         assert left == ["b.tar"]
         assert sorted(p.name for p in config.inbox.iterdir()) == []
         assert [e for e in finished if isinstance(e, JobFinished)] == [
-            JobFinished("a", None, None), JobFinished("b", None, None)]
+            JobFinished("a", None, None),
+            JobFinished("b", None, None),
+        ]
     else:
         assert left == ["a", "a.tar", "b", "b.tar"]
-        assert sorted(p.name for p in config.inbox.iterdir()) == ["a.status.json",
-                                                                   "b.status.json"]
+        assert sorted(p.name for p in config.inbox.iterdir()) == ["a.status.json", "b.status.json"]
     assert list((config.work / "leases").iterdir()) == []  # the lease was released
 
 
@@ -438,16 +496,24 @@ def test_a_pool_is_healthy_with_every_worker_alive(tmp_path):
         assert pool.healthy()
         pool.apply(dataclasses.replace(config, workers=1))  # shrinking: still healthy
         assert pool.healthy()
-        wait_for(lambda: sum(t.name.startswith("dropfetch-worker") and t.is_alive()
-                             for t in threading.enumerate()) == 1,
-                 message="two workers to retire")
+        wait_for(
+            lambda: (
+                sum(
+                    t.name.startswith("dropfetch-worker") and t.is_alive()
+                    for t in threading.enumerate()
+                )
+                == 1
+            ),
+            message="two workers to retire",
+        )
         assert pool.healthy()
     finally:
         assert pool.stop(Deadline(30))
 
 
-def test_a_worker_that_dies_is_replaced_and_the_pool_is_healthy_again(tmp_path, monkeypatch,
-                                                                       caplog):
+def test_a_worker_that_dies_is_replaced_and_the_pool_is_healthy_again(
+    tmp_path, monkeypatch, caplog
+):
     from dropfetch import testhooks
 
     monkeypatch.setattr(testhooks, "_worker_bug", threading.Lock())  # fires once here too
@@ -457,8 +523,10 @@ def test_a_worker_that_dies_is_replaced_and_the_pool_is_healthy_again(tmp_path, 
     with caplog.at_level("ERROR", logger="dropfetch.pool"):
         pool.start()
         try:
-            wait_for(lambda: "a new worker takes its place" in caplog.text,
-                     message="the dead worker to be logged")
+            wait_for(
+                lambda: "a new worker takes its place" in caplog.text,
+                message="the dead worker to be logged",
+            )
             wait_for(pool.healthy, message="the pool to be healthy again")
             alive = [t for t in threading.enumerate() if t.name.startswith("dropfetch-worker")]
             assert len(alive) == 2, alive

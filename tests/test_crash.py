@@ -33,16 +33,20 @@ def _many_files_archive() -> bytes:
 
 
 def _temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*")
-            if ".dftmp." in p.name
-            or (p.name.endswith((".tmp", ".part", ".broken")) and ".dropfetch" not in p.parts)]
+    return [
+        p
+        for p in root.rglob("*")
+        if ".dftmp." in p.name
+        or (p.name.endswith((".tmp", ".part", ".broken")) and ".dropfetch" not in p.parts)
+    ]
 
 
 def assert_no_debris(d, jobs: list[str]) -> None:
     """One output per job and nothing else: no staging, partials, temporaries, leases."""
     assert sorted(p.name for p in d.outbox.iterdir() if p.name != ".dropfetch") == sorted(jobs)
     assert sorted(p.name for p in d.inbox.iterdir()) == sorted(
-        f"{j}{suffix}" for j in jobs for suffix in (".url", ".status.json"))
+        f"{j}{suffix}" for j in jobs for suffix in (".url", ".status.json")
+    )
     assert not list((d.work / "staging").iterdir())
     assert not list((d.work / "partial").iterdir())
     wait_for(lambda: not list((d.work / "leases").iterdir()), message="the leases released")
@@ -89,8 +93,10 @@ def test_kill_mid_download_resumes_from_the_partial(fault_server, make_daemon):
     res = fault_server.add("/big.tar.gz", body, rate=200_000)
     d = make_daemon()
     d.drop("big", fault_server.url("/big.tar.gz"))
-    wait_for(lambda: (d.sidecar("big") or {}).get("bytes_done", 0) > 300_000,
-             message="the download under way")
+    wait_for(
+        lambda: (d.sidecar("big") or {}).get("bytes_done", 0) > 300_000,
+        message="the download under way",
+    )
     _kill(d)
     [partial] = [p for p in (d.work / "partial").iterdir() if p.suffix == ".part"]
     offset = partial.stat().st_size
@@ -115,8 +121,10 @@ def test_kill_mid_extract(fault_server, make_daemon):
     d = make_daemon()
     d.drop("many", fault_server.url("/many.tar.gz"))
     d.wait_status("many", "unpacking")
-    wait_for(lambda: any(next(p.iterdir(), None) for p in (d.work / "staging").iterdir()),
-             message="extraction to write files")
+    wait_for(
+        lambda: any(next(p.iterdir(), None) for p in (d.work / "staging").iterdir()),
+        message="extraction to write files",
+    )
     _kill(d)
     assert not (d.outbox / "many").exists()
     assert d.sidecar("many")["status"] == "unpacking"
@@ -140,8 +148,10 @@ def test_kill_between_extract_and_publish(fault_server, make_daemon):
     d.start(env={"DROPFETCH_TEST_PAUSE": "publish"})
     d.drop("pkg", fault_server.url("/pkg.tar.gz"))
     d.drop("report", fault_server.url("/report.bin"))
-    wait_for(lambda: d.log().count("DROPFETCH_TEST_PAUSE=publish") == 2,
-             message="both workers held before publishing")
+    wait_for(
+        lambda: d.log().count("DROPFETCH_TEST_PAUSE=publish") == 2,
+        message="both workers held before publishing",
+    )
     _kill(d)
     assert not (d.outbox / "pkg").exists() and not (d.outbox / "report").exists()
     assert len(list((d.work / "staging").iterdir())) == 2  # extracted, not published
@@ -174,8 +184,12 @@ def test_kill_between_extract_and_publish_of_a_new_version(fault_server, make_da
     assert d.output_files("app") == ["v1.txt"]  # the old version, whole
 
     d.start()
-    wait_for(lambda: (d.sidecar("app") or {}).get("status") == "ok"
-             and d.output_files("app") == ["v2.txt"], message="the new version")
+    wait_for(
+        lambda: (
+            (d.sidecar("app") or {}).get("status") == "ok" and d.output_files("app") == ["v2.txt"]
+        ),
+        message="the new version",
+    )
     assert_no_debris(d, ["app"])
 
 
@@ -188,12 +202,13 @@ def test_kill_mid_purge(fault_server, make_daemon):
     done = d.drop("done", fault_server.url("/done.zip"))
     d.wait_status("done", "ok")
     half = d.drop("half", fault_server.url("/half.bin"))
-    wait_for(lambda: (d.sidecar("half") or {}).get("bytes_done", 0) > 100_000,
-             message="the download under way")
+    wait_for(
+        lambda: (d.sidecar("half") or {}).get("bytes_done", 0) > 100_000,
+        message="the download under way",
+    )
     done.unlink()
     half.unlink()
-    wait_for(lambda: d.log().count("DROPFETCH_TEST_PAUSE=purge") == 2,
-             message="both purges held")
+    wait_for(lambda: d.log().count("DROPFETCH_TEST_PAUSE=purge") == 2, message="both purges held")
     _kill(d)
     assert d.sidecar("done")["status"] == "deleting"
     assert d.sidecar("half")["status"] == "deleting"
@@ -201,8 +216,10 @@ def test_kill_mid_purge(fault_server, make_daemon):
     assert any(p.suffix == ".part" for p in (d.work / "partial").iterdir())
 
     d.start()
-    wait_for(lambda: d.sidecar("done") is None and d.sidecar("half") is None,
-             message="the purges finished")
+    wait_for(
+        lambda: d.sidecar("done") is None and d.sidecar("half") is None,
+        message="the purges finished",
+    )
     d.drop("other", fault_server.url("/other.zip"))
     assert d.wait_status("other")["status"] == "ok"
     assert_no_debris(d, ["other"])

@@ -38,8 +38,7 @@ def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
         remove_tree(p)
 
 
-def make_deep(base: Path, depth: int = DEPTH, component: str = "a", *,
-              extras: bool = False) -> str:
+def make_deep(base: Path, depth: int = DEPTH, component: str = "a", *, extras: bool = False) -> str:
     """A chain of ``depth`` directories under ``base`` made relative to descriptors (so
     it may pass PATH_MAX), a file at the bottom; returns the file's relative path.
     ``extras``: at every level also files, a link out of the tree and a side directory."""
@@ -84,10 +83,15 @@ def walk_files(root: Path) -> list[str]:
 
 # --- remove_tree --------------------------------------------------------------------
 
-@pytest.mark.parametrize(("depth", "component"), [
-    (DEPTH, "a"),
-    (3000, "abc"),      # 12 KB of path: past PATH_MAX, only reachable relative to a fd
-], ids=["1100", "past-path-max"])
+
+@pytest.mark.parametrize(
+    ("depth", "component"),
+    [
+        (DEPTH, "a"),
+        (3000, "abc"),  # 12 KB of path: past PATH_MAX, only reachable relative to a fd
+    ],
+    ids=["1100", "past-path-max"],
+)
 def test_remove_tree_any_depth(tmp_path: Path, depth: int, component: str) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -170,6 +174,7 @@ def test_publish_over_a_deep_output(tmp_path: Path) -> None:
 
 # --- extraction ---------------------------------------------------------------------
 
+
 def _gnu_tar(src: Path, archive: Path, *args: str) -> None:
     if shutil.which("tar") is None:
         pytest.skip("tar not installed")
@@ -190,8 +195,7 @@ def test_extract_deep_tar_from_real_tools(tmp_path: Path, tool: str) -> None:
         _gnu_tar(src, archive, *(["-z"] if tool == "gnu-gz" else []))
     dest = tmp_path / "dest"
     dest.mkdir()
-    files = extract(archive, dest, fmt=sniff(archive), config=ExtractConfig(),
-                    single_name="x")
+    files = extract(archive, dest, fmt=sniff(archive), config=ExtractConfig(), single_name="x")
     assert files == [leaf]
     assert walk_files(dest) == [leaf]
     assert (dest / leaf).read_bytes() == b"deep\n"
@@ -213,6 +217,7 @@ def test_deeper_than_the_filesystem_allows_is_unsafe(tmp_path: Path) -> None:
 
 
 # --- end to end ---------------------------------------------------------------------
+
 
 def _deep_archive(tmp_path: Path) -> tuple[bytes, str]:
     src = tmp_path / "src"
@@ -237,8 +242,7 @@ def test_deep_tar_job_then_purge(fault_server, make_daemon, tmp_path: Path) -> N
     assert not list((d.work / "staging").iterdir())
 
     job.unlink()  # purge: the deep output goes, and the sidecar with it
-    wait_for(lambda: not d.sidecar_path("deep").exists(), timeout=60,
-             message="the purge to finish")
+    wait_for(lambda: not d.sidecar_path("deep").exists(), timeout=60, message="the purge to finish")
     assert not os.path.lexists(d.outbox / "deep")
     assert d.proc is not None and d.proc.poll() is None
     d.drop("after", fault_server.url("/deep.tar.gz"))  # the daemon goes on serving
@@ -254,8 +258,11 @@ def test_kill_with_deep_staging_then_restart(fault_server, make_daemon, tmp_path
     d = make_daemon(workers=1, start=False)
     d.start(env={"DROPFETCH_TEST_PAUSE": "publish"})
     d.drop("deep", fault_server.url("/deep.tar.gz"))
-    wait_for(lambda: "DROPFETCH_TEST_PAUSE=publish" in d.log(), timeout=60,
-             message="the job held before publishing")
+    wait_for(
+        lambda: "DROPFETCH_TEST_PAUSE=publish" in d.log(),
+        timeout=60,
+        message="the job held before publishing",
+    )
     staged = list((d.work / "staging").iterdir())
     # the staging token holds the tree in out/ (and the partial file, moved in for the
     # fenced publish)

@@ -66,6 +66,7 @@ def srv(fault_server: FaultServer) -> FaultServer:  # noqa: F811 - pytest fixtur
 
 # --- plain transfers ---------------------------------------------------------------
 
+
 def test_plain_download(srv: FaultServer, dl: Downloader, partial: Path) -> None:
     srv.add("/files/a%20b.bin", DATA)
     seen: list[Transfer] = []
@@ -110,14 +111,21 @@ def test_chunked_body(srv: FaultServer, dl: Downloader, partial: Path) -> None:
     assert seen[-1].bytes_total is None
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ('attachment; filename="report 1.pdf"', "report 1.pdf"),
-    ("attachment; filename*=UTF-8''%C3%A9t%C3%A9.zip", "été.zip"),
-    ('attachment; filename="../../etc/passwd"', "dl.bin"),
-    ('attachment; filename=".bashrc"', "dl.bin"),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('attachment; filename="report 1.pdf"', "report 1.pdf"),
+        ("attachment; filename*=UTF-8''%C3%A9t%C3%A9.zip", "été.zip"),
+        ('attachment; filename="../../etc/passwd"', "dl.bin"),
+        ('attachment; filename=".bashrc"', "dl.bin"),
+    ],
+)
 def test_filename_from_content_disposition(
-    srv: FaultServer, dl: Downloader, partial: Path, header: str, expected: str,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
+    header: str,
+    expected: str,
 ) -> None:
     srv.add("/dl.bin", b"abc", headers={"Content-Disposition": header})
     assert dl.fetch(srv.url("/dl.bin"), partial).filename == expected
@@ -130,8 +138,11 @@ def test_no_filename_for_bare_host(srv: FaultServer, dl: Downloader, partial: Pa
 
 # --- resume --------------------------------------------------------------------------
 
+
 def test_drop_then_resume_from_exact_offset(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     cut = int(len(DATA) * 0.4)
     res = srv.add("/big", DATA, drop_after=cut)
@@ -152,7 +163,9 @@ def test_drop_then_resume_from_exact_offset(
 
 
 def test_resume_uses_last_modified_without_strong_etag(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     res = srv.add("/w", DATA, drop_after=1000, headers={"ETag": 'W/"weak"'})
     with pytest.raises(NetworkError):
@@ -174,7 +187,9 @@ def test_no_validator_starts_over(srv: FaultServer, dl: Downloader, partial: Pat
 
 
 def test_ignore_range_restarts_from_zero(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/ir", DATA, drop_after=len(DATA) // 2, ignore_range=True)
     with pytest.raises(NetworkError):
@@ -187,7 +202,9 @@ def test_ignore_range_restarts_from_zero(
 
 
 def test_file_replaced_between_attempts_is_not_spliced(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/r", DATA, drop_after=len(DATA) // 3)
     with pytest.raises(NetworkError):
@@ -203,7 +220,9 @@ def test_file_replaced_between_attempts_is_not_spliced(
 
 
 def test_wrong_content_range_discards_partial(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/wcr", DATA, drop_after=5000, wrong_content_range=True)
     with pytest.raises(NetworkError):
@@ -228,12 +247,17 @@ def test_416_means_complete(srv: FaultServer, dl: Downloader, partial: Path) -> 
 
 
 def test_416_with_other_total_starts_over(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     res = srv.add("/short", b"0123456789")
     partial.write_bytes(b"0123456789abcdef")  # longer than the file: not ours
-    meta_path(partial).write_text(json.dumps({
-        "url": srv.url("/short"), "etag": res.etag, "last_modified": None, "total": None}))
+    meta_path(partial).write_text(
+        json.dumps(
+            {"url": srv.url("/short"), "etag": res.etag, "last_modified": None, "total": None}
+        )
+    )
     result = dl.fetch(srv.url("/short"), partial)
     assert [r.header("Range") for r in srv.requests] == ["bytes=16-", None]
     assert partial.read_bytes() == b"0123456789"
@@ -241,7 +265,9 @@ def test_416_with_other_total_starts_over(
 
 
 def test_partial_without_meta_is_discarded(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/m", DATA)
     partial.write_bytes(b"junk" * 1000)
@@ -251,18 +277,24 @@ def test_partial_without_meta_is_discarded(
 
 
 def test_partial_for_other_url_is_discarded(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     res = srv.add("/m", DATA)
     partial.write_bytes(DATA[:1000])
-    meta_path(partial).write_text(json.dumps({
-        "url": srv.url("/other"), "etag": res.etag, "last_modified": None, "total": None}))
+    meta_path(partial).write_text(
+        json.dumps(
+            {"url": srv.url("/other"), "etag": res.etag, "last_modified": None, "total": None}
+        )
+    )
     result = dl.fetch(srv.url("/m"), partial)
     assert srv.requests[-1].header("Range") is None
     assert result.sha256 == sha(DATA)
 
 
 # --- HTTP errors, timeouts, broken servers ---------------------------------------
+
 
 def test_503_with_retry_after(srv: FaultServer, dl: Downloader, partial: Path) -> None:
     srv.add("/busy", DATA, statuses=[503], retry_after="7")
@@ -274,7 +306,9 @@ def test_503_with_retry_after(srv: FaultServer, dl: Downloader, partial: Path) -
 
 
 def test_429_with_http_date_retry_after(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/slow", b"x", statuses=[429], retry_after=formatdate(time.time() + 60, usegmt=True))
     with pytest.raises(HttpStatusError) as info:
@@ -297,15 +331,19 @@ def test_stall_times_out(srv: FaultServer, partial: Path) -> None:
     # the server hangs up after 30 s: had the client waited for that instead of its own
     # timeout_read, it would end in a NetworkError (connection ended early), not here
     srv.add("/stall", DATA, stall_after=100_000, stall_seconds=30)
-    with make(DownloadConfig(block_networks=(), timeout_read=0.5)) as d, \
-            pytest.raises(DownloadTimeoutError) as info:
+    with (
+        make(DownloadConfig(block_networks=(), timeout_read=0.5)) as d,
+        pytest.raises(DownloadTimeoutError) as info,
+    ):
         d.fetch(srv.url("/stall"), partial)
     assert info.value.retryable
     assert partial.stat().st_size == 100_000
 
 
 def test_content_length_longer_than_body(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/lie", DATA, lie_length=len(DATA) + 500)
     with pytest.raises(NetworkError, match="ended early"):
@@ -314,7 +352,9 @@ def test_content_length_longer_than_body(
 
 
 def test_content_length_shorter_than_body(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/lie", DATA, lie_length=1000)
     srv.add("/next", b"next")
@@ -334,16 +374,20 @@ def test_connection_refused_is_retryable(dl: Downloader, partial: Path) -> None:
 
 def test_max_size_from_content_length(srv: FaultServer, partial: Path) -> None:
     srv.add("/big", DATA)
-    with make(DownloadConfig(block_networks=(), max_size=len(DATA) - 1)) as d, \
-            pytest.raises(TooLargeError):
+    with (
+        make(DownloadConfig(block_networks=(), max_size=len(DATA) - 1)) as d,
+        pytest.raises(TooLargeError),
+    ):
         d.fetch(srv.url("/big"), partial)
     assert not partial.exists()
 
 
 def test_max_size_counted_without_content_length(srv: FaultServer, partial: Path) -> None:
     srv.add("/big", DATA, chunked=True)
-    with make(DownloadConfig(block_networks=(), max_size=1024 * 1024)) as d, \
-            pytest.raises(TooLargeError) as info:
+    with (
+        make(DownloadConfig(block_networks=(), max_size=1024 * 1024)) as d,
+        pytest.raises(TooLargeError) as info,
+    ):
         d.fetch(srv.url("/big"), partial)
     assert not info.value.retryable
     assert partial.stat().st_size <= 1024 * 1024
@@ -357,6 +401,7 @@ def test_min_free_space(srv: FaultServer, partial: Path) -> None:
 
 
 # --- SSRF --------------------------------------------------------------------------
+
 
 def test_default_block_networks_refuse_loopback(srv: FaultServer, partial: Path) -> None:
     srv.add("/x", b"x")
@@ -401,7 +446,9 @@ def test_redirect_to_blocked_address(srv: FaultServer, partial: Path) -> None:
 
 
 def test_dns_rebinding_cannot_slip_through(
-    srv: FaultServer, partial: Path, monkeypatch: pytest.MonkeyPatch,
+    srv: FaultServer,
+    partial: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A name that resolves to an allowed address first and a blocked one afterwards:
     the connection goes to the address that was checked, never to the second answer."""
@@ -431,7 +478,9 @@ def test_dns_rebinding_cannot_slip_through(
 
 
 def test_mixed_answers_use_only_allowed_addresses(
-    srv: FaultServer, partial: Path, monkeypatch: pytest.MonkeyPatch,
+    srv: FaultServer,
+    partial: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Several addresses, the first blocked: only an allowed one is ever dialled."""
     srv.add("/x", b"x")
@@ -439,8 +488,9 @@ def test_mixed_answers_use_only_allowed_addresses(
 
     def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host == "multi.test":
-            return real("127.0.0.1", port, *args, **kwargs) + real("127.0.0.3", port,
-                                                                  *args, **kwargs)
+            return real("127.0.0.1", port, *args, **kwargs) + real(
+                "127.0.0.3", port, *args, **kwargs
+            )
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
@@ -451,13 +501,16 @@ def test_mixed_answers_use_only_allowed_addresses(
 
 
 def test_empty_block_networks_allow_everything(
-    srv: FaultServer, dl: Downloader, partial: Path,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
 ) -> None:
     srv.add("/x", b"x")
     assert dl.fetch(srv.url("/x"), partial).size == 1
 
 
 # --- redirects and URLs ------------------------------------------------------------
+
 
 def test_redirects_followed(srv: FaultServer, dl: Downloader, partial: Path) -> None:
     srv.add("/a", redirect_to="/b", redirect_status=301)
@@ -493,11 +546,22 @@ def test_redirect_to_other_scheme(srv: FaultServer, dl: Downloader, partial: Pat
         dl.fetch(srv.url("/a"), partial)
 
 
-@pytest.mark.parametrize("url", [
-    "ftp://example.org/x", "file:///etc/passwd", "http://", "http:///path",
-    "http://exa mple.org/", "http://example.org/\x00", "javascript:alert(1)",
-    "example.org/file", "", "http://[::1/", "http://example.org:99999/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.org/x",
+        "file:///etc/passwd",
+        "http://",
+        "http:///path",
+        "http://exa mple.org/",
+        "http://example.org/\x00",
+        "javascript:alert(1)",
+        "example.org/file",
+        "",
+        "http://[::1/",
+        "http://example.org:99999/",
+    ],
+)
 def test_check_url_rejects(url: str, dl: Downloader, partial: Path) -> None:
     with pytest.raises(BadUrlError):
         check_url(url)
@@ -510,17 +574,20 @@ def test_check_url_strips() -> None:
     assert check_url("HTTP://Example.org") == "HTTP://Example.org"
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("https://user:pw@host/p?q=1", "https://***@host/p?***"),
-    ("https://host/p?q=1", "https://host/p?***"),
-    ("https://user@host:8443/p", "https://***@host:8443/p"),
-    ("https://host/p", "https://host/p"),
-    ("https://host/p#frag", "https://host/p"),
-    ("http://a@b@host/", "http://***@host/"),
-    ("http://[::1/x?y", "http://[::1/x?***"),
-    ("not a url", "not%20a%20url"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:pw@host/p?q=1", "https://***@host/p?***"),
+        ("https://host/p?q=1", "https://host/p?***"),
+        ("https://user@host:8443/p", "https://***@host:8443/p"),
+        ("https://host/p", "https://host/p"),
+        ("https://host/p#frag", "https://host/p"),
+        ("http://a@b@host/", "http://***@host/"),
+        ("http://[::1/x?y", "http://[::1/x?***"),
+        ("not a url", "not%20a%20url"),
+        ("", ""),
+    ],
+)
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
 
@@ -542,8 +609,8 @@ def test_credentials_never_in_errors(srv: FaultServer, dl: Downloader, partial: 
 
 # --- cancel and rate -------------------------------------------------------------
 
-def test_cancel_mid_transfer_keeps_partial(srv: FaultServer, dl: Downloader,
-                                            partial: Path) -> None:
+
+def test_cancel_mid_transfer_keeps_partial(srv: FaultServer, dl: Downloader, partial: Path) -> None:
     srv.add("/c", DATA, rate=4 * 1024 * 1024)
     cancel = threading.Event()
 
@@ -574,8 +641,10 @@ def test_cancel_interrupts_a_blocked_read(srv: FaultServer, partial: Path) -> No
     try:
         # timeout_read above the stall: only the cancel can end the read before the
         # server gives up waiting
-        with make(DownloadConfig(block_networks=(), timeout_read=600)) as d, \
-                pytest.raises(CancelledError):
+        with (
+            make(DownloadConfig(block_networks=(), timeout_read=600)) as d,
+            pytest.raises(CancelledError),
+        ):
             d.fetch(srv.url("/stall"), partial, on_progress=progress, cancel=cancel)
     finally:
         timer.cancel()
@@ -598,11 +667,13 @@ def test_rate_limit_slows_down(srv: FaultServer, partial: Path) -> None:
     assert result.sha256 == sha(data)
 
 
-
 # --- disk and name resolution ----------------------------------------------------
 
+
 def test_free_space_rechecked_while_writing(
-    srv: FaultServer, partial: Path, monkeypatch: pytest.MonkeyPatch,
+    srv: FaultServer,
+    partial: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import shutil
 
@@ -627,7 +698,10 @@ def test_free_space_rechecked_while_writing(
 
 
 def test_enospc_while_writing_is_disk_full(
-    srv: FaultServer, dl: Downloader, partial: Path, monkeypatch: pytest.MonkeyPatch,
+    srv: FaultServer,
+    dl: Downloader,
+    partial: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import errno
 
@@ -642,7 +716,9 @@ def test_enospc_while_writing_is_disk_full(
 
 
 def test_unknown_host_is_a_network_error(
-    dl: Downloader, partial: Path, monkeypatch: pytest.MonkeyPatch,
+    dl: Downloader,
+    partial: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def fail(*_args: Any, **_kwargs: Any) -> Any:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

@@ -56,8 +56,9 @@ def layout(tmp_path: Path) -> Layout:
     (sentinel / "sub" / "file2").write_bytes(b"precious two\n")
     dest = tmp_path / "work" / "staging" / "job"
     dest.mkdir(parents=True)
-    return Layout(tmp=tmp_path, dest=dest, sentinel=sentinel,
-                  archive=tmp_path / "work" / "download.bin")
+    return Layout(
+        tmp=tmp_path, dest=dest, sentinel=sentinel, archive=tmp_path / "work" / "download.bin"
+    )
 
 
 def snapshot(root: Path, *, exclude: Path) -> dict[str, tuple[Any, ...]]:
@@ -76,8 +77,12 @@ def snapshot(root: Path, *, exclude: Path) -> dict[str, tuple[Any, ...]]:
             if stat.S_ISLNK(st.st_mode):
                 out[str(p)] = ("link", os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
-                out[str(p)] = ("file", st.st_mode, st.st_nlink,
-                               hashlib.sha256(p.read_bytes()).hexdigest())
+                out[str(p)] = (
+                    "file",
+                    st.st_mode,
+                    st.st_nlink,
+                    hashlib.sha256(p.read_bytes()).hexdigest(),
+                )
             else:
                 out[str(p)] = ("other", st.st_mode)
     return out
@@ -91,13 +96,25 @@ def links_stay_inside(dest: Path) -> None:
             assert real == root or real.startswith(root + "/"), (p, real)
 
 
-def run(layout: Layout, data: bytes | None = None, *, config: ExtractConfig | None = None,
-        single_name: str = "job", **kwargs: Any) -> list[str]:
+def run(
+    layout: Layout,
+    data: bytes | None = None,
+    *,
+    config: ExtractConfig | None = None,
+    single_name: str = "job",
+    **kwargs: Any,
+) -> list[str]:
     if data is not None:
         layout.archive.write_bytes(data)
     fmt = sniff(layout.archive)
-    return extract(layout.archive, layout.dest, fmt=fmt, config=config or ExtractConfig(),
-                   single_name=single_name, **kwargs)
+    return extract(
+        layout.archive,
+        layout.dest,
+        fmt=fmt,
+        config=config or ExtractConfig(),
+        single_name=single_name,
+        **kwargs,
+    )
 
 
 # --- the hostile corpus --------------------------------------------------------------
@@ -136,8 +153,7 @@ def test_unsafe_message_names_the_member(layout: Layout) -> None:
 
 
 def test_link_message_names_link_and_target(layout: Layout) -> None:
-    with pytest.raises(DropfetchError,
-                       match=r"link l -> /etc points outside the output"):
+    with pytest.raises(DropfetchError, match=r"link l -> /etc points outside the output"):
         run(layout, tar_bytes([T("l", "sym", target="/etc")]))
 
 
@@ -161,10 +177,16 @@ def tree_zip() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("compress", "fmt"), [
-    (None, ArchiveFormat.TAR), ("gz", ArchiveFormat.TAR_GZ), ("bz2", ArchiveFormat.TAR_BZ2),
-    ("xz", ArchiveFormat.TAR_XZ), ("zst", ArchiveFormat.TAR_ZST),
-])
+@pytest.mark.parametrize(
+    ("compress", "fmt"),
+    [
+        (None, ArchiveFormat.TAR),
+        ("gz", ArchiveFormat.TAR_GZ),
+        ("bz2", ArchiveFormat.TAR_BZ2),
+        ("xz", ArchiveFormat.TAR_XZ),
+        ("zst", ArchiveFormat.TAR_ZST),
+    ],
+)
 def test_every_tar_format(layout: Layout, compress: str | None, fmt: ArchiveFormat) -> None:
     layout.archive.write_bytes(tree_tar(compress))
     assert sniff(layout.archive) is fmt
@@ -202,8 +224,9 @@ SINGLE = [
 
 
 @pytest.mark.parametrize(("suffix", "fmt", "compress"), SINGLE, ids=[s[0] for s in SINGLE])
-def test_single_file_formats(layout: Layout, suffix: str, fmt: ArchiveFormat,
-                             compress: Any) -> None:
+def test_single_file_formats(
+    layout: Layout, suffix: str, fmt: ArchiveFormat, compress: Any
+) -> None:
     payload = b"just one file\n" * 1000
     layout.archive.write_bytes(compress(payload))
     assert sniff(layout.archive) is fmt
@@ -222,15 +245,24 @@ def test_multi_member_gzip_and_multi_frame_zstd(layout: Layout) -> None:
     other.mkdir()
     c = zstandard.ZstdCompressor()
     (layout.tmp / "z.zst").write_bytes(c.compress(b"one ") + c.compress(b"two"))
-    extract(layout.tmp / "z.zst", other, fmt=ArchiveFormat.ZST, config=ExtractConfig(),
-            single_name="z")
+    extract(
+        layout.tmp / "z.zst", other, fmt=ArchiveFormat.ZST, config=ExtractConfig(), single_name="z"
+    )
     assert (other / "z").read_bytes() == b"one two"
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"x", os.urandom(10_000), b"<!DOCTYPE html><html><body>Not found</body></html>\n" * 20,
-    b"PK\x01\x02 not a zip start", bytes(10240),
-], ids=["empty", "one-byte", "random", "html", "pk-cd", "zeros"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"x",
+        os.urandom(10_000),
+        b"<!DOCTYPE html><html><body>Not found</body></html>\n" * 20,
+        b"PK\x01\x02 not a zip start",
+        bytes(10240),
+    ],
+    ids=["empty", "one-byte", "random", "html", "pk-cd", "zeros"],
+)
 def test_sniff_plain_files(tmp_path: Path, data: bytes) -> None:
     p = tmp_path / "f.tar.gz"
     p.write_bytes(data)
@@ -272,24 +304,45 @@ def test_inner_gz_is_not_decompressed_twice(layout: Layout) -> None:
 
 
 def test_os_template(layout: Layout) -> None:
-    names = ["metainfo.xml", "initrd.gz", "install.cfg", "linux", "pxelinux.0/pxelinux.0",
-             "pxelinux.0/ldlinux.c32", "pxelinux.conf"]
+    names = [
+        "metainfo.xml",
+        "initrd.gz",
+        "install.cfg",
+        "linux",
+        "pxelinux.0/pxelinux.0",
+        "pxelinux.0/ldlinux.c32",
+        "pxelinux.conf",
+    ]
     members = [T("pxelinux.0", "dir")] + [
-        T(n, data=gzip.compress(b"ramdisk") if n.endswith(".gz") else n.encode())
-        for n in names]
+        T(n, data=gzip.compress(b"ramdisk") if n.endswith(".gz") else n.encode()) for n in names
+    ]
     assert run(layout, tar_bytes(members, compress="gz")) == sorted(names)
 
 
 def test_root_members_and_duplicates(layout: Layout) -> None:
-    data = tar_bytes([T(".", "dir"), T("./", "dir"), T("./a", data=b"first"),
-                      T("a", data=b"second"), T(".//b//", "dir"), T("./b/./c", data=b"c")])
+    data = tar_bytes(
+        [
+            T(".", "dir"),
+            T("./", "dir"),
+            T("./a", data=b"first"),
+            T("a", data=b"second"),
+            T(".//b//", "dir"),
+            T("./b/./c", data=b"c"),
+        ]
+    )
     assert run(layout, data) == ["a", "b/c"]
     assert (layout.dest / "a").read_bytes() == b"second"
 
 
 def test_modes(layout: Layout) -> None:
-    data = tar_bytes([T("locked", "dir", mode=0o000), T("locked/f", mode=0o000),
-                      T("exe", mode=0o4777), T("ww", mode=0o666)])
+    data = tar_bytes(
+        [
+            T("locked", "dir", mode=0o000),
+            T("locked/f", mode=0o000),
+            T("exe", mode=0o4777),
+            T("ww", mode=0o666),
+        ]
+    )
     assert run(layout, data) == ["exe", "locked/f", "ww"]
     mode = lambda p: stat.S_IMODE((layout.dest / p).stat().st_mode)  # noqa: E731
     assert mode("locked") == 0o700
@@ -299,6 +352,7 @@ def test_modes(layout: Layout) -> None:
 
 
 # --- archives made by real tools ----------------------------------------------------
+
 
 def make_tree(src: Path) -> None:
     (src / "usr" / "bin").mkdir(parents=True)
@@ -314,8 +368,9 @@ def make_tree(src: Path) -> None:
     (long_dir / ("f" * 120)).write_bytes(b"long")
 
 
-EXPECTED_REAL = sorted(["usr/bin/x", "docs/readme", "docs/README",
-                        "long-directory-name-" * 5 + "/" + "f" * 120])
+EXPECTED_REAL = sorted(
+    ["usr/bin/x", "docs/readme", "docs/README", "long-directory-name-" * 5 + "/" + "f" * 120]
+)
 
 
 def check_real_tree(dest: Path, files: list[str]) -> None:
@@ -327,18 +382,28 @@ def check_real_tree(dest: Path, files: list[str]) -> None:
     assert os.access(dest / "usr" / "bin" / "x", os.X_OK)
 
 
-@pytest.mark.parametrize("args", [
-    ["-cf"], ["-czf"], ["-cjf"], ["-cJf"], ["--zstd", "-cf"], ["--format=pax", "-czf"],
-    ["--format=gnu", "-cf"],
-], ids=["tar", "gz", "bz2", "xz", "zst", "pax", "gnu"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-cf"],
+        ["-czf"],
+        ["-cjf"],
+        ["-cJf"],
+        ["--zstd", "-cf"],
+        ["--format=pax", "-czf"],
+        ["--format=gnu", "-cf"],
+    ],
+    ids=["tar", "gz", "bz2", "xz", "zst", "pax", "gnu"],
+)
 def test_gnu_tar(layout: Layout, args: list[str]) -> None:
     if shutil.which("tar") is None:
         pytest.skip("tar not installed")
     src = layout.tmp / "src"
     src.mkdir()
     make_tree(src)
-    proc = subprocess.run(["tar", "-C", str(src), *args, str(layout.archive), "."],
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        ["tar", "-C", str(src), *args, str(layout.archive), "."], capture_output=True, check=False
+    )
     if proc.returncode != 0:
         pytest.skip(f"tar cannot do {args}: {proc.stderr.decode()}")
     check_real_tree(layout.dest, run(layout))
@@ -355,12 +420,15 @@ def test_gnu_tar_sparse(layout: Layout) -> None:
         f.write(b"tail")
     for fmt in ("gnu", "pax"):
         archive = layout.tmp / f"sparse-{fmt}.tar"
-        subprocess.run(["tar", "-C", str(src), f"--format={fmt}", "-S", "-cf", str(archive),
-                        "sparse.img"], check=True)
+        subprocess.run(
+            ["tar", "-C", str(src), f"--format={fmt}", "-S", "-cf", str(archive), "sparse.img"],
+            check=True,
+        )
         dest = layout.tmp / f"out-{fmt}"
         dest.mkdir()
-        assert extract(archive, dest, fmt=sniff(archive), config=ExtractConfig(),
-                       single_name="x") == ["sparse.img"]
+        assert extract(
+            archive, dest, fmt=sniff(archive), config=ExtractConfig(), single_name="x"
+        ) == ["sparse.img"]
         assert (dest / "sparse.img").read_bytes() == (src / "sparse.img").read_bytes()
 
 
@@ -400,14 +468,14 @@ def test_zip_command_streaming_data_descriptors(layout: Layout) -> None:
     (src / "d").mkdir()
     (src / "d" / "b").write_bytes(os.urandom(5000))
     # writing to a pipe makes zip use data descriptors (flag bit 3)
-    out = subprocess.run(["zip", "-qr", "-", "."], cwd=src, capture_output=True,
-                         check=True).stdout
+    out = subprocess.run(["zip", "-qr", "-", "."], cwd=src, capture_output=True, check=True).stdout
     assert zipfile.ZipFile(io.BytesIO(out)).infolist()[0].flag_bits & 0x08
     assert run(layout, out) == ["a", "d/b"]
     assert (layout.dest / "d" / "b").read_bytes() == (src / "d" / "b").read_bytes()
 
 
 # --- progress, cancellation, errors on the destination ------------------------------
+
 
 def test_progress_reports_archive_bytes(layout: Layout) -> None:
     data = tar_bytes([T("big", data=os.urandom(3 << 20))], compress="gz")
@@ -456,12 +524,22 @@ def test_disk_full_and_io_error(layout: Layout, monkeypatch: pytest.MonkeyPatch)
 def test_file_format_and_dirty_dest_are_programming_errors(layout: Layout) -> None:
     layout.archive.write_bytes(b"plain")
     with pytest.raises(ValueError):
-        extract(layout.archive, layout.dest, fmt=ArchiveFormat.FILE, config=ExtractConfig(),
-                single_name="x")
+        extract(
+            layout.archive,
+            layout.dest,
+            fmt=ArchiveFormat.FILE,
+            config=ExtractConfig(),
+            single_name="x",
+        )
     (layout.dest / "junk").write_bytes(b"")
     with pytest.raises(ValueError):
-        extract(layout.archive, layout.dest, fmt=ArchiveFormat.GZ, config=ExtractConfig(),
-                single_name="x")
+        extract(
+            layout.archive,
+            layout.dest,
+            fmt=ArchiveFormat.GZ,
+            config=ExtractConfig(),
+            single_name="x",
+        )
 
 
 def test_symlink_skip_logs_names(layout: Layout, caplog: pytest.LogCaptureFixture) -> None:
@@ -479,19 +557,23 @@ def test_ratio_not_checked_below_grace(layout: Layout) -> None:
 
 # --- single_file_name ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("url_name", "fmt", "expected"), [
-    ("notes.txt.gz", ArchiveFormat.GZ, "notes.txt"),
-    ("NOTES.TXT.GZ", ArchiveFormat.GZ, "NOTES.TXT"),
-    ("disk.img.xz", ArchiveFormat.XZ, "disk.img"),
-    ("disk.img.zst", ArchiveFormat.ZST, "disk.img"),
-    ("data.bz2", ArchiveFormat.BZ2, "data"),
-    ("data", ArchiveFormat.GZ, "data"),
-    (".gz", ArchiveFormat.GZ, "job"),
-    ("..gz", ArchiveFormat.GZ, "job"),
-    (None, ArchiveFormat.GZ, "job"),
-    ("", ArchiveFormat.XZ, "job"),
-    ("a\x00b.gz", ArchiveFormat.GZ, "job"),
-    ("x.tar.gz", ArchiveFormat.TAR_GZ, "job"),
-])
+
+@pytest.mark.parametrize(
+    ("url_name", "fmt", "expected"),
+    [
+        ("notes.txt.gz", ArchiveFormat.GZ, "notes.txt"),
+        ("NOTES.TXT.GZ", ArchiveFormat.GZ, "NOTES.TXT"),
+        ("disk.img.xz", ArchiveFormat.XZ, "disk.img"),
+        ("disk.img.zst", ArchiveFormat.ZST, "disk.img"),
+        ("data.bz2", ArchiveFormat.BZ2, "data"),
+        ("data", ArchiveFormat.GZ, "data"),
+        (".gz", ArchiveFormat.GZ, "job"),
+        ("..gz", ArchiveFormat.GZ, "job"),
+        (None, ArchiveFormat.GZ, "job"),
+        ("", ArchiveFormat.XZ, "job"),
+        ("a\x00b.gz", ArchiveFormat.GZ, "job"),
+        ("x.tar.gz", ArchiveFormat.TAR_GZ, "job"),
+    ],
+)
 def test_single_file_name(url_name: str | None, fmt: ArchiveFormat, expected: str) -> None:
     assert single_file_name(url_name, fmt, "job") == expected

@@ -21,19 +21,30 @@ from dropfetch.errors import DropfetchError
 from dropfetch.extract import ArchiveFormat, extract, sniff
 from hostile import T, tar_bytes
 
-ARCHIVE_CODES = {"corrupt_archive", "unsafe_archive", "archive_limits", "encrypted_archive",
-                 "unsupported_archive"}
+ARCHIVE_CODES = {
+    "corrupt_archive",
+    "unsafe_archive",
+    "archive_limits",
+    "encrypted_archive",
+    "unsupported_archive",
+}
 CONFIG = ExtractConfig(max_total_size=64 << 20, max_files=1000)
-PROPS = settings(max_examples=150, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _members() -> list[T]:
     return [
-        T("./", "dir"), T("./docs", "dir"), T("./docs/readme", data=b"read me\n" * 50),
-        T("./docs/latest", "sym", target="readme"), T("./docs/hard", "hard",
-                                                      target="docs/readme"),
-        T("./bin/tool", data=bytes(range(256)) * 8, mode=0o755), T("./empty", "dir"),
+        T("./", "dir"),
+        T("./docs", "dir"),
+        T("./docs/readme", data=b"read me\n" * 50),
+        T("./docs/latest", "sym", target="readme"),
+        T("./docs/hard", "hard", target="docs/readme"),
+        T("./bin/tool", data=bytes(range(256)) * 8, mode=0o755),
+        T("./empty", "dir"),
     ]
 
 
@@ -71,8 +82,11 @@ def _tree_digest(root: Path, exclude: Path) -> list[tuple[str, str]]:
             p = here / name
             if p == exclude:
                 continue
-            digest = (hashlib.sha256(p.read_bytes()).hexdigest()
-                      if p.is_file() and not p.is_symlink() else str(p.lstat().st_mode))
+            digest = (
+                hashlib.sha256(p.read_bytes()).hexdigest()
+                if p.is_file() and not p.is_symlink()
+                else str(p.lstat().st_mode)
+            )
             out.append((str(p.relative_to(root)), digest))
     return sorted(out)
 
@@ -113,8 +127,15 @@ def _check_extract(data: bytes, fmt: ArchiveFormat | None) -> None:
                 assert os.path.realpath(p).startswith(real_dest + "/")
 
 
-MAGICS = [b"", b"\x1f\x8b\x08\x00", b"BZh91AY&SY", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd",
-          b"PK\x03\x04", b"PK\x05\x06"]
+MAGICS = [
+    b"",
+    b"\x1f\x8b\x08\x00",
+    b"BZh91AY&SY",
+    b"\xfd7zXZ\x00",
+    b"\x28\xb5\x2f\xfd",
+    b"PK\x03\x04",
+    b"PK\x05\x06",
+]
 
 
 @PROPS
@@ -141,7 +162,7 @@ def mutated(draw: st.DrawFn) -> tuple[ArchiveFormat, bytes]:
         elif kind == "insert":
             data[i:i] = draw(st.binary(min_size=1, max_size=16))
         else:
-            del data[i:i + draw(st.integers(1, 16))]
+            del data[i : i + draw(st.integers(1, 16))]
     return fmt, bytes(data)
 
 

@@ -123,11 +123,19 @@ def test_404_fails_at_once(fault_server, make_daemon):
 
 def test_stalled_server_fails_with_timeout_after_max_attempts(fault_server, make_daemon):
     fault_server.add("/stall.bin", os.urandom(100_000), stall_after=10_000)
-    d = make_daemon(download={"timeout_read": 0.5, "max_attempts": 3, "backoff_initial": 0.1,
-                              "backoff_max": 0.2})
+    d = make_daemon(
+        download={
+            "timeout_read": 0.5,
+            "max_attempts": 3,
+            "backoff_initial": 0.1,
+            "backoff_max": 0.2,
+        }
+    )
     d.drop("stall", fault_server.url("/stall.bin"))
-    seen_waiting = wait_for(lambda: (d.sidecar("stall") or {}).get("status") == "waiting"
-                            and d.sidecar("stall"), message="a waiting sidecar")
+    seen_waiting = wait_for(
+        lambda: (d.sidecar("stall") or {}).get("status") == "waiting" and d.sidecar("stall"),
+        message="a waiting sidecar",
+    )
     assert seen_waiting["error"]["code"] == "timeout"
     sc = d.wait_status("stall")
     assert sc["status"] == "failed", sc

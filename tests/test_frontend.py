@@ -32,8 +32,10 @@ def api(make_daemon, tmp_path):
     port = free_port()
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
-    d = make_daemon(http={"listen": f"127.0.0.1:{port}", "token_file": str(token)},
-                    status={"update_interval": 0.05})
+    d = make_daemon(
+        http={"listen": f"127.0.0.1:{port}", "token_file": str(token)},
+        status={"update_interval": 0.05},
+    )
     base = f"http://127.0.0.1:{port}"
     session = requests.Session()
     session.headers["Authorization"] = "Bearer s3cret-token"
@@ -78,8 +80,10 @@ def test_http_api_seed_contract(api, fault_server):
     mid = wait_for(downloading, message="downloading with progress")
     check_sidecar(mid)
     assert 0 < mid["progress"] <= 100
-    done = wait_for(lambda: (g := s.get(f"{base}/archive/{job_id}", timeout=30).json())
-                    ["status"] == "ok" and g, message="ok")
+    done = wait_for(
+        lambda: (g := s.get(f"{base}/archive/{job_id}", timeout=30).json())["status"] == "ok" and g,
+        message="ok",
+    )
     assert check_sidecar(done)["files"] == ["big.bin"]
     listing = s.get(base + "/archive", timeout=30).json()
     assert job_id in {check_sidecar(x)["id"] for x in listing}
@@ -87,8 +91,10 @@ def test_http_api_seed_contract(api, fault_server):
     r = s.delete(f"{base}/archive/{job_id}", timeout=30)
     assert r.status_code == 202
     assert check_sidecar(r.json())["status"] == "deleting"
-    wait_for(lambda: s.get(f"{base}/archive/{job_id}", timeout=30).status_code == 404,
-             message="404 after DELETE")
+    wait_for(
+        lambda: s.get(f"{base}/archive/{job_id}", timeout=30).status_code == 404,
+        message="404 after DELETE",
+    )
     assert not (d.outbox / job_id).exists()
     assert not d.sidecar_path(job_id).exists()
     assert s.delete(f"{base}/archive/{job_id}", timeout=30).status_code == 404
@@ -99,8 +105,12 @@ def test_http_api_errors(api):
     assert requests.get(base + "/archive", timeout=30).status_code == 401
     wrong = requests.get(base + "/archive", headers={"Authorization": "Bearer nope"}, timeout=30)
     assert wrong.status_code == 401 and "error" in wrong.json()
-    bad = s.post(base + "/archive", data=b"{not json", timeout=30,
-                 headers={"Content-Type": "application/json"})
+    bad = s.post(
+        base + "/archive",
+        data=b"{not json",
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    )
     assert bad.status_code == 400 and "JSON" in bad.json()["error"]
     assert s.post(base + "/archive", json=["x"], timeout=30).status_code == 400
     assert s.post(base + "/archive", json={"url": "ftp://x/y"}, timeout=30).status_code == 400
@@ -122,8 +132,7 @@ def test_metrics_move(api, fault_server):
     d.wait_status("a", "ok")
     d.wait_status("nothing", "failed")
     for name, status in (("a", "ok"), ("nothing", "failed")):  # as the front end shows them
-        assert check_sidecar(s.get(f"{base}/archive/{name}", timeout=30).json())["status"] \
-            == status
+        assert check_sidecar(s.get(f"{base}/archive/{name}", timeout=30).json())["status"] == status
     after = _metrics(s, base)
     assert after[("dropfetch_jobs", (("status", "ok"),))] == 1
     assert after[("dropfetch_jobs", (("status", "failed"),))] == 1
@@ -165,8 +174,7 @@ def test_failing_and_hanging_hooks_do_not_change_the_result(make_daemon, fault_s
     hanging.write_text("#!/bin/sh\nexec sleep 60\n")
     hanging.chmod(0o755)
     fault_server.add("/x.zip", zip_bytes({"f": b"1"}))
-    d = make_daemon(hooks={"on_done": [str(failing)], "on_failed": [str(hanging)],
-                           "timeout": 1})
+    d = make_daemon(hooks={"on_done": [str(failing)], "on_failed": [str(hanging)], "timeout": 1})
     d.drop("one", fault_server.url("/x.zip"))
     d.drop("two", fault_server.url("/404.zip"))
     assert d.wait_status("one")["status"] == "ok"
@@ -183,13 +191,20 @@ def test_recursive_categories(make_daemon, fault_server):
     d.drop("debian", fault_server.url("/t.tar.gz"), directory=d.inbox / "os")
     d.drop("top", fault_server.url("/t.tar.gz"))
     d.drop("deep", fault_server.url("/t.tar.gz"), directory=d.inbox / "a" / "b")
-    sc = wait_for(lambda: (p := d.inbox / "os" / "debian.status.json").exists()
-                  and json.loads(p.read_text())["status"] == "ok" and json.loads(p.read_text()))
+    sc = wait_for(
+        lambda: (
+            (p := d.inbox / "os" / "debian.status.json").exists()
+            and json.loads(p.read_text())["status"] == "ok"
+            and json.loads(p.read_text())
+        )
+    )
     check_sidecar(sc)
     assert sc["id"] == "os/debian" and sc["output"] == "os/debian"
     assert sorted(OS_TEMPLATE) == sorted(
         str(p.relative_to(d.outbox / "os" / "debian"))
-        for p in (d.outbox / "os" / "debian").rglob("*") if p.is_file())
+        for p in (d.outbox / "os" / "debian").rglob("*")
+        if p.is_file()
+    )
     assert d.wait_status("top")["status"] == "ok"
     wait_looked(d)  # a whole rescan since, which would have found it
     assert not (d.inbox / "a" / "b" / "deep.status.json").exists()  # one level only
@@ -210,13 +225,34 @@ def test_json_logs(make_daemon, fault_server):
 
 
 def _sidecars() -> list[Sidecar]:
-    a = Sidecar(id="alpha", job="alpha.url", job_sha256="a" * 64, status=Status.OK,
-                files=["x"], output="alpha", progress=100)
-    b = Sidecar(id="beta", job="beta.url", job_sha256="b" * 64, status=Status.DOWNLOADING,
-                progress=42, bytes_done=42, bytes_total=100, speed=2_000_000.0, eta=3.0,
-                host="node-a")
-    c = Sidecar(id="gamma", job="gamma.url", job_sha256="c" * 64, status=Status.FAILED,
-                error={"code": "http_404", "message": "the server says 404"})
+    a = Sidecar(
+        id="alpha",
+        job="alpha.url",
+        job_sha256="a" * 64,
+        status=Status.OK,
+        files=["x"],
+        output="alpha",
+        progress=100,
+    )
+    b = Sidecar(
+        id="beta",
+        job="beta.url",
+        job_sha256="b" * 64,
+        status=Status.DOWNLOADING,
+        progress=42,
+        bytes_done=42,
+        bytes_total=100,
+        speed=2_000_000.0,
+        eta=3.0,
+        host="node-a",
+    )
+    c = Sidecar(
+        id="gamma",
+        job="gamma.url",
+        job_sha256="c" * 64,
+        status=Status.FAILED,
+        error={"code": "http_404", "message": "the server says 404"},
+    )
     return [a, b, c]
 
 
@@ -224,10 +260,14 @@ def test_status_view_rich_and_plain():
     console = Console(record=True, width=160, force_terminal=True, color_system="truecolor")
     console.print(rich_table(_sidecars()))
     text = console.export_text(clear=False)
-    lines = [line for line in text.splitlines() if any(n in line for n in
-                                                     ("alpha", "beta", "gamma"))]
-    assert [n for line in lines for n in ("alpha", "beta", "gamma") if n in line] == \
-        ["beta", "gamma", "alpha"]  # active first
+    lines = [
+        line for line in text.splitlines() if any(n in line for n in ("alpha", "beta", "gamma"))
+    ]
+    assert [n for line in lines for n in ("alpha", "beta", "gamma") if n in line] == [
+        "beta",
+        "gamma",
+        "alpha",
+    ]  # active first
     assert "downloading 42%" in text and "1.9 MiB/s" in text and "node-a" in text
     assert "http_404: the server says 404" in text
     assert "\x1b[" in console.export_text(styles=True)
@@ -244,8 +284,11 @@ def test_status_command_plain_and_json(tmp_path):
     run = [sys.executable, "-m", "dropfetch", "status", "--inbox", str(inbox)]
     plain = subprocess.run(run, capture_output=True, text=True, timeout=30, check=True).stdout
     assert "beta" in plain and "\x1b" not in plain
-    js = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True,
-                                   timeout=30, check=True).stdout)
+    js = json.loads(
+        subprocess.run(
+            [*run, "--json"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    )
     assert [x["id"] for x in js] == ["alpha", "beta", "gamma"]
     for item in js:
         check_sidecar(item)
@@ -261,8 +304,9 @@ def test_status_through_a_pty(tmp_path):
     pid, fd = pty.fork()
     if pid == 0:  # child: the real command on a terminal
         os.environ["COLUMNS"] = "160"
-        os.execv(sys.executable, [sys.executable, "-m", "dropfetch", "status", "--inbox",
-                                  str(inbox)])
+        os.execv(
+            sys.executable, [sys.executable, "-m", "dropfetch", "status", "--inbox", str(inbox)]
+        )
     chunks = []
     while True:
         try:
@@ -283,22 +327,41 @@ def test_submit_options_and_stdin(tmp_path):
     inbox = tmp_path / "inbox"
     base = [sys.executable, "-m", "dropfetch", "submit", "--inbox", str(inbox)]
     sha = "ab" * 32
-    done = subprocess.run([*base, "https://example.org/x/tool.tar.gz", "--name", "t",
-                           "--sha256", sha, "--no-extract", "--filename", "t.tgz",
-                           "--keep-archive"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            *base,
+            "https://example.org/x/tool.tar.gz",
+            "--name",
+            "t",
+            "--sha256",
+            sha,
+            "--no-extract",
+            "--filename",
+            "t.tgz",
+            "--keep-archive",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == str(inbox / "t.url")
     from dropfetch.jobfile import parse_job
 
     spec = parse_job((inbox / "t.url").read_bytes())
-    assert (spec.sha256, spec.extract, spec.filename, spec.keep_archive) == \
-        (sha, False, "t.tgz", True)
+    assert (spec.sha256, spec.extract, spec.filename, spec.keep_archive) == (
+        sha,
+        False,
+        "t.tgz",
+        True,
+    )
     urls = "https://example.org/a.zip\n# comment\n\nhttps://example.org/dir/b-1.0.tar.xz\n"
     done = subprocess.run(base, input=urls, capture_output=True, text=True, check=True)
     assert done.stdout.split() == [str(inbox / "a.url"), str(inbox / "b-1.0.url")]
     assert (inbox / "a.url").read_text() == "https://example.org/a.zip\n"
     again = subprocess.run(base, input=urls, capture_output=True, text=True, check=False)
     assert again.returncode == 2 and "exists already" in again.stderr
-    bad = subprocess.run([*base, "ftp://example.org/x"], capture_output=True, text=True,
-                         check=False)
+    bad = subprocess.run(
+        [*base, "ftp://example.org/x"], capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 2 and "http" in bad.stderr
     assert sorted(p.name for p in inbox.iterdir()) == ["a.url", "b-1.0.url", "t.url"]

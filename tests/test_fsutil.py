@@ -30,6 +30,7 @@ def _umask() -> int:
 
 # --- atomic_write ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("sync", "durable"), [(True, True), (False, True), (False, False)])
 def test_atomic_write_new_file(tmp_path: Path, sync: bool, durable: bool) -> None:
     target = tmp_path / "f.json"
@@ -125,6 +126,7 @@ def test_atomic_write_a_concurrent_reader_sees_old_or_new_never_a_mix(tmp_path: 
 
 # --- publish_dir ----------------------------------------------------------------------
 
+
 def _exchange_supported(tmp: Path) -> bool:
     """Whether this filesystem swaps two paths with renameat2(RENAME_EXCHANGE)."""
     renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
@@ -140,8 +142,9 @@ def _exchange_supported(tmp: Path) -> bool:
 
 
 def _tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -182,8 +185,9 @@ def test_publish_new_target(layout: tuple[Path, Path, Path], exchange: bool) -> 
 
 
 @pytest.mark.parametrize("exchange", [True, False])
-def test_publish_replaces_an_existing_output(layout: tuple[Path, Path, Path],
-                                             exchange: bool) -> None:
+def test_publish_replaces_an_existing_output(
+    layout: tuple[Path, Path, Path], exchange: bool
+) -> None:
     staging, target, trash = layout
     _old_output(target)
     publish_dir(staging, target, trash, exchange=exchange)
@@ -194,7 +198,8 @@ def test_publish_replaces_an_existing_output(layout: tuple[Path, Path, Path],
 
 
 def test_exchange_swaps_and_never_moves_the_target_aside(
-        layout: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    layout: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     """With RENAME_EXCHANGE the old output only ever leaves through the staging path:
     once the staging is gone (a revoked token) the target is never touched."""
     if not _exchange_supported(tmp_path):
@@ -234,8 +239,12 @@ def test_fallback_is_fenced_by_the_token(layout: tuple[Path, Path, Path]) -> Non
 
 @pytest.mark.parametrize(("env", "target_kept"), [("1", False), (None, True), ("0", True)])
 def test_the_test_hook_env_chooses_the_fallback(
-        layout: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        env: str | None, target_kept: bool) -> None:
+    layout: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    target_kept: bool,
+) -> None:
     """exchange=None reads DROPFETCH_TEST_NO_EXCHANGE at each call: "1" is the fallback
     (seen as above: the target moved to the trash), anything else the exchange."""
     if target_kept and not _exchange_supported(tmp_path):
@@ -256,7 +265,8 @@ def test_the_test_hook_env_chooses_the_fallback(
 @pytest.mark.parametrize("exchange", [True, False])
 @pytest.mark.parametrize("kind", ["file", "symlink to a dir", "dangling symlink"])
 def test_publish_refuses_a_target_that_is_not_a_directory(
-        layout: tuple[Path, Path, Path], exchange: bool, kind: str) -> None:
+    layout: tuple[Path, Path, Path], exchange: bool, kind: str
+) -> None:
     staging, target, trash = layout
     if kind == "file":
         target.write_bytes(b"a kept archive")
@@ -276,6 +286,7 @@ def test_publish_refuses_a_target_that_is_not_a_directory(
 
 # --- require_free_space -----------------------------------------------------------------
 
+
 def test_free_space_enough(tmp_path: Path) -> None:
     require_free_space(tmp_path, keep_free=1)
     require_free_space(tmp_path, keep_free=1, needed=1, shown="x.iso")
@@ -290,8 +301,12 @@ def test_free_space_below_min_free_space_before_a_download(tmp_path: Path) -> No
         require_free_space(tmp_path, keep_free=1 << 62)
     free = shutil.disk_usage(tmp_path).free
     message = info.value.message
-    assert message.startswith("only ") and " MiB free on the outbox's filesystem, below " \
-        "min_free_space (4398046511104 MiB); waiting for space" in message
+    assert (
+        message.startswith("only ")
+        and " MiB free on the outbox's filesystem, below "
+        "min_free_space (4398046511104 MiB); waiting for space"
+        in message
+    )
     assert abs(int(message.split()[1]) - free // 2**20) <= 1024  # the free MiB, roughly
     assert info.value.code == "disk_full"
 
@@ -301,8 +316,10 @@ def test_free_space_not_enough_for_the_announced_size(tmp_path: Path) -> None:
         require_free_space(tmp_path, keep_free=1, needed=1 << 62, shown="big.iso")
     message = info.value.message
     assert message.startswith("not enough free disk space for big.iso: ")
-    assert message.endswith(f" bytes free, {1 << 62} more needed, and 1 must stay free "
-                            "(min_free_space); free some space")
+    assert message.endswith(
+        f" bytes free, {1 << 62} more needed, and 1 must stay free "
+        "(min_free_space); free some space"
+    )
 
 
 def test_free_space_on_a_missing_path_is_an_io_error(tmp_path: Path) -> None:

@@ -42,8 +42,9 @@ def test_fuzz_case(seed: int, tmp_path: Path) -> None:
 
 def test_fuzz_classes_are_reached(tmp_path: Path) -> None:
     """The harness can tell a match from a mismatch: a wrong reference tree is a BUG."""
-    res = fuzz_extract.Result(1, fuzz_extract.Made("gnutar", ["tar"], "tar", ""), [],
-                              reference="gnutar", dropfetch="ok")
+    res = fuzz_extract.Result(
+        1, fuzz_extract.Made("gnutar", ["tar"], "tar", ""), [], reference="gnutar", dropfetch="ok"
+    )
     ref = {"a": ("file", 0o644, 1, "x", 0)}
     cls, detail = fuzz_extract.classify(res, res.made, True, ref, {}, {}, {}, tmp_path, 0)
     assert cls == "BUG:different-tree"
@@ -58,8 +59,9 @@ def test_fuzz_classes_are_reached(tmp_path: Path) -> None:
 def run(archive: Path, tmp_path: Path, name: str = "dest") -> tuple[Path, list[str]]:
     dest = tmp_path / name
     dest.mkdir()
-    return dest, extract(archive, dest, fmt=sniff(archive), config=ExtractConfig(),
-                         single_name="job")
+    return dest, extract(
+        archive, dest, fmt=sniff(archive), config=ExtractConfig(), single_name="job"
+    )
 
 
 def gnu_tar(tmp_path: Path, *args: str, files: dict[str, bytes] | None = None) -> Path:
@@ -68,8 +70,9 @@ def gnu_tar(tmp_path: Path, *args: str, files: dict[str, bytes] | None = None) -
     for name, data in (files or {}).items():
         (src / name).write_bytes(data)
     archive = tmp_path / "a.tar"
-    subprocess.run(["tar", "-C", str(src), "--sort=name", *args, "-cf", str(archive), "."],
-                   check=True)
+    subprocess.run(
+        ["tar", "-C", str(src), "--sort=name", *args, "-cf", str(archive), "."], check=True
+    )
     return archive
 
 
@@ -105,18 +108,19 @@ def test_header_cut_short_is_corrupt_and_a_cut_at_a_member_is_not(tmp_path: Path
     archive = gnu_tar(tmp_path, files=THREE)
     raw = archive.read_bytes()
     ends = member_offsets(raw)
-    archive.write_bytes(raw[:ends[3] + 100])
+    archive.write_bytes(raw[: ends[3] + 100])
     with pytest.raises(CorruptArchiveError):
         run(archive, tmp_path)
     # no end-of-archive blocks at all: GNU tar and bsdtar take it as complete, so do we
-    archive.write_bytes(raw[:ends[-1]])
+    archive.write_bytes(raw[: ends[-1]])
     _, files = run(archive, tmp_path, "dest2")
     assert files == ["a", "b", "c"]
 
 
 @needs_tools
-@pytest.mark.parametrize(("flag", "cut"), [("-z", 1), ("-z", 6), ("-J", 1), ("--zstd", 2),
-                                           ("-j", 1)])
+@pytest.mark.parametrize(
+    ("flag", "cut"), [("-z", 1), ("-z", 6), ("-J", 1), ("--zstd", 2), ("-j", 1)]
+)
 def test_compressed_stream_is_read_to_its_end(tmp_path: Path, flag: str, cut: int) -> None:
     # the checksum at the end of the stream (and the stream's end) used to go unread
     archive = gnu_tar(tmp_path, flag, files=THREE)
@@ -147,8 +151,9 @@ def test_pax_sparse_file_keeps_a_non_ascii_name(tmp_path: Path, name: str) -> No
     src.mkdir()
     data = make_sparse(src / name)
     archive = tmp_path / "a.tar"
-    subprocess.run(["tar", "-C", str(src), "--format=pax", "--sparse", "-cf", str(archive),
-                    name], check=True)
+    subprocess.run(
+        ["tar", "-C", str(src), "--format=pax", "--sparse", "-cf", str(archive), name], check=True
+    )
     dest, files = run(archive, tmp_path)
     assert files == [name]
     assert (dest / name).read_bytes() == data
@@ -209,8 +214,7 @@ def test_zstd_frames_skippable_and_flushed_blocks(tmp_path: Path) -> None:
         w.flush()
         w.write(b"tail")
     skippable = struct.pack("<II", 0x184D2A5A, 3) + b"abc"
-    data = buf.getvalue() + skippable + zstandard.ZstdCompressor(level=19).compress(
-        bytes(1 << 20))
+    data = buf.getvalue() + skippable + zstandard.ZstdCompressor(level=19).compress(bytes(1 << 20))
     archive = tmp_path / "f.zst"
     archive.write_bytes(data)
     dest, files = run(archive, tmp_path)
@@ -241,8 +245,11 @@ def test_zip_utf8_flag_on_a_name_that_is_not_utf8_says_so(tmp_path: Path, name: 
     (src / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
     (src / os.fsdecode(name)).write_bytes(b"data\n")
     archive = tmp_path / "a.zip"
-    subprocess.run(["bsdtar", "-c", "-f", str(archive), "--format=zip", "-C", str(src), "."],
-                   check=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    subprocess.run(
+        ["bsdtar", "-c", "-f", str(archive), "--format=zip", "-C", str(src), "."],
+        check=True,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
     with pytest.raises(CorruptArchiveError, match="says its names are UTF-8") as caught:
         run(archive, tmp_path)
     with pytest.raises(UnicodeDecodeError) as undecodable:

@@ -31,15 +31,26 @@ note("end")
 
 
 def _config(tmp_path: Path, argv: list[str], timeout: float = 60):
-    return config_from_mapping({"inbox": "in", "outbox": "out",
-                                "hooks": {"on_done": argv, "on_failed": argv,
-                                          "timeout": timeout}}, base=tmp_path)
+    return config_from_mapping(
+        {
+            "inbox": "in",
+            "outbox": "out",
+            "hooks": {"on_done": argv, "on_failed": argv, "timeout": timeout},
+        },
+        base=tmp_path,
+    )
 
 
 def _sidecar(job_id: str, status: Status = Status.OK) -> Sidecar:
     error = {"code": "http_404", "message": "gone"} if status is Status.FAILED else None
-    return Sidecar(id=job_id, job=f"{job_id}.url", job_sha256="0" * 64, status=status,
-                   output=job_id if status is Status.OK else None, error=error)
+    return Sidecar(
+        id=job_id,
+        job=f"{job_id}.url",
+        job_sha256="0" * 64,
+        status=status,
+        output=job_id if status is Status.OK else None,
+        error=error,
+    )
 
 
 def _lines(path: Path) -> list[str]:
@@ -58,28 +69,36 @@ def test_many_jobs_finishing_at_once_never_run_more_than_n_hooks(tmp_path):
     script = tmp_path / "hook.py"
     script.write_text(HOOK)
     log, release = tmp_path / "hooks.log", tmp_path / "release"
-    runner = HookRunner(_config(tmp_path, [sys.executable, str(script), str(log),
-                                           str(release)]), workers=3)
+    runner = HookRunner(
+        _config(tmp_path, [sys.executable, str(script), str(log), str(release)]), workers=3
+    )
     runner.start()
     try:
         bus = EventBus()
         bus.subscribe(runner.on_event)
-        finishing = [threading.Thread(target=bus.publish, args=(
-            JobFinished(f"job{i}", Status.OK, _sidecar(f"job{i}")),)) for i in range(12)]
+        finishing = [
+            threading.Thread(
+                target=bus.publish, args=(JobFinished(f"job{i}", Status.OK, _sidecar(f"job{i}")),)
+            )
+            for i in range(12)
+        ]
         for t in finishing:  # twelve workers finishing at once
             t.start()
         for t in finishing:
             t.join(60)
         wait_for(lambda: len(_lines(log)) >= 3, message="three hooks to start")
         release.touch()
-        wait_for(lambda: sum(x.startswith("end ") for x in _lines(log)) == 12,
-                 message="all twelve hooks to end")
+        wait_for(
+            lambda: sum(x.startswith("end ") for x in _lines(log)) == 12,
+            message="all twelve hooks to end",
+        )
     finally:
         release.touch()
         assert runner.stop(Deadline(60))
     lines = _lines(log)
     assert sorted(x.split()[1] for x in lines if x.startswith("start ")) == sorted(
-        f"job{i}" for i in range(12))
+        f"job{i}" for i in range(12)
+    )
     # three were running (each waits for the release) before any ended, never a fourth
     assert _peak(lines) == 3, lines
     assert all(x.startswith("start ") for x in lines[:3])
@@ -89,8 +108,11 @@ def test_a_full_backlog_drops_the_hook_and_says_so(tmp_path, caplog):
     script = tmp_path / "hook.py"
     script.write_text(HOOK)
     log, release = tmp_path / "hooks.log", tmp_path / "release"
-    runner = HookRunner(_config(tmp_path, [sys.executable, str(script), str(log),
-                                           str(release)]), workers=1, backlog=2)
+    runner = HookRunner(
+        _config(tmp_path, [sys.executable, str(script), str(log), str(release)]),
+        workers=1,
+        backlog=2,
+    )
     caplog.set_level(logging.INFO, logger="dropfetch")
     try:
         runner.fire(_sidecar("first"))
@@ -99,8 +121,10 @@ def test_a_full_backlog_drops_the_hook_and_says_so(tmp_path, caplog):
             runner.fire(_sidecar(name))
         assert "fourth: hook" in caplog.text and "dropped" in caplog.text
         release.touch()
-        wait_for(lambda: sum(x.startswith("end ") for x in _lines(log)) == 3,
-                 message="three hooks to end")
+        wait_for(
+            lambda: sum(x.startswith("end ") for x in _lines(log)) == 3,
+            message="three hooks to end",
+        )
     finally:
         release.touch()
         assert runner.stop(Deadline(60))
@@ -110,8 +134,12 @@ def test_a_full_backlog_drops_the_hook_and_says_so(tmp_path, caplog):
 
 def test_stop_kills_a_hook_that_ignores_sigterm_at_the_deadline(tmp_path, caplog):
     pidfile = tmp_path / "pid"
-    argv = ["/bin/sh", "-c", f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; "
-            "trap '' TERM; sleep 120; sleep 120"]
+    argv = [
+        "/bin/sh",
+        "-c",
+        f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; "
+        "trap '' TERM; sleep 120; sleep 120",
+    ]
     runner = HookRunner(_config(tmp_path, argv, timeout=600))
     caplog.set_level(logging.INFO, logger="dropfetch")
     runner.fire(_sidecar("stuck", Status.FAILED))
@@ -119,8 +147,10 @@ def test_stop_kills_a_hook_that_ignores_sigterm_at_the_deadline(tmp_path, caplog
     wait_for(pidfile.exists, message="the hook to start")
     assert runner.stop(Deadline(0.5)) is False
     assert "stuck: hook (pid" in caplog.text and "killed" in caplog.text
-    wait_for(lambda: "stuck: hook /bin/sh was killed" in caplog.text,
-             message="the killed hook to be reaped")
+    wait_for(
+        lambda: "stuck: hook /bin/sh was killed" in caplog.text,
+        message="the killed hook to be reaped",
+    )
     runner.fire(_sidecar("after"))  # stopped: not run
     assert "after: hook /bin/sh not run: stopping" in caplog.text
 
@@ -135,9 +165,10 @@ def test_hook_timeout_kills_the_hook_and_its_children(tmp_path, caplog):
 
 
 def test_hook_call_environment_and_choice(tmp_path):
-    config = config_from_mapping({"inbox": "in", "outbox": "out",
-                                  "hooks": {"on_done": ["/bin/true", "--done"]}},
-                                 base=tmp_path)
+    config = config_from_mapping(
+        {"inbox": "in", "outbox": "out", "hooks": {"on_done": ["/bin/true", "--done"]}},
+        base=tmp_path,
+    )
     call = hook_call(config, _sidecar("a"))
     assert call is not None and call.argv == ("/bin/true", "--done")
     assert call.env["DROPFETCH_ID"] == "a"

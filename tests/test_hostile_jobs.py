@@ -60,8 +60,10 @@ def test_twenty_hostile_and_twenty_good_jobs(make_daemon, fault_server, tmp_path
         d.drop(name, fault_server.url(f"/g/{name}"))
     for case in HOSTILE:
         sc = d.wait_status(case.name)
-        assert (sc["status"], sc["error"]["code"] if sc["error"] else None) == \
-            ("failed", case.expected), (case.name, sc)
+        assert (sc["status"], sc["error"]["code"] if sc["error"] else None) == (
+            "failed",
+            case.expected,
+        ), (case.name, sc)
         assert sc["error"]["message"]
         assert not (d.outbox / case.name).exists()
     for name, (_, files) in good.items():
@@ -70,7 +72,8 @@ def test_twenty_hostile_and_twenty_good_jobs(make_daemon, fault_server, tmp_path
         assert sc["files"] == files
     assert tree_digest(sentinel) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["sentinel", "work", "inbox", "outbox", "config.yaml", d.log_path.name])
+        ["sentinel", "work", "inbox", "outbox", "config.yaml", d.log_path.name]
+    )
     assert sorted(p.name for p in d.outbox.iterdir()) == sorted(good)
     assert not list((tmp_path / "work" / "staging").iterdir())
     assert "unexpected error" not in d.log()
@@ -79,8 +82,9 @@ def test_twenty_hostile_and_twenty_good_jobs(make_daemon, fault_server, tmp_path
 def _routable_ipv4() -> str | None:
     """A local address outside the default block_networks, for an 'allowed' server."""
     try:
-        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     for line in out.splitlines():
@@ -147,8 +151,7 @@ def test_redirect_loop_and_too_many_redirects(make_daemon, fault_server):
 def test_credentials_never_in_sidecar_or_log(make_daemon, fault_server):
     fault_server.add("/private.zip", zip_bytes({"f": b"1"}))
     d = make_daemon(log={"level": "debug"})
-    url = (f"http://alice:hunter2@127.0.0.1:{fault_server.port}/private.zip"
-           "?token=TOPSECRET")
+    url = f"http://alice:hunter2@127.0.0.1:{fault_server.port}/private.zip?token=TOPSECRET"
     d.drop("secret", url)
     d.drop("secret404", url.replace("private", "missing"))
     sc = d.wait_status("secret")
@@ -200,5 +203,3 @@ def test_gzip_bomb_job_fails_and_others_finish(make_daemon, fault_server):
     sc = d.wait_status("bomb")
     assert sc["error"]["code"] == "archive_limits", sc
     assert not (d.outbox / "bomb").exists()
-
-

@@ -35,17 +35,34 @@ from harness import Daemon, wait_for
 from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
 
 TTL = 3.0
-FAST: dict[str, Any] = {"poll_interval": 0.5, "settle_time": 0.2, "rescan_interval": 2,
-                        "shutdown_timeout": 5}
+FAST: dict[str, Any] = {
+    "poll_interval": 0.5,
+    "settle_time": 0.2,
+    "rescan_interval": 2,
+    "shutdown_timeout": 5,
+}
 
 
-def _host(make_daemon: Any, tmp_path: Path, view: Path, host: str, *, start: bool = True,
-          env: dict[str, str] | None = None, **extra: Any) -> Daemon:
+def _host(
+    make_daemon: Any,
+    tmp_path: Path,
+    view: Path,
+    host: str,
+    *,
+    start: bool = True,
+    env: dict[str, str] | None = None,
+    **extra: Any,
+) -> Daemon:
     """A daemon of its own ``host_id`` (config and log local) on the shared ``view``."""
     base = tmp_path / host
     base.mkdir(exist_ok=True)
-    config = {**FAST, "inbox": str(view / "inbox"), "outbox": str(view / "outbox"),
-              "work_dir": str(view / "work"), **extra}
+    config = {
+        **FAST,
+        "inbox": str(view / "inbox"),
+        "outbox": str(view / "outbox"),
+        "work_dir": str(view / "work"),
+        **extra,
+    }
     config["lease"] = {"ttl": TTL, **extra.get("lease", {}), "host_id": host}
     config["log"] = {"level": "debug"}
     d: Daemon = make_daemon(start=False, base=base, **config)
@@ -56,8 +73,9 @@ def _host(make_daemon: Any, tmp_path: Path, view: Path, host: str, *, start: boo
 def _publishes(*daemons: Daemon) -> Counter[str]:
     counts: Counter[str] = Counter()
     for d in daemons:
-        counts.update(m.group(1) for m in re.finditer(r"(\S+): published \d+ file\(s\) to ",
-                                                      d.log()))
+        counts.update(
+            m.group(1) for m in re.finditer(r"(\S+): published \d+ file\(s\) to ", d.log())
+        )
     return counts
 
 
@@ -74,8 +92,9 @@ def _holder(work: Path, name: str) -> dict[str, Any] | None:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _dead_pid() -> int:
@@ -85,6 +104,7 @@ def _dead_pid() -> int:
 
 
 # -- 1. takeover is fast --------------------------------------------------------------
+
 
 def test_urgent_entries_go_before_a_backlog() -> None:
     q = JobQueue()
@@ -119,8 +139,13 @@ def test_finished_jobs_are_recognised_without_taking_a_lease(tmp_path):
     for i in range(200):
         data = b"http://127.0.0.1:1/%d\n" % i
         (config.inbox / f"j{i}.url").write_bytes(data)
-        sidecar = Sidecar(id=f"j{i}", job=f"j{i}.url", job_sha256=job_sha256(data),
-                          status=Status.OK if i % 2 else Status.FAILED, attempt=1)
+        sidecar = Sidecar(
+            id=f"j{i}",
+            job=f"j{i}.url",
+            job_sha256=job_sha256(data),
+            status=Status.OK if i % 2 else Status.FAILED,
+            attempt=1,
+        )
         (config.inbox / f"j{i}.status.json").write_bytes(sidecar.to_json())
     (config.inbox / "j7.url").write_bytes(b"http://127.0.0.1:1/new-version\n")
     for i in range(200):
@@ -129,8 +154,9 @@ def test_finished_jobs_are_recognised_without_taking_a_lease(tmp_path):
     assert len(pool.queue) == 1
 
 
-def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
-              views: tuple[Path, Path, Path]) -> None:
+def _takeover(
+    make_daemon: Any, tmp_path: Path, fault_server: Any, views: tuple[Path, Path, Path]
+) -> None:
     contents = {f"h{i}": {"big.bin": bytes([i]) * 400_000} for i in range(2)}
     held = {name: tar_bytes(files) for name, files in contents.items()}
     fillers = {f"f{i:02d}": tar_bytes({"n.txt": bytes([i]) * 70_000}) for i in range(48)}
@@ -142,22 +168,33 @@ def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
     for name in held:
         a.drop(name, fault_server.url(f"/{name}.tar"))
     for name in held:
+
         def downloading(n: str = name) -> bool:
             sc = a.sidecar(n)
-            return (sc is not None and sc["status"] == "downloading"
-                    and sc["host"] == "host-a" and sc["bytes_done"] > 0)
+            return (
+                sc is not None
+                and sc["status"] == "downloading"
+                and sc["host"] == "host-a"
+                and sc["bytes_done"] > 0
+            )
 
         wait_for(downloading, 30, message=f"{name} downloading on host-a")
     b = _host(make_daemon, tmp_path, views[1], "host-b", workers=2)
     c = _host(make_daemon, tmp_path, views[2], "host-c", workers=2)
     for d in (b, c):  # the steady state: every host has seen the jobs (held elsewhere)
         for name in held:
-            wait_for(functools.partial(_logged, d, f"{name}: the lease is another holder's"),
-                     30, message=f"{name} seen held by another host")
+            wait_for(
+                functools.partial(_logged, d, f"{name}: the lease is another holder's"),
+                30,
+                message=f"{name} seen held by another host",
+            )
     for name in fillers:  # a backlog for B and C: every re-look must not wait behind it
         b.drop(name, fault_server.url(f"/{name}.tar"))
-    wait_for(lambda: sum(1 for n in fillers if (b.sidecar(n) or {}).get("status")
-                         == "downloading") >= 3, 30, message="B and C busy with the backlog")
+    wait_for(
+        lambda: sum(1 for n in fillers if (b.sidecar(n) or {}).get("status") == "downloading") >= 3,
+        30,
+        message="B and C busy with the backlog",
+    )
     a.kill()  # kill -9 with two leases held
     killed = time.monotonic()
     taken: dict[str, float] = {}
@@ -170,12 +207,18 @@ def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
         return len(taken) == len(held)
 
     bound = 1.5 * TTL + 4.0
-    wait_for(new_holders, bound, 0.05,
-             message=f"every job of the killed host to get a new holder within {bound} s "
-                     f"(so far {taken})")
+    wait_for(
+        new_holders,
+        bound,
+        0.05,
+        message=f"every job of the killed host to get a new holder within {bound} s "
+        f"(so far {taken})",
+    )
     left = sum(1 for n in fillers if (b.sidecar(n) or {}).get("status") not in ("ok",))
-    print(f"takeover after kill -9 (ttl {TTL}): {sorted(taken.values())} s; "
-          f"{left} backlog jobs not finished yet")
+    print(
+        f"takeover after kill -9 (ttl {TTL}): {sorted(taken.values())} s; "
+        f"{left} backlog jobs not finished yet"
+    )
     for name in [*held, *fillers]:
         sc = b.wait_status(name, timeout=120)
         assert sc["status"] == "ok", sc
@@ -193,38 +236,47 @@ def _takeover(make_daemon: Any, tmp_path: Path, fault_server: Any,
 
 
 def test_killed_hosts_jobs_are_taken_over_within_ttl_despite_a_backlog(
-        fault_server, make_daemon, tmp_path):
+    fault_server, make_daemon, tmp_path
+):
     shared = tmp_path / "shared"
     shared.mkdir()
     _takeover(make_daemon, tmp_path, fault_server, (shared, shared, shared))
 
 
 @pytest.mark.netshare
-def test_takeover_within_ttl_on_the_sshfs_bed(netshare: NetShare, fault_server, make_daemon,
-                                              tmp_path):
+def test_takeover_within_ttl_on_the_sshfs_bed(
+    netshare: NetShare, fault_server, make_daemon, tmp_path
+):
     area = netshare.area("fast-takeover")
     _takeover(make_daemon, tmp_path, fault_server, area.views())
 
 
-def test_restart_takes_back_its_own_dead_leases_before_other_work(fault_server, make_daemon,
-                                                                  tmp_path):
+def test_restart_takes_back_its_own_dead_leases_before_other_work(
+    fault_server, make_daemon, tmp_path
+):
     body = tar_bytes({"big.bin": os.urandom(600_000)})
     res = fault_server.add("/held.tar", body, rate=60_000)
     for i in range(8):
         fault_server.add(f"/a{i}.tar", tar_bytes({"x": b"%d" % i * 50_000}), rate=40_000)
-    d = _host(make_daemon, tmp_path, tmp_path / "data", "host-a", workers=1,
-              lease={"ttl": 30})
+    d = _host(make_daemon, tmp_path, tmp_path / "data", "host-a", workers=1, lease={"ttl": 30})
     d.drop("zz-held", fault_server.url("/held.tar"))
-    wait_for(lambda: (d.sidecar("zz-held") or {}).get("bytes_done", 0) > 50_000, 30,
-             message="zz-held downloading")
+    wait_for(
+        lambda: (d.sidecar("zz-held") or {}).get("bytes_done", 0) > 50_000,
+        30,
+        message="zz-held downloading",
+    )
     assert d.proc is not None
     old_pid = d.proc.pid
     d.kill()
     for i in range(8):  # a backlog, sorted before the held job, each slow
         d.drop(f"a{i}", fault_server.url(f"/a{i}.tar"))
     d.start()
-    new = wait_for(lambda: (h := _holder(d.work, "zz-held")) and h["pid"] != old_pid and h,
-                   20, 0.05, message="the restarted daemon to take back its dead lease")
+    new = wait_for(
+        lambda: (h := _holder(d.work, "zz-held")) and h["pid"] != old_pid and h,
+        20,
+        0.05,
+        message="the restarted daemon to take back its dead lease",
+    )
     assert new["host"] == "host-a" and d.proc is not None and new["pid"] == d.proc.pid
     # one worker: the lease of the dead process went first, before any of the backlog
     assert not any(r.path.startswith("/a") for r in fault_server.requests)
@@ -235,6 +287,7 @@ def test_restart_takes_back_its_own_dead_leases_before_other_work(fault_server, 
 
 # -- 2. abandoned temporary files ------------------------------------------------------
 
+
 def test_start_removes_own_abandoned_temporaries_everywhere(make_daemon):
     d = make_daemon(start=False, recursive=True)
     work = d.work
@@ -244,8 +297,13 @@ def test_start_removes_own_abandoned_temporaries_everywhere(make_daemon):
     host, dead, live = fsutil._HOST, _dead_pid(), os.getpid()  # noqa: SLF001 - the name format under test
     abandoned, kept = [], []
     for i, p in enumerate(dirs):
-        stem = {0: "job.status.json", 1: "sub.status.json", 2: "job.tar.gz",
-                3: "job.part.meta", 4: "job.lease.broken"}[i]
+        stem = {
+            0: "job.status.json",
+            1: "sub.status.json",
+            2: "job.tar.gz",
+            3: "job.part.meta",
+            4: "job.lease.broken",
+        }[i]
         abandoned.append(p / f".{stem}.dftmp.{host}.{dead}.{i}")
         kept.append(p / f".{stem}.dftmp.{host}.{live}.{i}")  # a live process's
         kept.append(p / f".{stem}.dftmp.other-host.{dead}.{i}")  # another host's
@@ -267,6 +325,7 @@ def test_start_removes_own_abandoned_temporaries_everywhere(make_daemon):
 
 # -- 3. attempts ---------------------------------------------------------------------
 
+
 def test_kill_mid_download_again_and_again_is_not_a_failed_attempt(fault_server, make_daemon):
     body = tar_bytes({"big.bin": os.urandom(1_500_000)})
     res = fault_server.add("/big.tar", body, rate=150_000)
@@ -274,6 +333,7 @@ def test_kill_mid_download_again_and_again_is_not_a_failed_attempt(fault_server,
     d.drop("big", fault_server.url("/big.tar"))
     done = 0
     for _ in range(4):
+
         def progressed(done: int = done) -> bool:
             return (d.sidecar("big") or {}).get("bytes_done", 0) > done + 50_000
 
@@ -289,8 +349,7 @@ def test_kill_mid_download_again_and_again_is_not_a_failed_attempt(fault_server,
     assert not list((d.work / "partial").iterdir())  # the start count went with the job
 
 
-def test_a_job_that_crashes_the_daemon_every_time_fails_after_a_bound(fault_server,
-                                                                      make_daemon):
+def test_a_job_that_crashes_the_daemon_every_time_fails_after_a_bound(fault_server, make_daemon):
     fault_server.add("/crash.tar", tar_bytes({"a": b"a"}))
     fault_server.add("/fine.tar", tar_bytes({"b": b"b"}))
     d = make_daemon(start=False, workers=1, download={"max_attempts": 2})
@@ -299,9 +358,13 @@ def test_a_job_that_crashes_the_daemon_every_time_fails_after_a_bound(fault_serv
     deaths = 0
     for _ in range(10):
         d.start(env=env)
-        wait_for(lambda: d.proc.poll() is not None
-                 or (d.sidecar("crash") or {}).get("status") == "failed", 60,
-                 message="the daemon to crash or the job to fail")
+        wait_for(
+            lambda: (
+                d.proc.poll() is not None or (d.sidecar("crash") or {}).get("status") == "failed"
+            ),
+            60,
+            message="the daemon to crash or the job to fail",
+        )
         if d.proc.poll() is None:
             break
         assert d.proc.returncode == -signal.SIGKILL
@@ -319,6 +382,7 @@ def test_a_job_that_crashes_the_daemon_every_time_fails_after_a_bound(fault_serv
 
 
 # -- 4. fenced publishing ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("exchange", [True, False])
 def test_publish_out_of_a_revoked_token_touches_nothing(tmp_path, exchange):
@@ -348,29 +412,40 @@ def test_publish_never_replaces_a_file(tmp_path, exchange):
     kept.write_bytes(b"the kept archive of job X")
     (tmp_path / "token" / "out").mkdir(parents=True)
     with pytest.raises(FileExistsError):
-        publish_dir(tmp_path / "token" / "out", kept, tmp_path / "token" / "old",
-                    exchange=exchange)
+        publish_dir(tmp_path / "token" / "out", kept, tmp_path / "token" / "old", exchange=exchange)
     assert kept.read_bytes() == b"the kept archive of job X"
 
 
 @pytest.mark.parametrize("exchange", ["1", "0"])
-def test_host_paused_between_lease_check_and_publish_is_fenced(fault_server, make_daemon,
-                                                               tmp_path, exchange):
+def test_host_paused_between_lease_check_and_publish_is_fenced(
+    fault_server, make_daemon, tmp_path, exchange
+):
     shared = tmp_path / "shared"
     old = tar_bytes({"v.txt": b"old version"})
     new = tar_bytes({"v.txt": b"NEW version", "w.txt": b"w"})
     fault_server.add("/f.tar", old)
-    env = {"DROPFETCH_TEST_PAUSE": "publish", "DROPFETCH_TEST_PAUSE_SECONDS": str(2 * TTL),
-           "DROPFETCH_TEST_NO_EXCHANGE": "0" if exchange == "1" else "1"}
+    env = {
+        "DROPFETCH_TEST_PAUSE": "publish",
+        "DROPFETCH_TEST_PAUSE_SECONDS": str(2 * TTL),
+        "DROPFETCH_TEST_NO_EXCHANGE": "0" if exchange == "1" else "1",
+    }
     a = _host(make_daemon, tmp_path, shared, "host-a", env=env)
     a.drop("f", fault_server.url("/f.tar"))
-    wait_for(lambda: "DROPFETCH_TEST_PAUSE=publish" in a.log(), 30,
-             message="A held after its last lease check")
+    wait_for(
+        lambda: "DROPFETCH_TEST_PAUSE=publish" in a.log(),
+        30,
+        message="A held after its last lease check",
+    )
     a.signal(signal.SIGSTOP)
     try:
         fault_server.replace("/f.tar", new)
-        b = _host(make_daemon, tmp_path, shared, "host-b",
-                  env={"DROPFETCH_TEST_NO_EXCHANGE": env["DROPFETCH_TEST_NO_EXCHANGE"]})
+        b = _host(
+            make_daemon,
+            tmp_path,
+            shared,
+            "host-b",
+            env={"DROPFETCH_TEST_NO_EXCHANGE": env["DROPFETCH_TEST_NO_EXCHANGE"]},
+        )
         sc = b.wait_status("f", timeout=40)
         assert sc["status"] == "ok" and sc["host"] == "host-b", sc
         published = _files(shared / "outbox")
@@ -385,11 +460,13 @@ def test_host_paused_between_lease_check_and_publish_is_fenced(fault_server, mak
     assert _publishes(a) == Counter() and _publishes(b) == Counter({"f": 1})
     got = b.sidecar("f")
     assert got is not None and got["status"] == "ok" and got["host"] == "host-b", got
-    wait_for(lambda: not list((shared / "work" / "staging").iterdir()), 10,
-             message="no staging left")
+    wait_for(
+        lambda: not list((shared / "work" / "staging").iterdir()), 10, message="no staging left"
+    )
 
 
 # -- 5. outputs belong to one job --------------------------------------------------------
+
 
 def _removed(d: Daemon, name: str) -> None:
     (d.inbox / f"{name}.url").unlink()
@@ -429,8 +506,7 @@ def test_kept_archive_and_a_job_of_that_name_conflict_both_orders(fault_server, 
     assert not (d.outbox / "Y.tar.gz").exists()
 
 
-def test_category_and_a_top_level_job_of_that_name_conflict_both_orders(fault_server,
-                                                                        make_daemon):
+def test_category_and_a_top_level_job_of_that_name_conflict_both_orders(fault_server, make_daemon):
     fault_server.add("/a.tar", tar_bytes({"a.txt": b"a"}))
     fault_server.add("/top.tar", tar_bytes({"top.txt": b"top"}))
     d = make_daemon(recursive=True)

@@ -66,8 +66,9 @@ def _front(tmp_path: Path, token: str | None) -> Generator[Front, None, None]:
     if token is not None:
         (tmp_path / "token").write_text(token + "\n")
         http_cfg["token_file"] = str(tmp_path / "token")
-    config = config_from_mapping({"inbox": str(inbox), "outbox": str(tmp_path / "outbox"),
-                                  "http": http_cfg})
+    config = config_from_mapping(
+        {"inbox": str(inbox), "outbox": str(tmp_path / "outbox"), "http": http_cfg}
+    )
     server = HttpFrontEnd(config, Metrics(inbox))
     server.start()
     try:
@@ -87,6 +88,7 @@ def token_front(tmp_path: Path) -> Iterator[Front]:
 
 
 # --- a raw HTTP/1.1 client ------------------------------------------------------------
+
 
 @dataclass
 class Answer:
@@ -120,8 +122,9 @@ def _parse(buf: bytes) -> tuple[Answer | None, bytes]:
     return Answer(status, headers, rest[:size]), rest[size:]
 
 
-def exchange(port: int, *requests: bytes, sequential: bool = False,
-             timeout: float = 20) -> list[Answer]:
+def exchange(
+    port: int, *requests: bytes, sequential: bool = False, timeout: float = 20
+) -> list[Answer]:
     """Send ``requests`` on one connection, all at once (pipelined) or each after the
     answer to the one before (``sequential``: none after an answer that closes); every
     answer until the server closes (the last request should say ``Connection: close``).
@@ -177,6 +180,7 @@ def request(method: str, path: str, *, headers: bytes = b"", body: bytes = b"") 
 
 # --- 1. keep-alive: bodies are read, or the connection is closed -----------------------
 
+
 # A body that is itself a request: if the server takes it for the next request, the
 # job "victim" is deleted and one answer too many comes back.
 def smuggled(front: Front) -> bytes:
@@ -195,27 +199,42 @@ def framings(front: Front) -> dict[str, tuple[bytes, bytes, int | None]]:
         "none": (b"", b"", None),
         "length": (b"Content-Length: %d\r\n" % len(s), s, None),
         "chunked": (b"Transfer-Encoding: chunked\r\n", chunked(s), None),
-        "chunked-ext": (b"Transfer-Encoding: chunked\r\n",
-                        b"%x;name=value\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(s), s), None),
+        "chunked-ext": (
+            b"Transfer-Encoding: chunked\r\n",
+            b"%x;name=value\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(s), s),
+            None,
+        ),
         "expect-100": (b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(s), s, None),
         "too-large": (b"Content-Length: %d\r\n" % len(big), big, 413),
         "too-large-chunked": (b"Transfer-Encoding: chunked\r\n", chunked(big), 413),
-        "expect-too-large": (b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(big),
-                             big, 413),
+        "expect-too-large": (
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(big),
+            big,
+            413,
+        ),
         "bad-length": (b"Content-Length: abc\r\n", s, 400),
         "negative-length": (b"Content-Length: -1\r\n", s, 400),
         "plus-length": (b"Content-Length: +%d\r\n" % len(s), s, 400),
         "two-lengths": (b"Content-Length: %d\r\nContent-Length: 5\r\n" % len(s), s, 400),
-        "length-and-chunked": (b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n"
-                               % len(s), chunked(s), 400),
+        "length-and-chunked": (
+            b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % len(s),
+            chunked(s),
+            400,
+        ),
         "gzip-coding": (b"Transfer-Encoding: gzip, chunked\r\n", chunked(s), 501),
         "bad-chunk": (b"Transfer-Encoding: chunked\r\n", b"zz\r\n" + s, 400),
     }
 
 
 # framing errors are found before anything else; 413 only where a body is read
-FRAMING_ERRORS = {"bad-length", "negative-length", "plus-length", "two-lengths",
-                  "length-and-chunked", "gzip-coding"}
+FRAMING_ERRORS = {
+    "bad-length",
+    "negative-length",
+    "plus-length",
+    "two-lengths",
+    "length-and-chunked",
+    "gzip-coding",
+}
 
 # (method, path) -> the status with no body (authorised)
 ROUTES = {
@@ -236,8 +255,7 @@ ROUTES = {
 }
 
 
-def expected_status(method: str, path: str, framing: str, own: int | None,
-                    authorised: bool) -> int:
+def expected_status(method: str, path: str, framing: str, own: int | None, authorised: bool) -> int:
     if framing in FRAMING_ERRORS:
         return own or 400
     if method == "BREW":
@@ -294,26 +312,36 @@ def test_a_read_body_keeps_the_connection(front):
     for headers, body, status in [
         (b"Content-Length: %d\r\n" % len(job), job, 201),
         (b"Transfer-Encoding: chunked\r\n", chunked(job), 201),
-        (b"Transfer-Encoding: chunked\r\n",
-         b"3\r\n" + job[:3] + b"\r\n" + chunked(job[3:]), 201),
+        (b"Transfer-Encoding: chunked\r\n", b"3\r\n" + job[:3] + b"\r\n" + chunked(job[3:]), 201),
         (b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(job), job, 201),
         (b"Content-Length: 7\r\n", b"{broken", 400),
         (b"Content-Length: 2\r\n", b"[]", 400),
     ]:
-        answers = exchange(front.port, request("POST", "/archive", headers=front.auth()
-                                               + headers, body=body) + final)
+        answers = exchange(
+            front.port,
+            request("POST", "/archive", headers=front.auth() + headers, body=body) + final,
+        )
         assert [a.status for a in answers] == [status, 200], (headers, answers)
         check_error(answers[0])
     assert sorted(p.name for p in front.inbox.iterdir()) == [
-        "tool-2.url", "tool-3.url", "tool-4.url", "tool.url"]
+        "tool-2.url",
+        "tool-3.url",
+        "tool-4.url",
+        "tool.url",
+    ]
 
 
 def test_expect_100_continue_is_sent_only_when_the_body_is_wanted(token_front):
     front = token_front
     job = json.dumps({"url": "https://example.org/x.zip"}).encode()
     with socket.create_connection(("127.0.0.1", front.port), timeout=20) as sock:
-        sock.sendall(request("POST", "/archive", headers=front.auth()
-                             + b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(job)))
+        sock.sendall(
+            request(
+                "POST",
+                "/archive",
+                headers=front.auth() + b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(job),
+            )
+        )
         assert sock.recv(100).startswith(b"HTTP/1.1 100 ")  # only then the body
         sock.sendall(job)
         data = b""
@@ -321,8 +349,10 @@ def test_expect_100_continue_is_sent_only_when_the_body_is_wanted(token_front):
             data += sock.recv(4096)
         assert data.startswith(b"HTTP/1.1 201 ")
     # refused before the body: no 100, a final answer that closes the connection
-    answers = exchange(front.port, request(
-        "POST", "/archive", headers=b"Expect: 100-continue\r\nContent-Length: 5\r\n"))
+    answers = exchange(
+        front.port,
+        request("POST", "/archive", headers=b"Expect: 100-continue\r\nContent-Length: 5\r\n"),
+    )
     assert [a.status for a in answers] == [401] and answers[0].closes
 
 
@@ -334,26 +364,38 @@ def test_http_client_keep_alive_through_every_error(front):
     auth = front.headers()
     job = json.dumps({"url": "https://example.org/k/kept.zip"}).encode()
     (front.inbox / "victim.url").write_text("https://example.org/victim.zip\n")
-    bodies = {"none": None, "length": b"GET /archive HTTP/1.1\r\n\r\n",
-              "chunked": [b"a body ", b"in chunks"], "too-large": b"x" * (MAX_BODY + 1)}
+    bodies = {
+        "none": None,
+        "length": b"GET /archive HTTP/1.1\r\n\r\n",
+        "chunked": [b"a body ", b"in chunks"],
+        "too-large": b"x" * (MAX_BODY + 1),
+    }
     cases = []
     for (method, path), _ in ROUTES.items():
         for framing, body in bodies.items():
-            for authorised in ([True, False] if front.token else [True]):
-                want = expected_status(method, path, framing, 413 if framing == "too-large"
-                                       else None, authorised)
+            for authorised in [True, False] if front.token else [True]:
+                want = expected_status(
+                    method, path, framing, 413 if framing == "too-large" else None, authorised
+                )
                 if (method, path, framing, want) == ("POST", "/archive", "none", 411):
                     want = 400  # http.client sends "Content-Length: 0" with a POST
                 cases.append((method, path, body, authorised, want))
-    cases += [("POST", "/archive", [job[:5], job[5:]], True, 201),
-              ("POST", "/archive", job, True, 201), ("GET", "/archive/%00", None, True, 400)]
+    cases += [
+        ("POST", "/archive", [job[:5], job[5:]], True, 201),
+        ("POST", "/archive", job, True, 201),
+        ("GET", "/archive/%00", None, True, 400),
+    ]
     failures = []
     try:
         for method, path, body, authorised, want in cases:
             where = f"{method} {path} {str(body)[:20]} {'auth' if authorised else 'no-auth'}"
-            conn.request(method, path, body=iter(body) if isinstance(body, list) else body,
-                         headers=auth if authorised else {},
-                         encode_chunked=isinstance(body, list))
+            conn.request(
+                method,
+                path,
+                body=iter(body) if isinstance(body, list) else body,
+                headers=auth if authorised else {},
+                encode_chunked=isinstance(body, list),
+            )
             r = conn.getresponse()
             data = r.read()
             if r.status != want:
@@ -401,10 +443,11 @@ def test_internal_errors_answer_json(front, monkeypatch, caplog):
 
     monkeypatch.setattr(front.server, "view", broken)
     with caplog.at_level(logging.ERROR, logger="dropfetch"):
-        answers = exchange(front.port, request("GET", "/archive/x", headers=front.auth())
-                           + final)
+        answers = exchange(front.port, request("GET", "/archive/x", headers=front.auth()) + final)
     assert answers[0].status == 500 and answers[0].json() == {
-        "error": "an internal error; the daemon's log says more", "code": "internal"}
+        "error": "an internal error; the daemon's log says more",
+        "code": "internal",
+    }
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
     monkeypatch.undo()
     for p in front.inbox.iterdir():
@@ -412,8 +455,16 @@ def test_internal_errors_answer_json(front, monkeypatch, caplog):
     front.inbox.rmdir()
     front.inbox.write_text("not a directory")
     job = json.dumps({"url": "https://example.org/x.zip"}).encode()
-    answers = exchange(front.port, request("POST", "/archive", headers=front.auth()
-                       + b"Content-Length: %d\r\n" % len(job), body=job) + final)
+    answers = exchange(
+        front.port,
+        request(
+            "POST",
+            "/archive",
+            headers=front.auth() + b"Content-Length: %d\r\n" % len(job),
+            body=job,
+        )
+        + final,
+    )
     assert [a.status for a in answers] == [503, 200]
     assert answers[0].json()["code"] == "io_error"
 
@@ -421,10 +472,33 @@ def test_internal_errors_answer_json(front, monkeypatch, caplog):
 # --- 2. odd ids: 400 or 404 JSON, never a dropped connection or a traceback -------------
 
 ODD_IDS = [
-    "a%00b", "%00", "a\x00b", "%0a", "a%0d%0aX-Injected:%201", "a%1b[31m", "a\x1bb",
-    "a%7fb", "%ff", "%c3%28", "%ed%a0%80", "%f4%90%80%80", "%e2%80%a8", "a%c2%85b",
-    "a" * 300, "%41" * 2000, "a%5cb", "..", "%2e%2e", "a%2fb", ".hidden", "%2fetc%2fpasswd",
-    "x%", "x%zz", "\u00e9t\u00e9", "%e6%97%a5%e6%9c%ac", "%20",
+    "a%00b",
+    "%00",
+    "a\x00b",
+    "%0a",
+    "a%0d%0aX-Injected:%201",
+    "a%1b[31m",
+    "a\x1bb",
+    "a%7fb",
+    "%ff",
+    "%c3%28",
+    "%ed%a0%80",
+    "%f4%90%80%80",
+    "%e2%80%a8",
+    "a%c2%85b",
+    "a" * 300,
+    "%41" * 2000,
+    "a%5cb",
+    "..",
+    "%2e%2e",
+    "a%2fb",
+    ".hidden",
+    "%2fetc%2fpasswd",
+    "x%",
+    "x%zz",
+    "\u00e9t\u00e9",
+    "%e6%97%a5%e6%9c%ac",
+    "%20",
 ]
 
 
@@ -435,8 +509,11 @@ def test_odd_ids_answer_400_or_404_json(front, caplog):
     with caplog.at_level(logging.WARNING, logger="dropfetch"):
         for odd in ODD_IDS:
             for method in ("GET", "DELETE"):
-                first = (f"{method} /archive/{odd} HTTP/1.1\r\nHost: x\r\n".encode()
-                         + front.auth() + b"\r\n")
+                first = (
+                    f"{method} /archive/{odd} HTTP/1.1\r\nHost: x\r\n".encode()
+                    + front.auth()
+                    + b"\r\n"
+                )
                 answers = exchange(front.port, first, final)
                 got = [a.status for a in answers]
                 if not answers or answers[0].status not in (400, 404):
@@ -469,28 +546,38 @@ def test_an_odd_but_valid_id_round_trips(front):
 
 # --- GET /archive with odd sidecars ------------------------------------------------------
 
+
 def test_odd_sidecars_never_break_the_listing(front):
     inbox = front.inbox
     good = Sidecar(id="good", job="good.url", job_sha256="a" * 64, status=Status.OK)
     (inbox / "good.status.json").write_bytes(good.to_json())
     # names that are not UTF-8 (surrogate escapes), as the filesystem hands them out
     odd_name = os.fsdecode(b"odd\xff\xfe")
-    odd = Sidecar(id=odd_name, job=odd_name + ".url", job_sha256="b" * 64, status=Status.OK,
-                  files=[os.fsdecode(b"member\x80.txt"), "\ud800lone"])
+    odd = Sidecar(
+        id=odd_name,
+        job=odd_name + ".url",
+        job_sha256="b" * 64,
+        status=Status.OK,
+        files=[os.fsdecode(b"member\x80.txt"), "\ud800lone"],
+    )
     (inbox / "odd.status.json").write_bytes(odd.to_json())
     os.mkdir(os.fsencode(inbox) + b"/dir\xff.status.json")  # a directory
     (inbox / "broken.status.json").write_bytes(b'{"schema": 1, "id": "broken", ')
     (inbox / "notutf8.status.json").write_bytes(b'{"id": "\xff\xfe"}')
     (inbox / "array.status.json").write_text("[1, 2]")
     (inbox / "wrongstatus.status.json").write_text(
-        '{"id": "w", "job": "w.url", "job_sha256": "c", "status": "exploded"}')
+        '{"id": "w", "job": "w.url", "job_sha256": "c", "status": "exploded"}'
+    )
     (inbox / "nan.status.json").write_text(
         '{"id": "nan", "job": "nan.url", "job_sha256": "d", "status": "downloading", '
-        '"speed": NaN, "eta": Infinity, "progress": -Infinity}')
+        '"speed": NaN, "eta": Infinity, "progress": -Infinity}'
+    )
     (inbox / "typed.status.json").write_text(
-        '{"id": 5, "job": ["x"], "job_sha256": null, "status": "ok", "files": {"a": 1}}')
-    answers = exchange(front.port, request("GET", "/archive", headers=front.auth()
-                                           + b"Connection: close\r\n"))
+        '{"id": 5, "job": ["x"], "job_sha256": null, "status": "ok", "files": {"a": 1}}'
+    )
+    answers = exchange(
+        front.port, request("GET", "/archive", headers=front.auth() + b"Connection: close\r\n")
+    )
     assert [a.status for a in answers] == [200]
     text = answers[0].body.decode("utf-8")  # strict: valid UTF-8
 
@@ -511,8 +598,13 @@ def test_odd_sidecars_never_break_the_listing(front):
 
 
 def test_json_bytes_never_raises():
-    odd = {"s": "\udcff\ud800", "f": [float("nan"), float("inf"), 1.5], "t": (1, "x"),
-           "o": object(), "\udc80k": {"n": None}}
+    odd = {
+        "s": "\udcff\ud800",
+        "f": [float("nan"), float("inf"), 1.5],
+        "t": (1, "x"),
+        "o": object(),
+        "\udc80k": {"n": None},
+    }
     data = json.loads(json_bytes(odd).decode("utf-8"))
     # the sidecars' escaped form: an undecodable byte as \xNN, a lone surrogate as \uNNNN
     assert data["s"] == "\\xff\\ud800" and data["f"] == [None, None, 1.5]
@@ -521,12 +613,19 @@ def test_json_bytes_never_raises():
 
 # --- 3. the token: config rule and the Authorization header ------------------------------
 
+
 def _token_cases(tmp_path: Path) -> list[tuple[str, Path]]:
     cases = []
-    for name, content in [("empty", b""), ("blank", b"  \n\t \r\n"), ("newline", b"\n"),
-                          ("two-words", b"two words\n"), ("two-lines", b"line1\nline2\n"),
-                          ("not-utf8", b"\xff\xfe\x00"), ("huge", b"x" * 10_000),
-                          ("control", b"tok\x1ben\n")]:
+    for name, content in [
+        ("empty", b""),
+        ("blank", b"  \n\t \r\n"),
+        ("newline", b"\n"),
+        ("two-words", b"two words\n"),
+        ("two-lines", b"line1\nline2\n"),
+        ("not-utf8", b"\xff\xfe\x00"),
+        ("huge", b"x" * 10_000),
+        ("control", b"tok\x1ben\n"),
+    ]:
         p = tmp_path / f"token-{name}"
         p.write_bytes(content)
         cases.append((name, p))
@@ -548,11 +647,11 @@ def _token_cases(tmp_path: Path) -> list[tuple[str, Path]]:
 def test_bad_token_files_are_configuration_errors(tmp_path):
     for name, path in _token_cases(tmp_path):
         with pytest.raises(ConfigError) as info:
-            config_from_mapping({"http": {"listen": "127.0.0.1:0", "token_file": str(path)}},
-                                where="cfg.yaml")
+            config_from_mapping(
+                {"http": {"listen": "127.0.0.1:0", "token_file": str(path)}}, where="cfg.yaml"
+            )
         message = str(info.value)
-        assert "cfg.yaml: key http.token_file" in message and str(path) in message, (name,
-                                                                                      message)
+        assert "cfg.yaml: key http.token_file" in message and str(path) in message, (name, message)
     for value in ("", "   "):
         with pytest.raises(ConfigError, match=r"key http\.token_file"):
             config_from_mapping({"http": {"token_file": value}})
@@ -563,8 +662,13 @@ def test_bad_token_files_are_configuration_errors(tmp_path):
 
 
 def _dropfetch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dropfetch", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "dropfetch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_check_config_and_run_refuse_bad_token_files(tmp_path):
@@ -572,9 +676,15 @@ def test_check_config_and_run_refuse_bad_token_files(tmp_path):
     for name, path in _token_cases(tmp_path):
         if name not in ("empty", "blank", "missing", "directory", "fifo"):
             continue
-        config.write_text(yaml.safe_dump({
-            "inbox": str(tmp_path / "in"), "outbox": str(tmp_path / "out"),
-            "http": {"listen": "127.0.0.1:0", "token_file": str(path)}}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "inbox": str(tmp_path / "in"),
+                    "outbox": str(tmp_path / "out"),
+                    "http": {"listen": "127.0.0.1:0", "token_file": str(path)},
+                }
+            )
+        )
         for command in ("check-config", "run --config"):
             done = _dropfetch(*command.split(), str(config))
             assert done.returncode == 2, (name, command, done)
@@ -582,10 +692,24 @@ def test_check_config_and_run_refuse_bad_token_files(tmp_path):
             assert "Traceback" not in done.stderr
 
 
-AUTH_REFUSED = ["", "Bearer", "Bearer ", "Bearer  ", "Bearer \t", "bearer wrong",
-                "BEARER wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}",
-                f"Bearer {TOKEN} extra", f"Bearer{TOKEN}", f"Token {TOKEN}", TOKEN,
-                "Bearer \u00e9\u00e8", "Bearer " + "x" * 5000]
+AUTH_REFUSED = [
+    "",
+    "Bearer",
+    "Bearer ",
+    "Bearer  ",
+    "Bearer \t",
+    "bearer wrong",
+    "BEARER wrong",
+    f"Basic {TOKEN}",
+    f"Bearer {TOKEN}x",
+    f"Bearer {TOKEN[:-1]}",
+    f"Bearer {TOKEN} extra",
+    f"Bearer{TOKEN}",
+    f"Token {TOKEN}",
+    TOKEN,
+    "Bearer \u00e9\u00e8",
+    "Bearer " + "x" * 5000,
+]
 AUTH_ACCEPTED = [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER  {TOKEN} ", f"Bearer {TOKEN}\t"]
 
 
@@ -594,8 +718,13 @@ def test_bearer_token_matching(token_front):
     final = request("GET", "/archive", headers=front.auth() + b"Connection: close\r\n")
     for header in AUTH_REFUSED + AUTH_ACCEPTED:
         line = f"Authorization: {header}\r\n".encode("latin-1") if header else b""
-        for method, path in (("GET", "/archive"), ("GET", "/archive/x"), ("GET", "/metrics"),
-                             ("DELETE", "/archive/x"), ("GET", "/nope")):
+        for method, path in (
+            ("GET", "/archive"),
+            ("GET", "/archive/x"),
+            ("GET", "/metrics"),
+            ("DELETE", "/archive/x"),
+            ("GET", "/nope"),
+        ):
             answers = exchange(front.port, request(method, path, headers=line) + final)
             assert answers, (header, path)
             check_error(answers[0])
@@ -605,11 +734,16 @@ def test_bearer_token_matching(token_front):
                 assert answers[0].status == 401, (header, method, path, answers[0])
     # two Authorization headers, one right: refused (which one counts is ambiguous)
     two = f"Authorization: Bearer {TOKEN}\r\nAuthorization: Bearer wrong\r\n".encode()
-    assert exchange(front.port, request("GET", "/archive", headers=two + b"Connection: "
-                                        b"close\r\n"))[0].status == 401
+    assert (
+        exchange(front.port, request("GET", "/archive", headers=two + b"Connection: close\r\n"))[
+            0
+        ].status
+        == 401
+    )
 
 
 # --- 4. start-up errors: exit 2 naming the key and the address --------------------------
+
 
 def _run_daemon(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]:
     d = Daemon(tmp_path, http={"listen": listen})
@@ -630,15 +764,16 @@ def test_listen_address_in_use_exits_2(tmp_path):
 
 @pytest.mark.e2e  # `dropfetch run`
 def test_unusable_listen_addresses_exit_2(tmp_path):
-    for listen, words in [("192.0.2.1:8008", "no such address"),
-                          ("no-such-host.invalid:8008", "not an address"),
-                          ("[2001:db8::1]:8008", "no such address")]:
+    for listen, words in [
+        ("192.0.2.1:8008", "no such address"),
+        ("no-such-host.invalid:8008", "not an address"),
+        ("[2001:db8::1]:8008", "no such address"),
+    ]:
         done = _run_daemon(tmp_path, listen)
         assert done.returncode == 2, (listen, done)
         assert "http.listen" in done.stderr and listen in done.stderr, done.stderr
         assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
-    for listen in ("[:::1]:8008", "[zz::1]:80", "127.0.0.1:99999", "127.0.0.1", ":80",
-                   "a..b:80"):
+    for listen in ("[:::1]:8008", "[zz::1]:80", "127.0.0.1:99999", "127.0.0.1", ":80", "a..b:80"):
         config = tmp_path / "bad.yaml"
         config.write_text(yaml.safe_dump({"http": {"listen": listen}}))
         done = _dropfetch("check-config", str(config))
@@ -667,12 +802,14 @@ def test_ipv6_listen_serves(make_daemon):
 
 # --- slow and many clients: deadlines and a cap on connections ------------------------
 
+
 def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=20)
 
 
-def trickle(port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1,
-            bound: float = 30) -> list[tuple[list[Answer], bool]]:
+def trickle(
+    port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1, bound: float = 30
+) -> list[tuple[list[Answer], bool]]:
     """Per client (sent at once, then sent one byte per ``tick``): its answers, and
     whether the server closed the connection within ``bound`` seconds. A client stops
     sending once it has an answer that closes."""
@@ -689,7 +826,8 @@ def trickle(port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1,
         end = time.monotonic() + bound
         while not all(closed) and time.monotonic() < end:
             readable, _, _ = select.select(
-                [s for s, c in zip(socks, closed, strict=True) if not c], [], [], tick)
+                [s for s, c in zip(socks, closed, strict=True) if not c], [], [], tick
+            )
             for i, sock in enumerate(socks):
                 if sock in readable:
                     try:
@@ -699,10 +837,13 @@ def trickle(port: int, clients: list[tuple[bytes, bytes]], tick: float = 0.1,
                     bufs[i] += chunk
                     closed[i] = not chunk
                 slow = clients[i][1]
-                if not closed[i] and b"connection: close" not in bufs[i].lower() \
-                        and sent[i] < len(slow):
+                if (
+                    not closed[i]
+                    and b"connection: close" not in bufs[i].lower()
+                    and sent[i] < len(slow)
+                ):
                     with contextlib.suppress(OSError):
-                        sock.send(slow[sent[i]:sent[i] + 1])
+                        sock.send(slow[sent[i] : sent[i] + 1])
                     sent[i] += 1
     finally:
         for sock in socks:
@@ -754,8 +895,10 @@ def test_slow_bodies_are_answered_408_and_closed(token_front, monkeypatch):
         "length": (post + length + b"\r\n", body),
         "expect-100": (post + length + b"Expect: 100-continue\r\n\r\n", body),
         "chunked": (post + b"Transfer-Encoding: chunked\r\n\r\n", chunked(body)),
-        "chunked, many chunks": (post + b"Transfer-Encoding: chunked\r\n\r\n",
-                                 b"".join(b"1\r\n%c\r\n" % c for c in body)),
+        "chunked, many chunks": (
+            post + b"Transfer-Encoding: chunked\r\n\r\n",
+            b"".join(b"1\r\n%c\r\n" % c for c in body),
+        ),
         "nothing sent": (post + length + b"\r\n", b""),
     }
     results = trickle(front.port, list(cases.values()))
@@ -774,13 +917,19 @@ def test_idle_keep_alive_connections_are_closed(token_front, monkeypatch):
     ok = request("GET", "/archive", headers=token_front.auth())
     results = trickle(token_front.port, [(b"", b""), (ok, b""), (ok + ok, b"")])
     assert [([a.status for a in answers], closed) for answers, closed in results] == [
-        ([], True), ([200], True), ([200, 200], True)]
+        ([], True),
+        ([200], True),
+        ([200, 200], True),
+    ]
     assert not any(a.closes for answers, _ in results for a in answers)
 
 
 def _thread_count_returns(before: int) -> None:
-    wait_for(lambda: threading.active_count() <= before, timeout=30,
-             message=f"the thread count back to {before}")
+    wait_for(
+        lambda: threading.active_count() <= before,
+        timeout=30,
+        message=f"the thread count back to {before}",
+    )
 
 
 def test_connections_beyond_the_cap_are_answered_503_without_a_thread(token_front):
@@ -816,8 +965,9 @@ def test_connections_beyond_the_cap_are_answered_503_without_a_thread(token_fron
             sock.close()
 
     def served_again() -> bool:
-        answers = exchange(front.port, request("GET", "/archive", headers=front.auth()
-                                               + b"Connection: close\r\n"))
+        answers = exchange(
+            front.port, request("GET", "/archive", headers=front.auth() + b"Connection: close\r\n")
+        )
         return [a.status for a in answers] == [200]
 
     wait_for(served_again, timeout=30, message="a new connection served")
@@ -847,8 +997,10 @@ def test_a_client_is_served_while_100_slow_clients_hang(token_front, monkeypatch
         for sock in slow:
             sock.sendall(b"GET /archive HTTP/1.1\r\nX-Slow: a")
         for _ in range(5):
-            answers = exchange(front.port, request("GET", "/archive", headers=front.auth()
-                                                   + b"Connection: close\r\n"))
+            answers = exchange(
+                front.port,
+                request("GET", "/archive", headers=front.auth() + b"Connection: close\r\n"),
+            )
             assert [a.status for a in answers] == [200]
     finally:
         for sock in slow:
@@ -857,6 +1009,7 @@ def test_a_client_is_served_while_100_slow_clients_hang(token_front, monkeypatch
 
 
 # --- issue 11: every answer that shows a job is a sidecar the schema accepts ------------
+
 
 def _get(front: Front, method: str, path: str, body: object = None) -> tuple[int, object]:
     conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=20)
@@ -872,8 +1025,9 @@ def _get(front: Front, method: str, path: str, body: object = None) -> tuple[int
 def _board(inbox: Path, name: str, url: str) -> StatusBoard:
     job = inbox / f"{name}.url"
     job.write_text(url + "\n")
-    sc = Sidecar(id=name, job=job.name, job_sha256=job_sha256(job.read_bytes()),
-                 url=url, host="host-a")
+    sc = Sidecar(
+        id=name, job=job.name, job_sha256=job_sha256(job.read_bytes()), url=url, host="host-a"
+    )
     return StatusBoard(inbox / f"{name}.status.json", sc, previous=None, interval=0.0)
 
 
@@ -882,20 +1036,24 @@ def test_every_answer_that_shows_a_job_is_a_valid_sidecar(front):
     file), of a failed and an ok one (written through the status board), the listing
     and DELETE: each object is a whole sidecar that schema/status.schema.json accepts."""
     inbox = front.inbox
-    status, posted = _get(front, "POST", "/archive",
-                          {"url": "https://user:pw@example.org/a/tool.zip?key=secret"})
+    status, posted = _get(
+        front, "POST", "/archive", {"url": "https://user:pw@example.org/a/tool.zip?key=secret"}
+    )
     assert status == 201
     check_sidecar(posted)
     assert isinstance(posted, dict) and posted["id"] == "tool" and posted["status"] == "queued"
     assert posted["url"] == "https://***@example.org/a/tool.zip?***"  # redacted
     assert posted["job_sha256"] == job_sha256((inbox / "tool.url").read_bytes())
-    status, named = _get(front, "POST", "/archive", {"url": "https://example.org/b.zip",
-                                                     "name": "named", "sha256": "a" * 64})
+    status, named = _get(
+        front,
+        "POST",
+        "/archive",
+        {"url": "https://example.org/b.zip", "name": "named", "sha256": "a" * 64},
+    )
     assert status == 201 and check_sidecar(named)["id"] == "named"
 
     status, queued = _get(front, "GET", "/archive/tool")  # no sidecar yet
-    assert status == 200 and check_sidecar(queued) == {**posted, "created": ANY,
-                                                       "updated": ANY}
+    assert status == 200 and check_sidecar(queued) == {**posted, "created": ANY, "updated": ANY}
     (inbox / "bad.url").write_text("not a url at all\n")
     status, bad = _get(front, "GET", "/archive/bad")
     assert status == 200 and check_sidecar(bad)["url"] is None
@@ -910,8 +1068,11 @@ def test_every_answer_that_shows_a_job_is_a_valid_sidecar(front):
     done.downloading()
     done.progress(done=10, total=10, speed=5.0)
     done.unpacking(fmt="tar.gz", size=10, sha256="b" * 64)
-    done.succeeded(output="done", files=["a/b.txt", "c"],
-                   archive={"format": "tar.gz", "size": 10, "sha256": "b" * 64})
+    done.succeeded(
+        output="done",
+        files=["a/b.txt", "c"],
+        archive={"format": "tar.gz", "size": 10, "sha256": "b" * 64},
+    )
     for name, want in (("gone", "failed"), ("done", "ok")):
         status, got = _get(front, "GET", f"/archive/{name}")
         assert status == 200 and check_sidecar(got)["status"] == want
@@ -930,8 +1091,14 @@ def test_every_answer_that_shows_a_job_is_a_valid_sidecar(front):
 
 
 def test_unstarted_sidecars_are_valid_for_any_job_file_bytes():
-    for data in (b"https://example.org/x.zip\n", b"", b"\xff\xfe\x00", b"url: 5\n",
-                 b"x" * 70_000, b"[InternetShortcut]\nURL=https://example.org/y\n"):
+    for data in (
+        b"https://example.org/x.zip\n",
+        b"",
+        b"\xff\xfe\x00",
+        b"url: 5\n",
+        b"x" * 70_000,
+        b"[InternetShortcut]\nURL=https://example.org/y\n",
+    ):
         for status in (Status.QUEUED, Status.DELETING):
             sc = unstarted("job", data, status)
             check_sidecar(json.loads(sc.to_json()))
@@ -940,59 +1107,69 @@ def test_unstarted_sidecars_are_valid_for_any_job_file_bytes():
 
 # --- issue 11: the route table, the framing and the token as pure functions -------------
 
-@pytest.mark.parametrize(("method", "path", "endpoint", "job_id"), [
-    ("GET", "/archive", "list_jobs", None),
-    ("GET", "/archive/", "list_jobs", None),
-    ("POST", "/archive", "submit_job", None),
-    ("POST", "/archive/", "submit_job", None),
-    ("GET", "/archive/a%20b", "get_job", "a b"),
-    ("DELETE", "/archive/%C3%A9t%C3%A9", "delete_job", "\u00e9t\u00e9"),
-    ("GET", "/metrics", "metrics", None),
-])
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint", "job_id"),
+    [
+        ("GET", "/archive", "list_jobs", None),
+        ("GET", "/archive/", "list_jobs", None),
+        ("POST", "/archive", "submit_job", None),
+        ("POST", "/archive/", "submit_job", None),
+        ("GET", "/archive/a%20b", "get_job", "a b"),
+        ("DELETE", "/archive/%C3%A9t%C3%A9", "delete_job", "\u00e9t\u00e9"),
+        ("GET", "/metrics", "metrics", None),
+    ],
+)
 def test_routes_resolve(method, path, endpoint, job_id):
     found, got_id = resolve(httproutes.ROUTES, method, path)
     assert found.__name__ == endpoint and got_id == job_id
 
 
-@pytest.mark.parametrize(("method", "path", "status", "allow"), [
-    ("GET", "/nope", 404, None),
-    ("GET", "/metrics/", 404, None),
-    ("GET", "/archivex", 404, None),
-    ("GET", "/archive/a/b", 404, None),
-    ("GET", "/archive/.hidden", 404, None),
-    ("PUT", "/archive", 405, "GET, POST"),
-    ("DELETE", "/archive/", 405, "GET, POST"),
-    ("POST", "/archive/x", 405, "GET, DELETE"),
-    ("POST", "/metrics", 405, "GET"),
-    ("POST", "/archive/%00", 400, None),  # the id is looked at before the method
-    ("GET", "/archive/%ff", 400, None),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/nope", 404, None),
+        ("GET", "/metrics/", 404, None),
+        ("GET", "/archivex", 404, None),
+        ("GET", "/archive/a/b", 404, None),
+        ("GET", "/archive/.hidden", 404, None),
+        ("PUT", "/archive", 405, "GET, POST"),
+        ("DELETE", "/archive/", 405, "GET, POST"),
+        ("POST", "/archive/x", 405, "GET, DELETE"),
+        ("POST", "/metrics", 405, "GET"),
+        ("POST", "/archive/%00", 400, None),  # the id is looked at before the method
+        ("GET", "/archive/%ff", 400, None),
+    ],
+)
 def test_routes_refuse(method, path, status, allow):
     with pytest.raises(Reject) as info:
         resolve(httproutes.ROUTES, method, path)
     assert info.value.status == status and info.value.headers.get("Allow") == allow
 
 
-@pytest.mark.parametrize(("transfer", "lengths", "want"), [
-    ([], [], None),
-    ([], ["0"], 0),
-    ([], ["12"], 12),
-    ([], ["12, 12"], 12),
-    ([], ["12", " 12 "], 12),
-    (["chunked"], [], "chunked"),
-    ([" Chunked "], [], "chunked"),
-    (["chunked", ""], [], "chunked"),
-    ([], ["12", "13"], 400),
-    ([], ["-1"], 400),
-    ([], ["+1"], 400),
-    ([], [""], 400),
-    ([], ["1 2"], 400),
-    ([], ["\u0663"], 400),  # a non-ASCII digit
-    (["chunked"], ["5"], 400),
-    (["gzip, chunked"], [], 501),
-    (["chunked, chunked"], [], 501),
-    (["identity"], [], 501),
-])
+@pytest.mark.parametrize(
+    ("transfer", "lengths", "want"),
+    [
+        ([], [], None),
+        ([], ["0"], 0),
+        ([], ["12"], 12),
+        ([], ["12, 12"], 12),
+        ([], ["12", " 12 "], 12),
+        (["chunked"], [], "chunked"),
+        ([" Chunked "], [], "chunked"),
+        (["chunked", ""], [], "chunked"),
+        ([], ["12", "13"], 400),
+        ([], ["-1"], 400),
+        ([], ["+1"], 400),
+        ([], [""], 400),
+        ([], ["1 2"], 400),
+        ([], ["\u0663"], 400),  # a non-ASCII digit
+        (["chunked"], ["5"], 400),
+        (["gzip, chunked"], [], 501),
+        (["chunked, chunked"], [], 501),
+        (["identity"], [], 501),
+    ],
+)
 def test_body_framing(transfer, lengths, want):
     if isinstance(want, int) and want >= 400:
         with pytest.raises(Reject) as info:
@@ -1002,17 +1179,20 @@ def test_body_framing(transfer, lengths, want):
         assert body_framing(transfer, lengths) == want
 
 
-@pytest.mark.parametrize(("data", "framing", "want"), [
-    (b"hello", 5, b"hello"),
-    (b"hel", 5, 400),
-    (b"5\r\nhello\r\n0\r\n\r\n", "chunked", b"hello"),
-    (b"2;x=y\r\nhe\r\n3\nllo\n0\r\nX-T: 1\r\n\r\n", "chunked", b"hello"),
-    (b"5\r\nhello\r\n0\r\n", "chunked", 400),  # no end of the trailer
-    (b"5\r\nhelloXX0\r\n\r\n", "chunked", 400),
-    (b"g\r\n", "chunked", 400),
-    (b"%x\r\n" % (MAX_BODY + 1), "chunked", 413),
-    (b"", MAX_BODY + 1, 413),
-])
+@pytest.mark.parametrize(
+    ("data", "framing", "want"),
+    [
+        (b"hello", 5, b"hello"),
+        (b"hel", 5, 400),
+        (b"5\r\nhello\r\n0\r\n\r\n", "chunked", b"hello"),
+        (b"2;x=y\r\nhe\r\n3\nllo\n0\r\nX-T: 1\r\n\r\n", "chunked", b"hello"),
+        (b"5\r\nhello\r\n0\r\n", "chunked", 400),  # no end of the trailer
+        (b"5\r\nhelloXX0\r\n\r\n", "chunked", 400),
+        (b"g\r\n", "chunked", 400),
+        (b"%x\r\n" % (MAX_BODY + 1), "chunked", 413),
+        (b"", MAX_BODY + 1, 413),
+    ],
+)
 def test_read_body(data, framing, want):
     left, right = socket.socketpair()
     with left, right:
@@ -1039,6 +1219,7 @@ def test_bearer_ok():
 
 # --- issue 11: the component protocol ------------------------------------------------
 
+
 def test_stop_closes_slow_and_silent_connections_within_the_deadline(tmp_path, monkeypatch):
     """Clients that hold connections open (half a request, nothing at all, an idle
     keep-alive after an answer) do not hold stop() past its deadline: it returns True
@@ -1056,8 +1237,7 @@ def test_stop_closes_slow_and_silent_connections_within_the_deadline(tmp_path, m
         answer, rest = _read_answer(clients[2])
         assert answer.status == 200 and not answer.closes and not rest
         # the half request and the silent client are being served: one thread each
-        wait_for(lambda: threading.active_count() >= before + 3,
-                 message="three connections served")
+        wait_for(lambda: threading.active_count() >= before + 3, message="three connections served")
         started = time.monotonic()
         assert front.server.stop(Deadline(2.0))
         assert time.monotonic() - started < 2.0 + 3.0  # the deadline and a margin

@@ -28,13 +28,17 @@ def free_port() -> int:
 def all_text(d: Daemon) -> str:
     """The log and every sidecar, as a reader of them would see it."""
     parts = [d.log()]
-    parts += [p.read_text(errors="replace") for p in d.inbox.glob("*.status.json")
-              if p.is_file() and not p.is_symlink()]
+    parts += [
+        p.read_text(errors="replace")
+        for p in d.inbox.glob("*.status.json")
+        if p.is_file() and not p.is_symlink()
+    ]
     return "\n".join(parts)
 
 
-def test_non_regular_entries_fail_as_bad_job_and_everything_goes_on(make_daemon, fault_server,
-                                                                  tmp_path):
+def test_non_regular_entries_fail_as_bad_job_and_everything_goes_on(
+    make_daemon, fault_server, tmp_path
+):
     fault_server.add("/x.zip", ZIP)
     port = free_port()
     d = make_daemon(start=False, http={"listen": f"127.0.0.1:{port}"}, workers=2)
@@ -61,19 +65,30 @@ def test_non_regular_entries_fail_as_bad_job_and_everything_goes_on(make_daemon,
     # the listings answer, without the entries that are not sidecars
     listed = requests.get(f"http://127.0.0.1:{port}/archive", timeout=20).json()
     assert {j["id"] for j in listed} == {"good", "good2", *kinds}
-    out = subprocess.run([sys.executable, "-m", "dropfetch", "status", "--json", "--inbox",
-                          str(d.inbox)], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dropfetch", "status", "--json", "--inbox", str(d.inbox)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert {j["id"] for j in json.loads(out.stdout)} == {"good", "good2", *kinds}
     one = requests.get(f"http://127.0.0.1:{port}/archive/orphan", timeout=20)
     assert one.status_code == 404
-    wait_for(lambda: "orphan.status.json is a FIFO, not a regular file" in d.log(),
-             message="the log line about the FIFO sidecar")
-    wait_for(lambda: "blocked: blocked.status.json is a directory" in d.log(),
-             message="the log line about the directory in a sidecar's place")
+    wait_for(
+        lambda: "orphan.status.json is a FIFO, not a regular file" in d.log(),
+        message="the log line about the FIFO sidecar",
+    )
+    wait_for(
+        lambda: "blocked: blocked.status.json is a directory" in d.log(),
+        message="the log line about the directory in a sidecar's place",
+    )
     assert "unexpected error" not in d.log()
     assert longest_shared(all_text(d), SECRET) < 20
-    assert sorted(p.name for p in d.outbox.iterdir() if not p.name.startswith(".")) == \
-        ["good", "good2"]
+    assert sorted(p.name for p in d.outbox.iterdir() if not p.name.startswith(".")) == [
+        "good",
+        "good2",
+    ]
 
 
 def test_a_huge_sparse_job_file_is_not_read_whole(make_daemon):
@@ -84,8 +99,9 @@ def test_a_huge_sparse_job_file_is_not_read_whole(make_daemon):
     assert sc["error"]["code"] == "bad_job" and "64 KiB" in sc["error"]["message"], sc
     assert d.proc is not None
     status = Path(f"/proc/{d.proc.pid}/status").read_text()
-    peak_kib = int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("VmHWM:")))
+    peak_kib = int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    )
     assert peak_kib < 300 * 1024, f"peak RSS {peak_kib} KiB"
 
 
@@ -122,8 +138,7 @@ def _move_in(d: Daemon, name: str, content: str, outside: Path) -> None:
     os.rename(outside / f"{name}.url", d.inbox / f"{name}.url")
 
 
-def test_a_job_file_open_for_writing_is_taken_only_when_closed(make_daemon, fault_server,
-                                                             tmp_path):
+def test_a_job_file_open_for_writing_is_taken_only_when_closed(make_daemon, fault_server, tmp_path):
     fault_server.add("/slow/the-complete-name.zip", ZIP)
     fault_server.add("/probe.zip", ZIP)
     d = make_daemon(observer="inotify", settle_time=0.3, rescan_interval=0.5)
@@ -146,7 +161,8 @@ def test_a_job_file_open_for_writing_is_taken_only_when_closed(make_daemon, faul
 
 
 def test_a_job_file_already_open_when_the_daemon_starts_waits_for_its_close(
-        make_daemon, fault_server, tmp_path):
+    make_daemon, fault_server, tmp_path
+):
     """inotify saw no IN_OPEN for a writer that began before the watch: /proc tells."""
     fault_server.add("/slow/the-complete-name.zip", ZIP)
     fault_server.add("/probe.zip", ZIP)
@@ -176,8 +192,7 @@ def test_names_with_dftmp_all_get_a_sidecar(make_daemon, fault_server):
         d.drop(name, fault_server.url("/x.zip"))
     for name in names:
         assert d.wait_status(name)["status"] == "ok", name
-    assert sorted(p.name for p in d.outbox.iterdir() if not p.name.startswith(".")) == \
-        sorted(names)
+    assert sorted(p.name for p in d.outbox.iterdir() if not p.name.startswith(".")) == sorted(names)
 
 
 def test_names_that_once_shared_a_lease_run_apart(make_daemon, fault_server):
@@ -186,8 +201,15 @@ def test_names_that_once_shared_a_lease_run_apart(make_daemon, fault_server):
     d = make_daemon()
     long_name = "n" * 190
     old_key = long_name[:100] + "~" + hashlib.sha256(long_name.encode()).hexdigest()[:16]
-    pairs = {long_name: "/a.zip", old_key: "/b.zip", "p@node": "/a.zip", "p": "/b.zip",
-             "q%2Fr": "/a.zip", "q~r": "/b.zip", "q%7Er": "/a.zip"}
+    pairs = {
+        long_name: "/a.zip",
+        old_key: "/b.zip",
+        "p@node": "/a.zip",
+        "p": "/b.zip",
+        "q%2Fr": "/a.zip",
+        "q~r": "/b.zip",
+        "q%7Er": "/a.zip",
+    }
     for name, path in pairs.items():
         d.drop(name, fault_server.url(path))
     for name, path in pairs.items():
@@ -225,6 +247,7 @@ def test_delete_and_resubmit_within_milliseconds(make_daemon, fault_server):
         new = (fault_server.url(f"/r{i}.zip") + "\n").encode()
         d.drop("again", new)
         want = hashlib.sha256(new).hexdigest()
+
         def done(w: str = want) -> bool:
             sc = d.sidecar("again")
             return sc is not None and sc["job_sha256"] == w and sc["status"] == "ok"

@@ -33,6 +33,7 @@ from inboxkit import CTRL, SECRET, longest_shared, make_entries, within
 
 # -- bullet 1: one reader -------------------------------------------------------------------
 
+
 def test_read_regular_refuses_every_other_kind_without_blocking(tmp_path):
     kinds = make_entries(tmp_path / "in")
     assert len(kinds) >= 7
@@ -111,10 +112,24 @@ def test_messages_quote_at_most_a_short_escaped_fragment(content):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(["{}", "url: {}", "url: [{}", "url: x\n{}: 1", "url: x\nextract: {}",
-                        "url: x\nfilename: a/{}", "[InternetShortcut]\nURL={}",
-                        "http://h:{}/", "url: '{}", "url: \"{}\"", "{}://x/"]),
-       st.text(min_size=61, max_size=200))
+@given(
+    st.sampled_from(
+        [
+            "{}",
+            "url: {}",
+            "url: [{}",
+            "url: x\n{}: 1",
+            "url: x\nextract: {}",
+            "url: x\nfilename: a/{}",
+            "[InternetShortcut]\nURL={}",
+            "http://h:{}/",
+            "url: '{}",
+            'url: "{}"',
+            "{}://x/",
+        ]
+    ),
+    st.text(min_size=61, max_size=200),
+)
 def test_no_message_carries_more_than_a_fragment(template, text):
     content = template.format(text)
     try:
@@ -125,16 +140,27 @@ def test_no_message_carries_more_than_a_fragment(template, text):
 
 # -- bullet 4: temporary names by their exact pattern --------------------------------------
 
-@pytest.mark.parametrize("name", ["rel.dftmp.v2.url", "a.dftmp.host.12.3.url", "x.dftmp..url",
-                                  "dftmp.url", "a.dftmp.b.url", "v.dftmp.1.2.url",
-                                  "node.dftmp.h.1.2x.url"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rel.dftmp.v2.url",
+        "a.dftmp.host.12.3.url",
+        "x.dftmp..url",
+        "dftmp.url",
+        "a.dftmp.b.url",
+        "v.dftmp.1.2.url",
+        "node.dftmp.h.1.2x.url",
+    ],
+)
 def test_names_with_dftmp_are_jobs(name):
     assert is_job_file(name)
     assert not is_temporary_name(name)
 
 
-@pytest.mark.parametrize("target", ["x.url", "x.status.json", "a.dftmp.b.url", "s@h@1@2",
-                                    "é.status.json", "k.part.meta"])
+@pytest.mark.parametrize(
+    "target", ["x.url", "x.status.json", "a.dftmp.b.url", "s@h@1@2", "é.status.json", "k.part.meta"]
+)
 def test_temp_name_is_recognised_exactly(target):
     name = temp_name(Path("/d") / target).name
     assert is_temporary_name(name) and not is_job_file(name)
@@ -146,6 +172,7 @@ def test_temp_name_is_recognised_exactly(target):
 
 
 # -- bullet 5: lease keys and staging names --------------------------------------------------
+
 
 def test_lease_key_of_a_name_equal_to_another_key():
     long_name = "n" * 300
@@ -159,7 +186,8 @@ def test_lease_key_of_a_name_equal_to_another_key():
 
 
 _NAMES = st.text(st.sampled_from("ab%/@~.2FE4é名\udcff"), min_size=1, max_size=120) | st.text(
-    min_size=1, max_size=400)
+    min_size=1, max_size=400
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -182,10 +210,13 @@ def test_staging_name_round_trips(job_id, host, pid, stamp):
     assert parse_staging_name(name) == (lease_key(job_id), lease_key(host), pid)
 
 
-@pytest.mark.parametrize(("a", "b", "host"), [("a", "a@h", "h@x"), ("a@b", "a", "node"),
-                                              ("x", "x@1", "1@2@3"), ("s/t", "s%2Ft", "h")])
+@pytest.mark.parametrize(
+    ("a", "b", "host"),
+    [("a", "a@h", "h@x"), ("a@b", "a", "node"), ("x", "x@1", "1@2@3"), ("s/t", "s%2Ft", "h")],
+)
 def test_staging_dirs_never_shared(tmp_path, a, b, host):
     from dropfetch.config import load_config
+
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(f"inbox: {tmp_path / 'in'}\noutbox: {tmp_path / 'out'}\n")
     config = load_config(cfg_file)
@@ -209,10 +240,13 @@ def test_sockets_made_by_bind_are_refused_too(tmp_path):
             within(5, lambda: read_regular(path, 10))
 
 
-@pytest.mark.parametrize("target", ["名" * 66 + ".status.json", "n" * 200 + ".url",
-                                    "x" * 254, "\udcff" * 200 + ".status.json"])
+@pytest.mark.parametrize(
+    "target",
+    ["名" * 66 + ".status.json", "n" * 200 + ".url", "x" * 254, "\udcff" * 200 + ".status.json"],
+)
 def test_temp_name_fits_a_file_name_with_a_long_host(tmp_path, monkeypatch, target):
     from dropfetch import fsutil
+
     monkeypatch.setattr(fsutil, "_HOST", "h" * 64)
     path = temp_name(tmp_path / target)
     assert len(os.fsencode(path.name)) <= 255
@@ -231,10 +265,16 @@ def test_is_open_for_writing_sees_writers_of_this_host(tmp_path):
     with open(path, "r+b"):
         assert is_open_for_writing(path)
     # another process holding it open for writing (a shell's `cat > x.url`)
-    proc = subprocess.Popen([sys.executable, "-c",
-                             "import sys, time; f = open(sys.argv[1], 'a'); print(flush=True);"
-                             " sys.stdin.read()", str(path)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; f = open(sys.argv[1], 'a'); print(flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         proc.stdout.readline()

@@ -20,8 +20,9 @@ from harness import wait_for
 class Fake:
     """A component whose stop() blocks until ``release`` is set (when ``stuck``)."""
 
-    def __init__(self, name: str, calls: list[str], *, stuck: bool = False,
-                 result: bool = True) -> None:
+    def __init__(
+        self, name: str, calls: list[str], *, stuck: bool = False, result: bool = True
+    ) -> None:
         self.name = name
         self.calls = calls
         self.stuck = stuck
@@ -33,7 +34,7 @@ class Fake:
     def start(self) -> None:
         self.calls.append(f"start {self.name}")
 
-    def stop(self, deadline: Deadline) -> bool:
+    def stop(self, _deadline: Deadline) -> bool:
         self.calls.append(f"stop {self.name}")
         self.entered.set()
         try:
@@ -81,8 +82,11 @@ def test_start_all_in_order_stop_all_in_reverse():
 
 def test_stop_all_leaves_stuck_components_behind_and_names_them(caplog):
     calls: list[str] = []
-    parts = [Fake("hooks", calls, stuck=True), Fake("pool", calls, stuck=True),
-             Fake("http", calls, stuck=True)]
+    parts = [
+        Fake("hooks", calls, stuck=True),
+        Fake("pool", calls, stuck=True),
+        Fake("http", calls, stuck=True),
+    ]
     caplog.set_level(logging.WARNING, logger="dropfetch")
     try:
         deadline = Deadline(0.5)
@@ -145,19 +149,29 @@ def _gone(pid: int) -> bool:
 
 
 def test_sigterm_with_every_component_stuck_exits_within_shutdown_timeout(
-        fault_server, make_daemon, tmp_path: Path):
+    fault_server, make_daemon, tmp_path: Path
+):
     fault_server.add("/held.tar", tar_bytes({"a.txt": b"a"}))  # paused before publishing
-    stalled = fault_server.add("/stall.bin", os.urandom(200_000), stall_after=10_000,
-                               stall_seconds=120)
+    stalled = fault_server.add(
+        "/stall.bin", os.urandom(200_000), stall_after=10_000, stall_seconds=120
+    )
     # (/missing is not added: a 404, the job fails at once and its hook runs)
     pidfile = tmp_path / "hook.pid"
-    hook = ["/bin/sh", "-c", f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; "
-            "trap '' TERM; sleep 120; sleep 120"]
+    hook = [
+        "/bin/sh",
+        "-c",
+        f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; "
+        "trap '' TERM; sleep 120; sleep 120",
+    ]
     port = _free_port()
-    d = make_daemon(start=False, workers=3, shutdown_timeout=SHUTDOWN,
-                    http={"listen": f"127.0.0.1:{port}"},
-                    hooks={"on_failed": hook, "timeout": 600},
-                    download={"timeout_read": 300})
+    d = make_daemon(
+        start=False,
+        workers=3,
+        shutdown_timeout=SHUTDOWN,
+        http={"listen": f"127.0.0.1:{port}"},
+        hooks={"on_failed": hook, "timeout": 600},
+        download={"timeout_read": 300},
+    )
     d.start(env={"DROPFETCH_TEST_PAUSE": "publish", "DROPFETCH_TEST_PAUSE_SECONDS": "120"})
     d.drop("held", fault_server.url("/held.tar"))
     d.drop("stall", fault_server.url("/stall.bin"))
@@ -167,8 +181,10 @@ def test_sigterm_with_every_component_stuck_exits_within_shutdown_timeout(
     assert d.wait_status("missing")["status"] == "failed"
     wait_for(pidfile.exists, message="the hook to run")
     hook_pid = int(pidfile.read_text())
-    wait_for(lambda: f"HTTP front end on http://127.0.0.1:{port}" in d.log(),
-             message="the HTTP front end")
+    wait_for(
+        lambda: f"HTTP front end on http://127.0.0.1:{port}" in d.log(),
+        message="the HTTP front end",
+    )
     client = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
         client.sendall(b"GET /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")  # never ends
@@ -189,11 +205,16 @@ def test_sigterm_with_every_component_stuck_exits_within_shutdown_timeout(
 
 
 def test_a_stuck_hook_is_killed_at_the_deadline_and_the_stop_reports_it(
-        fault_server, make_daemon, tmp_path: Path):
+    fault_server, make_daemon, tmp_path: Path
+):
     """Only the hook is stuck: the rest stops at once, the hook is killed at the deadline."""
     pidfile = tmp_path / "hook.pid"
-    hook = ["/bin/sh", "-c", f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; "
-            "trap '' TERM INT; sleep 120; sleep 120"]
+    hook = [
+        "/bin/sh",
+        "-c",
+        f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; "
+        "trap '' TERM INT; sleep 120; sleep 120",
+    ]
     d = make_daemon(shutdown_timeout=SHUTDOWN, hooks={"on_failed": hook, "timeout": 600})
     d.drop("missing", fault_server.url("/missing"))
     assert d.wait_status("missing")["status"] == "failed"
@@ -215,12 +236,15 @@ def test_components_stopped_after_the_deadline_are_named_as_such(caplog):
     try:
         # the quick one is stopped first and in time; the one after the stuck pool
         # finds no time left, and the log says so
-        assert stop_all([Fake("leases", calls, result=False), stuck, Fake("http", calls)],
-                        Deadline(0.5)) is False
+        assert (
+            stop_all(
+                [Fake("leases", calls, result=False), stuck, Fake("http", calls)], Deadline(0.5)
+            )
+            is False
+        )
         assert "http did not stop" not in caplog.text
         assert "pool did not stop within shutdown_timeout; leaving it" in caplog.text
-        assert "leases did not stop within shutdown_timeout (none of it was left)" \
-            in caplog.text
+        assert "leases did not stop within shutdown_timeout (none of it was left)" in caplog.text
     finally:
         stuck.release.set()
         assert stuck.left.wait(60)

@@ -23,8 +23,7 @@ from dropfetch.status import Sidecar, Status
 
 def _sc(job_id: str, status: Status, code: str | None = None) -> Sidecar:
     error = {"code": code, "message": "m"} if code else None
-    return Sidecar(id=job_id, job=f"{job_id}.url", job_sha256="0" * 64, status=status,
-                   error=error)
+    return Sidecar(id=job_id, job=f"{job_id}.url", job_sha256="0" * 64, status=status, error=error)
 
 
 @pytest.fixture
@@ -140,9 +139,14 @@ def test_status_line_counts_follow_finished_jobs():
     counts = JobCounts()
     bus = EventBus()
     bus.subscribe(counts.on_event)
-    threads = [threading.Thread(target=lambda i=i: bus.publish(JobFinished(
-        f"j{i}", Status.OK if i % 3 else Status.FAILED, _sc(f"j{i}", Status.OK))))
-        for i in range(30)]
+    threads = [
+        threading.Thread(
+            target=lambda i=i: bus.publish(
+                JobFinished(f"j{i}", Status.OK if i % 3 else Status.FAILED, _sc(f"j{i}", Status.OK))
+            )
+        )
+        for i in range(30)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -59,8 +59,9 @@ TABLE = [
 
 
 @pytest.mark.parametrize(("text", "control", "safe", "name_form", "log_form"), TABLE)
-def test_the_rule(text: str, control: bool, safe: str | None, name_form: str,
-                  log_form: str) -> None:
+def test_the_rule(
+    text: str, control: bool, safe: str | None, name_form: str, log_form: str
+) -> None:
     assert has_control(text) is control
     assert safe_name(text) == safe
     assert display_name(text) == name_form == shown(text)
@@ -80,10 +81,12 @@ def test_every_c0_c1_and_del_is_in_the_rule(code: int) -> None:
 
 @given(st.characters(exclude_categories=["Cs"]))
 def test_the_rule_is_controls_and_line_and_bidi_format_characters(ch: str) -> None:
-    expected = (unicodedata.category(ch) in ("Cc", "Zl", "Zp")
-                or unicodedata.bidirectional(ch) in ("LRE", "RLE", "PDF", "LRO", "RLO",
-                                                     "LRI", "RLI", "FSI", "PDI")
-                or ch in "\u061c\u200e\u200f")
+    expected = (
+        unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+        or unicodedata.bidirectional(ch)
+        in ("LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI")
+        or ch in "\u061c\u200e\u200f"
+    )
     assert has_control(ch) is expected
     assert (display_name(ch) == ch) is not expected
 
@@ -96,10 +99,23 @@ def test_display_name_and_escape_are_one_mechanism(text: str) -> None:
     assert display_name(text) == "".join(display_name(c) for c in text)
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("  padded.txt ", "padded.txt"), ("", None), ("   ", None), (None, None), (".hidden", None),
-    (".", None), ("..", None), ("a/b", None), ("a\\b", None), ("x" * 255, "x" * 255),
-    ("x" * 256, None), ("é" * 127, "é" * 127), ("é" * 128, None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("  padded.txt ", "padded.txt"),
+        ("", None),
+        ("   ", None),
+        (None, None),
+        (".hidden", None),
+        (".", None),
+        ("..", None),
+        ("a/b", None),
+        ("a\\b", None),
+        ("x" * 255, "x" * 255),
+        ("x" * 256, None),
+        ("é" * 127, "é" * 127),
+        ("é" * 128, None),
+    ],
+)
 def test_safe_name(name: str | None, expected: str | None) -> None:
     assert safe_name(name) == expected

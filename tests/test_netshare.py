@@ -44,19 +44,28 @@ pytestmark = pytest.mark.netshare
 TTL = 3.0
 PUBLISHED = re.compile(r"\b(\S+): published \d+ file\(s\) to ")
 FAST: dict[str, Any] = {
-    "poll_interval": 0.5, "settle_time": 0.3, "rescan_interval": 3,
-    "lease": {"ttl": TTL}, "shutdown_timeout": 5,
+    "poll_interval": 0.5,
+    "settle_time": 0.3,
+    "rescan_interval": 3,
+    "lease": {"ttl": TTL},
+    "shutdown_timeout": 5,
     **DEBUG_LOG,  # the lines wait_looked() and wait_idle() read
 }
 
 
-def _daemon(make_daemon: Any, tmp_path: Path, view: Path, host: str, *,
-            start: bool = True, **extra: Any) -> Daemon:
+def _daemon(
+    make_daemon: Any, tmp_path: Path, view: Path, host: str, *, start: bool = True, **extra: Any
+) -> Daemon:
     """A daemon whose config and log live locally, working on the shared ``view``."""
     base = tmp_path / host
     base.mkdir(exist_ok=True)
-    config = {**FAST, "inbox": str(view / "inbox"), "outbox": str(view / "outbox"),
-              "work_dir": str(view / "work"), **extra}
+    config = {
+        **FAST,
+        "inbox": str(view / "inbox"),
+        "outbox": str(view / "outbox"),
+        "work_dir": str(view / "work"),
+        **extra,
+    }
     config["lease"] = {**FAST["lease"], "host_id": host, **extra.get("lease", {})}
     d: Daemon = make_daemon(start=False, base=base, **config)
     d.inbox, d.outbox = view / "inbox", view / "outbox"
@@ -78,8 +87,9 @@ def _publishes(*daemons: Daemon) -> Counter[str]:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _ranges(server: FaultServer, path: str) -> list[str | None]:
@@ -87,6 +97,7 @@ def _ranges(server: FaultServer, path: str) -> list[str | None]:
 
 
 # -- 1. why polling: inotify does not see the other host's writes ----------------------
+
 
 class _Names(FileSystemEventHandler):
     def __init__(self) -> None:
@@ -104,8 +115,9 @@ class _Names(FileSystemEventHandler):
             return name in self.names
 
 
-def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_server,
-                                                      make_daemon, tmp_path):
+def test_inotify_misses_other_hosts_writes_auto_polls(
+    netshare: NetShare, fault_server, make_daemon, tmp_path
+):
     area = netshare.area("observer")
     assert filesystem_type(area.host_a) == filesystem_type(area.host_b) == "fuse.sshfs"
     inbox_a, inbox_b = area.host_a / "inbox", area.host_b / "inbox"
@@ -133,8 +145,9 @@ def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_
     assert "fuse.sshfs" in why
 
     fault_server.add("/t.tar.gz", tar_bytes({"a.txt": b"A" * 100}, compression="gz"))
-    d = _daemon(make_daemon, tmp_path, area.host_a, "host-a", observer="auto",
-                rescan_interval=600)  # no rescan help: the polling observer must see it
+    d = _daemon(
+        make_daemon, tmp_path, area.host_a, "host-a", observer="auto", rescan_interval=600
+    )  # no rescan help: the polling observer must see it
     wait_for(lambda: "polling observer" in d.log(), message="the daemon's observer line")
     assert "fuse.sshfs" in d.log()
     _drop(inbox_b, "job-b", fault_server.url("/t.tar.gz"))
@@ -144,20 +157,29 @@ def test_inotify_misses_other_hosts_writes_auto_polls(netshare: NetShare, fault_
     assert _files(area.export / "outbox" / "job-b") == {"a.txt": b"A" * 100}
 
 
-def test_polling_takes_a_file_only_once_it_settled(netshare: NetShare, fault_server,
-                                                   make_daemon, tmp_path):
+def test_polling_takes_a_file_only_once_it_settled(
+    netshare: NetShare, fault_server, make_daemon, tmp_path
+):
     """A job file written slowly in place through host B is not taken half-written."""
     area = netshare.area("settle")
     fault_server.add("/slowly-written.tar.gz", tar_bytes({"s": b"settled"}, compression="gz"))
     # settle_time far above the writer's pauses: a loaded machine stretches a pause,
     # and a file unchanged for settle_time may rightly be taken
-    d = _daemon(make_daemon, tmp_path, area.host_a, "host-a", observer="auto",
-                poll_interval=0.2, settle_time=3.0, rescan_interval=600)
+    d = _daemon(
+        make_daemon,
+        tmp_path,
+        area.host_a,
+        "host-a",
+        observer="auto",
+        poll_interval=0.2,
+        settle_time=3.0,
+        rescan_interval=600,
+    )
     url = fault_server.url("/slowly-written.tar.gz")
     job = area.host_b / "inbox" / "slow.url"
     with open(job, "wb", buffering=0) as fh:  # no temporary name: in place, in pieces
         for i in range(0, len(url), 6):
-            fh.write(url[i:i + 6].encode())
+            fh.write(url[i : i + 6].encode())
             time.sleep(0.3)  # pacing: more than poll_interval, far less than settle_time
         fh.write(b"\n")
     sc = d.wait_status("slow")
@@ -167,17 +189,23 @@ def test_polling_takes_a_file_only_once_it_settled(netshare: NetShare, fault_ser
 
 # -- 2. three daemons, 300 jobs ------------------------------------------------------
 
+
 @pytest.mark.timeout(1200)
-def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_server,
-                                                  make_daemon, tmp_path):
+def test_three_hosts_300_jobs_each_published_once(
+    netshare: NetShare, fault_server, make_daemon, tmp_path
+):
     area = netshare.area("many")
-    payloads = {f"/j{i}.tar.gz": {"data.txt": f"job {i}\n".encode() * 50, "sub/n": b"%d" % i}
-                for i in range(300)}
+    payloads = {
+        f"/j{i}.tar.gz": {"data.txt": f"job {i}\n".encode() * 50, "sub/n": b"%d" % i}
+        for i in range(300)
+    }
     for path, files in payloads.items():
         fault_server.add(path, tar_bytes(files, compression="gz"))
     hosts = ("host-a", "host-b", "host-x")
-    daemons = [_daemon(make_daemon, tmp_path, view, host, workers=4)
-               for view, host in zip(area.views(), hosts, strict=True)]
+    daemons = [
+        _daemon(make_daemon, tmp_path, view, host, workers=4)
+        for view, host in zip(area.views(), hosts, strict=True)
+    ]
     views = [d.inbox for d in daemons]
     for i in range(300):
         _drop(views[i % 3], f"j{i}", fault_server.url(f"/j{i}.tar.gz"))
@@ -185,8 +213,11 @@ def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_serv
     inbox = area.export / "inbox"
 
     def finished() -> int:
-        return sum(1 for i in range(300)
-                   if (sc := _sidecar(inbox, f"j{i}")) and sc["status"] in ("ok", "failed"))
+        return sum(
+            1
+            for i in range(300)
+            if (sc := _sidecar(inbox, f"j{i}")) and sc["status"] in ("ok", "failed")
+        )
 
     try:
         wait_for(lambda: finished() == 300, 900, 0.5, message="300 jobs to finish")
@@ -216,11 +247,14 @@ def test_three_hosts_300_jobs_each_published_once(netshare: NetShare, fault_serv
         assert _files(area.export / "outbox" / name) == payloads[f"/{name}.tar.gz"], name
     assert sum(sum(c.values()) for c in published_by.values()) == 300
     assert sorted(p.name for p in (area.export / "outbox").iterdir()) == sorted(
-        f"j{i}" for i in range(300))
+        f"j{i}" for i in range(300)
+    )
     assert not list((area.export / "work" / "staging").iterdir())
     leases = area.export / "work" / "leases"
-    wait_for(lambda: not list(leases.iterdir()),
-             message=f"every lease to be given back: {sorted(os.listdir(leases))[:10]}")
+    wait_for(
+        lambda: not list(leases.iterdir()),
+        message=f"every lease to be given back: {sorted(os.listdir(leases))[:10]}",
+    )
     for d in daemons:
         assert d.proc is not None and d.proc.poll() is None, d.log()[-2000:]
         assert "Traceback" not in d.log(), d.log()
@@ -238,8 +272,10 @@ def _sidecar(inbox: Path, name: str) -> dict[str, Any] | None:
 
 # -- 3. a host dies: another takes its jobs over and resumes them ----------------------
 
-def test_killed_host_jobs_taken_over_and_resumed(netshare: NetShare, fault_server,
-                                                 make_daemon, tmp_path):
+
+def test_killed_host_jobs_taken_over_and_resumed(
+    netshare: NetShare, fault_server, make_daemon, tmp_path
+):
     area = netshare.area("takeover")
     size, rate = 240_000, 60_000  # 4 s per download
     payloads = {}
@@ -250,6 +286,7 @@ def test_killed_host_jobs_taken_over_and_resumed(netshare: NetShare, fault_serve
     for i in range(3):
         _drop(a.inbox, f"k{i}", fault_server.url(f"/k{i}.tar"))
     for i in range(3):
+
         def downloading(i: int = i) -> bool:
             sc = a.sidecar(f"k{i}")
             return sc is not None and sc["status"] == "downloading" and sc["bytes_done"] >= 30_000
@@ -268,8 +305,9 @@ def test_killed_host_jobs_taken_over_and_resumed(netshare: NetShare, fault_serve
         # A's GET from zero; then B resumes from A's partial file, never from zero (how
         # many tries that takes on a loaded machine is not part of the promise)
         assert ranges[0] is None and len(ranges) >= 2, ranges
-        assert all(r is not None and re.fullmatch(r"bytes=[1-9]\d*-", r)
-                   for r in ranges[1:]), ranges
+        assert all(r is not None and re.fullmatch(r"bytes=[1-9]\d*-", r) for r in ranges[1:]), (
+            ranges
+        )
     assert time.monotonic() - killed >= TTL - 0.5  # not before the leases went stale
     assert "broke the stale lease of host-a" in b.log()
     assert _publishes(a, b) == Counter({"k0": 1, "k1": 1, "k2": 1})
@@ -278,6 +316,7 @@ def test_killed_host_jobs_taken_over_and_resumed(netshare: NetShare, fault_serve
 
 # -- 4. fencing: a paused host wakes up and must not publish ---------------------------
 
+
 def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon, tmp_path):
     area = netshare.area("fencing")
     old = {"v.txt": b"old version " * 20_000}
@@ -285,8 +324,12 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
     fault_server.add("/f.tar", tar_bytes(old), rate=60_000)  # about 4 s
     a = _daemon(make_daemon, tmp_path, area.host_a, "host-a")
     _drop(a.inbox, "f", fault_server.url("/f.tar"))
-    wait_for(lambda: (sc := a.sidecar("f")) and sc["status"] == "downloading"
-             and sc["bytes_done"] >= 20_000, message="f to be downloading on A")
+    wait_for(
+        lambda: (
+            (sc := a.sidecar("f")) and sc["status"] == "downloading" and sc["bytes_done"] >= 20_000
+        ),
+        message="f to be downloading on A",
+    )
     a.signal(signal.SIGSTOP)
     try:
         # while A sleeps, the file on the server changes: B's copy is the new one, and
@@ -316,11 +359,14 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
 
 # -- 5. the lease itself, on two mounts ----------------------------------------------
 
+
 def _managers(area_dir: tuple[Path, Path], ttl: float) -> tuple[LeaseManager, LeaseManager]:
     for d in area_dir:
         (d / "leases").mkdir(parents=True, exist_ok=True)
-    return (LeaseManager(area_dir[0] / "leases", host_id="host-a", ttl=ttl),
-            LeaseManager(area_dir[1] / "leases", host_id="host-b", ttl=ttl))
+    return (
+        LeaseManager(area_dir[0] / "leases", host_id="host-a", ttl=ttl),
+        LeaseManager(area_dir[1] / "leases", host_id="host-b", ttl=ttl),
+    )
 
 
 def test_exclusive_create_race_has_one_winner(netshare: NetShare):
@@ -331,8 +377,12 @@ def test_exclusive_create_race_has_one_winner(netshare: NetShare):
         won: list[Lease] = []
         barrier = threading.Barrier(8)
 
-        def take(manager: LeaseManager, job: str = job, won: list[Lease] = won,
-                 barrier: threading.Barrier = barrier) -> None:
+        def take(
+            manager: LeaseManager,
+            job: str = job,
+            won: list[Lease] = won,
+            barrier: threading.Barrier = barrier,
+        ) -> None:
             barrier.wait()
             lease = manager.acquire(job)
             if lease is not None:
@@ -375,6 +425,7 @@ def test_live_lease_survives_a_skewed_clock_and_a_dead_one_is_broken(netshare: N
 
 # -- 6. the bed itself: no listener, no service, always taken down ----------------------
 
+
 def _listening_inodes() -> set[str]:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -396,8 +447,7 @@ def _bed_processes(root: Path) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
@@ -418,7 +468,7 @@ def _sockets_of(pid: int) -> set[str]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     return inodes
 
 

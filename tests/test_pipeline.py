@@ -38,8 +38,10 @@ def test_plain_job_file_tar_gz_os_template(fault_server, make_daemon):
 def test_windows_internet_shortcut(fault_server, make_daemon):
     fault_server.add("/w.zip", zip_bytes(SMALL))
     d = make_daemon()
-    shortcut = ("\ufeff[{000214A0-0000-0000-C000-000000000046}]\r\nProp3=19,11\r\n"
-                "[InternetShortcut]\r\nIDList=\r\nURL=" + fault_server.url("/w.zip") + "\r\n")
+    shortcut = (
+        "\ufeff[{000214A0-0000-0000-C000-000000000046}]\r\nProp3=19,11\r\n"
+        "[InternetShortcut]\r\nIDList=\r\nURL=" + fault_server.url("/w.zip") + "\r\n"
+    )
     d.drop("win", shortcut.encode("utf-8"))
     sc = d.wait_status("win")
     assert sc["status"] == "ok", sc
@@ -47,8 +49,9 @@ def test_windows_internet_shortcut(fault_server, make_daemon):
     assert sc["archive"]["format"] == "zip"
 
 
-@pytest.mark.parametrize(("compression", "fmt"), [("xz", "tar.xz"), ("zst", "tar.zst"),
-                                                   ("bz2", "tar.bz2"), ("", "tar")])
+@pytest.mark.parametrize(
+    ("compression", "fmt"), [("xz", "tar.xz"), ("zst", "tar.zst"), ("bz2", "tar.bz2"), ("", "tar")]
+)
 def test_tar_formats(fault_server, make_daemon, compression, fmt):
     fault_server.add("/pkg", tar_bytes(SMALL, compression=compression))  # no suffix: sniffed
     d = make_daemon()
@@ -64,8 +67,10 @@ def test_yaml_job_with_sha256_and_single_gz(fault_server, make_daemon):
     body = gzip.compress(payload)
     fault_server.add("/notes.txt.gz", body)
     d = make_daemon()
-    d.drop("notes", f"url: {fault_server.url('/notes.txt.gz')}\n"
-                    f"sha256: {hashlib.sha256(body).hexdigest()}\n")
+    d.drop(
+        "notes",
+        f"url: {fault_server.url('/notes.txt.gz')}\nsha256: {hashlib.sha256(body).hexdigest()}\n",
+    )
     sc = d.wait_status("notes")
     assert sc["status"] == "ok", sc
     assert sc["files"] == ["notes.txt"]
@@ -141,8 +146,10 @@ def test_removal_purges_output_and_sidecar(fault_server, make_daemon):
     d.wait_status("gone", "ok")
     assert (d.outbox / "gone").is_dir()
     job.unlink()
-    wait_for(lambda: not d.sidecar_path("gone").exists() and not (d.outbox / "gone").exists(),
-             message="the purge")
+    wait_for(
+        lambda: not d.sidecar_path("gone").exists() and not (d.outbox / "gone").exists(),
+        message="the purge",
+    )
 
 
 def test_removal_with_keep_leaves_output(fault_server, make_daemon):
@@ -151,8 +158,10 @@ def test_removal_with_keep_leaves_output(fault_server, make_daemon):
     job = d.drop("kept", fault_server.url("/x.zip"))
     d.wait_status("kept", "ok")
     job.unlink()
-    wait_for(lambda: "kept: job removed; output and sidecar kept" in d.log(),
-             message="the daemon to handle the removal")
+    wait_for(
+        lambda: "kept: job removed; output and sidecar kept" in d.log(),
+        message="the daemon to handle the removal",
+    )
     assert (d.outbox / "kept").is_dir()
     assert d.sidecar("kept")["status"] == "ok"
 
@@ -175,8 +184,13 @@ def test_changed_job_file_replaces_output(fault_server, make_daemon):
     d.drop("app", fault_server.url("/v1.zip"))
     first = d.wait_status("app", "ok")
     d.drop("app", fault_server.url("/v2.zip"))
-    wait_for(lambda: (d.sidecar("app") or {}).get("job_sha256") != first["job_sha256"]
-             and d.sidecar("app")["status"] == "ok", message="the new version")
+    wait_for(
+        lambda: (
+            (d.sidecar("app") or {}).get("job_sha256") != first["job_sha256"]
+            and d.sidecar("app")["status"] == "ok"
+        ),
+        message="the new version",
+    )
     assert d.output_files("app") == ["v2.txt"]
 
 
@@ -202,8 +216,9 @@ def test_restart_does_not_redo_finished_jobs(fault_server, make_daemon):
 def test_fifty_jobs_four_workers(fault_server, make_daemon):
     d = make_daemon(workers=4)
     for i in range(50):
-        fault_server.add(f"/j{i}.tar.gz", tar_bytes({f"f{i}.txt": str(i).encode()},
-                                                    compression="gz"))
+        fault_server.add(
+            f"/j{i}.tar.gz", tar_bytes({f"f{i}.txt": str(i).encode()}, compression="gz")
+        )
     for i in range(50):
         d.drop(f"job{i}", fault_server.url(f"/j{i}.tar.gz"))
     for i in range(50):
@@ -279,8 +294,13 @@ def test_cli_submit_status_retry_delete(fault_server, make_daemon):
     env = {**os.environ}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "dropfetch", *args], capture_output=True,
-                              text=True, env=env, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "dropfetch", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
 
     out = cli("submit", fault_server.url("/tool-1.0.tar.gz"), "--config", str(d.config_path))
     assert out.returncode == 0, out.stderr
@@ -311,5 +331,7 @@ def test_keep_archive_next_to_output_and_purged_with_it(fault_server, make_daemo
     assert (d.outbox / "k.tar.xz").read_bytes() == body
     assert d.output_files("k") == sorted(SMALL)
     job.unlink()
-    wait_for(lambda: not (d.outbox / "k.tar.xz").exists() and not (d.outbox / "k").exists(),
-             message="the purge of the output and the kept archive")
+    wait_for(
+        lambda: not (d.outbox / "k.tar.xz").exists() and not (d.outbox / "k").exists(),
+        message="the purge of the output and the kept archive",
+    )

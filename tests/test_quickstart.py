@@ -22,8 +22,10 @@ def quick_start_blocks() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
-    return [[line.split("#", 1)[0].strip() for line in b.splitlines()
-             if line.split("#", 1)[0].strip()] for b in blocks]
+    return [
+        [line.split("#", 1)[0].strip() for line in b.splitlines() if line.split("#", 1)[0].strip()]
+        for b in blocks
+    ]
 
 
 @pytest.mark.e2e  # `make run`
@@ -31,8 +33,9 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
     blocks = quick_start_blocks()
     assert blocks[0] == ["make run", "make test"]
     assert any(EXAMPLE_URL in c for c in blocks[1])
-    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                      check=False).returncode:
+    if subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, check=False
+    ).returncode:
         pytest.skip("not a git checkout")
     addr = _routable_ipv4()
     if addr is None:
@@ -42,11 +45,21 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     log = (tmp_path / "make-run.log").open("wb")
     # `make test` is what is running this very test; the other command runs as written
-    daemon = subprocess.Popen(shlex.split(blocks[0][0]), cwd=clone, stdout=log,
-                              stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    daemon = subprocess.Popen(
+        shlex.split(blocks[0][0]),
+        cwd=clone,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: (clone / "var" / "inbox").is_dir() or daemon.poll() is not None,
-                 timeout=600, interval=0.5, message="make run to start the daemon")
+        wait_for(
+            lambda: (clone / "var" / "inbox").is_dir() or daemon.poll() is not None,
+            timeout=600,
+            interval=0.5,
+            message="make run to start the daemon",
+        )
         assert daemon.poll() is None, (tmp_path / "make-run.log").read_text()[-3000:]
         with FaultServer(host=addr) as srv:
             srv.add("/files/tool-1.2.tar.gz", tar_bytes(OS_TEMPLATE, compression="gz"))
@@ -57,8 +70,15 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
                 if command.startswith("ls "):
                     wait_for(output_dir.is_dir, timeout=60, message="the published output")
                 done = subprocess.run(  # noqa: S602 - the README's own text
-                    command, shell=True, cwd=clone, capture_output=True, text=True, env=env,
-                    timeout=120, check=False)
+                    command,
+                    shell=True,
+                    cwd=clone,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=120,
+                    check=False,
+                )
                 assert done.returncode == 0, (command, done.stdout, done.stderr)
                 outputs.append(done.stdout)
         assert outputs[0].strip().endswith("var/inbox/tool-1.2.url")
@@ -101,24 +121,37 @@ def test_config_example_keys_are_valid_and_documented():
 
 def test_check_config_errors_name_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    for text, words in [("workers: 0\n", "key workers"), ("download:\n  max_size: lots\n",
-                                                           "key download.max_size"),
-                        ("nope: 1\n", "key nope: unknown key"),
-                        ("extract:\n  symlinks: maybe\n", "key extract.symlinks"),
-                        ("hooks:\n  on_done: 'rm -rf /'\n", "key hooks.on_done"),
-                        ("workers: 2\nworkers: 3\n", "given twice"), ("[1, 2]", "mapping")]:
+    for text, words in [
+        ("workers: 0\n", "key workers"),
+        ("download:\n  max_size: lots\n", "key download.max_size"),
+        ("nope: 1\n", "key nope: unknown key"),
+        ("extract:\n  symlinks: maybe\n", "key extract.symlinks"),
+        ("hooks:\n  on_done: 'rm -rf /'\n", "key hooks.on_done"),
+        ("workers: 2\nworkers: 3\n", "given twice"),
+        ("[1, 2]", "mapping"),
+    ]:
         bad.write_text(text)
-        done = subprocess.run(["dropfetch", "check-config", str(bad)], capture_output=True,
-                              text=True, check=False,
-                              env={**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:"
-                                   f"{os.environ['PATH']}"})
+        done = subprocess.run(
+            ["dropfetch", "check-config", str(bad)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
+        )
         assert done.returncode == 2, (text, done)
         assert str(bad) in done.stderr and words in done.stderr, (text, done.stderr)
-    good = subprocess.run([str(ROOT / ".venv/bin/dropfetch"), "check-config",
-                           str(ROOT / "config.example.yaml")], capture_output=True, text=True,
-                          check=True)
+    good = subprocess.run(
+        [str(ROOT / ".venv/bin/dropfetch"), "check-config", str(ROOT / "config.example.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "workers: 4" in good.stdout
-    missing = subprocess.run([str(ROOT / ".venv/bin/dropfetch"), "run", "--config",
-                              str(tmp_path / "absent.yaml")], capture_output=True, text=True,
-                             check=False, timeout=120)  # it exits: it does not start a daemon
+    missing = subprocess.run(
+        [str(ROOT / ".venv/bin/dropfetch"), "run", "--config", str(tmp_path / "absent.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )  # it exits: it does not start a daemon
     assert missing.returncode == 2 and "absent.yaml" in missing.stderr

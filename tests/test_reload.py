@@ -16,11 +16,21 @@ def _cfg(tmp_path: Path, **data):
 
 def test_changed_keys_walks_nested_sections(tmp_path):
     old = _cfg(tmp_path, lease={"host_id": "a"})
-    new = _cfg(tmp_path, workers=9, poll_interval=0.5,
-               lease={"host_id": "b"}, http={"listen": "127.0.0.1:8008"},
-               download={"max_attempts": 2})
-    assert changed_keys(old, new) == ["workers", "poll_interval", "download.max_attempts",
-                                      "lease.host_id", "http.listen"]
+    new = _cfg(
+        tmp_path,
+        workers=9,
+        poll_interval=0.5,
+        lease={"host_id": "b"},
+        http={"listen": "127.0.0.1:8008"},
+        download={"max_attempts": 2},
+    )
+    assert changed_keys(old, new) == [
+        "workers",
+        "poll_interval",
+        "download.max_attempts",
+        "lease.host_id",
+        "http.listen",
+    ]
     assert changed_keys(old, old) == []
 
 
@@ -30,19 +40,45 @@ def test_the_source_is_not_a_key(tmp_path):
 
 
 def test_restart_keys():
-    for key in ("inbox", "outbox", "work_dir", "recursive", "observer", "create_dirs",
-                "http.listen", "http.token_file", "lease.host_id", "log.format"):
+    for key in (
+        "inbox",
+        "outbox",
+        "work_dir",
+        "recursive",
+        "observer",
+        "create_dirs",
+        "http.listen",
+        "http.token_file",
+        "lease.host_id",
+        "log.format",
+    ):
         assert needs_restart(key), key
-    for key in ("workers", "poll_interval", "rescan_interval", "settle_time", "lease.ttl",
-                "hooks.on_done", "log.level", "download.max_attempts", "shutdown_timeout",
-                "inboxes", "http_x"):
+    for key in (
+        "workers",
+        "poll_interval",
+        "rescan_interval",
+        "settle_time",
+        "lease.ttl",
+        "hooks.on_done",
+        "log.level",
+        "download.max_attempts",
+        "shutdown_timeout",
+        "inboxes",
+        "http_x",
+    ):
         assert not needs_restart(key), key
 
 
 def test_split_reload_keeps_the_old_value_of_restart_keys(tmp_path):
     old = _cfg(tmp_path, lease={"host_id": "a", "ttl": 30}, log={"level": "info"})
-    new = _cfg(tmp_path, workers=7, inbox="elsewhere", lease={"host_id": "b", "ttl": 9},
-               http={"listen": "127.0.0.1:8008"}, log={"level": "debug", "format": "json"})
+    new = _cfg(
+        tmp_path,
+        workers=7,
+        inbox="elsewhere",
+        lease={"host_id": "b", "ttl": 9},
+        http={"listen": "127.0.0.1:8008"},
+        log={"level": "debug", "format": "json"},
+    )
     run, applied, restart = split_reload(old, new)
     assert applied == ["workers", "lease.ttl", "log.level"]
     assert restart == ["inbox", "lease.host_id", "http.listen", "log.format"]

@@ -44,52 +44,98 @@ def cr(first: int, last: int, total: int | None) -> ContentRange:
 # the actions that write or complete
 DECISIONS = [
     # 206
-    pytest.param(Asked(40, 100), Answer(206, cr(40, 99, 100), length=60),
-                 (APPEND, 40, 60, 100), id="206-matching-range"),
-    pytest.param(Asked(40, None), Answer(206, cr(40, 99, 100)),
-                 (APPEND, 40, 60, 100), id="206-chunked-total-unknown-before"),
-    pytest.param(Asked(40, 100), Answer(206, cr(40, 99, None), length=60),
-                 (APPEND, 40, 60, None), id="206-total-star"),
-    pytest.param(Asked(0), Answer(206, cr(0, 99, 100), length=100),
-                 (APPEND, 0, 100, 100), id="206-whole-file-without-range"),
-    pytest.param(Asked(40, 100), Answer(206, cr(0, 99, 100), length=100),
-                 (ERROR,), id="206-wrong-offset"),
-    pytest.param(Asked(40, 100), Answer(206, cr(41, 99, 100), length=59),
-                 (ERROR,), id="206-offset-one-off"),
-    pytest.param(Asked(0), Answer(206, cr(40, 99, 100), length=60),
-                 (ERROR,), id="206-range-not-asked-for"),
-    pytest.param(Asked(40, 100), Answer(206, cr(40, 119, 120), length=80),
-                 (ERROR,), id="206-different-total"),
-    pytest.param(Asked(40, 100), Answer(206, cr(40, 59, 100), length=20),
-                 (ERROR,), id="206-not-to-the-end"),
-    pytest.param(Asked(40, 100), Answer(206, cr(40, 99, 100), length=10),
-                 (ERROR,), id="206-content-length-disagrees"),
+    pytest.param(
+        Asked(40, 100),
+        Answer(206, cr(40, 99, 100), length=60),
+        (APPEND, 40, 60, 100),
+        id="206-matching-range",
+    ),
+    pytest.param(
+        Asked(40, None),
+        Answer(206, cr(40, 99, 100)),
+        (APPEND, 40, 60, 100),
+        id="206-chunked-total-unknown-before",
+    ),
+    pytest.param(
+        Asked(40, 100),
+        Answer(206, cr(40, 99, None), length=60),
+        (APPEND, 40, 60, None),
+        id="206-total-star",
+    ),
+    pytest.param(
+        Asked(0),
+        Answer(206, cr(0, 99, 100), length=100),
+        (APPEND, 0, 100, 100),
+        id="206-whole-file-without-range",
+    ),
+    pytest.param(
+        Asked(40, 100), Answer(206, cr(0, 99, 100), length=100), (ERROR,), id="206-wrong-offset"
+    ),
+    pytest.param(
+        Asked(40, 100), Answer(206, cr(41, 99, 100), length=59), (ERROR,), id="206-offset-one-off"
+    ),
+    pytest.param(
+        Asked(0), Answer(206, cr(40, 99, 100), length=60), (ERROR,), id="206-range-not-asked-for"
+    ),
+    pytest.param(
+        Asked(40, 100), Answer(206, cr(40, 119, 120), length=80), (ERROR,), id="206-different-total"
+    ),
+    pytest.param(
+        Asked(40, 100), Answer(206, cr(40, 59, 100), length=20), (ERROR,), id="206-not-to-the-end"
+    ),
+    pytest.param(
+        Asked(40, 100),
+        Answer(206, cr(40, 99, 100), length=10),
+        (ERROR,),
+        id="206-content-length-disagrees",
+    ),
     pytest.param(Asked(40, 100), Answer(206), (ERROR,), id="206-no-content-range"),
-    pytest.param(Asked(40, 100), Answer(206, unsatisfied=100), (ERROR,),
-                 id="206-with-a-416-range"),
+    pytest.param(Asked(40, 100), Answer(206, unsatisfied=100), (ERROR,), id="206-with-a-416-range"),
     # 200
-    pytest.param(Asked(40, 100), Answer(200, length=100),
-                 (REPLACE, 0, 100, 100), id="200-while-resuming"),
-    pytest.param(Asked(40, 100), Answer(200, length=120),
-                 (REPLACE, 0, 120, 120), id="200-validator-changed-new-version"),
+    pytest.param(
+        Asked(40, 100), Answer(200, length=100), (REPLACE, 0, 100, 100), id="200-while-resuming"
+    ),
+    pytest.param(
+        Asked(40, 100),
+        Answer(200, length=120),
+        (REPLACE, 0, 120, 120),
+        id="200-validator-changed-new-version",
+    ),
     pytest.param(Asked(0), Answer(200, length=100), (REPLACE, 0, 100, 100), id="200-fresh"),
     pytest.param(Asked(0), Answer(200), (REPLACE, 0, None, None), id="200-chunked"),
-    pytest.param(Asked(0), Answer(200, cr(40, 99, 100), length=100),
-                 (REPLACE, 0, 100, 100), id="200-content-range-ignored"),
+    pytest.param(
+        Asked(0),
+        Answer(200, cr(40, 99, 100), length=100),
+        (REPLACE, 0, 100, 100),
+        id="200-content-range-ignored",
+    ),
     # 416
-    pytest.param(Asked(100, 100), Answer(416, unsatisfied=100),
-                 (COMPLETE, 100, 0, 100), id="416-size-is-what-we-have"),
-    pytest.param(Asked(100, None), Answer(416, unsatisfied=100),
-                 (COMPLETE, 100, 0, 100), id="416-size-is-what-we-have-total-unknown"),
-    pytest.param(Asked(100, 100), Answer(416, unsatisfied=120),
-                 (START_OVER,), id="416-different-size"),
-    pytest.param(Asked(40, 100), Answer(416, unsatisfied=40),
-                 (START_OVER,), id="416-size-is-ours-but-not-the-old-total"),
+    pytest.param(
+        Asked(100, 100),
+        Answer(416, unsatisfied=100),
+        (COMPLETE, 100, 0, 100),
+        id="416-size-is-what-we-have",
+    ),
+    pytest.param(
+        Asked(100, None),
+        Answer(416, unsatisfied=100),
+        (COMPLETE, 100, 0, 100),
+        id="416-size-is-what-we-have-total-unknown",
+    ),
+    pytest.param(
+        Asked(100, 100), Answer(416, unsatisfied=120), (START_OVER,), id="416-different-size"
+    ),
+    pytest.param(
+        Asked(40, 100),
+        Answer(416, unsatisfied=40),
+        (START_OVER,),
+        id="416-size-is-ours-but-not-the-old-total",
+    ),
     pytest.param(Asked(100, 100), Answer(416), (START_OVER,), id="416-without-header"),
-    pytest.param(Asked(100, 100), Answer(416, cr(0, 99, 100)), (START_OVER,),
-                 id="416-with-a-206-range"),
-    pytest.param(Asked(0), Answer(416, unsatisfied=0), (HTTP_ERROR,),
-                 id="416-without-range-asked"),
+    pytest.param(
+        Asked(100, 100), Answer(416, cr(0, 99, 100)), (START_OVER,), id="416-with-a-206-range"
+    ),
+    pytest.param(Asked(0), Answer(416, unsatisfied=0), (HTTP_ERROR,), id="416-without-range-asked"),
     # other statuses bring no file, resuming or not
     pytest.param(Asked(0), Answer(404), (HTTP_ERROR,), id="404"),
     pytest.param(Asked(40, 100), Answer(503, length=5), (HTTP_ERROR,), id="503-resuming"),
@@ -107,33 +153,39 @@ def test_decide(asked: Asked, answer: Answer, expected: tuple[object, ...]) -> N
     assert decision.reason
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ("bytes 0-9/10", cr(0, 9, 10)),
-    ("bytes 40-99/*", cr(40, 99, None)),
-    ("BYTES 40-99/100", cr(40, 99, 100)),
-    ("  bytes  40-99/100  ", cr(40, 99, 100)),
-    ("bytes */100", None),
-    ("bytes 40-99", None),
-    ("bytes -1-99/100", None),
-    ("bytes 4\uff10-99/100", None),  # a fullwidth digit is not a digit here
-    ("items 0-9/10", None),
-    ("bytes 0-9/10, bytes 20-29/30", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes 0-9/10", cr(0, 9, 10)),
+        ("bytes 40-99/*", cr(40, 99, None)),
+        ("BYTES 40-99/100", cr(40, 99, 100)),
+        ("  bytes  40-99/100  ", cr(40, 99, 100)),
+        ("bytes */100", None),
+        ("bytes 40-99", None),
+        ("bytes -1-99/100", None),
+        ("bytes 4\uff10-99/100", None),  # a fullwidth digit is not a digit here
+        ("items 0-9/10", None),
+        ("bytes 0-9/10, bytes 20-29/30", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_content_range(header: str | None, expected: ContentRange | None) -> None:
     assert parse_content_range(header) == expected
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ("bytes */100", 100),
-    (" BYTES */7 ", 7),
-    ("bytes */*", None),
-    ("bytes */-1", None),
-    ("bytes 0-9/10", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes */100", 100),
+        (" BYTES */7 ", 7),
+        ("bytes */*", None),
+        ("bytes */-1", None),
+        ("bytes 0-9/10", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_unsatisfied_range(header: str | None, expected: int | None) -> None:
     assert parse_unsatisfied_range(header) == expected
 
@@ -141,23 +193,38 @@ def test_parse_unsatisfied_range(header: str | None, expected: int | None) -> No
 # (meta, url) -> (resumable, If-Range validator)
 VALIDATORS = [
     pytest.param(Meta(URL, '"abc"', None, 10), URL, (True, '"abc"'), id="strong-etag"),
-    pytest.param(Meta(URL, '"abc"', "Tue, 01 Dec 2026 10:00:00 GMT", 10), URL,
-                 (True, '"abc"'), id="strong-etag-wins"),
-    pytest.param(Meta(URL, None, "Tue, 01 Dec 2026 10:00:00 GMT", None), URL,
-                 (True, "Tue, 01 Dec 2026 10:00:00 GMT"), id="last-modified-only"),
-    pytest.param(Meta(URL, 'W/"abc"', "Tue, 01 Dec 2026 10:00:00 GMT", 10), URL,
-                 (True, "Tue, 01 Dec 2026 10:00:00 GMT"), id="weak-etag-falls-back"),
+    pytest.param(
+        Meta(URL, '"abc"', "Tue, 01 Dec 2026 10:00:00 GMT", 10),
+        URL,
+        (True, '"abc"'),
+        id="strong-etag-wins",
+    ),
+    pytest.param(
+        Meta(URL, None, "Tue, 01 Dec 2026 10:00:00 GMT", None),
+        URL,
+        (True, "Tue, 01 Dec 2026 10:00:00 GMT"),
+        id="last-modified-only",
+    ),
+    pytest.param(
+        Meta(URL, 'W/"abc"', "Tue, 01 Dec 2026 10:00:00 GMT", 10),
+        URL,
+        (True, "Tue, 01 Dec 2026 10:00:00 GMT"),
+        id="weak-etag-falls-back",
+    ),
     pytest.param(Meta(URL, 'W/"abc"', None, 10), URL, (False, None), id="weak-etag-only"),
     pytest.param(Meta(URL, None, None, 10), URL, (False, None), id="no-validator"),
     pytest.param(Meta(URL, "", "", 10), URL, (False, None), id="empty-validators"),
-    pytest.param(Meta(URL + "?v=2", '"abc"', None, 10), URL, (False, '"abc"'),
-                 id="meta-for-another-url"),
+    pytest.param(
+        Meta(URL + "?v=2", '"abc"', None, 10), URL, (False, '"abc"'), id="meta-for-another-url"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("meta", "url", "expected"), VALIDATORS)
 def test_validator_and_resumable(
-    meta: Meta, url: str, expected: tuple[bool, str | None],
+    meta: Meta,
+    url: str,
+    expected: tuple[bool, str | None],
 ) -> None:
     assert (resumable(meta, url), meta.validator) == expected
 
@@ -167,6 +234,7 @@ def test_nothing_to_resume_without_meta() -> None:
 
 
 # --- the partial file, on disk ---------------------------------------------------------
+
 
 def make_partial(tmp_path: Path, data: bytes | None, meta: object) -> Path:
     path = tmp_path / "job.part"
@@ -183,8 +251,9 @@ def load(path: Path, *, resume: bool = True) -> Partial:
 
 def test_a_resumable_partial_is_rehashed(tmp_path: Path) -> None:
     data = b"x" * 3_000_000  # more than one read
-    path = make_partial(tmp_path, data, {"url": URL, "etag": '"e1"', "last_modified": None,
-                                         "total": 5_000_000})
+    path = make_partial(
+        tmp_path, data, {"url": URL, "etag": '"e1"', "last_modified": None, "total": 5_000_000}
+    )
     partial = load(path)
     assert partial.size == len(data)
     assert partial.hasher.hexdigest() == hashlib.sha256(data).hexdigest()
@@ -193,16 +262,21 @@ def test_a_resumable_partial_is_rehashed(tmp_path: Path) -> None:
     assert path.exists() and meta_path(path).exists()
 
 
-@pytest.mark.parametrize(("data", "meta"), [
-    pytest.param(b"abc", None, id="no-meta"),
-    pytest.param(b"abc", {"url": URL + "?other", "etag": '"e1"'}, id="meta-for-another-url"),
-    pytest.param(b"abc", {"url": URL, "etag": 'W/"e1"'}, id="meta-without-validator"),
-    pytest.param(b"abc", "not an object", id="meta-not-an-object"),
-    pytest.param(b"", {"url": URL, "etag": '"e1"'}, id="empty-partial"),
-    pytest.param(None, {"url": URL, "etag": '"e1"'}, id="meta-without-partial"),
-])
+@pytest.mark.parametrize(
+    ("data", "meta"),
+    [
+        pytest.param(b"abc", None, id="no-meta"),
+        pytest.param(b"abc", {"url": URL + "?other", "etag": '"e1"'}, id="meta-for-another-url"),
+        pytest.param(b"abc", {"url": URL, "etag": 'W/"e1"'}, id="meta-without-validator"),
+        pytest.param(b"abc", "not an object", id="meta-not-an-object"),
+        pytest.param(b"", {"url": URL, "etag": '"e1"'}, id="empty-partial"),
+        pytest.param(None, {"url": URL, "etag": '"e1"'}, id="meta-without-partial"),
+    ],
+)
 def test_a_partial_that_cannot_be_resumed_is_removed(
-    tmp_path: Path, data: bytes | None, meta: object,
+    tmp_path: Path,
+    data: bytes | None,
+    meta: object,
 ) -> None:
     path = make_partial(tmp_path, data, meta)
     partial = load(path)
@@ -239,15 +313,20 @@ def test_restart_forgets_the_bytes_but_keeps_the_file(tmp_path: Path) -> None:
     assert not path.exists() and not meta_path(path).exists()
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ({"url": URL, "etag": '"e"', "last_modified": "d", "total": 5}, Meta(URL, '"e"', "d", 5)),
-    ({"url": URL}, Meta(URL, None, None, None)),
-    ({"url": URL, "etag": 5, "last_modified": ["d"], "total": "5"},
-     Meta(URL, None, None, None)),
-    ({"url": URL, "total": True}, Meta(URL, None, None, None)),
-    ({"etag": '"e"'}, None),
-    ([URL], None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"url": URL, "etag": '"e"', "last_modified": "d", "total": 5}, Meta(URL, '"e"', "d", 5)),
+        ({"url": URL}, Meta(URL, None, None, None)),
+        (
+            {"url": URL, "etag": 5, "last_modified": ["d"], "total": "5"},
+            Meta(URL, None, None, None),
+        ),
+        ({"url": URL, "total": True}, Meta(URL, None, None, None)),
+        ({"etag": '"e"'}, None),
+        ([URL], None),
+    ],
+)
 def test_read_meta(tmp_path: Path, raw: object, expected: Meta | None) -> None:
     path = tmp_path / "m.meta"
     path.write_text(json.dumps(raw))

@@ -13,8 +13,9 @@ from harness import wait_for
 
 def test_a_bug_mid_job_is_retried_then_fails_and_leaves_nothing(make_daemon, fault_server):
     fault_server.add("/a.zip", zip_bytes({"a.txt": b"a"}))
-    d = make_daemon(start=False, download={"max_attempts": 2, "backoff_initial": 0.1,
-                                           "backoff_max": 0.2})
+    d = make_daemon(
+        start=False, download={"max_attempts": 2, "backoff_initial": 0.1, "backoff_max": 0.2}
+    )
     d.start(env={"DROPFETCH_TEST_BUG": "publish"})
     d.drop("buggy", fault_server.url("/a.zip"))
     sc = d.wait_status("buggy", "failed")
@@ -44,16 +45,22 @@ def test_work_dir_on_another_filesystem_refuses_to_start(tmp_path):
         pytest.skip("no second filesystem (/dev/shm) here")
     with tempfile.TemporaryDirectory(dir=shm) as work:
         config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump({"inbox": str(tmp_path / "in"),
-                                          "outbox": str(tmp_path / "out"), "work_dir": work}))
-        proc = subprocess.run([sys.executable, "-m", "dropfetch", "run", "--config",
-                               str(config)], capture_output=True, text=True, timeout=60)
+        config.write_text(
+            yaml.safe_dump(
+                {"inbox": str(tmp_path / "in"), "outbox": str(tmp_path / "out"), "work_dir": work}
+            )
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "dropfetch", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 1, proc
     assert "not on the same filesystem as the outbox" in proc.stderr, proc.stderr
 
 
-def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daemon,
-                                                                       fault_server):
+def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daemon, fault_server):
     """The removal arrives after the run's last look at its cancel flag: the job is
     looked at again when the run is done (it once waited for a rescan that never came)."""
     fault_server.add("/f.zip", zip_bytes({"f.txt": b"f"}))
@@ -64,8 +71,10 @@ def test_a_job_file_removed_while_its_run_is_finishing_is_still_purged(make_daem
     # the hook logs its pause just after the final status is written: wait for the line
     wait_for(lambda: "DROPFETCH_TEST_PAUSE=finished" in d.log(), message="the pause")
     job.unlink()  # while the worker still holds the finished run
-    wait_for(lambda: not d.sidecar_path("f").exists() and not (d.outbox / "f").exists(),
-             message="the purge after the run ended")
+    wait_for(
+        lambda: not d.sidecar_path("f").exists() and not (d.outbox / "f").exists(),
+        message="the purge after the run ended",
+    )
 
 
 def test_a_worker_that_dies_is_logged_and_replaced(make_daemon, fault_server):
@@ -81,8 +90,11 @@ def test_a_worker_that_dies_is_logged_and_replaced(make_daemon, fault_server):
     assert "Traceback" in log and "DROPFETCH_TEST_BUG=worker" in log, log[-3000:]
     for name in names:
         d.drop(name, fault_server.url(f"/{name}.tar"))
-    wait_for(lambda: all((sc := d.sidecar(n)) and sc["status"] == "downloading"
-                         for n in names), 60, message="both jobs downloading at once")
+    wait_for(
+        lambda: all((sc := d.sidecar(n)) and sc["status"] == "downloading" for n in names),
+        60,
+        message="both jobs downloading at once",
+    )
     for name in names:
         assert d.wait_status(name, "ok")["status"] == "ok"
     assert d.log().count("a new worker takes its place") == 1  # once per process

@@ -60,12 +60,18 @@ class NotifySocket:
         finally:
             self.sock.settimeout(0.2)
 
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 20.0,
-                 message: str = "a notify message") -> str:
+    def wait_for(
+        self,
+        predicate: Callable[[str], bool],
+        timeout: float = 20.0,
+        message: str = "a notify message",
+    ) -> str:
         """The first message (seen so far or arriving) that satisfies ``predicate``."""
+
         def check() -> str | None:
             self.receive()
             return next((m for m in self.messages if predicate(m)), None)
+
         return wait_for(check, timeout, interval=0.0, message=message)  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -92,13 +98,16 @@ def _status_count(d, names, status: str) -> int:
 
 # -- SIGTERM ------------------------------------------------------------------------------
 
+
 def test_sigterm_keeps_the_partial_and_the_next_start_resumes(fault_server, make_daemon):
     data = os.urandom(SLOW)
     res = fault_server.add("/slow.bin", data, rate=100_000)
     d = make_daemon(shutdown_timeout=10)
     d.drop("slow", fault_server.url("/slow.bin"))
-    wait_for(lambda: (d.sidecar("slow") or {}).get("bytes_done", 0) > 200_000,
-             message="the download to be under way")
+    wait_for(
+        lambda: (d.sidecar("slow") or {}).get("bytes_done", 0) > 200_000,
+        message="the download to be under way",
+    )
     d.signal(signal.SIGTERM)
     assert d.proc is not None
     assert d.proc.wait(60) == 0
@@ -158,6 +167,7 @@ def test_second_sigint_stops_at_once(fault_server, make_daemon):
 
 # -- SIGHUP -------------------------------------------------------------------------------
 
+
 def test_sighup_changes_the_number_of_workers(fault_server, make_daemon):
     names = [f"job{i}" for i in range(4)]
     for n in names:
@@ -169,16 +179,17 @@ def test_sighup_changes_the_number_of_workers(fault_server, make_daemon):
     wait_for(lambda: _status_count(d, names, "downloading") == 1, message="one download")
     # one worker: the daemon knows all four jobs (it says so twice) and runs one
     since = len(d.status_lines())
-    wait_for(lambda: d.status_lines()[since:][-2:] == [(1, 3), (1, 3)],
-             message="two status lines saying 1 running, 3 queued")
+    wait_for(
+        lambda: d.status_lines()[since:][-2:] == [(1, 3), (1, 3)],
+        message="two status lines saying 1 running, 3 queued",
+    )
     assert _status_count(d, names, "downloading") == 1
     assert len(fault_server.requests) == 1
 
     d.config["workers"] = 3
     d.write_config()
     d.signal(signal.SIGHUP)
-    wait_for(lambda: _status_count(d, names, "downloading") == 3,
-             message="three downloads at once")
+    wait_for(lambda: _status_count(d, names, "downloading") == 3, message="three downloads at once")
     assert "configuration reloaded" in d.log()
     assert d.proc is not None and d.proc.poll() is None
 
@@ -252,6 +263,7 @@ def test_sighup_applies_a_new_poll_interval(fault_server, make_daemon):
 
 # -- sd_notify ----------------------------------------------------------------------------
 
+
 def test_sd_notify_protocol(make_daemon, notify_socket):
     d = make_daemon(start=False)
     d.start(env=notify_socket.env(watchdog_usec=400_000))
@@ -280,10 +292,10 @@ def test_no_notify_socket_is_fine(make_daemon):
 
 # -- disk space ---------------------------------------------------------------------------
 
+
 def test_disk_full_waits_then_resumes_when_the_limit_is_lowered(fault_server, make_daemon):
     fault_server.add("/x.zip", zip_bytes({"x.txt": b"x" * 1000}))
-    d = make_daemon(min_free_space="1000TiB", download={"backoff_initial": 0.2,
-                                                        "backoff_max": 0.5})
+    d = make_daemon(min_free_space="1000TiB", download={"backoff_initial": 0.2, "backoff_max": 0.5})
     d.drop("space", fault_server.url("/x.zip"))
     sc = d.wait_status("space", "waiting")
     assert sc["error"]["code"] == "disk_full", sc
@@ -314,15 +326,19 @@ def test_disk_full_waits_then_resumes_when_the_limit_is_lowered(fault_server, ma
 def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir()
     try:
-        out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                             capture_output=True, timeout=30)
+        out = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0
 
 
 def test_announced_size_that_does_not_fit_waits_until_space_is_freed(
-        fault_server, make_daemon, tmp_path):
+    fault_server, make_daemon, tmp_path
+):
     mnt = tmp_path / "small"
     if not _mount_tmpfs(mnt, "16m"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
@@ -331,8 +347,9 @@ def test_announced_size_that_does_not_fit_waits_until_space_is_freed(
         filler.write_bytes(b"\0" * 10 * 2**20)
         data = os.urandom(8 * 2**20)
         fault_server.add("/big.bin", data)
-        d = make_daemon(base=mnt, min_free_space="1MiB",
-                        download={"backoff_initial": 0.3, "backoff_max": 0.5})
+        d = make_daemon(
+            base=mnt, min_free_space="1MiB", download={"backoff_initial": 0.3, "backoff_max": 0.5}
+        )
         d.drop("big", fault_server.url("/big.bin"))
         sc = d.wait_status("big", "waiting")
         assert sc["error"]["code"] == "disk_full", sc
@@ -349,15 +366,21 @@ def test_announced_size_that_does_not_fit_waits_until_space_is_freed(
 
 # -- missing directories ------------------------------------------------------------------
 
+
 @pytest.mark.e2e  # `dropfetch run`
 def test_create_dirs_false_refuses_to_start_without_the_inbox(tmp_path):
     inbox = tmp_path / "share" / "inbox"
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"inbox": str(inbox), "outbox": str(tmp_path / "out"),
-                                      "create_dirs": False}))
+    config.write_text(
+        yaml.safe_dump({"inbox": str(inbox), "outbox": str(tmp_path / "out"), "create_dirs": False})
+    )
     (tmp_path / "out").mkdir()
-    out = subprocess.run([sys.executable, "-m", "dropfetch", "run", "--config", str(config)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "dropfetch", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # 1, a runtime failure (not 2, a configuration error): under systemd the service is
     # restarted until the share is mounted
     assert out.returncode == 1
@@ -396,8 +419,10 @@ def test_inbox_unmounted_during_a_download_is_not_a_removal(fault_server, make_d
     d.outbox.mkdir()
     d.start()
     d.drop("slow", fault_server.url("/slow.bin"))
-    wait_for(lambda: (d.sidecar("slow") or {}).get("bytes_done", 0) > 100_000,
-             message="the download under way")
+    wait_for(
+        lambda: (d.sidecar("slow") or {}).get("bytes_done", 0) > 100_000,
+        message="the download under way",
+    )
     away = d.base / "unmounted"
     d.inbox.rename(away)  # like an unmount: the job files are not deleted, just gone
     wait_for(lambda: "is gone" in d.log(), message="the pause")

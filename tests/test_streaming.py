@@ -17,8 +17,15 @@ from dropfetch.extract import ArchiveFormat, Growth, extract
 FILES = {f"d{i}/f{j}.bin": os.urandom(20_000 + i * j) for i in range(5) for j in range(8)}
 
 
-def _writer(path: Path, data: bytes, growth: Growth, *, chunk: int = 7_000,
-            stop_at: int | None = None, restart: bool = False) -> threading.Thread:
+def _writer(
+    path: Path,
+    data: bytes,
+    growth: Growth,
+    *,
+    chunk: int = 7_000,
+    stop_at: int | None = None,
+    restart: bool = False,
+) -> threading.Thread:
     def run() -> None:
         with open(path, "wb") as f:
             for pos in range(0, len(data), chunk):
@@ -27,9 +34,9 @@ def _writer(path: Path, data: bytes, growth: Growth, *, chunk: int = 7_000,
                         f.truncate(0)
                         growth.grew(0)
                     return
-                f.write(data[pos:pos + chunk])
+                f.write(data[pos : pos + chunk])
                 f.flush()
-                growth.grew(pos + len(data[pos:pos + chunk]))
+                growth.grew(pos + len(data[pos : pos + chunk]))
                 time.sleep(0.002)
         growth.finish()
 
@@ -38,9 +45,10 @@ def _writer(path: Path, data: bytes, growth: Growth, *, chunk: int = 7_000,
     return t
 
 
-@pytest.mark.parametrize(("compression", "fmt"), [("gz", ArchiveFormat.TAR_GZ),
-                                                   ("zst", ArchiveFormat.TAR_ZST),
-                                                   ("", ArchiveFormat.TAR)])
+@pytest.mark.parametrize(
+    ("compression", "fmt"),
+    [("gz", ArchiveFormat.TAR_GZ), ("zst", ArchiveFormat.TAR_ZST), ("", ArchiveFormat.TAR)],
+)
 def test_extract_while_the_file_grows(tmp_path, compression, fmt):
     data = tar_bytes(FILES, compression=compression)
     archive, dest = tmp_path / "a.part", tmp_path / "out"
@@ -49,8 +57,15 @@ def test_extract_while_the_file_grows(tmp_path, compression, fmt):
     growth = Growth(expected_size=len(data))
     progress: list[tuple[int, int]] = []
     writer = _writer(archive, data, growth)
-    files = extract(archive, dest, fmt=fmt, config=ExtractConfig(), single_name="x",
-                    growth=growth, on_progress=lambda d, t: progress.append((d, t)))
+    files = extract(
+        archive,
+        dest,
+        fmt=fmt,
+        config=ExtractConfig(),
+        single_name="x",
+        growth=growth,
+        on_progress=lambda d, t: progress.append((d, t)),
+    )
     writer.join()
     assert files == sorted(FILES)
     for name, content in FILES.items():
@@ -68,8 +83,14 @@ def test_truncated_download_then_finish_is_corrupt(tmp_path):
     writer.join()
     growth.finish()  # the "download" claims to be done early: the stream is cut
     with pytest.raises(CorruptArchiveError):
-        extract(archive, dest, fmt=ArchiveFormat.TAR_GZ, config=ExtractConfig(),
-                single_name="x", growth=growth)
+        extract(
+            archive,
+            dest,
+            fmt=ArchiveFormat.TAR_GZ,
+            config=ExtractConfig(),
+            single_name="x",
+            growth=growth,
+        )
 
 
 def test_download_that_starts_over_aborts_the_extraction(tmp_path):
@@ -80,8 +101,14 @@ def test_download_that_starts_over_aborts_the_extraction(tmp_path):
     growth = Growth()
     writer = _writer(archive, data, growth, stop_at=len(data) // 2, restart=True)
     with pytest.raises(CancelledError, match="started over"):
-        extract(archive, dest, fmt=ArchiveFormat.TAR_GZ, config=ExtractConfig(),
-                single_name="x", growth=growth)
+        extract(
+            archive,
+            dest,
+            fmt=ArchiveFormat.TAR_GZ,
+            config=ExtractConfig(),
+            single_name="x",
+            growth=growth,
+        )
     writer.join()
 
 
@@ -93,8 +120,15 @@ def test_cancel_while_waiting_for_bytes(tmp_path):
     growth.grew(1000)
     threading.Timer(0.3, cancel.set).start()
     with pytest.raises(CancelledError):
-        extract(archive, dest, fmt=ArchiveFormat.TAR_GZ, config=ExtractConfig(),
-                single_name="x", growth=growth, cancel=cancel)
+        extract(
+            archive,
+            dest,
+            fmt=ArchiveFormat.TAR_GZ,
+            config=ExtractConfig(),
+            single_name="x",
+            growth=growth,
+            cancel=cancel,
+        )
 
 
 # --- end to end: the daemon streams tar archives ------------------------------------
@@ -114,9 +148,14 @@ def test_extraction_runs_while_downloading(make_daemon, fault_server):
     d = make_daemon()
     d.drop("big", fault_server.url("/big.tar.gz"))
     # files appear in staging while the sidecar still says downloading
-    wait_for(lambda: (sc := d.sidecar("big")) and sc["status"] == "downloading"
-             and _staged_files(d.work) >= 5,
-             message="files extracted during the download")
+    wait_for(
+        lambda: (
+            (sc := d.sidecar("big"))
+            and sc["status"] == "downloading"
+            and _staged_files(d.work) >= 5
+        ),
+        message="files extracted during the download",
+    )
     sc = d.wait_status("big")
     assert sc["status"] == "ok", sc
     assert sc["files"] == sorted(BIG)
@@ -126,8 +165,9 @@ def test_extraction_runs_while_downloading(make_daemon, fault_server):
 
 def test_dropped_connection_mid_archive_still_ok(make_daemon, fault_server):
     body = tar_bytes(BIG, compression="zst")
-    fault_server.add("/drop.tar.zst", body, drop_after=len(body) * 2 // 5, drop_times=1,
-                     rate=2_000_000)
+    fault_server.add(
+        "/drop.tar.zst", body, drop_after=len(body) * 2 // 5, drop_times=1, rate=2_000_000
+    )
     d = make_daemon()
     d.drop("drop", fault_server.url("/drop.tar.zst"))
     sc = d.wait_status("drop")
@@ -142,8 +182,14 @@ def test_dropped_connection_mid_archive_still_ok(make_daemon, fault_server):
 
 def test_server_ignoring_range_mid_archive_still_ok(make_daemon, fault_server):
     body = tar_bytes(BIG, compression="gz")
-    fault_server.add("/ign.tar.gz", body, drop_after=len(body) // 2, drop_times=1,
-                     ignore_range=True, rate=2_000_000)
+    fault_server.add(
+        "/ign.tar.gz",
+        body,
+        drop_after=len(body) // 2,
+        drop_times=1,
+        ignore_range=True,
+        rate=2_000_000,
+    )
     d = make_daemon()
     d.drop("ign", fault_server.url("/ign.tar.gz"))
     sc = d.wait_status("ign")
@@ -157,8 +203,14 @@ def test_file_changed_between_attempts_is_not_spliced(make_daemon, fault_server)
     new_files = {f"new{j}.bin": os.urandom(60_000) for j in range(30)}
     # replaced on the server as the first answer drops: the retry, whenever it comes,
     # asks to resume and gets the new file
-    fault_server.add("/v.tar.gz", old, drop_after=len(old) // 2, drop_times=1, rate=2_000_000,
-                     replace_on_drop=tar_bytes(new_files, compression="gz"))
+    fault_server.add(
+        "/v.tar.gz",
+        old,
+        drop_after=len(old) // 2,
+        drop_times=1,
+        rate=2_000_000,
+        replace_on_drop=tar_bytes(new_files, compression="gz"),
+    )
     d = make_daemon()
     d.drop("v", fault_server.url("/v.tar.gz"))
     sc = d.wait_status("v")

@@ -103,14 +103,20 @@ def test_guide_config_is_valid_and_matches_the_unit(tmp_path):
     assert "systemctl enable --now dropfetch" in text
 
 
-needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                   reason="systemd-analyze is not installed")
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 
 
 def _verify(unit: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""}
-    return subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def _copy_with_real_exec(tmp_path: Path, extra: str = "") -> Path:
@@ -130,8 +136,7 @@ def test_systemd_analyze_verify(tmp_path):
     unit = _copy_with_real_exec(tmp_path)
     out = _verify(unit)
     assert out.returncode == 0, out.stderr
-    complaints = [line for line in (out.stdout + out.stderr).splitlines()
-                  if "dropfetch" in line]
+    complaints = [line for line in (out.stdout + out.stderr).splitlines() if "dropfetch" in line]
     assert not complaints, "\n".join(complaints)
 
 
@@ -143,21 +148,30 @@ def test_systemd_analyze_verify_catches_mistakes(tmp_path):
     assert "NoSuchKey" in text and "sometimes" in text
 
 
-@pytest.mark.skipif(shutil.which("systemd-sysusers") is None
-                    or shutil.which("systemd-tmpfiles") is None,
-                    reason="systemd-sysusers or systemd-tmpfiles is not installed")
+@pytest.mark.skipif(
+    shutil.which("systemd-sysusers") is None or shutil.which("systemd-tmpfiles") is None,
+    reason="systemd-sysusers or systemd-tmpfiles is not installed",
+)
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating files owned by another user needs root")
 def test_sysusers_and_tmpfiles_snippets(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
-    out = subprocess.run(["systemd-sysusers", f"--root={root}", str(SYSUSERS)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["systemd-sysusers", f"--root={root}", str(SYSUSERS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     passwd = (root / "etc" / "passwd").read_text()
     user = next(line for line in passwd.splitlines() if line.startswith("dropfetch:"))
     uid = int(user.split(":")[2])
-    out = subprocess.run(["systemd-tmpfiles", "--create", f"--root={root}", str(TMPFILES)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["systemd-tmpfiles", "--create", f"--root={root}", str(TMPFILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     for sub in ("inbox", "outbox"):
         st = (root / "srv" / "dropfetch" / sub).stat()

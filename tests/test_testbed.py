@@ -11,8 +11,10 @@ from harness import ROOT, new_threads
 def test_leak_guard_counts_daemon_threads_too():
     before = set(threading.enumerate())
     release = threading.Event()
-    threads = [threading.Thread(target=release.wait, name=f"left-{daemon}", daemon=daemon)
-               for daemon in (True, False)]
+    threads = [
+        threading.Thread(target=release.wait, name=f"left-{daemon}", daemon=daemon)
+        for daemon in (True, False)
+    ]
     for t in threads:
         t.start()
     try:
@@ -38,8 +40,11 @@ def test_make_test_installs_the_bed_packages_and_no_ssh_server():
     # openssh-sftp-server recommends openssh-server
     assert "apt-get update" in recipe and "--no-install-recommends" in recipe
     code = [line for line in makefile.splitlines() if not line.lstrip().startswith("#")]
-    for name, text in [("Makefile", "\n".join(code)), (".ci/run", (ROOT / ".ci/run").read_text()),
-                       ("pyproject.toml", (ROOT / "pyproject.toml").read_text())]:
+    for name, text in [
+        ("Makefile", "\n".join(code)),
+        (".ci/run", (ROOT / ".ci/run").read_text()),
+        ("pyproject.toml", (ROOT / "pyproject.toml").read_text()),
+    ]:
         assert "openssh-server" not in text, name
     # the tests themselves install nothing and start no sshd
     for path in sorted((ROOT / "tests").glob("*.py")) + sorted((ROOT / "tests").glob("*.sh")):

@@ -21,8 +21,9 @@ def test_watchdog_pings_stop_when_a_component_is_unhealthy(tmp_path, monkeypatch
     sock.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
-    config = config_from_mapping({"inbox": "in", "outbox": "out", "workers": 1,
-                                  "min_free_space": 0}, base=tmp_path)
+    config = config_from_mapping(
+        {"inbox": "in", "outbox": "out", "workers": 1, "min_free_space": 0}, base=tmp_path
+    )
     daemon = Daemon(config)
     messages: list[str] = []
 
@@ -39,8 +40,7 @@ def test_watchdog_pings_stop_when_a_component_is_unhealthy(tmp_path, monkeypatch
     runner = threading.Thread(target=daemon.run, name="daemon-under-test")
     runner.start()
     try:
-        wait_for(lambda: any("WATCHDOG=1" in m for m in drain()),
-                 message="a first WATCHDOG=1")
+        wait_for(lambda: any("WATCHDOG=1" in m for m in drain()), message="a first WATCHDOG=1")
         assert any(m.startswith("READY=1") for m in messages)
         messages.clear()  # READY=1 had a STATUS= without a ping
         # the watcher dies (e.g. its thread crashed): pings stop, STATUS goes on
@@ -50,17 +50,20 @@ def test_watchdog_pings_stop_when_a_component_is_unhealthy(tmp_path, monkeypatch
             # one main-loop thread sends them in order: the first status without a ping
             # was decided after the change, and no ping may follow it
             drain()
-            unpinged = [i for i, m in enumerate(messages)
-                        if "STATUS=" in m and "WATCHDOG=1" not in m]
-            return messages[unpinged[0]:] if unpinged else []
+            unpinged = [
+                i for i, m in enumerate(messages) if "STATUS=" in m and "WATCHDOG=1" not in m
+            ]
+            return messages[unpinged[0] :] if unpinged else []
 
-        unhealthy = wait_for(lambda: len(s := since_change()) >= 5 and s,
-                             message="status messages while unhealthy")
+        unhealthy = wait_for(
+            lambda: len(s := since_change()) >= 5 and s, message="status messages while unhealthy"
+        )
         assert not any("WATCHDOG=1" in m for m in unhealthy), unhealthy
         monkeypatch.undo()
         monkeypatch.setenv("NOTIFY_SOCKET", address)
-        wait_for(lambda: any("WATCHDOG=1" in m for m in drain()),
-                 message="pings again once healthy")
+        wait_for(
+            lambda: any("WATCHDOG=1" in m for m in drain()), message="pings again once healthy"
+        )
         messages.clear()
     finally:
         daemon.request_stop()

@@ -116,6 +116,7 @@ def from_outside(inbox: Path, name: str) -> Path:
 
 # -- what is reported, and when -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("observer", OBSERVERS)
 def test_a_renamed_in_job_file_is_reported_at_once(tmp_path, observer):
     inbox = tmp_path / "in"
@@ -179,8 +180,11 @@ def test_a_writer_that_opened_before_the_watch_is_found_in_proc(tmp_path, monkey
         fh.write("https://example.org/")
         fh.flush()
         with watching(inbox, rescan_interval=0.2) as (w, reports):
-            wait_for(lambda: "the job file has been open for" in caplog.text, WAIT,
-                     message="the notice of a long open")
+            wait_for(
+                lambda: "the job file has been open for" in caplog.text,
+                WAIT,
+                message="the notice of a long open",
+            )
             seen = w.rescans
             wait_for(lambda: w.rescans >= seen + 2, WAIT, message="two more rescans")
             os.rename(from_outside(inbox, "probe.url"), inbox / "probe.url")
@@ -217,8 +221,14 @@ def test_a_removed_sidecar_is_reported(tmp_path, observer):
 def test_hidden_temporary_and_other_names_are_ignored(tmp_path, observer):
     inbox = tmp_path / "in"
     with watching(inbox, observer=observer, settle_time=0.0) as (_, reports):
-        for name in [".hidden.url", temp_name(inbox / "t.url").name, "notes.txt", ".url",
-                     "x.url.part", ".x.status.json"]:
+        for name in [
+            ".hidden.url",
+            temp_name(inbox / "t.url").name,
+            "notes.txt",
+            ".url",
+            "x.url.part",
+            ".x.status.json",
+        ]:
             (inbox / name).write_text("https://example.org/x.zip\n")
         (inbox / "dir.url").mkdir()
         move_in(inbox, "last.url")
@@ -297,6 +307,7 @@ def test_a_burst_is_all_reported_while_the_report_is_stuck(tmp_path, monkeypatch
 
 # -- apply (SIGHUP) ------------------------------------------------------------------------
 
+
 def test_apply_restarts_the_polling_observer_with_the_new_interval(tmp_path):
     inbox = tmp_path / "in"
     with watching(inbox, observer="polling", poll_interval=30.0) as (w, reports):
@@ -304,8 +315,9 @@ def test_apply_restarts_the_polling_observer_with_the_new_interval(tmp_path):
         assert old is not None and old.timeout == 30.0
         seen = w.rescans
         w.apply(replace(w.config, poll_interval=0.1, inbox=tmp_path / "elsewhere"))
-        wait_for(lambda: w.observer is not old and w.observer is not None, WAIT,
-                 message="a new observer")
+        wait_for(
+            lambda: w.observer is not old and w.observer is not None, WAIT, message="a new observer"
+        )
         assert w.observer is not None and w.observer.timeout == 0.1
         assert not old.is_alive()
         assert w.config.inbox == inbox  # needs a restart: kept
@@ -334,20 +346,24 @@ def test_apply_keeps_the_inotify_observer(tmp_path):
 
 # -- the pure parts -------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("rel", "recursive", "expected"), [
-    ("a.url", False, ("a", False)),
-    ("a.status.json", False, ("a", True)),
-    ("SUB/a.url", False, None),
-    ("SUB/a.url", True, ("SUB/a", False)),
-    ("SUB/a.status.json", True, ("SUB/a", True)),
-    ("SUB/deeper/a.url", True, None),
-    (".hid/a.url", True, None),
-    (".a.url", False, None),
-    (".a.status.json", False, None),
-    (".url", False, None),
-    ("a.txt", False, None),
-    ("", False, None),
-])
+
+@pytest.mark.parametrize(
+    ("rel", "recursive", "expected"),
+    [
+        ("a.url", False, ("a", False)),
+        ("a.status.json", False, ("a", True)),
+        ("SUB/a.url", False, None),
+        ("SUB/a.url", True, ("SUB/a", False)),
+        ("SUB/a.status.json", True, ("SUB/a", True)),
+        ("SUB/deeper/a.url", True, None),
+        (".hid/a.url", True, None),
+        (".a.url", False, None),
+        (".a.status.json", False, None),
+        (".url", False, None),
+        ("a.txt", False, None),
+        ("", False, None),
+    ],
+)
 def test_job_id_maps_inbox_paths(tmp_path, rel, recursive, expected):
     path = str(tmp_path / rel) if rel else str(tmp_path)
     assert job_id(tmp_path, path, recursive=recursive) == expected
@@ -366,16 +382,27 @@ def test_scan_lists_job_files_and_sidecars(tmp_path):
 def test_the_event_queue_maps_kinds_and_coalesces_repeated_changes():
     wakes: list[int] = []
     q = EventQueue(lambda: wakes.append(1))
-    for event in [FileCreatedEvent("/i/a.url"), FileModifiedEvent("/i/a.url"),
-                  FileOpenedEvent("/i/a.url"), FileModifiedEvent("/i/a.url"),
-                  FileClosedEvent("/i/a.url"), FileClosedNoWriteEvent("/i/b.url"),
-                  FileDeletedEvent("/i/b.url"), FileMovedEvent("/i/.t", "/i/c.url")]:
+    for event in [
+        FileCreatedEvent("/i/a.url"),
+        FileModifiedEvent("/i/a.url"),
+        FileOpenedEvent("/i/a.url"),
+        FileModifiedEvent("/i/a.url"),
+        FileClosedEvent("/i/a.url"),
+        FileClosedNoWriteEvent("/i/b.url"),
+        FileDeletedEvent("/i/b.url"),
+        FileMovedEvent("/i/.t", "/i/c.url"),
+    ]:
         q.on_any_event(event)
     assert len(wakes) == 8
-    assert q.drain() == [(Kind.CHANGED, "/i/a.url"), (Kind.OPENED, "/i/a.url"),
-                         (Kind.CLOSED, "/i/a.url"), (Kind.CLOSED_NOWRITE, "/i/b.url"),
-                         (Kind.READY, "/i/b.url"), (Kind.READY, "/i/.t"),
-                         (Kind.READY, "/i/c.url")]
+    assert q.drain() == [
+        (Kind.CHANGED, "/i/a.url"),
+        (Kind.OPENED, "/i/a.url"),
+        (Kind.CLOSED, "/i/a.url"),
+        (Kind.CLOSED_NOWRITE, "/i/b.url"),
+        (Kind.READY, "/i/b.url"),
+        (Kind.READY, "/i/.t"),
+        (Kind.READY, "/i/c.url"),
+    ]
     assert q.drain() == []
 
 
@@ -402,8 +429,9 @@ def test_the_event_queue_loses_nothing_from_many_threads():
         t.join()
     done.set()
     taker.join()
-    assert sorted(p for _, p in drained) == sorted(f"/i/{t}-{i}.url" for t in range(4)
-                                                   for i in range(5000))
+    assert sorted(p for _, p in drained) == sorted(
+        f"/i/{t}-{i}.url" for t in range(4) for i in range(5000)
+    )
 
 
 def test_open_files_count_opens_and_a_close_after_writing_clears_them():
@@ -425,20 +453,33 @@ def test_open_files_count_opens_and_a_close_after_writing_clears_them():
 
 def test_the_event_queue_never_touches_the_filesystem(monkeypatch):
     """What runs on the observer thread: no stat, no listing, no open."""
+
     def refuse(*args: Any, **_kwargs: Any) -> None:
         raise AssertionError(f"filesystem access on the observer thread: {args}")
 
     q = EventQueue(lambda: None)
-    events = [FileCreatedEvent("/i/a.url"), FileModifiedEvent("/i/a.url"),
-              FileOpenedEvent("/i/a.url"), FileClosedEvent("/i/a.url"),
-              FileClosedNoWriteEvent("/i/a.url"), FileDeletedEvent("/i/a.url"),
-              FileMovedEvent("/i/.t", "/i/a.url"), DirCreatedEvent("/i/S")]
+    events = [
+        FileCreatedEvent("/i/a.url"),
+        FileModifiedEvent("/i/a.url"),
+        FileOpenedEvent("/i/a.url"),
+        FileClosedEvent("/i/a.url"),
+        FileClosedNoWriteEvent("/i/a.url"),
+        FileDeletedEvent("/i/a.url"),
+        FileMovedEvent("/i/.t", "/i/a.url"),
+        DirCreatedEvent("/i/S"),
+    ]
     for name in ("stat", "lstat", "scandir", "open", "listdir"):
         monkeypatch.setattr(os, name, refuse)
     monkeypatch.setattr(os.path, "lexists", refuse)
     for event in events:
         q.on_any_event(event)
     monkeypatch.undo()
-    assert [k for k, _ in q.drain()] == [Kind.CHANGED, Kind.OPENED, Kind.CLOSED,
-                                         Kind.CLOSED_NOWRITE, Kind.READY, Kind.READY,
-                                         Kind.READY]  # the second CHANGED coalesced
+    assert [k for k, _ in q.drain()] == [
+        Kind.CHANGED,
+        Kind.OPENED,
+        Kind.CLOSED,
+        Kind.CLOSED_NOWRITE,
+        Kind.READY,
+        Kind.READY,
+        Kind.READY,
+    ]  # the second CHANGED coalesced

@@ -19,7 +19,7 @@ from dropfetch.events import JobStarted, Phase, Progress
 from dropfetch.extract import ArchiveFormat, extract, single_file_name, sniff
 from dropfetch.fsutil import publish_dir, remove_tree, require_free_space
 from dropfetch.jobfile import JobSpec, job_name, parse_job
-from dropfetch.jobpaths import count_start
+from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
 from dropfetch.names import safe_name, staging_name
 from dropfetch.removal import check_owner, revoke_staging
@@ -46,8 +46,15 @@ class Attempt:
     snapshot (``run.ctx.config``).
     """
 
-    def __init__(self, run: JobRun, lease: Lease, board: StatusBoard, downloader: Downloader,
-                 spec: JobSpec, token: Path) -> None:
+    def __init__(
+        self,
+        run: JobRun,
+        lease: Lease,
+        board: StatusBoard,
+        downloader: Downloader,
+        spec: JobSpec,
+        token: Path,
+    ) -> None:
         self.run = run
         self.ctx = run.ctx
         self.config = run.ctx.config
@@ -60,12 +67,28 @@ class Attempt:
         self.token = token
         self._token_left = True  # until the publish removes it
         self.staging = token / "out"
-        self.stream = (TarStream(self.paths.partial, self.staging, self.config.extract,
-                                 run.cancel, self._unpack_progress) if spec.extract else None)
+        self.stream = (
+            TarStream(
+                self.paths.partial,
+                self.staging,
+                self.config.extract,
+                run.cancel,
+                self._unpack_progress,
+            )
+            if spec.extract
+            else None
+        )
 
     @classmethod
-    def begin(cls, run: JobRun, lease: Lease, board: StatusBoard, downloader: Downloader,
-              data: bytes | BadJobError, previous: Status | None) -> Attempt:
+    def begin(
+        cls,
+        run: JobRun,
+        lease: Lease,
+        board: StatusBoard,
+        downloader: Downloader,
+        data: bytes | BadJobError,
+        previous: Status | None,
+    ) -> Attempt:
         """Read the job, check the outbox and free space, say ``downloading``, count the
         start and make the staging token: the try is under way."""
         if previous in FINAL or previous is Status.UNPACKING:
@@ -83,8 +106,7 @@ class Attempt:
         # fenced (a sidecar write): the start count and the job's staging tokens,
         # revoked below, are only the lease holder's to touch
         attempt = board.downloading()
-        count_start(run.paths, board.sidecar.job_sha256,
-                    max_attempts=config.download.max_attempts)
+        count_start(run.paths, board.sidecar.job_sha256, max_attempts=config.download.max_attempts)
         run.ctx.events.publish(JobStarted(run.job_id, attempt))
         token = cls._new_staging(run)
         try:
@@ -100,8 +122,8 @@ class Attempt:
         of a holder that lost the lease) is revoked first."""
         paths = run.paths
         token = paths.staging_dir / staging_name(
-            paths.key, lease_key(run.ctx.config.lease.host_id), os.getpid(),
-            time.monotonic_ns())
+            paths.key, lease_key(run.ctx.config.lease.host_id), os.getpid(), time.monotonic_ns()
+        )
         revoke_staging(paths)
         token.mkdir(mode=0o755)
         (token / "out").mkdir(mode=0o755)
@@ -114,14 +136,18 @@ class Attempt:
                 result = self.download()
             with self.ctx.phase(self.job_id, Phase.UNPACK):
                 fmt, files = self.unpack(result)
-            archive: dict[str, Any] = {"format": str(fmt), "size": result.size,
-                                       "sha256": result.sha256}
+            archive: dict[str, Any] = {
+                "format": str(fmt),
+                "size": result.size,
+                "sha256": result.sha256,
+            }
             kept = self._keep(fmt, result, archive)
             self.publish(kept)
             self.paths.forget_starts()
             self.board.succeeded(output=self.job_id, files=files, archive=archive)
-            logger.info("%s: published %d file(s) to %s", self.job_id, len(files),
-                        self.paths.output)
+            logger.info(
+                "%s: published %d file(s) to %s", self.job_id, len(files), self.paths.output
+            )
             self.ctx.finished(self.job_id, self.board.sidecar)
             hook_point(self.job_id, "finished")
         finally:
@@ -143,25 +169,31 @@ class Attempt:
             if self.stream is not None:
                 self.stream.feed(t)
             self.board.progress(done=t.bytes_done, total=t.bytes_total, speed=t.speed)
-            self.ctx.events.publish(Progress(self.job_id, Phase.DOWNLOAD, t.bytes_done,
-                                             t.bytes_total, t.speed))
+            self.ctx.events.publish(
+                Progress(self.job_id, Phase.DOWNLOAD, t.bytes_done, t.bytes_total, t.speed)
+            )
 
-        result = self.downloader.fetch(spec.url, self.paths.partial, on_progress=progress,
-                                       cancel=run.cancel)
+        result = self.downloader.fetch(
+            spec.url, self.paths.partial, on_progress=progress, cancel=run.cancel
+        )
         if run.cancel.is_set():
             raise CancelledError("stopped")
         if spec.sha256 and result.sha256 != spec.sha256:
             raise ChecksumMismatchError(
                 f"the download's SHA-256 is {result.sha256}, but the job asks for {spec.sha256}; "
-                "nothing was published (wrong file, or a corrupted download)")
+                "nothing was published (wrong file, or a corrupted download)"
+            )
         self.board.downloaded(size=result.size, sha256=result.sha256)
         return result
 
     def unpack(self, result: DownloadResult) -> tuple[ArchiveFormat, list[str]]:
         """Into the token's ``out``: the streamed files, a fresh extraction, or the file."""
         spec, leaf = self.spec, self.paths.output.name
-        fmt = (sniff(result.path, name=spec.filename or result.filename) if spec.extract
-               else ArchiveFormat.FILE)
+        fmt = (
+            sniff(result.path, name=spec.filename or result.filename)
+            if spec.extract
+            else ArchiveFormat.FILE
+        )
         if fmt is ArchiveFormat.FILE:
             if self.stream is not None:
                 self.stream.result(fmt)  # never started for a plain file; clean if it did
@@ -171,9 +203,15 @@ class Attempt:
         self.board.unpacking(fmt=str(fmt), size=result.size, sha256=result.sha256)
         files = self.stream.result(fmt) if self.stream is not None else None
         if files is None:
-            files = extract(result.path, self.staging, fmt=fmt, config=self.config.extract,
-                            single_name=single_file_name(safe_name(result.filename), fmt, leaf),
-                            cancel=self.run.cancel, on_progress=self._unpack_progress)
+            files = extract(
+                result.path,
+                self.staging,
+                fmt=fmt,
+                config=self.config.extract,
+                single_name=single_file_name(safe_name(result.filename), fmt, leaf),
+                cancel=self.run.cancel,
+                on_progress=self._unpack_progress,
+            )
         return fmt, files
 
     def publish(self, kept: Path | None) -> None:
@@ -187,12 +225,12 @@ class Attempt:
         new holder started, when the output it replaces is not the new holder's, or its
         renames fail (ENOENT) and it publishes nothing. docs/NFS.md has the reasoning."""
         token = self.token
-        self._stash_partial(token)
+        stash_partial(self.job_id, self.paths, token)
         self.lease.check()  # fencing: publish only while we hold the lease
         hook_point(self.job_id, "publish")
         with self.ctx.phase(self.job_id, Phase.PUBLISH), self.ctx.publish_lock:
             check_owner(self.config, self.job_id, kept)
-            self._rename_out(token, kept)
+            rename_out(self.job_id, token, self.paths.output, kept)
         # the token now holds the replaced output and the stashed partial file: gone
         # before the final status, so an `ok` never has debris of its try beside it
         remove_tree(token)
@@ -200,11 +238,13 @@ class Attempt:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _keep(self, fmt: ArchiveFormat, result: DownloadResult,
-              archive: dict[str, Any]) -> Path | None:
+    def _keep(
+        self, fmt: ArchiveFormat, result: DownloadResult, archive: dict[str, Any]
+    ) -> Path | None:
         """Where the archive is kept (``keep_archive``), moved into the token; or None."""
-        keep = self.config.keep_archive if self.spec.keep_archive is None \
-            else self.spec.keep_archive
+        keep = (
+            self.config.keep_archive if self.spec.keep_archive is None else self.spec.keep_archive
+        )
         if fmt is ArchiveFormat.FILE or not keep:
             return None
         kept = self.paths.output.with_name(f"{self.paths.output.name}.{fmt}")
@@ -212,32 +252,6 @@ class Attempt:
         # into the token: fenced like the output (ENOENT once revoked)
         os.replace(result.path, self.token / "archive")
         return kept
-
-    def _stash_partial(self, token: Path) -> None:
-        """The download is extracted: move the partial file and its resume data into the
-        token (removed with it), so that nothing after the last lease check touches a
-        shared path outside the token (a crash before the publish then costs a new
-        download, as it always did for a plain file, moved into staging)."""
-        for p in (self.paths.partial, self.paths.meta):
-            try:
-                os.replace(p, token / p.name)
-            except FileNotFoundError:
-                if not token.is_dir():
-                    raise LeaseLostError(f"{self.job_id}: another host took this job over "
-                                         "(this try's staging was revoked)") from None
-
-    def _rename_out(self, token: Path, kept: Path | None) -> None:
-        output = self.paths.output
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            publish_dir(token / "out", output, token / "old")
-            if kept is not None:
-                os.replace(token / "archive", kept)
-        except FileNotFoundError:
-            if token.is_dir():
-                raise
-            raise LeaseLostError(f"{self.job_id}: another host took this job over (this "
-                                 "try's staging was revoked); nothing was published") from None
 
     def _watch(self) -> None:
         if self.lease.is_lost():
@@ -248,3 +262,34 @@ class Attempt:
         if self.board.sidecar.status is Status.UNPACKING:  # not while the download runs
             self.board.progress(done=done, total=total, speed=None)
             self.ctx.events.publish(Progress(self.job_id, Phase.UNPACK, done, total, None))
+
+
+def stash_partial(job_id: str, paths: JobPaths, token: Path) -> None:
+    """The download is extracted: move the partial file and its resume data into the
+    token (removed with it), so that nothing after the last lease check touches a
+    shared path outside the token (a crash before the publish then costs a new
+    download, as it always did for a plain file, moved into staging)."""
+    for p in (paths.partial, paths.meta):
+        try:
+            os.replace(p, token / p.name)
+        except FileNotFoundError:
+            if not token.is_dir():
+                raise LeaseLostError(
+                    f"{job_id}: another host took this job over (this try's staging was revoked)"
+                ) from None
+
+
+def rename_out(job_id: str, token: Path, output: Path, kept: Path | None) -> None:
+    """Publish: the output (and the kept archive) out of the token into place."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        publish_dir(token / "out", output, token / "old")
+        if kept is not None:
+            os.replace(token / "archive", kept)
+    except FileNotFoundError:
+        if token.is_dir():
+            raise
+        raise LeaseLostError(
+            f"{job_id}: another host took this job over (this "
+            "try's staging was revoked); nothing was published"
+        ) from None

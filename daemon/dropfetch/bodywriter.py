@@ -57,25 +57,33 @@ class Body:
 
 
 def write_body(
-    resp: requests.Response, partial: Partial, body: Body, config: DownloadConfig,
+    resp: requests.Response,
+    partial: Partial,
+    body: Body,
+    config: DownloadConfig,
 ) -> int:
     """Stream the body into ``partial`` from offset ``partial.size``; return the size
     of the file. The file is fsynced; ``partial.hasher`` has seen every byte."""
     fd = _open_at(partial)
     try:
         copy = _Copy(config, partial, body, _socket_of(resp))
-        background = (BackgroundHasher(partial.hasher, fd) if body.length is None
-                      or body.length > BACKGROUND_HASH_ABOVE else None)
+        background = (
+            BackgroundHasher(partial.hasher, fd)
+            if body.length is None or body.length > BACKGROUND_HASH_ABOVE
+            else None
+        )
         with contextlib.ExitStack() as stack:
             if background is not None:
                 stack.callback(background.close)
             stack.enter_context(copy.watcher)
-            copy.run(resp.raw, fd, partial.hasher.update if background is None
-                     else background.update)
+            copy.run(
+                resp.raw, fd, partial.hasher.update if background is None else background.update
+            )
         if body.length is not None and copy.received < body.length:
             raise NetworkError(
                 f"the connection to {body.shown} ended early: {copy.received} of "
-                f"{body.length} bytes received (the next attempt resumes)")
+                f"{body.length} bytes received (the next attempt resumes)"
+            )
         try:
             os.fsync(fd)
         except OSError as exc:
@@ -106,8 +114,13 @@ def _release(resp: requests.Response, received: int) -> None:
     # and the next request on that connection would read it as its answer
     # (Response.close(), by the caller, closes a connection not released here)
     length = resp.headers.get("Content-Length")
-    framed = ("Transfer-Encoding" not in resp.headers and length is not None
-              and length.isascii() and length.isdecimal() and int(length) == received)
+    framed = (
+        "Transfer-Encoding" not in resp.headers
+        and length is not None
+        and length.isascii()
+        and length.isdecimal()
+        and int(length) == received
+    )
     if resp.raw.closed or framed:  # (an empty body is not "closed" before a read)
         with contextlib.suppress(Exception):
             resp.raw.release_conn()
@@ -122,8 +135,9 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
 class _Copy:
     """The loop of :func:`write_body` and what it counts."""
 
-    def __init__(self, config: DownloadConfig, partial: Partial, body: Body,
-                 sock: socket.socket | None) -> None:
+    def __init__(
+        self, config: DownloadConfig, partial: Partial, body: Body, sock: socket.socket | None
+    ) -> None:
         self.config = config
         self.body = body
         self.chunk = CHUNK_SIZE
@@ -146,11 +160,12 @@ class _Copy:
             if self.done > self.config.max_size:
                 raise TooLargeError(
                     f"{self.body.shown} sent more than download.max_size "
-                    f"({self.config.max_size} bytes)")
+                    f"({self.config.max_size} bytes)"
+                )
             digest(data)
             try:
                 while data:
-                    data = data[os.write(fd, data):]
+                    data = data[os.write(fd, data) :]
             except OSError as exc:
                 raise from_os_error(exc, "writing the download") from None
             self._after_chunk()
@@ -172,8 +187,7 @@ class _Copy:
         except Exception as exc:  # noqa: BLE001 - mapped to our errors
             if self.body.cancel.is_set():
                 raise self.cancelled() from None
-            raise read_error(exc, self.body.shown, self.config.timeout_read,
-                             self.done) from None
+            raise read_error(exc, self.body.shown, self.config.timeout_read, self.done) from None
         if len(data) == 0:
             if self.body.cancel.is_set():
                 raise self.cancelled()

@@ -73,14 +73,14 @@ def configure_logging(config: Config, *, verbose: int = 0, quiet: int = 0) -> No
     sys.unraisablehook = _log_unraisable
 
 
-def _log_uncaught(kind: type[BaseException], exc: BaseException,
-                  tb: TracebackType | None) -> None:
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     logger.critical("uncaught exception", exc_info=(kind, exc, tb))
 
 
 def _log_unraisable(args: Any) -> None:  # sys.UnraisableHookArgs
-    logger.error("exception ignored in %r: %s", args.object, args.err_msg or "",
-                 exc_info=args.exc_value)
+    logger.error(
+        "exception ignored in %r: %s", args.object, args.err_msg or "", exc_info=args.exc_value
+    )
 
 
 def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
@@ -92,6 +92,7 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
 
 # --- commands ------------------------------------------------------------------------
 
+
 def _config(args: argparse.Namespace, **overrides: Any) -> Config:
     inbox = getattr(args, "inbox", None)
     return load_config(args.config, inbox=inbox, **overrides)
@@ -100,8 +101,12 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from dropfetch.daemon import Daemon, StartupError
 
-    overrides = {"inbox": args.inbox, "outbox": args.outbox, "workers": args.workers,
-                 "observer": args.observer}
+    overrides = {
+        "inbox": args.inbox,
+        "outbox": args.outbox,
+        "workers": args.workers,
+        "observer": args.observer,
+    }
     config = _config(args, **{k: v for k, v in overrides.items() if k != "inbox"})
     configure_logging(config, verbose=args.verbose, quiet=args.quiet)
     level = functools.partial(log_level, verbose=args.verbose, quiet=args.quiet)
@@ -125,8 +130,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _urls(args: argparse.Namespace) -> list[str]:
     """The URLs to submit: the arguments or, with none or ``-``, standard input's lines."""
-    urls = list(args.url) if args.url and args.url != ["-"] else [
-        line.strip() for line in sys.stdin if line.strip() and not line.startswith("#")]
+    urls = (
+        list(args.url)
+        if args.url and args.url != ["-"]
+        else [line.strip() for line in sys.stdin if line.strip() and not line.startswith("#")]
+    )
     if not urls:
         raise UsageError("no URL given (as arguments or one per line on standard input)")
     if args.name and len(urls) > 1:
@@ -141,8 +149,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     failed = 0
     for url in urls:
         try:
-            content = job_content(url, sha256=args.sha256, extract=not args.no_extract,
-                                  filename=args.filename, keep_archive=args.keep_archive)
+            content = job_content(
+                url,
+                sha256=args.sha256,
+                extract=not args.no_extract,
+                filename=args.filename,
+                keep_archive=args.keep_archive,
+            )
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
             print(f"dropfetch: {url}: {exc.message}", file=sys.stderr)
@@ -163,8 +176,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.json:
         sidecars = _sidecars(config, args.names)
-        print(json.dumps([json.loads(s.to_json()) for s in sidecars], indent=2,
-                         ensure_ascii=False))
+        print(json.dumps([json.loads(s.to_json()) for s in sidecars], indent=2, ensure_ascii=False))
         return EXIT_OK
     console = Console()
     try:
@@ -184,15 +196,15 @@ def _watch_live(console: Console, config: Config, names: Sequence[str]) -> None:
 
     from dropfetch.view import rich_table
 
-    with Live(rich_table(_sidecars(config, names)), console=console,
-              refresh_per_second=4, screen=False) as live:
+    with Live(
+        rich_table(_sidecars(config, names)), console=console, refresh_per_second=4, screen=False
+    ) as live:
         while True:
             time.sleep(0.5)
             live.update(rich_table(_sidecars(config, names)))
 
 
-def _print_status(console: Console, config: Config, names: Sequence[str], *,
-                  watch: bool) -> int:
+def _print_status(console: Console, config: Config, names: Sequence[str], *, watch: bool) -> int:
     """The table once (or every 2 s with ``watch``), plain text in a pipe."""
     from dropfetch.view import render_plain, rich_table
 
@@ -221,8 +233,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"no job named {args.name!r} in {config.inbox}", file=sys.stderr)
         return EXIT_FAILURE
     if sidecar is not None and sidecar.status not in FINAL:
-        print(f"{args.name} is {sidecar.status}; only failed or finished jobs can be retried",
-              file=sys.stderr)
+        print(
+            f"{args.name} is {sidecar.status}; only failed or finished jobs can be retried",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     sidecar_path.unlink(missing_ok=True)
     print(f"{args.name}: queued again")
@@ -252,6 +266,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # --- argument parsing ----------------------------------------------------------------
 
+
 def _where(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", type=Path, help="config file (YAML)")
@@ -259,8 +274,9 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dropfetch", description=__doc__.splitlines()[0]
-                                     if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="dropfetch", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--version", action="version", version=f"dropfetch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -280,8 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256")
     p.add_argument("--no-extract", action="store_true")
     p.add_argument("--filename", help="name of the delivered file when not extracted")
-    p.add_argument("--keep-archive", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the archive next to the output (default: the config's)")
+    p.add_argument(
+        "--keep-archive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the archive next to the output (default: the config's)",
+    )
     _where(p)
     p.set_defaults(func=cmd_submit)
 
@@ -292,8 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     _where(p)
     p.set_defaults(func=cmd_status)
 
-    for name, func, text in (("retry", cmd_retry, "re-queue a failed or finished job"),
-                             ("delete", cmd_delete, "remove a job (and what it made)")):
+    for name, func, text in (
+        ("retry", cmd_retry, "re-queue a failed or finished job"),
+        ("delete", cmd_delete, "remove a job (and what it made)"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("name", metavar="NAME")
         _where(p)

@@ -19,8 +19,14 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "config_from_mapping", "load_config", "parse_size",
-           "read_token_file"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_from_mapping",
+    "load_config",
+    "parse_size",
+    "read_token_file",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -161,6 +167,7 @@ def _plain(value: Any) -> Any:
 
 # --- validation --------------------------------------------------------------------
 
+
 class _Reader:
     """Reads one section of a mapping, naming the file and the key in every error."""
 
@@ -188,16 +195,21 @@ class _Reader:
                 raise self.fail(str(key), "unknown key")
 
     def number(
-        self, key: str, default: float, *, minimum: float = 0.0, strict_min: bool = False,
-        integer: bool = False, nullable: bool = False,
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float = 0.0,
+        strict_min: bool = False,
+        integer: bool = False,
+        nullable: bool = False,
     ) -> Any:
         if not self.has(key):
             return default
         value = self.raw(key)
         if value is None and nullable:
             return None
-        problem = _number_problem(value, minimum=minimum, strict_min=strict_min,
-                                  integer=integer)
+        problem = _number_problem(value, minimum=minimum, strict_min=strict_min, integer=integer)
         if problem is not None:
             raise self.fail(key, problem)
         return int(value) if integer else float(value)
@@ -252,10 +264,16 @@ class _Reader:
         if value is None:
             return None
         if isinstance(value, str):
-            raise self.fail(key, "expected a list of arguments (run without a shell), "
-                            f"e.g. [/usr/local/bin/notify, --job], got the string {value!r}")
-        if (not isinstance(value, list) or not value
-                or not all(isinstance(a, str | int | float) for a in value)):
+            raise self.fail(
+                key,
+                "expected a list of arguments (run without a shell), "
+                f"e.g. [/usr/local/bin/notify, --job], got the string {value!r}",
+            )
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(a, str | int | float) for a in value)
+        ):
             raise self.fail(key, f"expected a non-empty list of arguments, got {value!r}")
         return tuple(str(a) for a in value)
 
@@ -268,12 +286,16 @@ class _Reader:
         return _Reader(value, where=self.where, prefix=f"{self.prefix}{key}.", base=self.base)
 
 
-def _number_problem(value: object, *, minimum: float, strict_min: bool,
-                    integer: bool) -> str | None:
+def _number_problem(
+    value: object, *, minimum: float, strict_min: bool, integer: bool
+) -> str | None:
     """What is wrong with ``value`` as a number of a key (None: nothing)."""
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            integer and not isinstance(value, int)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+    ):
         return f"expected {kind}, got {value!r}"
     if value < minimum or (strict_min and value == minimum):
         bound = "greater than" if strict_min else "at least"
@@ -363,20 +385,26 @@ def read_token_file(path: Path) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ValueError(f"the token file {path} does not exist; create it with the token "
-                         "on one line (e.g. from `openssl rand -hex 32`)") from None
+        raise ValueError(
+            f"the token file {path} does not exist; create it with the token "
+            "on one line (e.g. from `openssl rand -hex 32`)"
+        ) from None
     except OSError as exc:
         raise ValueError(f"cannot read the token file {path}: {exc.strerror}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"the token file {path} is not a regular file (a directory, "
-                             "FIFO or device?); point http.token_file at a file with the token")
+            raise ValueError(
+                f"the token file {path} is not a regular file (a directory, "
+                "FIFO or device?); point http.token_file at a file with the token"
+            )
         chunks = []
         while chunk := os.read(fd, MAX_TOKEN_BYTES + 1):
             chunks.append(chunk)
             if sum(map(len, chunks)) > MAX_TOKEN_BYTES:
-                raise ValueError(f"the token file {path} is over {MAX_TOKEN_BYTES} bytes; "
-                                 "it should hold one token")
+                raise ValueError(
+                    f"the token file {path} is over {MAX_TOKEN_BYTES} bytes; "
+                    "it should hold one token"
+                )
     except OSError as exc:
         raise ValueError(f"cannot read the token file {path}: {exc.strerror}") from None
     finally:
@@ -386,11 +414,15 @@ def read_token_file(path: Path) -> str:
     except UnicodeDecodeError:
         raise ValueError(f"the token file {path} is not UTF-8 text") from None
     if not token:
-        raise ValueError(f"the token file {path} is empty; write the token in it (an empty "
-                         "token would let anybody in)")
+        raise ValueError(
+            f"the token file {path} is empty; write the token in it (an empty "
+            "token would let anybody in)"
+        )
     if not all("!" <= c <= "~" for c in token):
-        raise ValueError(f"the token in {path} must be one word of printable ASCII "
-                         "characters (no spaces or line breaks inside)")
+        raise ValueError(
+            f"the token in {path} must be one word of printable ASCII "
+            "characters (no spaces or line breaks inside)"
+        )
     return token
 
 
@@ -399,8 +431,9 @@ def _http(r: _Reader) -> HttpConfig:
     if listen is not None:
         m = _LISTEN_RE.match(listen)
         if not m or int(m.group(2)) > 65535 or not _is_host(m.group(1)):
-            raise r.fail("listen", f"expected HOST:PORT such as 127.0.0.1:8008 or [::1]:8008, "
-                         f"got {listen!r}")
+            raise r.fail(
+                "listen", f"expected HOST:PORT such as 127.0.0.1:8008 or [::1]:8008, got {listen!r}"
+            )
     token_file = r.path("token_file", None)
     if token_file is not None:
         try:
@@ -435,8 +468,11 @@ def config_from_mapping(data: Any, *, where: str = "<config>", base: Path | None
     if inbox is None or outbox is None:
         raise r.fail("inbox" if inbox is None else "outbox", "must be a path")
     hooks_r = r.section("hooks")
-    hooks = HooksConfig(on_done=hooks_r.argv("on_done"), on_failed=hooks_r.argv("on_failed"),
-                        timeout=hooks_r.number("timeout", 60.0, strict_min=True))
+    hooks = HooksConfig(
+        on_done=hooks_r.argv("on_done"),
+        on_failed=hooks_r.argv("on_failed"),
+        timeout=hooks_r.number("timeout", 60.0, strict_min=True),
+    )
     hooks_r.finish({"on_done", "on_failed", "timeout"})
     log_r = r.section("log")
     log = LogConfig(
@@ -484,13 +520,15 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice", key_node.start_mark)
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
         seen.add(key)
     return loader.construct_mapping(node)
 
 
 _NoDuplicatesLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
 
 
 def load_config(path: Path | str | None, **overrides: Any) -> Config:

@@ -35,15 +35,26 @@ class JobContext:
     def paths(self, job_id: str) -> JobPaths:
         return job_paths(self.config, job_id)
 
-    def board(self, paths: JobPaths, sidecar: Sidecar, previous: Status | None,
-              lease: Lease) -> StatusBoard:
-        return StatusBoard(paths.sidecar, sidecar, previous=previous,
-                           interval=self.config.status.update_interval, fence=lease.check,
-                           on_change=lambda sc: self.events.publish(StatusChanged(sc)))
+    def board(
+        self, paths: JobPaths, sidecar: Sidecar, previous: Status | None, lease: Lease
+    ) -> StatusBoard:
+        return StatusBoard(
+            paths.sidecar,
+            sidecar,
+            previous=previous,
+            interval=self.config.status.update_interval,
+            fence=lease.check,
+            on_change=lambda sc: self.events.publish(StatusChanged(sc)),
+        )
 
     def finished(self, job_id: str, sidecar: Sidecar | None) -> None:
-        self.events.publish(JobFinished(job_id, None if sidecar is None else sidecar.status,
-                                        None if sidecar is None else sidecar.copy()))
+        self.events.publish(
+            JobFinished(
+                job_id,
+                None if sidecar is None else sidecar.status,
+                None if sidecar is None else sidecar.copy(),
+            )
+        )
 
     @contextlib.contextmanager
     def phase(self, job_id: str, phase: Phase) -> Iterator[None]:
@@ -68,7 +79,6 @@ class JobContext:
         unmounted share is not a removed job, and no sidecar can be written meanwhile."""
         if self.config.inbox.is_dir():
             return True
-        logger.warning("%s: the inbox %s is gone; the job waits for it", job_id,
-                       self.config.inbox)
+        logger.warning("%s: the inbox %s is gone; the job waits for it", job_id, self.config.inbox)
         self.queue.put(job_id, delay=self.config.rescan_interval)
         return False

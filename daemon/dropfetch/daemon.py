@@ -68,7 +68,8 @@ def prepare_directories(config: Config) -> None:
         if not config.create_dirs:
             raise StartupError(
                 f"the {what} {path} does not exist, and create_dirs is false: is the share "
-                "mounted? dropfetch will not write into an empty mount point")
+                "mounted? dropfetch will not write into an empty mount point"
+            )
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -81,7 +82,8 @@ def prepare_directories(config: Config) -> None:
     if os.stat(config.work).st_dev != os.stat(config.outbox).st_dev:
         raise StartupError(
             f"work_dir {config.work} is not on the same filesystem as the outbox "
-            f"{config.outbox}: outputs could not be published by an atomic rename")
+            f"{config.outbox}: outputs could not be published by an atomic rename"
+        )
 
 
 class JobCounts:
@@ -113,8 +115,13 @@ class Daemon:
     ``log_level`` says which level a configuration means (the command line's
     ``-v``/``-q`` win over the file's ``log.level``, at a reload too)."""
 
-    def __init__(self, config: Config, *, overrides: dict[str, Any] | None = None,
-                 log_level: Callable[[Config], str] = _config_level) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        overrides: dict[str, Any] | None = None,
+        log_level: Callable[[Config], str] = _config_level,
+    ) -> None:
         self.config = config
         self._overrides = overrides or {}
         self._log_level = log_level
@@ -127,8 +134,9 @@ class Daemon:
         self.events = EventBus()
         self.metrics = Metrics(config.inbox, recursive=config.recursive)
         self.hooks = HookRunner(config)
-        self.leases = LeaseManager(config.work / "leases", host_id=config.lease.host_id,
-                                   ttl=config.lease.ttl)
+        self.leases = LeaseManager(
+            config.work / "leases", host_id=config.lease.host_id, ttl=config.lease.ttl
+        )
         self.pool = WorkerPool(config, self.leases, self.events)
         self.watcher = Watcher(config, self.pool.submit)
         self.http: Any = None
@@ -175,9 +183,13 @@ class Daemon:
             signal.signal(signal.SIGINT, self._on_stop_signal)
             signal.signal(signal.SIGHUP, self._on_hup)
         start_all(self.components())
-        logger.info("dropfetch running: inbox %s, outbox %s, %d workers, host %s",
-                    self.config.inbox, self.config.outbox, self.config.workers,
-                    self.config.lease.host_id)
+        logger.info(
+            "dropfetch running: inbox %s, outbox %s, %d workers, host %s",
+            self.config.inbox,
+            self.config.outbox,
+            self.config.workers,
+            self.config.lease.host_id,
+        )
         notify("READY=1\nSTATUS=" + self._status_line())
         self._main_loop()
         return self._shutdown()
@@ -208,8 +220,10 @@ class Daemon:
     def _status_line(self) -> str:
         paused = " (inbox missing: paused)" if self.watcher.paused else ""
         ok, failed = self.counts.get()
-        return (f"{len(self.pool.running())} running, {len(self.pool.queue)} queued, "
-                f"{ok} ok, {failed} failed{paused}")
+        return (
+            f"{len(self.pool.running())} running, {len(self.pool.queue)} queued, "
+            f"{ok} ok, {failed} failed{paused}"
+        )
 
     def _shutdown(self) -> int:
         """Stop every component within one ``shutdown_timeout``; the caller exits at once
@@ -217,12 +231,13 @@ class Daemon:
         notify("STOPPING=1")
         logger.info("stopping: no new jobs; checkpointing running ones")
         start = time.monotonic()
-        self.stopped_in_time = stop_all(self.components(),
-                                        Deadline(self.config.shutdown_timeout))
+        self.stopped_in_time = stop_all(self.components(), Deadline(self.config.shutdown_timeout))
         if not self.stopped_in_time:
-            logger.warning("not everything stopped within shutdown_timeout (%g s): partial "
-                           "files are kept and the next start resumes their jobs",
-                           self.config.shutdown_timeout)
+            logger.warning(
+                "not everything stopped within shutdown_timeout (%g s): partial "
+                "files are kept and the next start resumes their jobs",
+                self.config.shutdown_timeout,
+            )
         logger.info("stopped in %.1f s", time.monotonic() - start)
         return 0
 
@@ -240,8 +255,9 @@ class Daemon:
             return
         new, applied, restart = split_reload(self.config, loaded)
         if restart:
-            logger.warning("SIGHUP: %s change(s) need a restart; keeping the old value(s)",
-                           ", ".join(restart))
+            logger.warning(
+                "SIGHUP: %s change(s) need a restart; keeping the old value(s)", ", ".join(restart)
+            )
         self.config = new
         logging.getLogger("dropfetch").setLevel(self._log_level(new))
         for part in self.components():
@@ -249,5 +265,9 @@ class Daemon:
                 part.apply(new)
             except Exception:
                 logger.exception("SIGHUP: %s could not apply the new configuration", part.name)
-        logger.info("SIGHUP: configuration reloaded from %s (%d workers); applied: %s",
-                    source, new.workers, ", ".join(applied) or "no change")
+        logger.info(
+            "SIGHUP: configuration reloaded from %s (%d workers); applied: %s",
+            source,
+            new.workers,
+            ", ".join(applied) or "no change",
+        )

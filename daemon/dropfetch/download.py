@@ -143,17 +143,19 @@ class Downloader:
         complete and fsynced, and ``.meta`` is left for the caller to remove.
         """
         url = check_url(url)
-        call = _Call(url, None if on_progress is None else _shielded(on_progress),
-                     threading.Event() if cancel is None else cancel,
-                     watch_cancel=cancel is not None)
+        call = _Call(
+            url,
+            None if on_progress is None else _shielded(on_progress),
+            threading.Event() if cancel is None else cancel,
+            watch_cancel=cancel is not None,
+        )
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
         try:
             try:
                 return self._attempt(call, partial, resume=True)
             except _StartOver:
-                logger.info("%s: the server has a different file now; starting over",
-                            partial.name)
+                logger.info("%s: the server has a different file now; starting over", partial.name)
                 return self._attempt(call, partial, resume=False)
         except (DropfetchError, _StartOver):
             raise
@@ -190,28 +192,42 @@ class Downloader:
             if target in seen:
                 raise BadUrlError(
                     f"too many redirects: a redirect loop at {redact_url(target)} "
-                    f"(started from {redact_url(url)})")
+                    f"(started from {redact_url(url)})"
+                )
             if redirects > self.config.max_redirects:
                 raise BadUrlError(
                     f"too many redirects: more than {self.config.max_redirects} "
-                    f"(download.max_redirects) starting from {redact_url(url)}")
+                    f"(download.max_redirects) starting from {redact_url(url)}"
+                )
             seen.add(target)
-            logger.debug("redirect %d: %s -> %s", redirects, redact_url(current),
-                         redact_url(target))
+            logger.debug(
+                "redirect %d: %s -> %s", redirects, redact_url(current), redact_url(target)
+            )
             current = target
 
     def _get(self, url: str, headers: Mapping[str, str]) -> requests.Response:
         try:
             return self.session.get(
-                url, headers=dict(headers), stream=True, allow_redirects=False,
-                timeout=(self.config.timeout_connect, self.config.timeout_read))
+                url,
+                headers=dict(headers),
+                stream=True,
+                allow_redirects=False,
+                timeout=(self.config.timeout_connect, self.config.timeout_read),
+            )
         except REQUEST_FAILURES as exc:
-            raise request_error(exc, redact_url(url),
-                                timeout_connect=self.config.timeout_connect,
-                                timeout_read=self.config.timeout_read) from None
+            raise request_error(
+                exc,
+                redact_url(url),
+                timeout_connect=self.config.timeout_connect,
+                timeout_read=self.config.timeout_read,
+            ) from None
 
     def _receive(
-        self, resp: requests.Response, call: _Call, partial: Partial, final_url: str,
+        self,
+        resp: requests.Response,
+        call: _Call,
+        partial: Partial,
+        final_url: str,
     ) -> DownloadResult:
         """Act on the final answer: the resume decision, then the body."""
         shown = redact_url(final_url)
@@ -230,33 +246,49 @@ class Downloader:
         else:
             self._write(resp, call, partial, decision, shown)
         return DownloadResult(
-            path=partial.path, size=partial.size, sha256=partial.hasher.hexdigest(),
+            path=partial.path,
+            size=partial.size,
+            sha256=partial.hasher.hexdigest(),
             url=final_url,
             filename=result_filename(final_url, resp.headers.get("Content-Disposition")),
-            resumed_from=decision.offset)
+            resumed_from=decision.offset,
+        )
 
     def _write(
-        self, resp: requests.Response, call: _Call, partial: Partial, decision: Decision,
+        self,
+        resp: requests.Response,
+        call: _Call,
+        partial: Partial,
+        decision: Decision,
         shown: str,
     ) -> None:
         """Write the body as ``decision`` says (APPEND or REPLACE) after checking the
         size and the free space; ``partial.size`` is then the file's size."""
         if decision.action is Action.REPLACE and partial.size:
-            logger.info("%s: the server sent the whole file; restarting from zero",
-                        partial.path.name)
+            logger.info(
+                "%s: the server sent the whole file; restarting from zero", partial.path.name
+            )
             partial.restart()
         total = decision.total
         if total is not None and total > self.config.max_size:
             raise TooLargeError(
                 f"{shown} is {total} bytes, more than download.max_size "
-                f"({self.config.max_size} bytes)")
+                f"({self.config.max_size} bytes)"
+            )
         remaining = (total - partial.size) if total is not None else None
-        require_free_space(partial.path.parent, keep_free=self.min_free_space,
-                           needed=remaining or 0, shown=shown)
+        require_free_space(
+            partial.path.parent, keep_free=self.min_free_space, needed=remaining or 0, shown=shown
+        )
         if partial.size == 0:
-            write_meta(partial.meta_path, Meta(
-                url=call.url, etag=resp.headers.get("ETag"),
-                last_modified=resp.headers.get("Last-Modified"), total=total))
+            write_meta(
+                partial.meta_path,
+                Meta(
+                    url=call.url,
+                    etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
+                    total=total,
+                ),
+            )
         resumed_from = partial.size
         on_progress = call.on_progress
 
@@ -264,10 +296,16 @@ class Downloader:
             if on_progress is not None:
                 on_progress(Transfer(done, total, speed, resumed_from))
 
-        body = Body(shown, decision.length, call.cancel, call.watch_cancel,
-                    on_chunk=None if on_progress is None else on_chunk,
-                    check_space=lambda: require_free_space(
-                        partial.path.parent, keep_free=self.min_free_space, shown=shown))
+        body = Body(
+            shown,
+            decision.length,
+            call.cancel,
+            call.watch_cancel,
+            on_chunk=None if on_progress is None else on_chunk,
+            check_space=lambda: require_free_space(
+                partial.path.parent, keep_free=self.min_free_space, shown=shown
+            ),
+        )
         partial.size = write_body(resp, partial, body, self.config)
 
 
@@ -279,13 +317,15 @@ def _next_hop(resp: requests.Response, current: str) -> str:
     if len(values) > 1:
         raise BadUrlError(
             f"{redact_url(current)} redirects to {len(values)} different Location "
-            "headers at once; the server is broken")
+            "headers at once; the server is broken"
+        )
     location = location_text(values.pop() if values else None)
     if not location:
         raise HttpStatusError(
             resp.status_code,
             f"the server answered {resp.status_code} (a redirect) without a "
-            f"Location for {redact_url(current)}")
+            f"Location for {redact_url(current)}",
+        )
     return redirect_target(current, location)
 
 
@@ -293,9 +333,12 @@ def _answer_of(resp: requests.Response, shown: str) -> Answer:
     """What the resume decision reads of ``resp``; the framing only of a 200 or 206."""
     status = resp.status_code
     header = resp.headers.get("Content-Range")
-    return Answer(status, content_range=parse_content_range(header),
-                  unsatisfied=parse_unsatisfied_range(header),
-                  length=_content_length(resp, shown) if status in (200, 206) else None)
+    return Answer(
+        status,
+        content_range=parse_content_range(header),
+        unsatisfied=parse_unsatisfied_range(header),
+        length=_content_length(resp, shown) if status in (200, 206) else None,
+    )
 
 
 def _content_length(resp: requests.Response, shown: str) -> int | None:
@@ -314,7 +357,8 @@ def _content_length(resp: requests.Response, shown: str) -> int | None:
     if coding is not None and coding.lower() not in ("chunked", "identity"):
         raise NetworkError(
             f"{shown} sent the body in a transfer coding dropfetch does not read "
-            f"({coding[:40]!r}); only chunked is supported")
+            f"({coding[:40]!r}); only chunked is supported"
+        )
     if coding is not None and coding.lower() == "chunked":
         return None
     value = resp.headers.get("Content-Length")
@@ -326,7 +370,8 @@ def _content_length(resp: requests.Response, shown: str) -> int | None:
     shown_value = value if len(value) <= 40 else value[:40] + "..."
     raise NetworkError(
         f"{shown} sent an invalid Content-Length ({shown_value!r}), so the end of the "
-        "file cannot be told; the server is broken")
+        "file cannot be told; the server is broken"
+    )
 
 
 def _wrong_range(resp: requests.Response, offset: int, shown: str) -> NetworkError:
@@ -335,7 +380,8 @@ def _wrong_range(resp: requests.Response, offset: int, shown: str) -> NetworkErr
     return NetworkError(
         f"server sent a wrong Content-Range ({got[:80]!r} for {asked}) "
         f"for {shown}; the partial download was discarded, the next attempt "
-        "starts from zero")
+        "starts from zero"
+    )
 
 
 def _status_error(resp: requests.Response, shown: str) -> DropfetchError:
@@ -343,11 +389,13 @@ def _status_error(resp: requests.Response, shown: str) -> DropfetchError:
     if not 100 <= status <= 599:  # no class to read it by (RFC 9110 section 15)
         return NetworkError(
             f"{shown} answered with status {status}, which HTTP does not define; "
-            "the server is broken")
+            "the server is broken"
+        )
     return HttpStatusError(
-        status, f"the server answered {status} {resp.reason or ''}".rstrip()
-        + f" for {shown}",
-        retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        status,
+        f"the server answered {status} {resp.reason or ''}".rstrip() + f" for {shown}",
+        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -381,6 +429,7 @@ def _shielded(on_progress: Callable[[Transfer], None]) -> Callable[[Transfer], N
             on_progress(transfer)
         except Exception as exc:
             raise _CallerError(exc) from exc
+
     return call
 
 
@@ -392,18 +441,26 @@ def _unexpected(exc: BaseException, partial: Path, shown: str) -> DropfetchError
     """An error for an exception no other place mapped, logged without its message
     (which may hold the URL's credentials) but with where it came from."""
     where = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-4:]))
-    logger.warning("%s: unexpected %s while downloading %s; reported as a failed "
-                   "attempt. Raised at:\n%s", partial.name, type(exc).__name__, shown,
-                   where.rstrip())
+    logger.warning(
+        "%s: unexpected %s while downloading %s; reported as a failed attempt. Raised at:\n%s",
+        partial.name,
+        type(exc).__name__,
+        shown,
+        where.rstrip(),
+    )
     if isinstance(exc, UnicodeError | urllib3.exceptions.LocationParseError) or (
-            type(exc) is ValueError):
+        type(exc) is ValueError
+    ):
         return BadUrlError(
             f"{shown} cannot be downloaded: the URL or a redirect is malformed "
-            f"({type(exc).__name__})")
+            f"({type(exc).__name__})"
+        )
     if isinstance(exc, OSError) and not isinstance(
-            exc, ConnectionError | TimeoutError | requests.RequestException):
+        exc, ConnectionError | TimeoutError | requests.RequestException
+    ):
         # network failures come wrapped by requests/urllib3: a bare one is local
         return from_os_error(exc, f"saving the download of {shown}")
     return NetworkError(
         f"the download of {shown} failed: the server's answer could not be handled "
-        f"({type(exc).__name__}); the next attempt tries again")
+        f"({type(exc).__name__}); the next attempt tries again"
+    )

@@ -19,8 +19,18 @@ from enum import StrEnum
 
 from dropfetch.status import Sidecar, Status
 
-__all__ = ["Event", "EventBus", "JobFinished", "JobStarted", "Phase", "PhaseEnded",
-           "PhaseStarted", "Progress", "StatusChanged", "Subscriber"]
+__all__ = [
+    "Event",
+    "EventBus",
+    "JobFinished",
+    "JobStarted",
+    "Phase",
+    "PhaseEnded",
+    "PhaseStarted",
+    "Progress",
+    "StatusChanged",
+    "Subscriber",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -63,21 +63,13 @@ def extract(
     :class:`IOFailureError` or :class:`CancelledError`; what was written to ``dest``
     before the error is left for the caller to remove.
     """
-    if fmt is ArchiveFormat.FILE:
-        raise ValueError("extract() is never called for a plain file")
-    if not single_name or "/" in single_name or single_name in (".", ".."):
-        raise ValueError(f"single_name must be a bare file name, got {single_name!r}")
-    root = os.path.realpath(dest)
-    if not os.path.isdir(root) or os.listdir(root):
-        raise ValueError(f"{dest} must be an existing empty directory")
+    root = _check_call(dest, fmt, single_name, growth)
     try:
         f = open(archive, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise from_os_error(exc, "opening the archive") from exc
     with f:
         size = os.fstat(f.fileno()).st_size
-        if growth is not None and fmt is ArchiveFormat.ZIP:
-            raise ValueError("a zip cannot be extracted while it grows")
         source = Source(f, size, cancel, on_progress, growth)
         buffered = io.BufferedReader(source, CHUNK)
         limits = Limits(config, source)
@@ -92,9 +84,28 @@ def extract(
             _extract_single(cast(IO[bytes], buffered), fmt, out, single_name)
         out.finish(dest.name)
         source.done()
-    logger.debug("%s: extracted %d files, %d bytes in %.1f s", dest.name, len(out.files),
-                 limits.written, time.monotonic() - started)
+    logger.debug(
+        "%s: extracted %d files, %d bytes in %.1f s",
+        dest.name,
+        len(out.files),
+        limits.written,
+        time.monotonic() - started,
+    )
     return sorted(out.files)
+
+
+def _check_call(dest: Path, fmt: ArchiveFormat, single_name: str, growth: Growth | None) -> str:
+    """The real path of ``dest``; raises ValueError for a call that is a bug."""
+    if fmt is ArchiveFormat.FILE:
+        raise ValueError("extract() is never called for a plain file")
+    if growth is not None and fmt is ArchiveFormat.ZIP:
+        raise ValueError("a zip cannot be extracted while it grows")
+    if not single_name or "/" in single_name or single_name in (".", ".."):
+        raise ValueError(f"single_name must be a bare file name, got {single_name!r}")
+    root = os.path.realpath(dest)
+    if not os.path.isdir(root) or os.listdir(root):
+        raise ValueError(f"{dest} must be an existing empty directory")
+    return root
 
 
 def _extract_single(raw: IO[bytes], fmt: ArchiveFormat, out: Output, name: str) -> None:
@@ -103,4 +114,3 @@ def _extract_single(raw: IO[bytes], fmt: ArchiveFormat, out: Output, name: str) 
         stream = decompressor(fmt, raw)
     with stream:
         out.add_file(name, 0o644, None, stream.read, "decompressing")
-

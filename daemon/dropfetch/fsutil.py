@@ -37,10 +37,28 @@ __all__ = [
 ]
 
 # Network and FUSE filesystems: inotify never sees other hosts' writes there.
-NETWORK_FS_TYPES = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "ceph", "glusterfs",
-    "lustre", "gpfs", "afs", "beegfs", "davfs", "virtiofs", "ocfs2", "gfs2", "orangefs",
-})
+NETWORK_FS_TYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "afs",
+        "beegfs",
+        "davfs",
+        "virtiofs",
+        "ocfs2",
+        "gfs2",
+        "orangefs",
+    }
+)
 
 _counter = itertools.count()
 _HOST = socket.gethostname().replace("/", "_")
@@ -107,9 +125,14 @@ def display_name(name: str) -> str:
     return shown(name)
 
 
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 def _kind(mode: int) -> str:
@@ -134,8 +157,9 @@ def read_regular(path: Path, limit: int) -> bytes:
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # replaced by a symbolic link since the lstat
-            raise NotRegularFileError(f"{path.name} is a symbolic link, not a regular file") \
-                from None
+            raise NotRegularFileError(
+                f"{path.name} is a symbolic link, not a regular file"
+            ) from None
         raise
     try:
         st = os.fstat(fd)
@@ -224,7 +248,7 @@ def atomic_write(path: Path, data: bytes, *, sync: bool = True, durable: bool = 
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
         finally:
@@ -280,8 +304,7 @@ def start_writeback(fd: int) -> None:
 TEST_NO_EXCHANGE_ENV = "DROPFETCH_TEST_NO_EXCHANGE"
 
 
-def publish_dir(staging: Path, target: Path, trash: Path, *,
-                exchange: bool | None = None) -> None:
+def publish_dir(staging: Path, target: Path, trash: Path, *, exchange: bool | None = None) -> None:
     """Move ``staging`` to ``target`` whole; an existing ``target`` is replaced.
 
     The old output is swapped out atomically where the filesystem supports
@@ -302,8 +325,9 @@ def publish_dir(staging: Path, target: Path, trash: Path, *,
         st = None
     if st is not None and not stat.S_ISDIR(st.st_mode):
         # an output is always a directory: a file there is somebody else's (a kept archive)
-        raise FileExistsError(errno.EEXIST, "a file, not an output directory, is in the way",
-                              str(target))
+        raise FileExistsError(
+            errno.EEXIST, "a file, not an output directory, is in the way", str(target)
+        )
     if st is not None:
         if exchange and _exchange(staging, target):
             old = staging  # the swap left the old output at the staging path
@@ -440,8 +464,7 @@ def _open_dir_at(parent: int, name: str) -> int | None:
 def _chmod_dir_at(parent: int, name: str) -> None:
     """chmod 0700 a directory we may not read, without following a link: through an
     O_PATH descriptor (fchmod refuses those, /proc/self/fd does not)."""
-    fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 dir_fd=parent)
+    fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     try:
         os.chmod(f"/proc/self/fd/{fd}", 0o700)
     except FileNotFoundError:  # no /proc: by name (it was a directory a moment ago)
@@ -473,8 +496,10 @@ def _retry_writable(parent: int, op: Callable[[], None]) -> None:
 
 # --- free space ---------------------------------------------------------------------
 
-def require_free_space(path: Path, *, keep_free: int, needed: int = 0,
-                       shown: str | None = None) -> None:
+
+def require_free_space(
+    path: Path, *, keep_free: int, needed: int = 0, shown: str | None = None
+) -> None:
     """Raise :class:`DiskFullError` unless the filesystem holding ``path`` has room for
     ``needed`` more bytes with ``keep_free`` bytes (``min_free_space``) still free after
     them; nothing is checked when ``keep_free`` is 0 or less.
@@ -496,14 +521,17 @@ def require_free_space(path: Path, *, keep_free: int, needed: int = 0,
     if shown is None:
         raise DiskFullError(
             f"only {free // 2**20} MiB free on the outbox's filesystem, below "
-            f"min_free_space ({keep_free // 2**20} MiB); waiting for space")
+            f"min_free_space ({keep_free // 2**20} MiB); waiting for space"
+        )
     raise DiskFullError(
         f"not enough free disk space for {shown}: {free} bytes free, "
         f"{needed} more needed, and {keep_free} must stay free "
-        "(min_free_space); free some space")
+        "(min_free_space); free some space"
+    )
 
 
 # --- filesystem type ----------------------------------------------------------------
+
 
 def filesystem_type(path: Path) -> str:
     """The type of the filesystem holding ``path`` (from /proc/self/mountinfo)."""
@@ -517,8 +545,11 @@ def filesystem_type(path: Path) -> str:
                 if len(fields) < 5 or not right:
                     continue
                 mount_point = fields[4].encode().decode("unicode_escape")
-                if (real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-                        or mount_point == "/") and len(mount_point) >= len(best):
+                if (
+                    real == mount_point
+                    or real.startswith(mount_point.rstrip("/") + "/")
+                    or mount_point == "/"
+                ) and len(mount_point) >= len(best):
                     best, best_type = mount_point, right.split()[0]
         return best_type
     except OSError:

@@ -47,8 +47,11 @@ class HookCall:
 def hook_call(config: Config, sc: Sidecar) -> HookCall | None:
     """The hook to run for the final sidecar ``sc``, None when there is none."""
     hooks = config.hooks
-    argv = hooks.on_done if sc.status is Status.OK else (
-        hooks.on_failed if sc.status is Status.FAILED else None)
+    argv = (
+        hooks.on_done
+        if sc.status is Status.OK
+        else (hooks.on_failed if sc.status is Status.FAILED else None)
+    )
     if not argv:
         return None
     env = {
@@ -86,11 +89,13 @@ class HookRunner:
 
     name = "hooks"
 
-    def __init__(self, config: Config, *, workers: int = HOOK_WORKERS,
-                 backlog: int = HOOK_BACKLOG) -> None:
+    def __init__(
+        self, config: Config, *, workers: int = HOOK_WORKERS, backlog: int = HOOK_BACKLOG
+    ) -> None:
         self.config = config
-        self._executor = ThreadPoolExecutor(max_workers=workers,
-                                            thread_name_prefix="dropfetch-hook")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="dropfetch-hook"
+        )
         # a turn for each hook running or waiting: fire() never blocks on it
         self._limit = workers + backlog
         self._slots = threading.BoundedSemaphore(self._limit)
@@ -114,8 +119,12 @@ class HookRunner:
             logger.warning("%s: hook %s not run: stopping", call.job_id, call.argv[0])
             return
         if not self._slots.acquire(blocking=False):
-            logger.error("%s: hook %s dropped: %d hooks are running or waiting already",
-                         call.job_id, call.argv[0], self._limit)
+            logger.error(
+                "%s: hook %s dropped: %d hooks are running or waiting already",
+                call.job_id,
+                call.argv[0],
+                self._limit,
+            )
             return
         try:
             future = self._executor.submit(self._turn, call)
@@ -143,12 +152,16 @@ class HookRunner:
     def _run(self, call: HookCall) -> None:
         with tempfile.TemporaryFile() as err:
             try:
-                proc = subprocess.Popen(call.argv, env=call.env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=err,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    call.argv,
+                    env=call.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
             except OSError as exc:
-                logger.error("%s: hook %s could not be started: %s", call.job_id,
-                             call.argv[0], exc)
+                logger.error("%s: hook %s could not be started: %s", call.job_id, call.argv[0], exc)
                 return
             with self._lock:
                 self._running[proc.pid] = (call.job_id, proc)
@@ -160,8 +173,12 @@ class HookRunner:
             except subprocess.TimeoutExpired:
                 _kill(proc)
                 proc.wait()
-                logger.error("%s: hook %s timed out after %.0f s and was killed",
-                             call.job_id, call.argv[0], call.timeout)
+                logger.error(
+                    "%s: hook %s timed out after %.0f s and was killed",
+                    call.job_id,
+                    call.argv[0],
+                    call.timeout,
+                )
                 return
             finally:
                 with self._lock:
@@ -175,8 +192,13 @@ class HookRunner:
         elif code == -signal.SIGKILL:
             logger.warning("%s: hook %s was killed", call.job_id, call.argv[0])
         else:
-            logger.warning("%s: hook %s exited %d%s", call.job_id, call.argv[0], code,
-                           f": {tail}" if tail else "")
+            logger.warning(
+                "%s: hook %s exited %d%s",
+                call.job_id,
+                call.argv[0],
+                code,
+                f": {tail}" if tail else "",
+            )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -196,8 +218,9 @@ class HookRunner:
             self._killing = True
             left = list(self._running.values())
         for job_id, proc in left:
-            logger.warning("%s: hook (pid %d) still running at the shutdown deadline: killed",
-                           job_id, proc.pid)
+            logger.warning(
+                "%s: hook (pid %d) still running at the shutdown deadline: killed", job_id, proc.pid
+            )
             _kill(proc)
         return False
 

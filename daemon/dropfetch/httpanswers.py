@@ -28,8 +28,13 @@ class Reject(Exception):
     """An answer other than success (a JSON error), raised from anywhere below the
     dispatcher: framing, routing, endpoints."""
 
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -52,8 +57,7 @@ def json_bytes(value: Any) -> bytes:
     were not UTF-8 as ``\\xNN``, the sidecars' own form), NaN and infinities become
     null, and anything JSON has no type for becomes its ``str()``.
     """
-    text = json.dumps(_clean(value), ensure_ascii=False, allow_nan=False, indent=2,
-                      default=str)
+    text = json.dumps(_clean(value), ensure_ascii=False, allow_nan=False, indent=2, default=str)
     return (text + "\n").encode("utf-8")
 
 

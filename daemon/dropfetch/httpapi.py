@@ -51,8 +51,10 @@ logger = logging.getLogger(__name__)
 MAX_CONNECTIONS = 64  # connections served at once; more are answered 503 and closed
 _DRAIN_BYTES = 1024 * 1024  # read (and drop) at most this much before closing
 _DRAIN_SECONDS = 2.0  # ... for at most this long in all
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-         b"Content-Type: application/json\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s")
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+    b"Content-Type: application/json\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -74,10 +76,14 @@ class _Server(ThreadingHTTPServer):
         if not busy:
             super().process_request(request, client_address)
             return
-        logger.warning("http: %d connections already, %s is answered 503",
-                       MAX_CONNECTIONS, client_address)
-        body = json_bytes(error_body(f"the server is busy ({MAX_CONNECTIONS} connections): "
-                                     "try again in a moment", "busy"))
+        logger.warning(
+            "http: %d connections already, %s is answered 503", MAX_CONNECTIONS, client_address
+        )
+        body = json_bytes(
+            error_body(
+                f"the server is busy ({MAX_CONNECTIONS} connections): try again in a moment", "busy"
+            )
+        )
         with contextlib.suppress(OSError):
             request.setblocking(False)  # never wait here: this thread accepts for all
             request.send(_BUSY % (len(body), body))
@@ -153,8 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.requestline, self.command = getattr(self, "requestline", ""), ""
             self.request_version = "HTTP/1.1"
             with contextlib.suppress(OSError):
-                self.send_error(HTTPStatus.REQUEST_TIMEOUT, "the request line and headers "
-                                f"took over {wire.HEADER_TIMEOUT:g} s")
+                self.send_error(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    f"the request line and headers took over {wire.HEADER_TIMEOUT:g} s",
+                )
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http: %s %s", self.address_string(), format % args)
@@ -167,8 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not super().parse_request():
             return False
         try:
-            self._framing = wire.body_framing(self.headers.get_all("Transfer-Encoding") or [],
-                                              self.headers.get_all("Content-Length") or [])
+            self._framing = wire.body_framing(
+                self.headers.get_all("Transfer-Encoding") or [],
+                self.headers.get_all("Content-Length") or [],
+            )
         except Reject as exc:  # the framing is unknown: answered first, then closed
             self.close_connection = True
             self._error(exc.status, exc.message)
@@ -176,8 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._unread = bool(self._framing)
         # "100 Continue" is sent only when the body is wanted (see _read_body); any
         # other answer goes first, and the connection is closed
-        self._expect_continue = self._unread and self.request_version >= "HTTP/1.1" and \
-            self.headers.get("Expect", "").strip().lower() == "100-continue"
+        self._expect_continue = (
+            self._unread
+            and self.request_version >= "HTTP/1.1"
+            and self.headers.get("Expect", "").strip().lower() == "100-continue"
+        )
         return True
 
     def handle_expect_100(self) -> bool:
@@ -215,12 +228,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _error(self, status: int, message: str, code: str | None = None,
-               headers: dict[str, str] | None = None) -> None:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._send(Reply(status, error_body(message, code), headers=headers or {}))
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The base class's errors (bad request line, headers too long, unknown method),
         as JSON; the connection is closed after them."""
         self.close_connection = True
@@ -243,25 +260,31 @@ class _Handler(BaseHTTPRequestHandler):
         except TimeoutError:
             self.close_connection = True
             if self._input.expired and not self._answered:
-                self._error(HTTPStatus.REQUEST_TIMEOUT,
-                            f"the body took over {wire.BODY_TIMEOUT:g} s")
+                self._error(
+                    HTTPStatus.REQUEST_TIMEOUT, f"the body took over {wire.BODY_TIMEOUT:g} s"
+                )
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away
         except Exception:
             logger.exception("http: %s %s failed", self.command, self.path)
             self.close_connection = True
             if not self._answered:
-                self._error(HTTPStatus.INTERNAL_SERVER_ERROR,
-                            "an internal error; the daemon's log says more", "internal")
+                self._error(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    "an internal error; the daemon's log says more",
+                    "internal",
+                )
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
     def _answer(self) -> Reply:
         front = self.server.front
         if not bearer_ok(front.token, self.headers.get_all("Authorization") or []):
-            raise Reject(HTTPStatus.UNAUTHORIZED,
-                         "a valid 'Authorization: Bearer <token>' header is needed",
-                         headers={"WWW-Authenticate": 'Bearer realm="dropfetch"'})
+            raise Reject(
+                HTTPStatus.UNAUTHORIZED,
+                "a valid 'Authorization: Bearer <token>' header is needed",
+                headers={"WWW-Authenticate": 'Bearer realm="dropfetch"'},
+            )
         method = "GET" if self.command == "HEAD" else self.command
         endpoint, job_id = resolve(ROUTES, method, self.path.split("?", 1)[0])
         return endpoint(Request(front, job_id, self._framing, self._read_body))
@@ -293,8 +316,11 @@ def bearer_ok(token: str | None, given: list[str]) -> bool:
         return True
     scheme, _, credentials = (given[0] if len(given) == 1 else "").strip().partition(" ")
     credentials = credentials.strip()
-    return scheme.lower() == "bearer" and bool(credentials) and hmac.compare_digest(
-        credentials.encode(), token.encode())
+    return (
+        scheme.lower() == "bearer"
+        and bool(credentials)
+        and hmac.compare_digest(credentials.encode(), token.encode())
+    )
 
 
 class HttpFrontEnd:
@@ -341,8 +367,12 @@ class HttpFrontEnd:
         self._thread = threading.Thread(target=self._serve, name="dropfetch-http", daemon=True)
         self._thread.start()
         host, port = self.address
-        logger.info("HTTP front end on http://%s:%d%s", f"[{host}]" if ":" in host else host,
-                    port, " (bearer token required)" if self.token else "")
+        logger.info(
+            "HTTP front end on http://%s:%d%s",
+            f"[{host}]" if ":" in host else host,
+            port,
+            " (bearer token required)" if self.token else "",
+        )
 
     def _serve(self) -> None:
         """Accept connections until ``stop()``, which wakes the wait at once."""
@@ -352,7 +382,8 @@ class HttpFrontEnd:
             while not self._stopping.is_set():
                 ready = selector.select()
                 if not self._stopping.is_set() and any(
-                        key.fileobj is self._server.socket for key, _ in ready):
+                    key.fileobj is self._server.socket for key, _ in ready
+                ):
                     self._server.handle_request()  # one connection, or none (timeout 0)
 
     def stop(self, deadline: Deadline) -> bool:
@@ -385,8 +416,10 @@ class HttpFrontEnd:
             logger.error("SIGHUP: keeping the HTTP front end's token in use: %s", exc)
             return
         if token != self.token:
-            logger.info("SIGHUP: the HTTP front end %s", "takes a new bearer token" if token
-                        else "no longer requires a bearer token")
+            logger.info(
+                "SIGHUP: the HTTP front end %s",
+                "takes a new bearer token" if token else "no longer requires a bearer token",
+            )
         self.config, self.token = config, token
 
 
@@ -405,11 +438,9 @@ def _read_token(config: Config) -> str | None:
 
 _BIND_ERRORS = {
     errno.EADDRINUSE: "the address is already in use (another dropfetch, or another "
-                      "program, listens there): stop it or choose another port",
-    errno.EADDRNOTAVAIL: "this machine has no such address: use one of its own, such as "
-                         "127.0.0.1",
-    errno.EACCES: "permission denied (ports below 1024 need privileges): choose a port "
-                  "above 1024",
+    "program, listens there): stop it or choose another port",
+    errno.EADDRNOTAVAIL: "this machine has no such address: use one of its own, such as 127.0.0.1",
+    errno.EACCES: "permission denied (ports below 1024 need privileges): choose a port above 1024",
 }
 
 
@@ -421,11 +452,14 @@ def _bind(listen: str, where: str) -> _Server:
         return ConfigError(f"{where}: key http.listen: cannot listen on {listen}: {reason}")
 
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except (socket.gaierror, UnicodeError, ValueError) as exc:
-        raise fail(f"{host!r} is not an address or a known host name "
-                   f"({getattr(exc, 'strerror', None) or exc})") from None
+        raise fail(
+            f"{host!r} is not an address or a known host name "
+            f"({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     infos.sort(key=lambda info: info[0] != socket.AF_INET)  # "localhost": 127.0.0.1 first
     family, _, _, _, address = infos[0]
     cls = _Server6 if family == socket.AF_INET6 else _Server

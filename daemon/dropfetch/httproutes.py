@@ -95,8 +95,11 @@ def resolve(routes: tuple[Route, ...], method: str, path: str) -> tuple[Endpoint
         if route.method == method:
             return route.endpoint, job_id
     allowed = [r.method for r in matching]
-    raise Reject(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed here",
-                 headers={"Allow": ", ".join(allowed)})
+    raise Reject(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        f"{method} is not allowed here",
+        headers={"Allow": ", ".join(allowed)},
+    )
 
 
 def item_id(raw: str) -> str:
@@ -105,8 +108,9 @@ def item_id(raw: str) -> str:
     try:  # the request line was read as latin-1: its bytes are the code points
         name = unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
     except UnicodeError:
-        raise Reject(HTTPStatus.BAD_REQUEST, "the id is not UTF-8 text once percent-decoded",
-                     "bad_job") from None
+        raise Reject(
+            HTTPStatus.BAD_REQUEST, "the id is not UTF-8 text once percent-decoded", "bad_job"
+        ) from None
     if not name or "/" in name or name.startswith("."):
         raise Reject(HTTPStatus.NOT_FOUND, "unknown id")  # sub-paths and hidden names
     try:
@@ -118,6 +122,7 @@ def item_id(raw: str) -> str:
 
 # -- sidecars of jobs the daemon has not taken yet -------------------------------------
 
+
 def unstarted(name: str, data: bytes, status: Status = Status.QUEUED) -> Sidecar:
     """The sidecar of job ``name`` whose file holds ``data``, before the daemon writes
     one: the job's identity and redacted URL (None if the file is no valid job), no
@@ -126,8 +131,9 @@ def unstarted(name: str, data: bytes, status: Status = Status.QUEUED) -> Sidecar
         url: str | None = redact_url(parse_job(data).url)
     except DropfetchError:
         url = None
-    return Sidecar(id=name, job=name + JOB_SUFFIX, job_sha256=job_sha256(data), url=url,
-                   status=status)
+    return Sidecar(
+        id=name, job=name + JOB_SUFFIX, job_sha256=job_sha256(data), url=url, status=status
+    )
 
 
 def _job_bytes(path: Path) -> bytes | None:
@@ -141,6 +147,7 @@ def _job_bytes(path: Path) -> bytes | None:
 
 
 # -- endpoints -------------------------------------------------------------------------
+
 
 def list_jobs(req: Request) -> Reply:
     listing = []
@@ -171,8 +178,7 @@ def delete_job(req: Request) -> Reply:
         job.unlink()
     except FileNotFoundError:
         raise Reject(HTTPStatus.NOT_FOUND, f"unknown id {name!r}") from None
-    return Reply(HTTPStatus.ACCEPTED, req.front.view(unstarted(name, data or b"",
-                                                                Status.DELETING)))
+    return Reply(HTTPStatus.ACCEPTED, req.front.view(unstarted(name, data or b"", Status.DELETING)))
 
 
 def submit_job(req: Request) -> Reply:
@@ -188,8 +194,9 @@ def submit_job(req: Request) -> Reply:
 
 
 def metrics(req: Request) -> Reply:
-    return Reply(HTTPStatus.OK, generate_latest(req.front.metrics.registry),
-                 content_type=CONTENT_TYPE_LATEST)
+    return Reply(
+        HTTPStatus.OK, generate_latest(req.front.metrics.registry), content_type=CONTENT_TYPE_LATEST
+    )
 
 
 def _read_json(req: Request) -> dict[str, Any]:
@@ -211,8 +218,9 @@ def _job_fields(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
         raise Reject(HTTPStatus.BAD_REQUEST, f"unknown field(s): {', '.join(unknown)}")
     url, name, sha = body.get("url"), body.get("name"), body.get("sha256")
     if not isinstance(url, str) or not all(v is None or isinstance(v, str) for v in (name, sha)):
-        raise Reject(HTTPStatus.BAD_REQUEST,
-                     '"url" (and optional "name", "sha256") must be strings')
+        raise Reject(
+            HTTPStatus.BAD_REQUEST, '"url" (and optional "name", "sha256") must be strings'
+        )
     return url, name, sha
 
 
@@ -223,9 +231,12 @@ def _write(inbox: Path, name: str | None, url: str, content: bytes) -> Path:
         return write_unique_job(inbox, derive_name(url), content)
     except OSError as exc:
         logger.error("http: cannot write a job file into %s: %s", inbox, exc)
-        raise Reject(HTTPStatus.SERVICE_UNAVAILABLE,
-                     f"cannot write the job file into the inbox ({exc.strerror}): is the inbox "
-                     "there and writable?", "io_error") from None
+        raise Reject(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"cannot write the job file into the inbox ({exc.strerror}): is the inbox "
+            "there and writable?",
+            "io_error",
+        ) from None
 
 
 _COLLECTION = re.compile(r"/archive/?")

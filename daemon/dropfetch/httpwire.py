@@ -19,8 +19,18 @@ from http import HTTPStatus
 
 from dropfetch.httpanswers import Reject
 
-__all__ = ["BODY_TIMEOUT", "HEADER_TIMEOUT", "IDLE_TIMEOUT", "MAX_BODY", "SEND_TIMEOUT",
-           "Framing", "Input", "body_framing", "check_length", "read_body"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_BODY",
+    "SEND_TIMEOUT",
+    "Framing",
+    "Input",
+    "body_framing",
+    "check_length",
+    "read_body",
+]
 
 MAX_BODY = 64 * 1024
 IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent between requests
@@ -104,12 +114,15 @@ def body_framing(transfer: list[str], lengths: list[str]) -> Framing:
     answered before anything else, with the connection closed after it."""
     if transfer:
         if lengths:
-            raise Reject(HTTPStatus.BAD_REQUEST,
-                         "a request cannot have both Transfer-Encoding and Content-Length")
+            raise Reject(
+                HTTPStatus.BAD_REQUEST,
+                "a request cannot have both Transfer-Encoding and Content-Length",
+            )
         codings = [c.strip().lower() for v in transfer for c in v.split(",") if c.strip()]
         if codings != ["chunked"]:
-            raise Reject(HTTPStatus.NOT_IMPLEMENTED,
-                         "only the chunked transfer coding is understood")
+            raise Reject(
+                HTTPStatus.NOT_IMPLEMENTED, "only the chunked transfer coding is understood"
+            )
         return "chunked"
     return _content_length(lengths) if lengths else None
 

@@ -134,8 +134,11 @@ def _entries(inbox: Path, *, recursive: bool) -> Iterator[str]:
         with os.scandir(inbox) as it:
             for entry in it:
                 yield entry.path
-                if (recursive and not entry.name.startswith(".")
-                        and entry.is_dir(follow_symlinks=False)):
+                if (
+                    recursive
+                    and not entry.name.startswith(".")
+                    and entry.is_dir(follow_symlinks=False)
+                ):
                     yield from _subdir(entry.path)
     except OSError as exc:
         logger.warning("cannot list the inbox %s: %s", inbox, exc)

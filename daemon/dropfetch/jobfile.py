@@ -78,8 +78,9 @@ def parse_job(data: bytes) -> JobSpec:
 def _text(data: bytes) -> str:
     """A job file's bytes as text: UTF-8 (a BOM is fine), at most MAX_JOB_BYTES."""
     if len(data) > MAX_JOB_BYTES:
-        raise BadJobError(f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; "
-                          "it should hold one URL")
+        raise BadJobError(
+            f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; it should hold one URL"
+        )
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise BadJobError("the job file is UTF-16 text; save it as UTF-8 (or plain ASCII)")
     if b"\x00" in data:
@@ -87,8 +88,9 @@ def _text(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BadJobError(f"the job file is not UTF-8 text (bad byte at offset {exc.start}); "
-                          "save it as UTF-8") from None
+        raise BadJobError(
+            f"the job file is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def _shortcut_url(lines: list[str]) -> str:
@@ -127,8 +129,9 @@ def _parse_yaml(text: str) -> JobSpec:
     unknown = sorted(str(k) for k in doc if k not in _OPTIONS)
     if unknown:
         shown = fragment(", ".join(unknown))
-        raise BadJobError(f"unknown option(s) in the job file: {shown}; "
-                          f"known: {', '.join(sorted(_OPTIONS))}")
+        raise BadJobError(
+            f"unknown option(s) in the job file: {shown}; known: {', '.join(sorted(_OPTIONS))}"
+        )
     url = doc.get("url")
     if not isinstance(url, str):
         raise BadJobError("the YAML job file needs 'url:' with the URL to download")
@@ -183,8 +186,9 @@ def _checked_filename(value: object) -> str:
     if not isinstance(value, str) or not value or value in (".", ".."):
         raise BadJobError("option filename must be a plain file name")
     if "/" in value or "\\" in value:
-        raise BadJobError("option filename must be a bare name without a path, "
-                          f"got {fragment(value)}")
+        raise BadJobError(
+            f"option filename must be a bare name without a path, got {fragment(value)}"
+        )
     if has_control(value) or len(value.encode()) > 255:
         raise BadJobError("option filename has control characters or is longer than 255 bytes")
     return value
@@ -195,6 +199,7 @@ def _checked_url(url: str) -> str:
 
     url = url.strip()
     if any(c.isspace() for c in url) or has_control(url):
-        raise BadJobError("the URL contains spaces or control characters; "
-                          "percent-encode them (a space is %20)")
+        raise BadJobError(
+            "the URL contains spaces or control characters; percent-encode them (a space is %20)"
+        )
     return check_url(url)

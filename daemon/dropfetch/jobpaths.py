@@ -13,8 +13,7 @@ from dropfetch.jobfile import JOB_SUFFIX, MAX_JOB_BYTES, SIDECAR_SUFFIX, job_sha
 from dropfetch.leases import lease_key
 from dropfetch.names import parse_staging_name
 
-__all__ = ["STARTS_PER_ATTEMPT", "JobPaths", "count_start", "identity", "job_paths",
-           "read_job"]
+__all__ = ["STARTS_PER_ATTEMPT", "JobPaths", "count_start", "identity", "job_paths", "read_job"]
 
 # A job whose tries are cut short this many times max_attempts in a row (the daemon
 # died, or lost the lease, each time) fails: it may be what kills the daemon.
@@ -38,8 +37,11 @@ class JobPaths:
     def staging_dirs(self) -> list[Path]:
         """Staging directories of this job, from any host."""
         try:
-            return [p for p in self.staging_dir.iterdir()
-                    if (found := parse_staging_name(p.name)) is not None and found[0] == self.key]
+            return [
+                p
+                for p in self.staging_dir.iterdir()
+                if (found := parse_staging_name(p.name)) is not None and found[0] == self.key
+            ]
         except FileNotFoundError:
             return []
 
@@ -84,8 +86,10 @@ def read_job(path: Path) -> bytes | BadJobError | None:
     except FileNotFoundError:
         return None
     except NotRegularFileError as err:
-        return NotRegularFileError(f"{err.message}; only a regular file is read as a job file "
-                                   "(replace it with one that holds the URL)")
+        return NotRegularFileError(
+            f"{err.message}; only a regular file is read as a job file "
+            "(replace it with one that holds the URL)"
+        )
 
 
 def identity(data: bytes | BadJobError) -> str:
@@ -114,6 +118,10 @@ def count_start(paths: JobPaths, job_sha: str, *, max_attempts: int) -> None:
             f"the daemon was stopped {starts} times in a row (killed, crashed or cut off "
             "from the shared directory) while working on this job, without finishing "
             "it; giving up in case the job itself is the cause. See the daemon's log, then "
-            "'dropfetch retry' the job to try again")
-    atomic_write(paths.starts, json.dumps(
-        {"job_sha256": job_sha, "starts": starts + 1}).encode(), durable=False)
+            "'dropfetch retry' the job to try again"
+        )
+    atomic_write(
+        paths.starts,
+        json.dumps({"job_sha256": job_sha, "starts": starts + 1}).encode(),
+        durable=False,
+    )

@@ -74,8 +74,7 @@ class JobRun:
             # the job again once it is done, so the purge is never lost
             return True
         if identity(data) != self.job_sha256:
-            logger.info("%s: the job file changed; starting over with the new one",
-                        self.job_id)
+            logger.info("%s: the job file changed; starting over with the new one", self.job_id)
             self.stop("changed")
             return True
         return False
@@ -86,8 +85,7 @@ class JobRun:
         try:
             data = read_job(paths.job)
         except OSError as exc:
-            logger.warning("%s: cannot read the job file (%s); will look again", self.job_id,
-                           exc)
+            logger.warning("%s: cannot read the job file (%s); will look again", self.job_id, exc)
             ctx.queue.put(self.job_id, delay=ctx.config.rescan_interval)
             return
         if data is None:
@@ -119,18 +117,25 @@ class JobRun:
         """The board of this try, from the sidecar on disk; None: nothing to do now."""
         paths = self.paths
         if _is_dir(paths.sidecar):
-            logger.error("%s: %s is a directory, so the job cannot have a status file; it is "
-                         "not run (remove that directory, then touch the job file)",
-                         self.job_id, paths.sidecar.name)
+            logger.error(
+                "%s: %s is a directory, so the job cannot have a status file; it is "
+                "not run (remove that directory, then touch the job file)",
+                self.job_id,
+                paths.sidecar.name,
+            )
             return None
         old = read_sidecar(paths.sidecar)
         same = old if old is not None and old.job_sha256 == self.job_sha256 else None
         if same is not None and not self._due(same):
             return None
-        sidecar = Sidecar(id=self.job_id, job=paths.job.name, job_sha256=self.job_sha256 or "",
-                          host=self.ctx.config.lease.host_id,
-                          attempt=_failed_tries(same) if same is not None else 0,
-                          created=same.created if same is not None else now_iso())
+        sidecar = Sidecar(
+            id=self.job_id,
+            job=paths.job.name,
+            job_sha256=self.job_sha256 or "",
+            host=self.ctx.config.lease.host_id,
+            attempt=_failed_tries(same) if same is not None else 0,
+            created=same.created if same is not None else now_iso(),
+        )
         previous = None if old is None or old.status is Status.DELETING else old.status
         return self.ctx.board(paths, sidecar, previous, lease), previous
 
@@ -145,8 +150,7 @@ class JobRun:
             return False
         return True
 
-    def _with_lease(self, data: bytes | BadJobError, lease: Lease,
-                    downloader: Downloader) -> None:
+    def _with_lease(self, data: bytes | BadJobError, lease: Lease, downloader: Downloader) -> None:
         opened = self._open_board(lease)
         if opened is None:
             return
@@ -154,8 +158,7 @@ class JobRun:
         try:
             Attempt.begin(self, lease, board, downloader, data, previous).run_steps()
         except LeaseLostError as exc:
-            logger.error("%s: lost the lease; stopping without publishing (%s)", self.job_id,
-                         exc)
+            logger.error("%s: lost the lease; stopping without publishing (%s)", self.job_id, exc)
             self.ctx.look_again(self.job_id)
         except CancelledError:
             self._cancelled(board)
@@ -167,18 +170,33 @@ class JobRun:
             self._error(board, from_os_error(exc, "writing the output"))
         except Exception as exc:  # a bug, not the job's fault: tried again, then failed
             logger.exception("%s: internal error (a bug in dropfetch)", self.job_id)
-            self._error(board, InternalError(
-                f"dropfetch hit an internal error ({type(exc).__name__}); the job is tried "
-                "again, and fails once its attempts are used up. The daemon's log has the "
-                "details: please report it"))
+            self._error(
+                board,
+                InternalError(
+                    f"dropfetch hit an internal error ({type(exc).__name__}); the job is tried "
+                    "again, and fails once its attempts are used up. The daemon's log has the "
+                    "details: please report it"
+                ),
+            )
 
     def _error(self, board: StatusBoard, err: DropfetchError) -> None:
         sc = board.sidecar
-        retry = next_try(err, attempt=sc.attempt, counted=sc.status is Status.DOWNLOADING,
-                         config=self.ctx.config.download, draw=random.random())
+        retry = next_try(
+            err,
+            attempt=sc.attempt,
+            counted=sc.status is Status.DOWNLOADING,
+            config=self.ctx.config.download,
+            draw=random.random(),
+        )
         if retry is not None:
-            logger.warning("%s: attempt %d failed (%s: %s); next try in %.1f s", self.job_id,
-                           retry.attempt, err.code, err.message, retry.delay)
+            logger.warning(
+                "%s: attempt %d failed (%s: %s); next try in %.1f s",
+                self.job_id,
+                retry.attempt,
+                err.code,
+                err.message,
+                retry.delay,
+            )
             board.retry_at(retry.delay, err, attempt=retry.attempt)
             self.paths.forget_starts()
             self.ctx.queue.put(self.job_id, delay=retry.delay)

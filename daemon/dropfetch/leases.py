@@ -140,9 +140,12 @@ class Lease:
     def is_lost(self) -> bool:
         """True once lost; also (without any I/O) once not renewed for ``ttl``."""
         if not self.lost.is_set() and time.monotonic() - self.renewed > self.ttl:
-            logger.error("%s: the lease was not renewed for %.1f s (longer than lease.ttl: "
-                         "paused or starved); another host may have taken the job over",
-                         self.job_id, time.monotonic() - self.renewed)
+            logger.error(
+                "%s: the lease was not renewed for %.1f s (longer than lease.ttl: "
+                "paused or starved); another host may have taken the job over",
+                self.job_id,
+                time.monotonic() - self.renewed,
+            )
             self.lost.set()
         return self.lost.is_set()
 
@@ -191,6 +194,19 @@ class Lease:
         self.lost.set()
 
 
+def _restore(aside: Path, path: Path) -> None:
+    """Put a live lease moved aside back (never over a new one), then drop the copy."""
+    try:
+        os.link(aside, path)  # link() never replaces an existing name
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            logger.warning("%s: cannot put back a live lease: %s", path.name, exc)
+    try:
+        aside.unlink()
+    except OSError:
+        pass
+
+
 class LeaseManager:
     """Takes, renews, checks and releases this host's leases."""
 
@@ -232,8 +248,14 @@ class LeaseManager:
     def _create(self, job_id: str, path: Path) -> Lease | None:
         started = time.monotonic()
         token = secrets.token_hex(16)
-        info: dict[str, object] = {"host": self.host_id, "pid": os.getpid(), "token": token,
-                                   "job": job_id[:32], "taken": round(time.time(), 3), "beat": 0}
+        info: dict[str, object] = {
+            "host": self.host_id,
+            "pid": os.getpid(),
+            "token": token,
+            "job": job_id[:32],
+            "taken": round(time.time(), 3),
+            "beat": 0,
+        }
         with self._lock:
             self._creating.add(token)  # so no other thread here takes it for a dead one's
         try:
@@ -261,8 +283,9 @@ class LeaseManager:
         finally:
             with self._lock:
                 self._creating.discard(token)
-        return Lease(job_id=job_id, path=path, token=token, info=info, ttl=self.ttl,
-                     renewed=started)
+        return Lease(
+            job_id=job_id, path=path, token=token, info=info, ttl=self.ttl, renewed=started
+        )
 
     def look_again_in(self, job_id: str) -> float:
         """Seconds until the lease of ``job_id``, held elsewhere, could be stale.
@@ -288,16 +311,23 @@ class LeaseManager:
         except OSError:
             return []
         for name in names:
-            if not name.startswith(".") and name.endswith(".lease") \
-                    and self._of_dead_process(_read(self.dir / name) or {}):
+            if (
+                not name.startswith(".")
+                and name.endswith(".lease")
+                and self._of_dead_process(_read(self.dir / name) or {})
+            ):
                 keys.append(name[: -len(".lease")])
         return keys
 
     def _of_dead_process(self, data: dict[str, object]) -> bool:
         """Whether a lease says it is this ``host_id``'s, of a process that is gone."""
         pid = data.get("pid")
-        return (data.get("host") == self.host_id and isinstance(pid, int)
-                and pid != os.getpid() and not _pid_alive(pid))
+        return (
+            data.get("host") == self.host_id
+            and isinstance(pid, int)
+            and pid != os.getpid()
+            and not _pid_alive(pid)
+        )
 
     def _is_stale(self, path: Path, raw: bytes, data: dict[str, object]) -> bool:
         """Whether the lease at ``path`` (now ``raw``) may be broken."""
@@ -339,29 +369,21 @@ class LeaseManager:
         if now_raw != raw:
             # renewed (or replaced by a new holder) between our read and the rename:
             # put it back where it was, unless a new lease is there already
-            self._restore(aside, path)
+            _restore(aside, path)
             return False
         with self._lock:
             self._observed.pop(path, None)
-        logger.warning("%s: broke the stale lease of %s (pid %s): taking the job over",
-                       data.get("job", path.stem), data.get("host"), data.get("pid"))
+        logger.warning(
+            "%s: broke the stale lease of %s (pid %s): taking the job over",
+            data.get("job", path.stem),
+            data.get("host"),
+            data.get("pid"),
+        )
         try:
             aside.unlink()
         except OSError:
             pass
         return True
-
-    @staticmethod
-    def _restore(aside: Path, path: Path) -> None:
-        try:
-            os.link(aside, path)  # link() never replaces an existing name
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                logger.warning("%s: cannot put back a live lease: %s", path.name, exc)
-        try:
-            aside.unlink()
-        except OSError:
-            pass
 
     def _tokens(self) -> set[str]:
         with self._lock:

@@ -75,16 +75,20 @@ def stop_all(components: Sequence[Component], deadline: Deadline) -> bool:
         late = deadline.expired()  # the ones before used it all up
         done = _call_before(c.stop, deadline)
         if not done:
-            logger.warning("%s did not stop within shutdown_timeout%s; leaving it", c.name,
-                           " (none of it was left)" if late else "")
+            logger.warning(
+                "%s did not stop within shutdown_timeout%s; leaving it",
+                c.name,
+                " (none of it was left)" if late else "",
+            )
             in_time = False
     return in_time
 
 
 def _call_before(stop: Callable[[Deadline], bool], deadline: Deadline) -> bool:
     result: list[bool] = []
-    t = threading.Thread(target=lambda: result.append(stop(deadline)),
-                         name="dropfetch-stop", daemon=True)
+    t = threading.Thread(
+        target=lambda: result.append(stop(deadline)), name="dropfetch-stop", daemon=True
+    )
     t.start()
     t.join(deadline.left() + 0.05)
     return bool(result and result[0])

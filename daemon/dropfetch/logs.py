@@ -83,8 +83,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         args = record.args if isinstance(record.args, tuple) else ()
-        job = args[0] if isinstance(record.msg, str) and record.msg.startswith("%s:") and args \
+        job = (
+            args[0]
+            if isinstance(record.msg, str) and record.msg.startswith("%s:") and args
             else None
+        )
         out: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),

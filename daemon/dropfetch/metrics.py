@@ -40,8 +40,9 @@ class _JobsByStatus(Collector):
         counts = dict.fromkeys((str(s) for s in Status), 0)
         for sc in read_sidecars(self.inbox, recursive=self.recursive):
             counts[str(sc.status)] += 1
-        family = GaugeMetricFamily("dropfetch_jobs", "Jobs in the inbox by status",
-                                   labels=["status"])
+        family = GaugeMetricFamily(
+            "dropfetch_jobs", "Jobs in the inbox by status", labels=["status"]
+        )
         for status, n in counts.items():
             family.add_metric([status], n)
         yield family
@@ -72,17 +73,25 @@ class Metrics:
         self.registry.register(_JobsByStatus(inbox, recursive))
         r = self.registry
         self.bytes = Counter("dropfetch_downloaded_bytes", "Bytes downloaded", registry=r)
-        self.download_seconds = Histogram("dropfetch_download_seconds",
-                                          "Time spent downloading one job",
-                                          buckets=_BUCKETS, registry=r)
-        self.extract_seconds = Histogram("dropfetch_extract_seconds",
-                                         "Time spent extracting one job",
-                                         buckets=_BUCKETS, registry=r)
+        self.download_seconds = Histogram(
+            "dropfetch_download_seconds",
+            "Time spent downloading one job",
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.extract_seconds = Histogram(
+            "dropfetch_extract_seconds",
+            "Time spent extracting one job",
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self.retries = Counter("dropfetch_retries", "Retries scheduled", registry=r)
-        self.failures = Counter("dropfetch_failures", "Jobs failed, by error code", ["code"],
-                                registry=r)
-        self.finished = Counter("dropfetch_finished_jobs", "Jobs finished, by status",
-                                ["status"], registry=r)
+        self.failures = Counter(
+            "dropfetch_failures", "Jobs failed, by error code", ["code"], registry=r
+        )
+        self.finished = Counter(
+            "dropfetch_finished_jobs", "Jobs finished, by status", ["status"], registry=r
+        )
         self._lock = threading.Lock()  # this object's own: never one of the pipeline
         self._jobs: dict[str, _Job] = {}
 
@@ -121,8 +130,7 @@ class Metrics:
             return
         job = self._job(event.job_id)
         # lower than before: the download started over from the beginning
-        self.bytes.inc(event.done - job.downloaded if event.done >= job.downloaded
-                       else event.done)
+        self.bytes.inc(event.done - job.downloaded if event.done >= job.downloaded else event.done)
         job.downloaded = event.done
 
     def _phase_ended(self, event: PhaseEnded) -> None:

@@ -22,8 +22,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CONTROL", "MAX_NAME_BYTES", "has_control", "parse_staging_name", "safe_name",
-           "shown", "staging_name"]
+__all__ = [
+    "CONTROL",
+    "MAX_NAME_BYTES",
+    "has_control",
+    "parse_staging_name",
+    "safe_name",
+    "shown",
+    "staging_name",
+]
 
 CONTROL = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
 _CONTROL_RE = re.compile(f"[{CONTROL}]")
@@ -70,10 +77,16 @@ def safe_name(name: str | None) -> str | None:
     if name is None:
         return None
     name = name.strip()
-    if (not name or name.startswith(".") or "/" in name or "\\" in name
-            or has_control(name) or _LONE_SURROGATE.search(name)
-            or not all(c == " " or c.isprintable() for c in name)
-            or len(name.encode("utf-8")) > MAX_NAME_BYTES):
+    if (
+        not name
+        or name.startswith(".")
+        or "/" in name
+        or "\\" in name
+        or has_control(name)
+        or _LONE_SURROGATE.search(name)
+        or not all(c == " " or c.isprintable() for c in name)
+        or len(name.encode("utf-8")) > MAX_NAME_BYTES
+    ):
         return None
     return name
 

@@ -33,8 +33,7 @@ from dropfetch.errors import (
 __all__ = ["REQUEST_FAILURES", "find_cause", "read_error", "request_error"]
 
 # what a request may raise; anything else is not a network failure
-REQUEST_FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, HTTPException,
-                    OSError)
+REQUEST_FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, HTTPException, OSError)
 
 
 def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -54,16 +53,21 @@ def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException |
 
 
 def request_error(
-    exc: BaseException, shown: str, *, timeout_connect: float, timeout_read: float,
+    exc: BaseException,
+    shown: str,
+    *,
+    timeout_connect: float,
+    timeout_read: float,
 ) -> DropfetchError:
     """Map an exception of sending a request (up to the answer's headers)."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return NetworkError(
-            f"could not connect to {shown} within {timeout_connect:g} s "
-            "(download.timeout_connect)")
+            f"could not connect to {shown} within {timeout_connect:g} s (download.timeout_connect)"
+        )
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return DownloadTimeoutError(
-            f"{shown} sent no answer within {timeout_read:g} s (download.timeout_read)")
+            f"{shown} sent no answer within {timeout_read:g} s (download.timeout_read)"
+        )
     if isinstance(exc, requests.exceptions.InvalidURL):
         return BadUrlError(f"not a valid URL: {shown}")
     if isinstance(exc, requests.exceptions.InvalidSchema | requests.exceptions.MissingSchema):
@@ -77,16 +81,15 @@ def _connection_error(exc: BaseException, shown: str) -> DropfetchError:
     blocked = find_cause(exc, BlockedAddressError)
     if isinstance(blocked, BlockedAddressError):
         return blocked
-    if find_cause(exc, urllib3.exceptions.NameResolutionError) or find_cause(
-            exc, socket.gaierror):
+    if find_cause(exc, urllib3.exceptions.NameResolutionError) or find_cause(exc, socket.gaierror):
         return NetworkError(f"the host name of {shown} could not be resolved")
     if find_cause(exc, ConnectionRefusedError):
         return NetworkError(f"the connection to {shown} was refused")
-    if find_cause(exc, urllib3.exceptions.LocationParseError) or find_cause(
-            exc, UnicodeError):
+    if find_cause(exc, urllib3.exceptions.LocationParseError) or find_cause(exc, UnicodeError):
         return BadUrlError(
             f"the host name of {shown} is not valid (empty or over-long labels, "
-            "or characters a host name cannot have)")
+            "or characters a host name cannot have)"
+        )
     problem = _answer_problem(exc)
     if problem is not None:
         return NetworkError(f"{shown}: {problem}")
@@ -100,18 +103,26 @@ def _answer_problem(exc: BaseException) -> str | None:
     if find_cause(exc, ConnectionResetError):
         return "the server reset the connection"
     if find_cause(exc, LineTooLong) or (
-            (cause := find_cause(exc, HTTPException)) is not None
-            and "more than" in str(cause) and "headers" in str(cause)):
-        return ("the server's answer has too many or too long header lines "
-                "(more than 100 headers, or a line over 64 KiB)")
+        (cause := find_cause(exc, HTTPException)) is not None
+        and "more than" in str(cause)
+        and "headers" in str(cause)
+    ):
+        return (
+            "the server's answer has too many or too long header lines "
+            "(more than 100 headers, or a line over 64 KiB)"
+        )
     if find_cause(exc, BadStatusLine):
-        return ("the server's answer is not HTTP (no valid status line: an HTTP/0.9 "
-                "answer, TLS on an http URL, or another protocol on this port); check "
-                "the URL's scheme and port")
-    if isinstance(find_cause(exc, requests.exceptions.InvalidHeader)
-                  or find_cause(exc, urllib3.exceptions.InvalidHeader), Exception):
-        return ("the server sent invalid headers (e.g. Content-Length headers that "
-                "disagree)")
+        return (
+            "the server's answer is not HTTP (no valid status line: an HTTP/0.9 "
+            "answer, TLS on an http URL, or another protocol on this port); check "
+            "the URL's scheme and port"
+        )
+    if isinstance(
+        find_cause(exc, requests.exceptions.InvalidHeader)
+        or find_cause(exc, urllib3.exceptions.InvalidHeader),
+        Exception,
+    ):
+        return "the server sent invalid headers (e.g. Content-Length headers that disagree)"
     return None
 
 
@@ -120,16 +131,17 @@ def _tls_problem(exc: BaseException, shown: str) -> str:
     cert = find_cause(exc, ssl.SSLCertVerificationError)
     if isinstance(cert, ssl.SSLCertVerificationError):
         why = cert.verify_message or cert.reason or "not trusted"
-        return (f"the TLS certificate of {shown} was refused: {why}; the server's "
-                "certificate must be valid for this host name and signed by an authority "
-                "the system trusts")
+        return (
+            f"the TLS certificate of {shown} was refused: {why}; the server's "
+            "certificate must be valid for this host name and signed by an authority "
+            "the system trusts"
+        )
     tls = find_cause(exc, ssl.SSLError)
     reason = getattr(tls, "reason", None) or type(tls or exc).__name__
     hint = ""
     if reason == "WRONG_VERSION_NUMBER":
         hint = " (the server does not speak TLS on this port: an http server?)"
-    return (f"the TLS handshake with {shown} failed: {reason}{hint}; check the URL's "
-            "scheme and port")
+    return f"the TLS handshake with {shown} failed: {reason}{hint}; check the URL's scheme and port"
 
 
 def read_error(exc: BaseException, shown: str, timeout: float, done: int) -> DropfetchError:
@@ -139,26 +151,31 @@ def read_error(exc: BaseException, shown: str, timeout: float, done: int) -> Dro
     if find_cause(exc, TimeoutError) or find_cause(exc, urllib3.exceptions.ReadTimeoutError):
         return DownloadTimeoutError(
             f"{shown} sent nothing for {timeout:g} s (download.timeout_read) after "
-            f"{done} bytes; the next attempt resumes")
+            f"{done} bytes; the next attempt resumes"
+        )
     incomplete = find_cause(exc, IncompleteRead)
     # http.client raises IncompleteRead out of the ValueError of a chunk size
     # that is not hex; urllib3 its own InvalidChunkLength
     if find_cause(exc, urllib3.exceptions.InvalidChunkLength) or (
-            incomplete is not None and isinstance(incomplete.__context__, ValueError)):
+        incomplete is not None and isinstance(incomplete.__context__, ValueError)
+    ):
         return NetworkError(
             f"the chunked body of {shown} broke off or is malformed after {done} bytes "
-            "(no valid chunk size where one was due); the next attempt resumes")
+            "(no valid chunk size where one was due); the next attempt resumes"
+        )
     if incomplete is not None or find_cause(exc, urllib3.exceptions.IncompleteRead):
         return NetworkError(
-            f"the connection to {shown} ended early, after {done} bytes "
-            "(the next attempt resumes)")
+            f"the connection to {shown} ended early, after {done} bytes (the next attempt resumes)"
+        )
     if find_cause(exc, ConnectionResetError):
         return NetworkError(
-            f"{shown} reset the connection after {done} bytes; the next attempt resumes")
-    if isinstance(exc, HTTPException | OSError | requests.RequestException
-                  | urllib3.exceptions.HTTPError):
+            f"{shown} reset the connection after {done} bytes; the next attempt resumes"
+        )
+    if isinstance(
+        exc, HTTPException | OSError | requests.RequestException | urllib3.exceptions.HTTPError
+    ):
         return NetworkError(
             f"the connection to {shown} broke after {done} bytes "
-            f"({type(exc).__name__}); the next attempt resumes")
+            f"({type(exc).__name__}); the next attempt resumes"
+        )
     return IOFailureError(f"reading {shown} failed: {type(exc).__name__}")
-

@@ -71,7 +71,8 @@ class AddressGuard:
         net = blocked_network(addresses[0], self.networks) if addresses else None
         raise BlockedAddressError(
             f"{host} resolves to {', '.join(addresses)}, which is in a blocked network "
-            f"({net}; see download.block_networks); the server is not contacted")
+            f"({net}; see download.block_networks); the server is not contacted"
+        )
 
     def check(self, sock: socket.socket, host: str) -> None:
         """Close ``sock`` and raise :class:`BlockedAddressError` if its peer is blocked."""
@@ -87,7 +88,8 @@ class AddressGuard:
                 sock.close()
             raise BlockedAddressError(
                 f"{host} resolves to {peer}, which is in a blocked network ({net}; see "
-                "download.block_networks); the server is not contacted")
+                "download.block_networks); the server is not contacted"
+            )
 
 
 class _GuardedConnection(HTTPConnection):
@@ -149,13 +151,18 @@ class _GuardedAdapter(HTTPAdapter):
         super().__init__(max_retries=Retry(total=0, read=False, redirect=False))
 
     def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any,
+        self,
+        connections: int,
+        maxsize: int,
+        block: bool = False,
+        **pool_kwargs: Any,
     ) -> None:
         self._pool_connections = connections
         self._pool_maxsize = maxsize
         self._pool_block = block
         self.poolmanager = _guarded_pool_manager(
-            self._guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+            self._guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
+        )
 
 
 def guarded_session(networks: Iterable[Network]) -> requests.Session:

@@ -56,8 +56,7 @@ class WorkerPool:
 
     def context(self) -> JobContext:
         """What a run that starts now works with (the configuration of this moment)."""
-        return JobContext(self.config, self.leases, self.queue, self.events,
-                          self._publish_lock)
+        return JobContext(self.config, self.leases, self.queue, self.events, self._publish_lock)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -81,8 +80,9 @@ class WorkerPool:
 
     def _spawn(self) -> None:
         """A new worker thread (the lock held)."""
-        t = threading.Thread(target=self._thread_main, daemon=True,
-                             name=f"dropfetch-worker-{next(self._names)}")
+        t = threading.Thread(
+            target=self._thread_main, daemon=True, name=f"dropfetch-worker-{next(self._names)}"
+        )
         self._threads.append(t)
         t.start()
 
@@ -137,8 +137,10 @@ class WorkerPool:
         except Exception:
             # a bug in the loop itself, outside every job's handling (which logs its own)
             me = threading.current_thread()
-            logger.exception("%s died of an unexpected error (a bug in dropfetch); a new "
-                             "worker takes its place", me.name)
+            logger.exception(
+                "%s died of an unexpected error (a bug in dropfetch); a new worker takes its place",
+                me.name,
+            )
             with self._lock:
                 if me in self._threads:
                     self._threads.remove(me)
@@ -183,8 +185,9 @@ class WorkerPool:
             run.run(downloader.for_config(run.ctx.config))
         except Exception:
             # a bug, not the job's fault: look again later rather than drop it
-            logger.exception("%s: unexpected error; the daemon goes on and looks "
-                             "at this job again later", job_id)
+            logger.exception(
+                "%s: unexpected error; the daemon goes on and looks at this job again later", job_id
+            )
             run.rerun = False
             self.queue.put(job_id, delay=max(30.0, run.ctx.config.rescan_interval))
         finally:
@@ -202,8 +205,7 @@ class WorkerPool:
         ids = _inbox_ids(self.config)
         for key in sorted(keys):
             if key in ids:
-                logger.info("%s: taking back the lease of this host's earlier process",
-                            ids[key])
+                logger.info("%s: taking back the lease of this host's earlier process", ids[key])
                 self.queue.put(ids[key], urgent=True)
 
 
@@ -215,8 +217,9 @@ class _WorkerDownloader:
 
     def for_config(self, config: Config) -> Downloader:
         d = self._downloader
-        if d is not None and (d.config != config.download
-                              or d.min_free_space != config.min_free_space):
+        if d is not None and (
+            d.config != config.download or d.min_free_space != config.min_free_space
+        ):
             d.close()  # SIGHUP changed its settings
             d = None
         if d is None:
@@ -237,8 +240,11 @@ def _inbox_ids(config: Config) -> dict[str, str]:
     dirs = [("", config.inbox)]
     try:
         if config.recursive:
-            dirs += [(e.name + "/", Path(e.path)) for e in os.scandir(config.inbox)
-                     if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            dirs += [
+                (e.name + "/", Path(e.path))
+                for e in os.scandir(config.inbox)
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            ]
         for prefix, d in dirs:
             for name in (p.name for p in d.iterdir()):
                 job_id = _job_id(prefix, name)

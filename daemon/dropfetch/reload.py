@@ -25,8 +25,17 @@ from dropfetch.config import Config
 
 __all__ = ["RESTART_KEYS", "changed_keys", "keep_old", "needs_restart", "split_reload"]
 
-RESTART_KEYS = ("inbox", "outbox", "work_dir", "recursive", "observer", "create_dirs",
-                "http", "lease.host_id", "log.format")
+RESTART_KEYS = (
+    "inbox",
+    "outbox",
+    "work_dir",
+    "recursive",
+    "observer",
+    "create_dirs",
+    "http",
+    "lease.host_id",
+    "log.format",
+)
 _IGNORED = ("source",)
 
 

@@ -21,8 +21,7 @@ from dropfetch.names import parse_staging_name
 from dropfetch.status import Sidecar, StatusBoard, read_sidecar
 from dropfetch.testhooks import hook_point
 
-__all__ = ["check_owner", "clean_own_debris", "output_owner", "purge", "removed",
-           "revoke_staging"]
+__all__ = ["check_owner", "clean_own_debris", "output_owner", "purge", "removed", "revoke_staging"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +47,15 @@ def removed(ctx: JobContext, paths: JobPaths) -> None:
         ctx.leases.release(lease)
 
 
-def purge(ctx: JobContext, paths: JobPaths, sidecar: Sidecar | None,
-          board: StatusBoard | None) -> None:
+def purge(
+    ctx: JobContext, paths: JobPaths, sidecar: Sidecar | None, board: StatusBoard | None
+) -> None:
     """Remove what the job made (``on_job_removed: purge``), or only its unfinished
     work (``keep``); ``board`` (the lease held) says ``deleting`` first."""
     keep = ctx.config.on_job_removed == "keep"
     if keep and sidecar is not None and sidecar.is_final:
         paths.drop_partial()
-        logger.info("%s: job removed; output and sidecar kept (on_job_removed: keep)",
-                    paths.id)
+        logger.info("%s: job removed; output and sidecar kept (on_job_removed: keep)", paths.id)
         return
     if board is not None and sidecar is not None and not keep:
         board.deleting()
@@ -69,8 +68,11 @@ def purge(ctx: JobContext, paths: JobPaths, sidecar: Sidecar | None,
         paths.sidecar.unlink()
     except FileNotFoundError:
         pass
-    logger.info("%s: job removed; %s", paths.id,
-                "output kept" if keep else "output, partial files and sidecar purged")
+    logger.info(
+        "%s: job removed; %s",
+        paths.id,
+        "output kept" if keep else "output, partial files and sidecar purged",
+    )
     ctx.finished(paths.id, None)
 
 
@@ -131,8 +133,11 @@ def _temp_dirs(config: Config) -> list[Path]:
     dirs = [config.inbox, config.outbox, config.work / "partial", config.work / "leases"]
     if config.recursive:
         try:
-            dirs += [Path(e.path) for e in os.scandir(config.inbox)
-                     if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            dirs += [
+                Path(e.path)
+                for e in os.scandir(config.inbox)
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            ]
         except OSError:
             pass
     return dirs
@@ -142,16 +147,15 @@ def check_owner(config: Config, job_id: str, kept: Path | None) -> None:
     """Fail with name_conflict when a path this job would publish is another job's."""
     rels = [job_id]
     if kept is not None:
-        rels.append(job_id.rpartition("/")[0] + "/" + kept.name
-                    if "/" in job_id else kept.name)
+        rels.append(job_id.rpartition("/")[0] + "/" + kept.name if "/" in job_id else kept.name)
     for rel in rels:
         owner = output_owner(config, rel, me=job_id)
         if owner is not None and owner != job_id:
-            whose = (f"the jobs in inbox/{owner}" if owner.endswith("/")
-                     else f"the job {owner!r}")
+            whose = f"the jobs in inbox/{owner}" if owner.endswith("/") else f"the job {owner!r}"
             raise NameConflictError(
                 f"outbox/{rel} belongs to {whose}; publishing this job would overwrite "
-                "it. Rename this job file (or remove the other job)")
+                "it. Rename this job file (or remove the other job)"
+            )
 
 
 def output_owner(config: Config, rel: str, *, me: str | None = None) -> str | None:
@@ -174,8 +178,11 @@ def output_owner(config: Config, rel: str, *, me: str | None = None) -> str | No
     if stat.S_ISDIR(st.st_mode):
         return _directory_owner(config, rel, top=not prefix, me=me)
     for suffix in _KEPT_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix) \
-                and _job_exists(config, prefix + name[: -len(suffix)], me):
+        if (
+            name.endswith(suffix)
+            and len(name) > len(suffix)
+            and _job_exists(config, prefix + name[: -len(suffix)], me)
+        ):
             return prefix + name[: -len(suffix)]
     return None
 
@@ -193,5 +200,6 @@ def _directory_owner(config: Config, rel: str, *, top: bool, me: str | None) -> 
 
 
 def _job_exists(config: Config, job_id: str, me: str | None) -> bool:
-    return job_id == me or any(os.path.lexists(config.inbox / (job_id + suffix))
-                               for suffix in (JOB_SUFFIX, SIDECAR_SUFFIX))
+    return job_id == me or any(
+        os.path.lexists(config.inbox / (job_id + suffix)) for suffix in (JOB_SUFFIX, SIDECAR_SUFFIX)
+    )

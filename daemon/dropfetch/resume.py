@@ -28,17 +28,31 @@ from typing import Any
 from dropfetch.errors import CancelledError, from_os_error
 from dropfetch.fsutil import atomic_write
 
-__all__ = ["Action", "Answer", "Asked", "ContentRange", "Decision", "Meta", "Partial",
-           "decide", "meta_path", "parse_content_range", "parse_unsatisfied_range",
-           "read_meta", "resumable"]
+__all__ = [
+    "Action",
+    "Answer",
+    "Asked",
+    "ContentRange",
+    "Decision",
+    "Meta",
+    "Partial",
+    "decide",
+    "meta_path",
+    "parse_content_range",
+    "parse_unsatisfied_range",
+    "read_meta",
+    "resumable",
+]
 
 READ_CHUNK = 1024 * 1024
 _CONTENT_RANGE_RE = re.compile(
-    r"^\s*bytes\s+([0-9]{1,100})-([0-9]{1,100})/([0-9]{1,100}|\*)\s*$", re.IGNORECASE)
+    r"^\s*bytes\s+([0-9]{1,100})-([0-9]{1,100})/([0-9]{1,100}|\*)\s*$", re.IGNORECASE
+)
 _UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/([0-9]{1,100})\s*$", re.IGNORECASE)
 
 
 # --- the metadata ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Meta:
@@ -71,8 +85,9 @@ def read_meta(path: Path) -> Meta | None:
         return Meta(
             url=str(raw["url"]),
             etag=raw.get("etag") if isinstance(raw.get("etag"), str) else None,
-            last_modified=(raw.get("last_modified")
-                           if isinstance(raw.get("last_modified"), str) else None),
+            last_modified=(
+                raw.get("last_modified") if isinstance(raw.get("last_modified"), str) else None
+            ),
             total=total if isinstance(total, int) and not isinstance(total, bool) else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -80,8 +95,14 @@ def read_meta(path: Path) -> Meta | None:
 
 
 def write_meta(path: Path, meta: Meta) -> None:
-    data = json.dumps({"url": meta.url, "etag": meta.etag,
-                       "last_modified": meta.last_modified, "total": meta.total}).encode()
+    data = json.dumps(
+        {
+            "url": meta.url,
+            "etag": meta.etag,
+            "last_modified": meta.last_modified,
+            "total": meta.total,
+        }
+    ).encode()
     try:
         # not synced: losing it to a power cut only means the download starts over
         atomic_write(path, data, sync=False, durable=False)
@@ -96,6 +117,7 @@ def resumable(meta: Meta | None, url: str) -> bool:
 
 
 # --- the partial file -----------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class Partial:
@@ -173,6 +195,7 @@ def _rehash(partial: Path, hasher: Any, cancel: threading.Event) -> int:
 
 # --- the decision ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Asked:
     """What the request asked for: ``Range: bytes=offset-`` (0: the whole file), and the
@@ -244,8 +267,11 @@ def decide(asked: Asked, answer: Answer) -> Decision:
     if answer.status == 206:
         return _partial_content(asked, answer)
     if answer.status == 200:
-        reason = ("the server sent the whole file; restarting from zero" if asked.offset
-                  else "the whole file")
+        reason = (
+            "the server sent the whole file; restarting from zero"
+            if asked.offset
+            else "the whole file"
+        )
         return Decision(Action.REPLACE, reason, length=answer.length, total=answer.length)
     return Decision(Action.HTTP_ERROR, f"status {answer.status} brings no file")
 
@@ -254,13 +280,14 @@ def _unsatisfiable(asked: Asked, size: int | None) -> Decision:
     if size is None:
         return Decision(Action.START_OVER, "416 without the file's size (bytes */N)")
     if size != asked.offset:
-        return Decision(Action.START_OVER,
-                        f"the file has {size} bytes now, the partial file {asked.offset}")
+        return Decision(
+            Action.START_OVER, f"the file has {size} bytes now, the partial file {asked.offset}"
+        )
     if asked.total not in (None, size):
-        return Decision(Action.START_OVER,
-                        f"the file has {size} bytes now, {asked.total} before")
-    return Decision(Action.COMPLETE, f"already complete ({size} bytes)",
-                    offset=size, length=0, total=size)
+        return Decision(Action.START_OVER, f"the file has {size} bytes now, {asked.total} before")
+    return Decision(
+        Action.COMPLETE, f"already complete ({size} bytes)", offset=size, length=0, total=size
+    )
 
 
 def _partial_content(asked: Asked, answer: Answer) -> Decision:
@@ -268,16 +295,18 @@ def _partial_content(asked: Asked, answer: Answer) -> Decision:
     if got is None:
         return Decision(Action.ERROR, "206 without a valid Content-Range")
     if got.first != asked.offset:
-        return Decision(Action.ERROR,
-                        f"the range starts at byte {got.first}, not {asked.offset}")
+        return Decision(Action.ERROR, f"the range starts at byte {got.first}, not {asked.offset}")
     if got.total is not None and got.last != got.total - 1:
         return Decision(Action.ERROR, "the range does not run to the end of the file")
     body = got.last - got.first + 1
     if answer.length is not None and answer.length != body:
-        return Decision(Action.ERROR,
-                        f"Content-Length {answer.length} for a range of {body} bytes")
+        return Decision(Action.ERROR, f"Content-Length {answer.length} for a range of {body} bytes")
     if asked.total is not None and got.total is not None and got.total != asked.total:
-        return Decision(Action.ERROR,
-                        f"the file has {got.total} bytes now, {asked.total} before")
-    return Decision(Action.APPEND, f"bytes {got.first}-{got.last} as asked",
-                    offset=asked.offset, length=body, total=got.total)
+        return Decision(Action.ERROR, f"the file has {got.total} bytes now, {asked.total} before")
+    return Decision(
+        Action.APPEND,
+        f"bytes {got.first}-{got.last} as asked",
+        offset=asked.offset,
+        length=body,
+        total=got.total,
+    )

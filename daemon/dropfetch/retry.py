@@ -18,8 +18,9 @@ class RetryAt:
     attempt: int
 
 
-def next_try(err: DropfetchError, *, attempt: int, counted: bool, config: DownloadConfig,
-             draw: float) -> RetryAt | None:
+def next_try(
+    err: DropfetchError, *, attempt: int, counted: bool, config: DownloadConfig, draw: float
+) -> RetryAt | None:
     """The retry of a try that failed with ``err``, or None to give up (``failed``).
 
     ``attempt`` is the job's attempt count, which counts this try when ``counted`` (it

@@ -80,8 +80,9 @@ class OpenFiles:
 class SettleTracker:
     """Turns what the intake thread learns about job ids into calls of ``report``."""
 
-    def __init__(self, inbox: Path, report: Callable[[str], None], *, settle_time: float,
-                 watch_opens: bool) -> None:
+    def __init__(
+        self, inbox: Path, report: Callable[[str], None], *, settle_time: float, watch_opens: bool
+    ) -> None:
         self.inbox = inbox
         self.settle_time = settle_time  # the watcher's apply() may change it
         self._report = report
@@ -181,8 +182,12 @@ class SettleTracker:
     def _notice_open(self, job_id: str, now: float) -> None:
         seconds = self.open_files.notice(job_id, now)
         if seconds is not None:
-            logger.info("%s: the job file has been open for %.0f s; it is taken once its "
-                        "writer closes it (touch it if nothing is writing it)", job_id, seconds)
+            logger.info(
+                "%s: the job file has been open for %.0f s; it is taken once its "
+                "writer closes it (touch it if nothing is writing it)",
+                job_id,
+                seconds,
+            )
 
     def _job_path(self, job_id: str) -> Path:
         return self.inbox / (job_id + JOB_SUFFIX)

@@ -19,8 +19,17 @@ from dropfetch.errors import DropfetchError, NotRegularFileError
 from dropfetch.fsutil import atomic_write, display_name, read_regular
 from dropfetch.jobfile import SIDECAR_SUFFIX
 
-__all__ = ["FINAL", "SCHEMA_VERSION", "TRANSITIONS", "Sidecar", "Status", "StatusBoard",
-           "TransitionError", "read_sidecar", "read_sidecars"]
+__all__ = [
+    "FINAL",
+    "SCHEMA_VERSION",
+    "TRANSITIONS",
+    "Sidecar",
+    "Status",
+    "StatusBoard",
+    "TransitionError",
+    "read_sidecar",
+    "read_sidecars",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +119,11 @@ class Sidecar:
         """A copy that later changes to this one do not reach."""
         sc = self
         return dataclasses.replace(
-            sc, files=list(sc.files), archive=None if sc.archive is None else dict(sc.archive),
-            error=None if sc.error is None else dict(sc.error))
+            sc,
+            files=list(sc.files),
+            archive=None if sc.archive is None else dict(sc.archive),
+            error=None if sc.error is None else dict(sc.error),
+        )
 
     @property
     def is_final(self) -> bool:
@@ -142,8 +154,9 @@ def read_sidecar(path: Path, *, attempts: int = 3) -> Sidecar | None:
         try:
             raw = read_regular(path, MAX_SIDECAR_BYTES)
             if len(raw) > MAX_SIDECAR_BYTES:
-                logger.warning("%s: ignoring a sidecar larger than %d MiB", path.name,
-                               MAX_SIDECAR_BYTES >> 20)
+                logger.warning(
+                    "%s: ignoring a sidecar larger than %d MiB", path.name, MAX_SIDECAR_BYTES >> 20
+                )
                 return None
             return Sidecar.from_json(raw)
         except FileNotFoundError:
@@ -174,8 +187,12 @@ def read_sidecars(inbox: Path, *, recursive: bool = False) -> list[Sidecar]:
 def _entries(directory: Path, *, dirs: bool) -> list[Path]:
     try:
         with os.scandir(directory) as it:
-            return [Path(e.path) for e in it if not e.name.startswith(".") and (
-                e.is_dir(follow_symlinks=False) if dirs else e.is_file(follow_symlinks=False))]
+            return [
+                Path(e.path)
+                for e in it
+                if not e.name.startswith(".")
+                and (e.is_dir(follow_symlinks=False) if dirs else e.is_file(follow_symlinks=False))
+            ]
     except OSError:
         return []
 
@@ -231,8 +248,9 @@ class StatusBoard:
     def downloading(self) -> int:
         """A new try starts downloading; returns its number (1 for the first)."""
         attempt = self.sidecar.attempt + 1
-        self._move(S.DOWNLOADING, attempt=attempt, error=None, progress=0, bytes_done=0,
-                   bytes_total=None)
+        self._move(
+            S.DOWNLOADING, attempt=attempt, error=None, progress=0, bytes_done=0, bytes_total=None
+        )
         return attempt
 
     def downloaded(self, *, size: int, sha256: str) -> None:
@@ -241,22 +259,36 @@ class StatusBoard:
             self.sidecar.archive = {"format": None, "size": size, "sha256": sha256}
 
     def unpacking(self, *, fmt: str, size: int, sha256: str) -> None:
-        self._move(S.UNPACKING, progress=0, bytes_done=0, bytes_total=size, speed=None,
-                   eta=None, archive={"format": fmt, "size": size, "sha256": sha256})
+        self._move(
+            S.UNPACKING,
+            progress=0,
+            bytes_done=0,
+            bytes_total=size,
+            speed=None,
+            eta=None,
+            archive={"format": fmt, "size": size, "sha256": sha256},
+        )
 
     def succeeded(self, *, output: str, files: list[str], archive: dict[str, Any]) -> None:
-        self._move(S.OK, output=output, files=files, archive=archive, progress=100,
-                   error=None)
+        self._move(S.OK, output=output, files=files, archive=archive, progress=100, error=None)
 
     def retry_at(self, delay: float, error: DropfetchError, *, attempt: int) -> None:
         """The try failed; the next one is due in ``delay`` seconds. ``attempt`` is the
         count of failed tries (see :func:`dropfetch.retry.next_try`)."""
-        self._move(S.WAITING, attempt=attempt, next_attempt_at=now_iso(time.time() + delay),
-                   error={"code": error.code, "message": error.message})
+        self._move(
+            S.WAITING,
+            attempt=attempt,
+            next_attempt_at=now_iso(time.time() + delay),
+            error={"code": error.code, "message": error.message},
+        )
 
     def fail(self, error: DropfetchError) -> None:
-        self._move(S.FAILED, error={"code": error.code, "message": error.message},
-                   progress=self.sidecar.progress, files=[])
+        self._move(
+            S.FAILED,
+            error={"code": error.code, "message": error.message},
+            progress=self.sidecar.progress,
+            files=[],
+        )
 
     def checkpoint(self) -> None:
         """Stopped for shutdown: queued again; the try cut short is not a failed one."""
@@ -292,8 +324,7 @@ class StatusBoard:
             sc = self.sidecar
             sc.bytes_done, sc.bytes_total, sc.speed = done, total, speed
             sc.progress = min(100, done * 100 // total) if total else None
-            sc.eta = (round((total - done) / speed, 1)
-                      if total and speed and speed > 0 else None)
+            sc.eta = round((total - done) / speed, 1) if total and speed and speed > 0 else None
             if time.monotonic() - self._last_write < self._interval:
                 return
             written = self._write(status_changed=False)
@@ -312,7 +343,11 @@ class StatusBoard:
         # a status change is fsynced; only a final one also syncs the directory (a
         # power cut may take back a progress figure or an intermediate state, which
         # at worst makes the job resume; never a finished result)
-        atomic_write(self.path, self.sidecar.to_json(), sync=status_changed,
-                     durable=self.sidecar.status in FINAL)
+        atomic_write(
+            self.path,
+            self.sidecar.to_json(),
+            sync=status_changed,
+            durable=self.sidecar.status in FINAL,
+        )
         self._last_write = time.monotonic()
         return self.sidecar.copy()

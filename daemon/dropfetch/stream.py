@@ -14,8 +14,15 @@ from dropfetch.fsutil import remove_tree
 __all__ = ["TarStream"]
 
 
-_STREAMABLE = frozenset({ArchiveFormat.TAR, ArchiveFormat.TAR_GZ, ArchiveFormat.TAR_BZ2,
-                         ArchiveFormat.TAR_XZ, ArchiveFormat.TAR_ZST})
+_STREAMABLE = frozenset(
+    {
+        ArchiveFormat.TAR,
+        ArchiveFormat.TAR_GZ,
+        ArchiveFormat.TAR_BZ2,
+        ArchiveFormat.TAR_XZ,
+        ArchiveFormat.TAR_ZST,
+    }
+)
 _SNIFF_AT = 64 * 1024  # bytes of the download needed to recognise a tar stream
 
 
@@ -29,8 +36,14 @@ class TarStream:
     still gates the publish: the caller verifies the download before using the result.
     """
 
-    def __init__(self, partial: Path, staging: Path, config: ExtractConfig,
-                 cancel: threading.Event, on_progress: Callable[[int, int], None]) -> None:
+    def __init__(
+        self,
+        partial: Path,
+        staging: Path,
+        config: ExtractConfig,
+        cancel: threading.Event,
+        on_progress: Callable[[int, int], None],
+    ) -> None:
         self.partial = partial
         self.staging = staging
         self.config = config
@@ -57,15 +70,26 @@ class TarStream:
         if self.fmt is None and t.bytes_done >= _SNIFF_AT and self.growth.aborted is None:
             self.fmt = sniff(self.partial)
             if self.fmt in _STREAMABLE:
-                self._thread = threading.Thread(target=self._run, args=(self.fmt,), daemon=True,
-                                                name=f"{threading.current_thread().name}-x")
+                self._thread = threading.Thread(
+                    target=self._run,
+                    args=(self.fmt,),
+                    daemon=True,
+                    name=f"{threading.current_thread().name}-x",
+                )
                 self._thread.start()
 
     def _run(self, fmt: ArchiveFormat) -> None:
         try:
-            self.files = extract(self.partial, self.staging, fmt=fmt, config=self.config,
-                                 single_name="archive", cancel=self.cancel,
-                                 on_progress=self.on_progress, growth=self.growth)
+            self.files = extract(
+                self.partial,
+                self.staging,
+                fmt=fmt,
+                config=self.config,
+                single_name="archive",
+                cancel=self.cancel,
+                on_progress=self.on_progress,
+                growth=self.growth,
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to the worker thread
             self.error = exc
 

@@ -17,7 +17,8 @@ from dropfetch.jobfile import JOB_SUFFIX, job_name, parse_job
 __all__ = ["derive_name", "job_content", "write_job", "write_unique_job"]
 
 _ARCHIVE_SUFFIX = re.compile(
-    r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE)
+    r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE
+)
 
 
 def derive_name(url: str) -> str:
@@ -30,8 +31,14 @@ def derive_name(url: str) -> str:
     return name[:100] or "download"
 
 
-def job_content(url: str, *, sha256: str | None = None, extract: bool = True,
-                filename: str | None = None, keep_archive: bool | None = None) -> bytes:
+def job_content(
+    url: str,
+    *,
+    sha256: str | None = None,
+    extract: bool = True,
+    filename: str | None = None,
+    keep_archive: bool | None = None,
+) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
     Raises BadJobError/BadUrlError for what the daemon would refuse.
@@ -72,8 +79,9 @@ def write_job(inbox: Path, name: str, content: bytes) -> Path:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise NameConflictError(f"a job named {name!r} exists already; choose another name") \
-            from None
+        raise NameConflictError(
+            f"a job named {name!r} exists already; choose another name"
+        ) from None
     finally:
         tmp.unlink()
     return target

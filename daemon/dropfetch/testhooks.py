@@ -34,15 +34,15 @@ _worker_bug = threading.Lock()  # held once the worker bug has fired in this pro
 def hook_point(job_id: str, phase: str) -> None:
     """Do what a test variable asks at ``phase``; nothing unless one names it."""
     if os.environ.get(TEST_CRASH_ENV) == phase:
-        logger.warning("%s: %s=%s: killing the daemon (a test hook)", job_id, TEST_CRASH_ENV,
-                       phase)
+        logger.warning("%s: %s=%s: killing the daemon (a test hook)", job_id, TEST_CRASH_ENV, phase)
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get(TEST_BUG_ENV) == phase:
         raise RuntimeError(f"{TEST_BUG_ENV}={phase} (a test hook)")
     if os.environ.get(TEST_PAUSE_ENV) == phase:
         seconds = float(os.environ.get(TEST_PAUSE_SECONDS_ENV) or TEST_PAUSE_SECONDS)
-        logger.warning("%s: %s=%s: pausing %g s (a test hook)", job_id, TEST_PAUSE_ENV, phase,
-                       seconds)
+        logger.warning(
+            "%s: %s=%s: pausing %g s (a test hook)", job_id, TEST_PAUSE_ENV, phase, seconds
+        )
         threading.Event().wait(seconds)
 
 

@@ -18,8 +18,15 @@ import idna
 from dropfetch.errors import BadUrlError, fragment
 from dropfetch.names import safe_name
 
-__all__ = ["ALLOWED_SCHEMES", "check_url", "disposition_filename", "location_text",
-           "redact_url", "redirect_target", "result_filename"]
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "check_url",
+    "disposition_filename",
+    "location_text",
+    "redact_url",
+    "redirect_target",
+    "result_filename",
+]
 
 ALLOWED_SCHEMES = ("http", "https")
 
@@ -44,8 +51,8 @@ def check_url(url: str) -> str:
     shown = fragment(redact_url(url))  # a job file may hold a secret: quote a piece only
     if _URL_CONTROL_RE.search(url):
         raise BadUrlError(
-            f"the URL contains spaces or control characters: {shown}; "
-            "percent-encode them (%20)")
+            f"the URL contains spaces or control characters: {shown}; percent-encode them (%20)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -80,8 +87,10 @@ def _host_problem(host: str, *, literal: bool) -> str | None:
             return f"the host name is not a valid internationalised domain name ({exc})"
     labels = host.removesuffix(".").split(".")
     if len(host) > 253 or any(not label or len(label) > 63 for label in labels):
-        return ("the host name is not valid (an empty label, a label over 63 characters "
-                "or more than 253 in all)")
+        return (
+            "the host name is not valid (an empty label, a label over 63 characters "
+            "or more than 253 in all)"
+        )
     return None
 
 
@@ -148,17 +157,17 @@ def redirect_target(current: str, location: str) -> str:
     try:
         if _URL_CONTROL_RE.search(location):  # urljoin would drop tabs silently
             raise BadUrlError(
-                f"the URL contains spaces or control characters: {redact_url(location)}")
+                f"the URL contains spaces or control characters: {redact_url(location)}"
+            )
         try:
             target = urljoin(current, location)
         except ValueError as exc:  # e.g. an unbalanced "[" in the host
-            raise BadUrlError(
-                f"not a valid URL ({exc}): {redact_url(location)}") from None
+            raise BadUrlError(f"not a valid URL ({exc}): {redact_url(location)}") from None
         return check_url(target)
     except BadUrlError as exc:
         raise BadUrlError(
-            f"{redact_url(current)} redirects to a URL that cannot be downloaded: "
-            f"{exc.message}") from None
+            f"{redact_url(current)} redirects to a URL that cannot be downloaded: {exc.message}"
+        ) from None
 
 
 def disposition_filename(header: str | None) -> str | None:

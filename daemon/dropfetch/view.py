@@ -10,10 +10,23 @@ from dropfetch.status import Sidecar, Status
 
 __all__ = ["human_size", "render_plain", "rich_table", "sort_jobs"]
 
-_ORDER = {Status.DOWNLOADING: 0, Status.UNPACKING: 0, Status.WAITING: 1, Status.QUEUED: 2,
-          Status.DELETING: 3, Status.FAILED: 4, Status.OK: 5}
-_STYLE = {Status.OK: "green", Status.FAILED: "bold red", Status.WAITING: "yellow",
-          Status.DOWNLOADING: "cyan", Status.UNPACKING: "magenta", Status.DELETING: "dim"}
+_ORDER = {
+    Status.DOWNLOADING: 0,
+    Status.UNPACKING: 0,
+    Status.WAITING: 1,
+    Status.QUEUED: 2,
+    Status.DELETING: 3,
+    Status.FAILED: 4,
+    Status.OK: 5,
+}
+_STYLE = {
+    Status.OK: "green",
+    Status.FAILED: "bold red",
+    Status.WAITING: "yellow",
+    Status.DOWNLOADING: "cyan",
+    Status.UNPACKING: "magenta",
+    Status.DELETING: "dim",
+}
 _ACTIVE = (Status.DOWNLOADING, Status.UNPACKING)
 
 
@@ -44,8 +57,14 @@ def _row(sc: Sidecar) -> tuple[str, str, str, str, str, str]:
     size = sc.bytes_total if sc.bytes_total is not None else (sc.archive or {}).get("size")
     speed = f"{human_size(sc.speed)}/s" if sc.speed else "-"
     error = f"{sc.error['code']}: {sc.error['message']}" if sc.error else ""
-    return (human_size(size), speed, _eta(sc.eta) if sc.status in _ACTIVE else "-",
-            sc.host or "-", error, str(sc.status))
+    return (
+        human_size(size),
+        speed,
+        _eta(sc.eta) if sc.status in _ACTIVE else "-",
+        sc.host or "-",
+        error,
+        str(sc.status),
+    )
 
 
 def _bar(progress: int | None, width: int = 20) -> str:
@@ -63,8 +82,10 @@ def render_plain(sidecars: list[Sidecar]) -> str:
         progress = _bar(sc.progress) if sc.status in _ACTIVE else ""
         rows.append((sc.id, status, progress, size, speed, eta, host, error))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in rows
+    ]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
@@ -72,8 +93,9 @@ def rich_table(sidecars: list[Sidecar]) -> Table:
     """The same table for a terminal: colours and real progress bars."""
     table = Table(expand=False, header_style="bold")
     for column in ("name", "status", "progress", "size", "speed", "eta", "host", "error"):
-        table.add_column(column, overflow="fold" if column == "error" else "ellipsis",
-                         no_wrap=column != "error")
+        table.add_column(
+            column, overflow="fold" if column == "error" else "ellipsis", no_wrap=column != "error"
+        )
     for sc in sort_jobs(sidecars):
         size, speed, eta, host, error, status = _row(sc)
         if sc.status in _ACTIVE and sc.progress is not None:
@@ -83,6 +105,14 @@ def rich_table(sidecars: list[Sidecar]) -> Table:
         else:
             bar = Text("")
         pct = f" {sc.progress}%" if sc.status in _ACTIVE and sc.progress is not None else ""
-        table.add_row(sc.id, Text(status + pct, style=_STYLE.get(sc.status, "")), bar, size,
-                      speed, eta, host, Text(error, style="red"))
+        table.add_row(
+            sc.id,
+            Text(status + pct, style=_STYLE.get(sc.status, "")),
+            bar,
+            size,
+            speed,
+            eta,
+            host,
+            Text(error, style="red"),
+        )
     return table

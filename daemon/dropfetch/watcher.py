@@ -68,8 +68,9 @@ class Watcher:
         self._wake = threading.Event()
         self._events = EventQueue(self._wake.set)
         self.kind, self.why = choose_observer(config)
-        self._tracker = SettleTracker(config.inbox, report, settle_time=config.settle_time,
-                                      watch_opens=self.kind == "inotify")
+        self._tracker = SettleTracker(
+            config.inbox, report, settle_time=config.settle_time, watch_opens=self.kind == "inotify"
+        )
         self._observer: Observer | None = None
         self._thread: threading.Thread | None = None
         self._new_config: Config | None = None  # from apply(), for the intake thread
@@ -119,8 +120,12 @@ class Watcher:
             observer = PollingObserver(timeout=self.config.poll_interval)
         else:
             observer = InotifyObserver(timeout=0.5)
-        observer.schedule(self._events, str(self.config.inbox), recursive=self.config.recursive,
-                          event_filter=EVENT_TYPES)
+        observer.schedule(
+            self._events,
+            str(self.config.inbox),
+            recursive=self.config.recursive,
+            event_filter=EVENT_TYPES,
+        )
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -168,13 +173,13 @@ class Watcher:
         if new is None:
             return
         old = self.config
-        self.config = dataclasses.replace(new, inbox=old.inbox, recursive=old.recursive,
-                                          observer=old.observer)
+        self.config = dataclasses.replace(
+            new, inbox=old.inbox, recursive=old.recursive, observer=old.observer
+        )
         self._tracker.settle_time = new.settle_time
         # from the last rescan with the new interval, not after the old one expires
         self._next_scan = self._scan_started + new.rescan_interval
-        if (self.kind == "polling" and new.poll_interval != old.poll_interval
-                and not self.paused):
+        if self.kind == "polling" and new.poll_interval != old.poll_interval and not self.paused:
             logger.info("polling %s every %s s now", old.inbox, new.poll_interval)
             self._restart_observer()
             self._next_scan = 0.0  # a rescan covers what changed while no observer ran
@@ -194,8 +199,9 @@ class Watcher:
         inbox = self.config.inbox
         if not inbox.is_dir():
             if not self.paused:
-                logger.error("the inbox %s is gone (unmounted share?); pausing until it is back",
-                             inbox)
+                logger.error(
+                    "the inbox %s is gone (unmounted share?); pausing until it is back", inbox
+                )
                 self.paused = True
                 self._stop_observer()
             return False

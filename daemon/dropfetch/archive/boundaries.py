@@ -23,7 +23,8 @@ def reading(what: str) -> Iterator[None]:
         detail = str(exc) or type(exc).__name__
         raise CorruptArchiveError(
             f"the archive is damaged or incomplete: {detail} (while {what}); "
-            "download it again or check the source") from exc
+            "download it again or check the source"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -33,6 +34,6 @@ def writing(what: str) -> Iterator[None]:
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:  # what the checks before could not foresee
             raise UnsafeArchiveError(
-                f"unsafe archive: a name too long for the filesystem while {what}") from exc
+                f"unsafe archive: a name too long for the filesystem while {what}"
+            ) from exc
         raise from_os_error(exc, what) from exc
-

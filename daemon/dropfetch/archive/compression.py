@@ -36,8 +36,8 @@ class _ZstdStream(io.RawIOBase):
         super().__init__()
         self._frames = _ZstdFrames(raw)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], self._frames), read_size=CHUNK, read_across_frames=True,
-            closefd=False)
+            cast(IO[bytes], self._frames), read_size=CHUNK, read_across_frames=True, closefd=False
+        )
 
     def readable(self) -> bool:
         return True
@@ -81,7 +81,7 @@ class _ZstdFrames:
                 i += k
                 continue
             if self._state == "block" and not self._head and len(data) - i >= 3:
-                self._block(int.from_bytes(data[i:i + 3], "little"))  # the common case
+                self._block(int.from_bytes(data[i : i + 3], "little"))  # the common case
                 i += 3
                 continue
             self._head.append(data[i])
@@ -102,13 +102,13 @@ class _ZstdFrames:
                 return
             if magic != _ZSTD_FRAME:
                 raise CorruptArchiveError(
-                    "the archive is damaged: the data after a zstd frame is not zstd")
+                    "the archive is damaged: the data after a zstd frame is not zstd"
+                )
             if len(h) < 5:
                 return
             fhd = h[4]
             single = fhd >> 5 & 1
-            size = (5 + (not single) + (0, 1, 2, 4)[fhd & 3]
-                    + (single, 2, 4, 8)[fhd >> 6])
+            size = 5 + (not single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
             if len(h) == size:
                 self._checksum = bool(fhd & 4)
                 self._state = "block"
@@ -133,8 +133,8 @@ class _ZstdFrames:
         if self._state != "frame" or self._head or self._skip:
             raise CorruptArchiveError(
                 "the archive is damaged or incomplete: the zstd stream is cut short; "
-                "download it again or check the source")
-
+                "download it again or check the source"
+            )
 
 
 _OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {

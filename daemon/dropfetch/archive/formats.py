@@ -22,8 +22,21 @@ _EOCD = struct.Struct("<4sHHHHIIH")
 _ZIP64_LOCATOR_MAGIC = b"PK\x06\x07"
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")  # magic, disk of the zip64 record, its offset, parts
 _CENTRAL_MAGIC = b"PK\x01\x02"
-_TAR_SUFFIXES = (".tar", ".tgz", ".taz", ".tbz", ".tbz2", ".tb2", ".txz", ".tzst", ".tar.gz",
-                 ".tar.z", ".tar.bz2", ".tar.xz", ".tar.zst")
+_TAR_SUFFIXES = (
+    ".tar",
+    ".tgz",
+    ".taz",
+    ".tbz",
+    ".tbz2",
+    ".tb2",
+    ".txz",
+    ".tzst",
+    ".tar.gz",
+    ".tar.z",
+    ".tar.bz2",
+    ".tar.xz",
+    ".tar.zst",
+)
 _COMPRESSED_SUFFIXES = {
     "gz": (".gz", ".gzip", ".z"),
     "bz2": (".bz2", ".bzip2", ".bz"),
@@ -63,10 +76,16 @@ class ArchiveFormat(StrEnum):
         return _COMPRESSION_OF.get(self)
 
 
-_ARCHIVES = frozenset({
-    ArchiveFormat.ZIP, ArchiveFormat.TAR, ArchiveFormat.TAR_GZ, ArchiveFormat.TAR_BZ2,
-    ArchiveFormat.TAR_XZ, ArchiveFormat.TAR_ZST,
-})
+_ARCHIVES = frozenset(
+    {
+        ArchiveFormat.ZIP,
+        ArchiveFormat.TAR,
+        ArchiveFormat.TAR_GZ,
+        ArchiveFormat.TAR_BZ2,
+        ArchiveFormat.TAR_XZ,
+        ArchiveFormat.TAR_ZST,
+    }
+)
 _SINGLES = frozenset({ArchiveFormat.GZ, ArchiveFormat.BZ2, ArchiveFormat.XZ, ArchiveFormat.ZST})
 _COMPRESSION_MAGICS = (
     (re.compile(rb"\x1f\x8b"), ArchiveFormat.GZ),
@@ -114,14 +133,16 @@ def sniff(path: Path, *, name: str | None = None) -> ArchiveFormat:
         return compression
 
 
-def _sniff_uncompressed(f: IO[bytes], head: bytes, name: str | None, *,
-                        tar_named: bool) -> ArchiveFormat:
+def _sniff_uncompressed(
+    f: IO[bytes], head: bytes, name: str | None, *, tar_named: bool
+) -> ArchiveFormat:
     if head.startswith(_ZIP_MAGICS):
         return ArchiveFormat.ZIP
     if is_tar_header(head[:512]) or (tar_named and _is_tar_end(head)):
         return ArchiveFormat.TAR
     if head.startswith(_ZIP_SPAN_MAGIC) or (
-            (name is None or name.lower().endswith(".zip")) and zip_end(f)):
+        (name is None or name.lower().endswith(".zip")) and zip_end(f)
+    ):
         return ArchiveFormat.ZIP
     return ArchiveFormat.FILE
 
@@ -153,17 +174,20 @@ def zip_end(f: IO[bytes]) -> int | None:
     pos = tail.rfind(_EOCD_MAGIC)
     while pos >= 0:
         if pos + _EOCD.size <= len(tail):
-            (_sig, disk, cd_disk, on_disk, total, cd_size, cd_offset,
-             comment) = _EOCD.unpack_from(tail, pos)
+            (_sig, disk, cd_disk, on_disk, total, cd_size, cd_offset, comment) = _EOCD.unpack_from(
+                tail, pos
+            )
             end = start + pos
             if pos + _EOCD.size + comment == len(tail):
-                locator = tail[max(0, pos - _ZIP64_LOCATOR.size):pos]
-                if len(locator) == _ZIP64_LOCATOR.size and locator.startswith(
-                        _ZIP64_LOCATOR_MAGIC):
+                locator = tail[max(0, pos - _ZIP64_LOCATOR.size) : pos]
+                if len(locator) == _ZIP64_LOCATOR.size and locator.startswith(_ZIP64_LOCATOR_MAGIC):
                     # zip64: the fields above may all be 0xFFFF; the locator counts parts
                     return max(1, int(_ZIP64_LOCATOR.unpack(locator)[3]))
-                if total and cd_offset + cd_size <= end and read_at(
-                        f, end - cd_size, 4) == _CENTRAL_MAGIC:
+                if (
+                    total
+                    and cd_offset + cd_size <= end
+                    and read_at(f, end - cd_size, 4) == _CENTRAL_MAGIC
+                ):
                     return disk + 1 if disk or cd_disk or on_disk != total else 1
         pos = tail.rfind(_EOCD_MAGIC, 0, pos)
     return None
@@ -197,8 +221,9 @@ def is_tar_header(block: bytes) -> bool:
         return False
     stored = int(field, 8)
     unsigned = 256 + sum(block[:148]) + sum(block[156:512])
-    signed = 256 + sum(struct.unpack("148b", block[:148])) + sum(
-        struct.unpack("356b", block[156:512]))
+    signed = (
+        256 + sum(struct.unpack("148b", block[:148])) + sum(struct.unpack("356b", block[156:512]))
+    )
     return stored in (unsigned, signed)
 
 
@@ -219,4 +244,3 @@ def single_file_name(url_filename: str | None, fmt: ArchiveFormat, fallback: str
         if shown is not None:
             return shown
     return fallback
-

@@ -11,8 +11,13 @@ from collections.abc import Mapping
 from dropfetch.errors import UnsafeArchiveError
 from dropfetch.names import has_control
 
-__all__ = ["MAX_COMPONENT_BYTES", "MAX_LINK_TARGET", "check_link_target", "normalise_name",
-           "resolve_link"]
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_LINK_TARGET",
+    "check_link_target",
+    "normalise_name",
+    "resolve_link",
+]
 
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
@@ -62,9 +67,14 @@ def check_link_target(name: str, target: str) -> None:
     if size >= MAX_LINK_TARGET:
         raise UnsafeArchiveError(
             f"unsafe member '{name}': its link target is too long ({size} bytes; a "
-            f"filesystem allows {MAX_LINK_TARGET - 1})")
-    if (not target or has_control(target) or target.startswith(("/", "\\"))
-            or _DRIVE_RE.match(target)):
+            f"filesystem allows {MAX_LINK_TARGET - 1})"
+        )
+    if (
+        not target
+        or has_control(target)
+        or target.startswith(("/", "\\"))
+        or _DRIVE_RE.match(target)
+    ):
         raise UnsafeArchiveError(f"link {name} -> {target} points outside the output")
 
 
@@ -98,8 +108,7 @@ def resolve_link(links: Mapping[str, str], link: str) -> list[str]:
             continue
         if part == "..":
             if not stack:
-                raise UnsafeArchiveError(
-                    f"link {link} -> {links[link]} points outside the output")
+                raise UnsafeArchiveError(f"link {link} -> {links[link]} points outside the output")
             stack.pop()
             continue
         candidate = "/".join([*stack, part])

@@ -75,9 +75,14 @@ class Growth:
 class Source(io.RawIOBase):
     """The archive file: counts bytes read, reports progress, honours cancellation."""
 
-    def __init__(self, f: IO[bytes], size: int, cancel: threading.Event | None,
-                 on_progress: Callable[[int, int], None] | None,
-                 growth: Growth | None = None) -> None:
+    def __init__(
+        self,
+        f: IO[bytes],
+        size: int,
+        cancel: threading.Event | None,
+        on_progress: Callable[[int, int], None] | None,
+        growth: Growth | None = None,
+    ) -> None:
         super().__init__()
         self._f = f
         self._size = size
@@ -111,8 +116,11 @@ class Source(io.RawIOBase):
             raise CancelledError("extraction cancelled")
         try:
             data = self._f.read(len(b))
-            while not data and self._growth is not None and self._growth.wait(
-                    self._f.tell(), self._cancel):
+            while (
+                not data
+                and self._growth is not None
+                and self._growth.wait(self._f.tell(), self._cancel)
+            ):
                 data = self._f.read(len(b))
         except OSError as exc:
             raise from_os_error(exc, "reading the archive") from exc
@@ -150,7 +158,8 @@ class Limits:
         if self.members > self.config.max_files:
             raise ArchiveLimitsError(
                 f"the archive has more than {self.config.max_files} members "
-                "(extract.max_files); raise the limit if this archive is trusted")
+                "(extract.max_files); raise the limit if this archive is trusted"
+            )
 
     @property
     def archive_size(self) -> int:
@@ -161,11 +170,13 @@ class Limits:
         self.apparent += n
         self._check_total()
         if self.written > RATIO_GRACE and (
-                self.written / self.archive_size > self.config.max_ratio):
+            self.written / self.archive_size > self.config.max_ratio
+        ):
             raise ArchiveLimitsError(
                 f"the archive unpacks to more than {self.config.max_ratio:g} times its "
                 f"size ({self.archive_size} bytes; extract.max_ratio): a decompression "
-                "bomb, or raise the limit if this archive is trusted")
+                "bomb, or raise the limit if this archive is trusted"
+            )
 
     def holes(self, n: int) -> None:
         """The holes of a sparse file: nothing written (max_ratio ignores them), but a
@@ -178,5 +189,5 @@ class Limits:
             raise ArchiveLimitsError(
                 f"the archive unpacks to more than {self.config.max_total_size} bytes "
                 "(extract.max_total_size, counting the holes of sparse files); raise the "
-                "limit if this archive is trusted")
-
+                "limit if this archive is trusted"
+            )

@@ -47,7 +47,8 @@ class _TarInput(io.RawIOBase):
         if self.consumed - self._limits.written > allowance:
             raise ArchiveLimitsError(
                 "the archive holds too much data that unpacks to nothing (huge headers "
-                "or padding): refused")
+                "or padding): refused"
+            )
         return n
 
 
@@ -56,8 +57,13 @@ class _TarInfo(tarfile.TarInfo):
     headers that tarfile would take for the end of the archive; reads GNU headers as GNU
     tar does."""
 
-    _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
-                 tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+    _EXTENDED = (
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+    )
 
     @classmethod
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Any:
@@ -81,28 +87,30 @@ class _TarInfo(tarfile.TarInfo):
             raise CorruptArchiveError(
                 f"the archive is damaged or incomplete: {exc} at byte "
                 f"{cast(Any, tarfile).offset} of the tar stream; download it again or check "
-                "the source") from None
+                "the source"
+            ) from None
 
     def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
         if self.type not in self._EXTENDED:
             return getattr(super(), "_proc_member")(tarfile)  # noqa: B009 - private in typeshed
         if self.size > EXT_HEADER_LIMIT:
             raise ArchiveLimitsError(
-                f"the archive has an extended header of {self.size} bytes: refused")
+                f"the archive has an extended header of {self.size} bytes: refused"
+            )
         # tarfile reads the header after an extended one by recursing: bound the chain
         chain = getattr(tarfile, "_dropfetch_chain", 0) + 1
         if chain > MAX_HEADER_CHAIN:
             raise ArchiveLimitsError(
                 f"the archive has more than {MAX_HEADER_CHAIN} extended headers in a row "
-                "(pax or GNU long-name headers before one member): refused")
+                "(pax or GNU long-name headers before one member): refused"
+            )
         setattr(tarfile, "_dropfetch_chain", chain)  # noqa: B010 - a mark on tarfile's object
         try:
             return getattr(super(), "_proc_member")(tarfile)  # noqa: B009
         finally:
             setattr(tarfile, "_dropfetch_chain", chain - 1)  # noqa: B010
 
-    def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str,
-                        errors: str) -> None:
+    def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str, errors: str) -> None:
         getattr(super(), "_apply_pax_info")(pax_headers, encoding, errors)  # noqa: B009
         # GNU tar writes a 'path' too (GNUSparseFile.N/...) when a sparse file's name is
         # not ASCII; tarfile lets it win over the real name, depending on record order
@@ -114,7 +122,6 @@ _InvalidHeaderError = cast(type[Exception], getattr(tarfile, "InvalidHeaderError
 _TruncatedHeaderError = cast(type[Exception], getattr(tarfile, "TruncatedHeaderError"))  # noqa: B009
 
 
-
 def extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: Output) -> None:
     compression = fmt.compression
     with reading("opening the compressed stream"):
@@ -124,8 +131,9 @@ def extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: Output) -> None:
         with reading("reading the first tar header"):
             if not tar_input.peek(1):
                 return  # a tar of zero blocks (bsdtar, GNU tar and SPEC §8: empty, not damaged)
-            tf = tarfile.open(fileobj=cast(IO[bytes], tar_input), mode="r|",  # noqa: SIM115
-                              tarinfo=_TarInfo, errorlevel=2)
+            tf = tarfile.open(  # noqa: SIM115 - closed by the `with tf` below
+                fileobj=cast(IO[bytes], tar_input), mode="r|", tarinfo=_TarInfo, errorlevel=2
+            )
         with tf:
             while True:
                 out.check_cancel()
@@ -159,7 +167,8 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: Output) -> No
         if name.endswith("/"):
             # tar and bsdtar take it for a directory and read its data as headers
             raise CorruptArchiveError(
-                f"the archive is damaged: {name!r} is a file with a directory's name")
+                f"the archive is damaged: {name!r} is a file with a directory's name"
+            )
         if member.sparse is not None:
             _check_sparse(tf, member)
             # the stored data is the segments one after the other, from offset_data on
@@ -168,8 +177,14 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: Output) -> No
             with reading(f"reading {name}"):
                 stream.seek(member.offset_data)
             segments = cast(list[tuple[int, int]], member.sparse)
-            out.add_file(rel, member.mode, mtime, stream.read, f"reading {name}",
-                         sparse=(segments, member.size))
+            out.add_file(
+                rel,
+                member.mode,
+                mtime,
+                stream.read,
+                f"reading {name}",
+                sparse=(segments, member.size),
+            )
             return
         with reading(f"reading {name}"):
             data = tf.extractfile(member)
@@ -186,8 +201,10 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: Output) -> No
         out.add_hardlink(rel, member.linkname, name)
     else:
         described = {
-            tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
-            tarfile.FIFOTYPE: "a FIFO", tarfile.CONTTYPE: "a contiguous file",
+            tarfile.CHRTYPE: "a character device",
+            tarfile.BLKTYPE: "a block device",
+            tarfile.FIFOTYPE: "a FIFO",
+            tarfile.CONTTYPE: "a contiguous file",
         }.get(kind, f"of unknown type {kind!r}")
         raise UnsafeArchiveError(f"unsafe member '{name}': {described} is not allowed")
 
@@ -198,19 +215,20 @@ def _check_sparse(tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
     chunks = cast(list[tuple[int, int]], member.sparse or [])
     if member.size < 0:
         raise CorruptArchiveError(
-            f"the archive is damaged: the sparse file {member.name!r} has a negative size")
+            f"the archive is damaged: the sparse file {member.name!r} has a negative size"
+        )
     end = 0
     for offset, numbytes in chunks:
         if numbytes == 0 and 0 <= offset <= member.size:
             continue  # GNU tar ends its maps with (size, 0) and pads them with (0, 0)
         if offset < end or numbytes < 0 or offset + numbytes > member.size:
             raise CorruptArchiveError(
-                f"the archive is damaged: the sparse map of {member.name!r} does not fit it")
+                f"the archive is damaged: the sparse map of {member.name!r} does not fit it"
+            )
         end = offset + numbytes
     stored = sum(n for _, n in chunks)
     span = cast(Any, tf).offset - member.offset_data
     if span != -(-stored // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE:
         raise CorruptArchiveError(
-            f"the archive is damaged: the sparse map of {member.name!r} does not match its "
-            "data")
-
+            f"the archive is damaged: the sparse map of {member.name!r} does not match its data"
+        )

@@ -45,8 +45,9 @@ class Output:
     a path's parents are checked against it before anything is created.
     """
 
-    def __init__(self, root: str, config: ExtractConfig, limits: Limits,
-                 cancel: threading.Event | None) -> None:
+    def __init__(
+        self, root: str, config: ExtractConfig, limits: Limits, cancel: threading.Event | None
+    ) -> None:
         self.root = root
         self.config = config
         self.limits = limits
@@ -72,11 +73,13 @@ class Output:
         if length >= self._path_max:
             raise UnsafeArchiveError(
                 f"unsafe member '{rel[:200]}...': its path is too long for the filesystem "
-                f"({length} bytes once unpacked, the limit is {self._path_max - 1})")
+                f"({length} bytes once unpacked, the limit is {self._path_max - 1})"
+            )
         if any(len(part) > self._name_max for part in raw.split(b"/")):
             raise UnsafeArchiveError(
                 f"unsafe member '{rel[:200]}': a name in its path is longer than the "
-                f"filesystem allows ({self._name_max} bytes)")
+                f"filesystem allows ({self._name_max} bytes)"
+            )
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -96,7 +99,8 @@ class Output:
                 kind = "file" if parent in self.files else "link"
                 raise UnsafeArchiveError(
                     f"unsafe member '{rel}': it would be written under '{parent}', "
-                    f"which is a {kind} in the archive")
+                    f"which is a {kind} in the archive"
+                )
             with writing(f"creating directory {parent}"):
                 os.mkdir(self._path(parent), 0o755)
             self.dirs.add(parent)
@@ -110,7 +114,8 @@ class Output:
         if rel in self.files:
             if kind == "directory":
                 raise UnsafeArchiveError(
-                    f"unsafe member '{rel}': a directory with the name of a file")
+                    f"unsafe member '{rel}': a directory with the name of a file"
+                )
             with writing(f"replacing {rel}"):
                 os.unlink(self._path(rel))
             self.files.discard(rel)
@@ -126,9 +131,15 @@ class Output:
             self.dirs.add(rel)
         self.dir_meta[rel] = ((mode & 0o755) | 0o700, mtime)
 
-    def add_file(self, rel: str | None, mode: int, mtime: float | None,
-                 read: Callable[[int], bytes], what: str,
-                 sparse: tuple[list[tuple[int, int]], int] | None = None) -> None:
+    def add_file(
+        self,
+        rel: str | None,
+        mode: int,
+        mtime: float | None,
+        read: Callable[[int], bytes],
+        what: str,
+        sparse: tuple[list[tuple[int, int]], int] | None = None,
+    ) -> None:
         """Write a regular file from ``read``. With ``sparse`` (data segments as
         (offset, length), and the file's size), ``read`` gives the segments' bytes one
         after the other, and the rest of the file is holes."""
@@ -151,8 +162,14 @@ class Output:
         finally:
             os.close(fd)
 
-    def _copy_sparse(self, fd: int, rel: str, read: Callable[[int], bytes], what: str,
-                     sparse: tuple[list[tuple[int, int]], int]) -> None:
+    def _copy_sparse(
+        self,
+        fd: int,
+        rel: str,
+        read: Callable[[int], bytes],
+        what: str,
+        sparse: tuple[list[tuple[int, int]], int],
+    ) -> None:
         """Only the data segments are written, each at its offset; the holes stay holes
         (as GNU tar and bsdtar make them), and the size is set last."""
         segments, size = sparse
@@ -165,8 +182,9 @@ class Output:
         with writing(f"writing {rel}"):
             os.ftruncate(fd, size)
 
-    def _copy(self, fd: int, rel: str, read: Callable[[int], bytes], what: str,
-              count: int | None) -> None:
+    def _copy(
+        self, fd: int, rel: str, read: Callable[[int], bytes], what: str, count: int | None
+    ) -> None:
         """Copy ``count`` bytes (all, for ``None``) from ``read`` to ``fd``."""
         left = count
         while left is None or left > 0:
@@ -177,7 +195,8 @@ class Output:
                 if left is not None:
                     raise CorruptArchiveError(
                         f"the archive is damaged or incomplete: the data of '{rel}' is cut "
-                        "short; download it again or check the source")
+                        "short; download it again or check the source"
+                    )
                 break
             if left is not None:
                 left -= len(chunk)
@@ -185,14 +204,15 @@ class Output:
             with writing(f"writing {rel}"):
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
 
     def add_hardlink(self, rel: str | None, target: str, name: str) -> None:
         try:
             target_rel = normalise_name(target)
         except UnsafeArchiveError:
             raise UnsafeArchiveError(
-                f"unsafe member '{name}': hard link to '{target}', outside the output") from None
+                f"unsafe member '{name}': hard link to '{target}', outside the output"
+            ) from None
         if rel is not None and target_rel is not None and target_rel not in self.files:
             # a hard link to a symbolic link (`cp -al`, rsnapshot trees): the same link
             # again, as tar and bsdtar make it, and as extract.symlinks allows
@@ -205,7 +225,8 @@ class Output:
         if rel is None or target_rel is None or target_rel not in self.files:
             raise UnsafeArchiveError(
                 f"unsafe member '{name}': hard link to '{target}', which is not a file "
-                "extracted before it from this archive")
+                "extracted before it from this archive"
+            )
         if rel == target_rel:
             return
         self._make_parents(rel)
@@ -218,8 +239,8 @@ class Output:
         mode = self.config.symlinks
         if mode == "fail":
             raise UnsafeArchiveError(
-                f"unsafe member '{name}': symbolic links are not allowed (extract.symlinks: "
-                "fail)")
+                f"unsafe member '{name}': symbolic links are not allowed (extract.symlinks: fail)"
+            )
         if mode == "skip":
             self.skipped_links.append(name)
             if rel is not None:
@@ -248,17 +269,21 @@ class Output:
         for rel in sorted(self.dir_meta, key=lambda d: d.count("/"), reverse=True):
             mode, mtime = self.dir_meta[rel]
             with writing(f"setting the mode of {rel}"):
-                fd = os.open(self._path(rel), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                             | os.O_CLOEXEC)
+                fd = os.open(
+                    self._path(rel), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                )
                 try:
                     os.fchmod(fd, mode)
                     set_mtime(fd, mtime)
                 finally:
                     os.close(fd)
         if self.skipped_links:
-            logger.warning("%s: left out %d symbolic links (extract.symlinks: skip): %s",
-                           label, len(self.skipped_links),
-                           display_name(", ".join(self.skipped_links[:20])))
+            logger.warning(
+                "%s: left out %d symbolic links (extract.symlinks: skip): %s",
+                label,
+                len(self.skipped_links),
+                display_name(", ".join(self.skipped_links[:20])),
+            )
 
 
 def set_mtime(fd: int, mtime: float | None) -> None:

@@ -27,18 +27,36 @@ __all__ = ["check_not_split", "extract_zip"]
 
 _ZIP_SPAN_MAGIC = b"PK\x07\x08"  # first bytes of a split zip (`zip -s`), even of one part
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
-_ZIP_DECODABLE = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
-                            zipfile.ZIP_LZMA})
+_ZIP_DECODABLE = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 _ZIP_AES = 99  # WinZip AES: an encryption, written as a compression method
 _ZIP_METHODS = {
-    1: "Shrink", 2: "Reduce", 3: "Reduce", 4: "Reduce", 5: "Reduce", 6: "Implode",
-    7: "Tokenize", 9: "Deflate64", 10: "PKWARE DCL Implode", 16: "IBM z/OS CMPSC",
-    18: "IBM TERSE", 19: "IBM LZ77", 20: "Zstandard", 93: "Zstandard", 94: "MP3", 95: "XZ",
-    96: "JPEG", 97: "WavPack", 98: "PPMd",
+    1: "Shrink",
+    2: "Reduce",
+    3: "Reduce",
+    4: "Reduce",
+    5: "Reduce",
+    6: "Implode",
+    7: "Tokenize",
+    9: "Deflate64",
+    10: "PKWARE DCL Implode",
+    16: "IBM z/OS CMPSC",
+    18: "IBM TERSE",
+    19: "IBM LZ77",
+    20: "Zstandard",
+    93: "Zstandard",
+    94: "MP3",
+    95: "XZ",
+    96: "JPEG",
+    97: "WavPack",
+    98: "PPMd",
 }
-_ENCRYPTED = ("a password is needed to unpack it, and dropfetch does not decrypt zip "
-              "archives: download an unencrypted one, or use extract: false to get the "
-              "archive as it is")
+_ENCRYPTED = (
+    "a password is needed to unpack it, and dropfetch does not decrypt zip "
+    "archives: download an unencrypted one, or use extract: false to get the "
+    "archive as it is"
+)
 
 
 def _zip_name(info: zipfile.ZipInfo) -> tuple[bytes, str]:
@@ -64,18 +82,20 @@ def extract_zip(raw: IO[bytes], out: Output) -> None:
         try:
             zf = zipfile.ZipFile(raw)
         except UnicodeDecodeError as exc:  # bsdtar sets the flag on any name, valid or not
-            bad = exc.object[exc.start:exc.start + 1].hex()
+            bad = exc.object[exc.start : exc.start + 1].hex()
             raise CorruptArchiveError(
                 f"the zip says its names are UTF-8, but the name of an entry is not (byte "
                 f"0x{bad} in {bytes(exc.object)[:100]!r}); unzip may still read it, or use "
-                "extract: false to get the archive as it is") from exc
+                "extract: false to get the archive as it is"
+            ) from exc
     with zf:
         with reading("reading the zip directory"):
             infos = zf.infolist()
         if len(infos) > out.config.max_files:
             raise ArchiveLimitsError(
                 f"the archive has more than {out.config.max_files} members "
-                "(extract.max_files); raise the limit if this archive is trusted")
+                "(extract.max_files); raise the limit if this archive is trusted"
+            )
         with reading("checking the zip entries"):
             _check_zip_layout(raw, infos, out.limits.archive_size)
         for info in infos:
@@ -102,7 +122,8 @@ def check_not_split(f: IO[bytes]) -> None:
         f"the archive is {part} of a split zip archive (zip -s: parts named .z01, .z02, "
         "... and .zip); dropfetch downloads one URL and cannot join the other parts: join "
         "them (zip -s 0 split.zip --out whole.zip) and offer the whole archive, or use "
-        "extract: false to get this part as it is")
+        "extract: false to get this part as it is"
+    )
 
 
 def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -> None:
@@ -111,7 +132,8 @@ def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -
     for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
         if s2 < e1:
             raise UnsafeArchiveError(
-                f"unsafe archive: entries '{n1}' and '{n2}' overlap (a zip bomb)")
+                f"unsafe archive: entries '{n1}' and '{n2}' overlap (a zip bomb)"
+            )
 
 
 def _check_entry(raw: IO[bytes], info: zipfile.ZipInfo, size: int) -> tuple[int, int, str]:
@@ -126,44 +148,51 @@ def _check_entry(raw: IO[bytes], info: zipfile.ZipInfo, size: int) -> tuple[int,
             f"the zip entry '{name}' is compressed with the method {method} (zip method "
             f"{info.compress_type}), which dropfetch cannot unpack; ask the source for "
             "another format (zip with Deflate, tar.gz, ...), or use extract: false to "
-            "get the archive as it is")
+            "get the archive as it is"
+        )
     start = info.header_offset
     end = start + _check_local_header(raw, info, raw_name, name) + info.compress_size
     if end > size:
         raise CorruptArchiveError(
-            f"the archive is damaged or incomplete: entry '{name}' runs past its end")
+            f"the archive is damaged or incomplete: entry '{name}' runs past its end"
+        )
     return start, end, name
 
 
-def _check_local_header(raw: IO[bytes], info: zipfile.ZipInfo, raw_name: bytes,
-                        name: str) -> int:
+def _check_local_header(raw: IO[bytes], info: zipfile.ZipInfo, raw_name: bytes, name: str) -> int:
     """The entry's local header agrees with the directory; its length (name and extra
     field included)."""
     raw.seek(info.header_offset)
     header = raw.read(_LOCAL_HEADER.size)
     if len(header) < _LOCAL_HEADER.size:
         raise CorruptArchiveError(
-            f"the archive is damaged or incomplete: entry '{name}' is truncated")
-    (sig, _version, flags, method, _t, _d, crc, csize, usize, nlen,
-     xlen) = _LOCAL_HEADER.unpack(header)
+            f"the archive is damaged or incomplete: entry '{name}' is truncated"
+        )
+    (sig, _version, flags, method, _t, _d, crc, csize, usize, nlen, xlen) = _LOCAL_HEADER.unpack(
+        header
+    )
     if sig != b"PK\x03\x04":
-        raise CorruptArchiveError(
-            f"the archive is damaged: no local header for '{name}'")
+        raise CorruptArchiveError(f"the archive is damaged: no local header for '{name}'")
     if flags & 0x41:
         raise EncryptedArchiveError(f"the archive is encrypted ('{name}'): {_ENCRYPTED}")
     if method != info.compress_type:
         raise CorruptArchiveError(
-            f"the archive is damaged: entry '{name}' has two compression methods")
+            f"the archive is damaged: entry '{name}' has two compression methods"
+        )
     if raw.read(nlen) != raw_name:
         raise CorruptArchiveError(
-            f"the archive is damaged: the directory and the entry disagree on the name "
-            f"'{name}'")
+            f"the archive is damaged: the directory and the entry disagree on the name '{name}'"
+        )
     # sizes and checksum are in the header unless a data descriptor (0x08) or zip64 has them
-    if not flags & 0x08 and csize != 0xFFFFFFFF and (
-            (csize, usize, crc) != (info.compress_size, info.file_size, info.CRC)):
+    if (
+        not flags & 0x08
+        and csize != 0xFFFFFFFF
+        and ((csize, usize, crc) != (info.compress_size, info.file_size, info.CRC))
+    ):
         raise CorruptArchiveError(
             f"the archive is damaged: the directory and the entry '{name}' disagree on "
-            "its size or checksum")
+            "its size or checksum"
+        )
     return _LOCAL_HEADER.size + int(nlen) + int(xlen)
 
 
