@@ -19,7 +19,7 @@ import pytest
 
 from archives import tar_bytes
 from dropfetch.config import Config, DownloadConfig, config_from_mapping
-from dropfetch.context import JobContext
+from dropfetch.context import JobContext, NameLocks
 from dropfetch.errors import (
     BadUrlError,
     ChecksumMismatchError,
@@ -38,7 +38,14 @@ from dropfetch.leases import LeaseManager, lease_key
 from dropfetch.lifecycle import Deadline
 from dropfetch.names import staging_name
 from dropfetch.pool import WorkerPool
-from dropfetch.removal import check_owner, clean_own_debris, output_owner, removed, revoke_staging
+from dropfetch.removal import (
+    check_owner,
+    clean_own_debris,
+    output_owner,
+    publish_lock_names,
+    removed,
+    revoke_staging,
+)
 from dropfetch.retry import RetryAt, next_try
 from dropfetch.status import (
     TRANSITIONS,
@@ -408,7 +415,7 @@ def test_a_removed_job_is_purged_or_kept(tmp_path, mode):
         LeaseManager(config.work / "leases", host_id="h", ttl=30),
         JobQueue(),
         EventBus(),
-        threading.Lock(),
+        NameLocks(),
     )
     finished: list[Event] = []
     ctx.events.subscribe(finished.append)
@@ -534,3 +541,55 @@ def test_a_worker_that_dies_is_replaced_and_the_pool_is_healthy_again(
             assert pool.stop(Deadline(30))
     record = next(r for r in caplog.records if "takes its place" in r.getMessage())
     assert record.exc_info is not None  # with the traceback
+
+
+# -- publish locks: per outbox name, not pool-wide ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job_id", "kept", "names"),
+    [
+        ("a", None, {"a"}),
+        ("a", "a.tar.gz", {"a", "a.tar.gz"}),
+        ("SUB/x", None, {"SUB", "SUB/x"}),
+        ("SUB/x", "x.zip", {"SUB", "SUB/x", "SUB/x.zip"}),
+    ],
+)
+def test_publish_lock_names(job_id, kept, names):
+    assert publish_lock_names(job_id, None if kept is None else Path(kept)) == names
+
+
+def test_name_locks_serialise_shared_names_and_not_others():
+    locks = NameLocks()
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with locks.hold({"x", "x.tar.gz"}):
+            order.append("first in")
+            inside.set()
+            release.wait(30)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(30)
+    with locks.hold({"other"}):  # a disjoint name: not held up by the first publish
+        order.append("other")
+    shared_done = threading.Event()
+
+    def shared() -> None:
+        with locks.hold({"x.tar.gz"}):  # a job named x.tar.gz: waits for the first
+            order.append("shared")
+        shared_done.set()
+
+    t2 = threading.Thread(target=shared)
+    t2.start()
+    wait_for(lambda: locks.users("x.tar.gz") == 2, message="the second publish waiting")
+    assert not shared_done.is_set()
+    release.set()
+    t.join(30)
+    t2.join(30)
+    assert order == ["first in", "other", "first out", "shared"]
+    assert [locks.users(n) for n in ("x", "x.tar.gz", "other")] == [0, 0, 0]  # table empty

@@ -22,7 +22,7 @@ from dropfetch.jobfile import JobSpec, job_name, parse_job
 from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
 from dropfetch.names import safe_name, staging_name
-from dropfetch.removal import check_owner, revoke_staging
+from dropfetch.removal import check_owner, publish_lock_names, revoke_staging
 from dropfetch.status import FINAL, Status, StatusBoard
 from dropfetch.stream import TarStream
 from dropfetch.testhooks import hook_point
@@ -228,7 +228,8 @@ class Attempt:
         stash_partial(self.job_id, self.paths, token)
         self.lease.check()  # fencing: publish only while we hold the lease
         hook_point(self.job_id, "publish")
-        with self.ctx.phase(self.job_id, Phase.PUBLISH), self.ctx.publish_lock:
+        names = publish_lock_names(self.job_id, kept)
+        with self.ctx.phase(self.job_id, Phase.PUBLISH), self.ctx.publish_locks.hold(names):
             check_owner(self.config, self.job_id, kept)
             rename_out(self.job_id, token, self.paths.output, kept)
         # the token now holds the replaced output and the stashed partial file: gone

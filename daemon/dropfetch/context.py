@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dropfetch.config import Config
@@ -16,9 +16,52 @@ from dropfetch.jobqueue import JobQueue
 from dropfetch.leases import Lease, LeaseManager
 from dropfetch.status import Sidecar, Status, StatusBoard
 
-__all__ = ["JobContext"]
+__all__ = ["JobContext", "NameLocks"]
 
 logger = logging.getLogger(__name__)
+
+
+class NameLocks:
+    """Locks by outbox name, so that publishes touching the same names (an output, a
+    kept archive, the category directory above them) run one at a time while the
+    others run side by side. The table's own lock is held only to find the locks, never
+    while a file is touched; a name's locks are taken in sorted order (no deadlock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[threading.Lock, int]] = {}  # name -> (lock, users)
+
+    @contextlib.contextmanager
+    def hold(self, names: Iterable[str]) -> Iterator[None]:
+        keys = sorted(set(names))
+        with self._lock:
+            locks = []
+            for key in keys:
+                lock, users = self._held.get(key, (None, 0))
+                lock = lock or threading.Lock()
+                self._held[key] = (lock, users + 1)
+                locks.append(lock)
+        taken: list[threading.Lock] = []
+        try:
+            for lock in locks:
+                lock.acquire()
+                taken.append(lock)
+            yield
+        finally:
+            for lock in reversed(taken):
+                lock.release()
+            with self._lock:
+                for key in keys:
+                    lock, users = self._held[key]
+                    if users == 1:
+                        del self._held[key]
+                    else:
+                        self._held[key] = (lock, users - 1)
+
+    def users(self, name: str) -> int:
+        """How many publishes hold or wait for ``name``."""
+        with self._lock:
+            return self._held.get(name, (None, 0))[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +73,7 @@ class JobContext:
     leases: LeaseManager
     queue: JobQueue
     events: EventBus
-    publish_lock: threading.Lock  # owner check and publish, one job at a time
+    publish_locks: NameLocks  # owner check and publish, one job at a time per outbox name
 
     def paths(self, job_id: str) -> JobPaths:
         return job_paths(self.config, job_id)

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from dropfetch.config import Config
-from dropfetch.context import JobContext
+from dropfetch.context import JobContext, NameLocks
 from dropfetch.download import Downloader
 from dropfetch.events import EventBus
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
@@ -52,11 +52,11 @@ class WorkerPool:
         self._retire = 0  # threads asked to end (shrinking)
         self._stopping = threading.Event()
         self._names = itertools.count(1)
-        self._publish_lock = threading.Lock()  # owner check and publish, one job at a time
+        self._publish_locks = NameLocks()  # owner check and publish, per outbox name
 
     def context(self) -> JobContext:
         """What a run that starts now works with (the configuration of this moment)."""
-        return JobContext(self.config, self.leases, self.queue, self.events, self._publish_lock)
+        return JobContext(self.config, self.leases, self.queue, self.events, self._publish_locks)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -143,12 +143,29 @@ def _temp_dirs(config: Config) -> list[Path]:
     return dirs
 
 
-def check_owner(config: Config, job_id: str, kept: Path | None) -> None:
-    """Fail with name_conflict when a path this job would publish is another job's."""
+def published_paths(job_id: str, kept: Path | None) -> list[str]:
+    """The outbox paths (relative) a publish of ``job_id`` writes: its output, and its
+    kept archive."""
     rels = [job_id]
     if kept is not None:
         rels.append(job_id.rpartition("/")[0] + "/" + kept.name if "/" in job_id else kept.name)
-    for rel in rels:
+    return rels
+
+
+def publish_lock_names(job_id: str, kept: Path | None) -> set[str]:
+    """The names a publish holds (see :class:`dropfetch.context.NameLocks`): every path
+    it writes and the directories above them (a category directory is a job's output
+    too, with ``recursive``)."""
+    names: set[str] = set()
+    for rel in published_paths(job_id, kept):
+        parts = rel.split("/")
+        names.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return names
+
+
+def check_owner(config: Config, job_id: str, kept: Path | None) -> None:
+    """Fail with name_conflict when a path this job would publish is another job's."""
+    for rel in published_paths(job_id, kept):
         owner = output_owner(config, rel, me=job_id)
         if owner is not None and owner != job_id:
             whose = f"the jobs in inbox/{owner}" if owner.endswith("/") else f"the job {owner!r}"
