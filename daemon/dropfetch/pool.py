@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
-from pathlib import Path
 
 from dropfetch.config import Config
 from dropfetch.context import JobContext, NameLocks
 from dropfetch.download import Downloader
 from dropfetch.events import EventBus
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
+from dropfetch.intake import scan
 from dropfetch.jobqueue import JobQueue
 from dropfetch.jobrun import JobRun
 from dropfetch.leases import LeaseManager, lease_key
@@ -234,30 +232,6 @@ class _WorkerDownloader:
 
 
 def _inbox_ids(config: Config) -> dict[str, str]:
-    """The job ids the inbox has job files or sidecars for, by lease key (as many as
-    could be listed)."""
-    ids: dict[str, str] = {}
-    dirs = [("", config.inbox)]
-    try:
-        if config.recursive:
-            dirs += [
-                (e.name + "/", Path(e.path))
-                for e in os.scandir(config.inbox)
-                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
-            ]
-        for prefix, d in dirs:
-            for name in (p.name for p in d.iterdir()):
-                job_id = _job_id(prefix, name)
-                if job_id is not None:
-                    ids[lease_key(job_id)] = job_id
-    except OSError as exc:
-        logger.warning("cannot list the inbox to take back this host's leases: %s", exc)
-    return ids
-
-
-def _job_id(prefix: str, name: str) -> str | None:
-    """The job id of a job file's or a sidecar's name, else None."""
-    for suffix in (JOB_SUFFIX, SIDECAR_SUFFIX):
-        if name.endswith(suffix) and not name.startswith("."):
-            return prefix + name[: -len(suffix)]
-    return None
+    """The job ids the inbox has job files or sidecars for, by lease key."""
+    jobs, sidecars = scan(config.inbox, recursive=config.recursive)
+    return {lease_key(job_id): job_id for job_id in jobs | sidecars}
