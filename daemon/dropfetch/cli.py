@@ -13,19 +13,19 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from dropfetch import __version__
+from dropfetch import __version__, control
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
+from dropfetch.jobfile import SIDECAR_SUFFIX
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
-from dropfetch.status import FINAL, Sidecar, read_sidecar, read_sidecars
+from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
 
 if TYPE_CHECKING:
@@ -226,32 +226,19 @@ def _print_status(console: Console, config: Config, names: Sequence[str], *, wat
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    config = _config(args)
-    sidecar_path = config.inbox / (args.name + SIDECAR_SUFFIX)
-    sidecar = read_sidecar(sidecar_path)
-    if not (config.inbox / (args.name + JOB_SUFFIX)).exists():
-        print(f"no job named {args.name!r} in {config.inbox}", file=sys.stderr)
-        return EXIT_FAILURE
-    if sidecar is not None and sidecar.status not in FINAL:
-        print(
-            f"{args.name} is {sidecar.status}; only failed or finished jobs can be retried",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-    sidecar_path.unlink(missing_ok=True)
-    print(f"{args.name}: queued again")
-    return EXIT_OK
+    return _control(control.retry, args)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    config = _config(args)
-    job = config.inbox / (args.name + JOB_SUFFIX)
+    return _control(control.delete, args)
+
+
+def _control(action: Callable[[Config, str], str], args: argparse.Namespace) -> int:
     try:
-        job.unlink()
-    except FileNotFoundError:
-        print(f"no job named {args.name!r} in {config.inbox}", file=sys.stderr)
+        print(action(_config(args), args.name))
+    except control.ControlError as exc:
+        print(exc.message, file=sys.stderr)
         return EXIT_FAILURE
-    print(f"{args.name}: removed; the daemon removes what it made ({config.on_job_removed})")
     return EXIT_OK
 
 
