@@ -3,10 +3,12 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests need (the sshfs test bed, tests/netshare.py), installed by
-# `make test` when missing. --no-install-recommends: openssh-sftp-server recommends
-# openssh-server, which the tests do not need and must not install.
-TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-full
+# Debian packages the tests need (the sshfs test bed, tests/netshare.py; the browser that
+# tests/test_web.py drives), installed by `make test` when missing. --no-install-recommends:
+# openssh-sftp-server recommends openssh-server, which the tests do not need and must not
+# install.
+TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-full \
+	chromium chromium-driver
 
 # The suite in parallel (pytest-xdist): its tests mostly wait on daemons, servers and
 # subprocesses, so 4 workers fit 2 cores; worksteal keeps the long tests from piling up

@@ -43,6 +43,7 @@ from dropfetch.httpwire import Framing
 from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, read_sidecars
+from dropfetch.webpage import is_public
 
 __all__ = ["HttpFrontEnd", "bearer_ok", "json_bytes"]
 
@@ -279,14 +280,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> Reply:
         front = self.server.front
-        if not bearer_ok(front.token, self.headers.get_all("Authorization") or []):
+        path = self.path.split("?", 1)[0]
+        if not is_public(path) and not bearer_ok(
+            front.token, self.headers.get_all("Authorization") or []
+        ):
             raise Reject(
                 HTTPStatus.UNAUTHORIZED,
                 "a valid 'Authorization: Bearer <token>' header is needed",
                 headers={"WWW-Authenticate": 'Bearer realm="dropfetch"'},
             )
         method = "GET" if self.command == "HEAD" else self.command
-        endpoint, job_id = resolve(ROUTES, method, self.path.split("?", 1)[0])
+        endpoint, job_id = resolve(ROUTES, method, path)
         return endpoint(Request(front, job_id, self._framing, self._read_body))
 
     def finish(self) -> None:

@@ -39,6 +39,7 @@ from dropfetch.metrics import Metrics
 from dropfetch.status import Sidecar, Status, read_sidecar
 from dropfetch.submit import derive_name, job_content, write_job, write_unique_job
 from dropfetch.urlpolicy import redact_url
+from dropfetch.webpage import PAGES
 
 __all__ = ["ROUTES", "Front", "Request", "Route", "item_id", "resolve", "unstarted"]
 
@@ -248,4 +249,5 @@ ROUTES = (
     Route("GET", _ITEM, get_job),
     Route("DELETE", _ITEM, delete_job),
     Route("GET", re.compile(r"/metrics"), metrics),
+    *(Route("GET", pattern, endpoint) for pattern, endpoint in PAGES),  # the web page
 )

@@ -1,0 +1,477 @@
+// dropfetch's web page: the jobs of GET /archive, live from GET /events (polling when
+// the stream is down), a form that POSTs job files, and the job buttons.
+// Every text that comes from a job (name, URL, error, file names) is set with
+// textContent, never parsed as HTML.
+"use strict";
+
+const PAGE = 100; // jobs per page
+const POLL_MS = 3000; // polling interval while the event stream is down
+const REFRESH_MS = 30000; // a full look at the page even while the stream is up
+const CHUNK = 25; // rows built per animation frame
+const TOKEN_KEY = "dropfetch.token";
+const ACTIONS = [
+  ["retry", "Retry", (s) => ["failed", "ok", "waiting"].includes(s)],
+  ["pause", "Pause", (s) => ["queued", "downloading", "unpacking", "waiting"].includes(s)],
+  ["resume", "Resume", (s) => s === "paused"],
+  ["delete", "Delete", (s) => s !== "deleting"],
+];
+
+const state = {
+  token: localStorage.getItem(TOKEN_KEY) || "",
+  offset: 0,
+  total: 0,
+  filter: "",
+  rows: new Map(), // job id -> row element
+  order: [], // ids shown, in order
+  render: 0, // generation of the rendering under way
+  stream: null,
+  pollTimer: 0,
+  reloadTimer: 0,
+  started: false,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// -- the API ---------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (state.token) headers.Authorization = "Bearer " + state.token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let answer;
+  try {
+    answer = await fetch(path, {
+      method, headers, credentials: "same-origin", cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(0, "the daemon cannot be reached (" + err.message + ")");
+  }
+  let data = null;
+  try {
+    data = await answer.json();
+  } catch (err) {
+    data = null;
+  }
+  if (answer.status === 401) {
+    needToken(state.token ? "The token was refused: check it and try again." : "");
+    throw new ApiError(401, "a token is needed");
+  }
+  if (!answer.ok) {
+    const why = data && typeof data.error === "string" ? data.error : answer.statusText;
+    throw new ApiError(answer.status, why || "HTTP " + answer.status);
+  }
+  return { data, headers: answer.headers };
+}
+
+// -- the token ---------------------------------------------------------------------------
+
+function needToken(message) {
+  stopLive();
+  $("app").hidden = true;
+  $("login").hidden = false;
+  $("forget").hidden = true;
+  $("login-error").textContent = message;
+  $("token").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  state.token = $("token").value.trim();
+  $("login-error").textContent = "";
+  try {
+    await api("GET", "/archive?limit=1");
+  } catch (err) {
+    if (err.status !== 401) $("login-error").textContent = err.message;
+    return;
+  }
+  localStorage.setItem(TOKEN_KEY, state.token);
+  $("token").value = "";
+  start();
+}
+
+function forgetToken() {
+  localStorage.removeItem(TOKEN_KEY);
+  state.token = "";
+  needToken("");
+}
+
+// -- formatting (pure) -----------------------------------------------------------------
+
+function bytes(n) {
+  if (n === null || n === undefined) return "?";
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return (i === 0 ? String(n) : n.toFixed(n < 10 ? 1 : 0)) + " " + units[i];
+}
+
+function duration(s) {
+  s = Math.round(s);
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+}
+
+function figures(job) {
+  const parts = [];
+  if (job.bytes_total) parts.push(bytes(job.bytes_done) + " of " + bytes(job.bytes_total));
+  else if (job.bytes_done) parts.push(bytes(job.bytes_done));
+  if (job.status === "downloading" && job.speed) parts.push(bytes(job.speed) + "/s");
+  if (job.status === "downloading" && job.eta !== null && job.eta !== undefined) {
+    parts.push(duration(job.eta) + " left");
+  }
+  if (job.status === "waiting" && job.next_attempt_at) {
+    parts.push("next try " + new Date(job.next_attempt_at).toLocaleTimeString());
+  }
+  if (job.attempt > 1) parts.push("try " + job.attempt);
+  return parts.join(" · ");
+}
+
+// -- one job's row -----------------------------------------------------------------------
+
+function makeRow(id) {
+  const row = el("li", "job");
+  row.dataset.id = id;
+  const head = el("div", "head");
+  row._name = head.appendChild(el("span", "name", id));
+  row._status = head.appendChild(el("span", "status"));
+  row.appendChild(head);
+  row._progress = row.appendChild(el("progress"));
+  row._progress.max = 100;
+  row._progress.setAttribute("aria-label", "progress of " + id);
+  row._figures = row.appendChild(el("div", "figures"));
+  row._url = row.appendChild(el("div", "url"));
+  row._error = row.appendChild(el("p", "error"));
+  row._files = row.appendChild(el("details", "files"));
+  row._files.hidden = true;
+  row._files.appendChild(el("summary"));
+  row._files.appendChild(el("ul"));
+  row._files.addEventListener("toggle", () => showFiles(row));
+  const actions = row.appendChild(el("div", "actions"));
+  row._buttons = {};
+  for (const [action, label] of ACTIONS) {
+    const button = actions.appendChild(el("button", action, label));
+    button.type = "button";
+    button.setAttribute("aria-label", label + " " + id);
+    button.addEventListener("click", () => act(row, action));
+    row._buttons[action] = button;
+  }
+  row._note = row.appendChild(el("p", "note"));
+  return row;
+}
+
+function updateRow(row, job) {
+  row._job = job;
+  row.dataset.status = job.status;
+  row._status.textContent = job.status;
+  const bar = row._progress;
+  if (job.status === "ok") bar.value = 100;
+  else if (job.progress === null || job.progress === undefined) {
+    if (job.status === "downloading" || job.status === "unpacking") bar.removeAttribute("value");
+    else bar.value = 0;
+  } else bar.value = job.progress;
+  bar.setAttribute("aria-valuetext", bar.hasAttribute("value") ? bar.value + "%" : "unknown");
+  row._figures.textContent = figures(job);
+  row._url.textContent = job.url || "";
+  const err = job.error;
+  row._error.textContent = err ? err.message + (err.code ? " (" + err.code + ")" : "") : "";
+  const files = job.status === "ok" && Array.isArray(job.files) ? job.files : [];
+  row._files.hidden = files.length === 0;
+  row._files.firstChild.textContent = files.length + (files.length === 1 ? " file" : " files");
+  if (row._files.open) showFiles(row);
+  for (const [action, , fits] of ACTIONS) row._buttons[action].hidden = !fits(job.status);
+}
+
+function showFiles(row) {
+  const list = row._files.lastChild;
+  if (!row._files.open) { list.replaceChildren(); return; }
+  const files = (row._job && row._job.files) || [];
+  const items = files.map((name) => el("li", "", name));
+  list.replaceChildren(...items);
+}
+
+async function act(row, action) {
+  const id = row.dataset.id;
+  const path = "/archive/" + encodeURIComponent(id) + (action === "delete" ? "" : "/" + action);
+  row._note.className = "note";
+  row._note.textContent = action + "…";
+  try {
+    const { data } = await api(action === "delete" ? "DELETE" : "POST", path);
+    if (data && data.status) updateRow(row, data);
+    row._note.textContent = action + ": done" + (data && data.status ? " (" + data.status + ")" : "");
+  } catch (err) {
+    if (err.status === 401) return;
+    row._note.className = "note bad";
+    row._note.textContent = action + " refused: " + err.message;
+  }
+}
+
+// -- the list --------------------------------------------------------------------------
+
+function query() {
+  let q = "/archive?limit=" + PAGE + "&offset=" + state.offset;
+  if (state.filter) q += "&status=" + encodeURIComponent(state.filter);
+  return q;
+}
+
+async function load() {
+  if ($("app").hidden) return false;
+  let got;
+  try {
+    got = await api("GET", query());
+  } catch (err) {
+    if (err.status !== 401) $("list-error").textContent = "Cannot list the jobs: " + err.message;
+    return false;
+  }
+  $("list-error").textContent = "";
+  let jobs = Array.isArray(got.data) ? got.data : [];
+  const counted = got.headers.get("X-Total-Count");
+  if (counted === null) { // a daemon that does not page: page here
+    if (state.filter) jobs = jobs.filter((j) => j.status === state.filter);
+    state.total = jobs.length;
+    jobs = jobs.slice(state.offset, state.offset + PAGE);
+  } else {
+    state.total = Number(counted);
+    jobs = jobs.slice(0, PAGE);
+  }
+  if (state.offset > 0 && state.offset >= state.total) {
+    state.offset = Math.max(0, Math.floor((state.total - 1) / PAGE) * PAGE);
+    return load();
+  }
+  show(jobs);
+  return true;
+}
+
+function show(jobs) {
+  const generation = ++state.render;
+  const ids = jobs.map((j) => j.id);
+  const same = ids.length === state.order.length && ids.every((id, i) => id === state.order[i]);
+  const list = $("jobs");
+  if (!same) {
+    const keep = new Set(ids);
+    for (const id of state.rows.keys()) if (!keep.has(id)) state.rows.delete(id);
+    list.replaceChildren();
+    state.order = ids;
+  }
+  pagerText();
+  $("empty").hidden = jobs.length > 0;
+  let i = 0;
+  const step = () => { // a few rows per frame: the page never blocks
+    if (generation !== state.render) return;
+    const part = document.createDocumentFragment();
+    for (const end = Math.min(i + CHUNK, jobs.length); i < end; i += 1) {
+      let row = state.rows.get(jobs[i].id);
+      if (!row) { row = makeRow(jobs[i].id); state.rows.set(jobs[i].id, row); }
+      updateRow(row, jobs[i]);
+      if (!same) part.appendChild(row);
+    }
+    list.appendChild(part);
+    if (i < jobs.length) requestAnimationFrame(step);
+  };
+  step();
+}
+
+function pagerText() {
+  const first = state.total ? state.offset + 1 : 0;
+  const last = Math.min(state.offset + PAGE, state.total);
+  $("count").textContent = state.total ? first + "–" + last + " of " + state.total + " jobs" : "";
+  $("prev").disabled = state.offset === 0;
+  $("next").disabled = state.offset + PAGE >= state.total;
+}
+
+function reloadSoon() {
+  if (state.reloadTimer) return;
+  state.reloadTimer = setTimeout(() => { state.reloadTimer = 0; load(); }, 500);
+}
+
+// -- live updates --------------------------------------------------------------------------
+
+function onChange(event) {
+  let job;
+  try { job = JSON.parse(event.data); } catch (err) { return; }
+  const row = job && state.rows.get(job.id);
+  if (row && (!state.filter || job.status === state.filter)) updateRow(row, job);
+  else reloadSoon(); // a new job, or one that leaves the filtered list
+}
+
+async function startStream() {
+  if (state.stream || !window.EventSource || $("app").hidden) return;
+  if (state.token) { // the cookie EventSource sends, since it cannot send a header
+    try { await api("POST", "/session", { token: state.token }); } catch (err) { /* polling */ }
+  }
+  const stream = new EventSource("/events");
+  state.stream = stream;
+  stream.onopen = () => { setLive(true); stopPolling(); load(); };
+  stream.onmessage = onChange;
+  stream.addEventListener("overflow", () => load());
+  stream.onerror = () => {
+    setLive(false);
+    startPolling();
+    if (stream.readyState === EventSource.CLOSED) { // refused: try again later
+      state.stream = null;
+      setTimeout(startStream, REFRESH_MS);
+    }
+  };
+}
+
+function startPolling() {
+  if (!state.pollTimer) state.pollTimer = setInterval(load, POLL_MS);
+}
+
+function stopPolling() {
+  clearInterval(state.pollTimer);
+  state.pollTimer = 0;
+}
+
+function stopLive() {
+  stopPolling();
+  if (state.stream) { state.stream.close(); state.stream = null; }
+  setLive(false, "");
+}
+
+function setLive(on, text) {
+  const live = $("live");
+  live.className = "live " + (on ? "on" : "off");
+  live.textContent = text !== undefined ? text : on ? "live" : "updating every " + POLL_MS / 1000 + " s";
+}
+
+// -- adding jobs ---------------------------------------------------------------------------
+
+function options() {
+  const opts = {};
+  const text = (id) => $(id).value.trim();
+  if (text("opt-name")) opts.name = text("opt-name");
+  if (text("opt-filename")) opts.filename = text("opt-filename");
+  if (text("opt-sha256")) opts.sha256 = text("opt-sha256");
+  if ($("opt-extract").value !== "auto") opts.extract = $("opt-extract").value === "true";
+  if ($("opt-keep").checked) opts.keep_archive = true;
+  if ($("opt-priority").value !== "normal") opts.priority = $("opt-priority").value;
+  return opts;
+}
+
+function urlLines(text) {
+  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+}
+
+async function submit(urls) {
+  const result = $("add-result");
+  result.replaceChildren();
+  const opts = options();
+  if (opts.name && urls.length > 1) {
+    result.appendChild(el("li", "bad", "A name fits one URL only: leave it empty for many."));
+    return urls;
+  }
+  const left = [];
+  for (const url of urls) {
+    try {
+      const { data } = await api("POST", "/archive", { url, ...opts });
+      result.appendChild(el("li", "", "Added " + (data && data.id ? data.id : url)));
+    } catch (err) {
+      if (err.status === 401) return urls;
+      result.appendChild(el("li", "bad", url + ": " + err.message));
+      left.push(url);
+    }
+  }
+  reloadSoon();
+  return left;
+}
+
+async function addFromForm(event) {
+  event.preventDefault();
+  const urls = urlLines($("urls").value);
+  if (!urls.length) {
+    $("add-result").replaceChildren(el("li", "bad", "Paste a URL first."));
+    return;
+  }
+  $("add-button").disabled = true;
+  try {
+    $("urls").value = (await submit(urls)).join("\n"); // what failed stays, to fix
+  } finally {
+    $("add-button").disabled = false;
+  }
+}
+
+// A dropped link file: a plain first line, a Windows Internet Shortcut, or an XML .webloc
+function linkFileUrl(text) {
+  const xml = /<key>\s*URL\s*<\/key>\s*<string>([^<]*)<\/string>/i.exec(text) ||
+    (/<plist/i.test(text) && /<string>([^<]*)<\/string>/i.exec(text));
+  if (xml) {
+    const entities = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+    return xml[1].trim().replace(/&(amp|lt|gt|quot|apos);/g, (_, e) => entities[e]);
+  }
+  if (/^\s*\[InternetShortcut\]/im.test(text)) {
+    const line = /^\s*URL\s*=\s*(\S+)\s*$/im.exec(text);
+    return line ? line[1] : null;
+  }
+  return urlLines(text)[0] || null;
+}
+
+async function dropped(event) {
+  event.preventDefault();
+  $("drop").classList.remove("over");
+  const data = event.dataTransfer;
+  const urls = [];
+  const bad = [];
+  for (const file of Array.from(data.files || [])) {
+    const url = file.size <= 65536 ? linkFileUrl(await file.text()) : null;
+    if (url) urls.push(url);
+    else bad.push(file.name + ": no URL found (a binary .webloc? drop it into the inbox)");
+  }
+  if (!data.files || !data.files.length) {
+    urls.push(...urlLines(data.getData("text/uri-list") || data.getData("text/plain") || ""));
+  }
+  const left = urls.length ? await submit(urls) : [];
+  if (left.length) $("urls").value = left.join("\n");
+  if (!urls.length && !bad.length) bad.push("Nothing to add in what was dropped.");
+  if (!urls.length) $("add-result").replaceChildren();
+  for (const line of bad) $("add-result").appendChild(el("li", "bad", line));
+}
+
+// -- start ---------------------------------------------------------------------------------
+
+function start() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("forget").hidden = !state.token;
+  setLive(false, "connecting…");
+  load().then((ok) => { if (ok) startStream(); else if (!$("app").hidden) startPolling(); });
+  if (!state.started) {
+    state.started = true;
+    setInterval(() => { if (!$("app").hidden) load(); }, REFRESH_MS);
+  }
+}
+
+function wire() {
+  $("login").addEventListener("submit", signIn);
+  $("forget").addEventListener("click", forgetToken);
+  $("add").addEventListener("submit", addFromForm);
+  $("filter").addEventListener("change", () => {
+    state.filter = $("filter").value;
+    state.offset = 0;
+    load();
+  });
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); load(); });
+  $("next").addEventListener("click", () => { state.offset += PAGE; load(); });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", dropped);
+  start();
+}
+
+document.addEventListener("DOMContentLoaded", wire);
