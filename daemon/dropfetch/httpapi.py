@@ -280,8 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> Reply:
         front = self.server.front
+        method = "GET" if self.command == "HEAD" else self.command
         path = self.path.split("?", 1)[0]
-        if not is_public(path) and not bearer_ok(
+        if not is_public(method, path) and not bearer_ok(
             front.token, self.headers.get_all("Authorization") or []
         ):
             raise Reject(
@@ -289,7 +290,6 @@ class _Handler(BaseHTTPRequestHandler):
                 "a valid 'Authorization: Bearer <token>' header is needed",
                 headers={"WWW-Authenticate": 'Bearer realm="dropfetch"'},
             )
-        method = "GET" if self.command == "HEAD" else self.command
         endpoint, job_id = resolve(ROUTES, method, path)
         return endpoint(Request(front, job_id, self._framing, self._read_body))
 

@@ -45,9 +45,10 @@ HEADERS = {
 }
 
 
-def is_public(path: str) -> bool:
-    """Whether ``path`` (no query) is one of the page's own, served without a token."""
-    return path in _PATHS
+def is_public(method: str, path: str) -> bool:
+    """Whether ``method`` on ``path`` (no query) gets one of the page's files, served
+    without a token (GET; HEAD counts as GET)."""
+    return method == "GET" and path in _PATHS
 
 
 @functools.cache
