@@ -225,8 +225,10 @@ def test_submit_progress_ok_files_and_an_error(page, fault_server):
     assert names == sorted(files)
     bar = row(driver, "debian-7").find_element(By.TAG_NAME, "progress")
     assert bar.get_attribute("value") == "100"
-    if os.environ.get("DROPFETCH_SCREENSHOT"):
-        driver.set_window_size(900, 1000)
+    if os.environ.get("DROPFETCH_SCREENSHOT"):  # the README's picture
+        driver.find_element(By.CSS_SELECTOR, "#options summary").click()  # folded again
+        driver.execute_script("document.getElementById('add-result').replaceChildren()")
+        driver.set_window_size(820, 1180)
         driver.save_screenshot(str(ROOT / os.environ["DROPFETCH_SCREENSHOT"]))
     assert console_errors(driver, missing_routes(base)) == []
 
@@ -383,11 +385,23 @@ def test_markup_in_names_urls_and_errors_is_shown_as_text(page, fault_server):
     d.drop("reason", fault_server.url("/r.bin") + "\n")
     until(driver, lambda: row_status(driver, name) == "failed", "the odd one failed")
     until(driver, lambda: row_status(driver, "reason") == "failed", "the reason one failed")
+    member = "<img src=z onerror=\"document.title='pwned'\">.txt"
+    fault_server.add("/m.tar", tar_bytes({member: b"x", "<i>plain</i>": b"y"}))
+    d.drop("members", fault_server.url("/m.tar") + "\n")
+    until(driver, lambda: row_status(driver, "members") == "ok", "members ok")
+    files = row(driver, "members").find_element(By.CLASS_NAME, "files")
+    files.find_element(By.TAG_NAME, "summary").click()
+    listed = until(
+        driver, lambda: [li.text for li in files.find_elements(By.CSS_SELECTOR, "ul li")], "files"
+    )
+    assert sorted(listed) == sorted([member, "<i>plain</i>"])
+    error = row(driver, "reason").find_element(By.CLASS_NAME, "error").text
+    assert "<img src=y onerror=alert(2)>" in error, error  # the reason phrase, as text
     shown = row(driver, name)
     assert shown.find_element(By.CLASS_NAME, "name").text == name
     assert "<b>bold</b>" in shown.find_element(By.CLASS_NAME, "url").text
     jobs = driver.find_element(By.ID, "jobs")
-    assert jobs.find_elements(By.CSS_SELECTOR, "img, b, script") == []
+    assert jobs.find_elements(By.CSS_SELECTOR, "img, b, i, script") == []
     assert driver.title == "dropfetch"
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.text  # noqa: B018

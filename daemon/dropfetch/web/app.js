@@ -185,6 +185,7 @@ function updateRow(row, job) {
     if (job.status === "downloading" || job.status === "unpacking") bar.removeAttribute("value");
     else bar.value = 0;
   } else bar.value = job.progress;
+  bar.hidden = job.status === "failed" || job.status === "deleting";
   bar.setAttribute("aria-valuetext", bar.hasAttribute("value") ? bar.value + "%" : "unknown");
   row._figures.textContent = figures(job);
   row._url.textContent = job.url || "";
