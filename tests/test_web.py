@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,8 @@ def test_submit_progress_ok_files_and_an_error(page, fault_server):
     body = tar_bytes(files, compression="gz")
     fault_server.add("/debian-7.tar.gz", body, rate=250_000)  # about 7 s
     fault_server.add("/slow.bin", os.urandom(4_000_000), rate=100_000)
+    if "/events" not in missing_routes(base):  # the stream is up: no polling
+        until(driver, lambda: driver.find_element(By.ID, "live").text == "live", "live")
     add(driver, fault_server.url("/debian-7.tar.gz"), fault_server.url("/nothing-here.zip"))
     result = driver.find_element(By.ID, "add-result")
     until(driver, lambda: "Added nothing-here" in result.text, "both added")
@@ -231,6 +234,33 @@ def test_submit_progress_ok_files_and_an_error(page, fault_server):
         driver.set_window_size(820, 1180)
         driver.save_screenshot(str(ROOT / os.environ["DROPFETCH_SCREENSHOT"]))
     assert console_errors(driver, missing_routes(base)) == []
+
+
+def test_updates_fall_back_to_polling_while_the_daemon_is_away(make_daemon, browser):
+    with socket.socket() as s:  # a fixed port: the page must find the daemon again
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d, base = start_daemon(make_daemon, listen=f"127.0.0.1:{port}")
+    driver = browser
+    driver.get(base + "/")
+    live = lambda: driver.find_element(By.ID, "live").text  # noqa: E731
+    streaming = "/events" not in missing_routes(base)
+    until(driver, lambda: live() == ("live" if streaming else "updating every 3 s"), "connected")
+    d.stop()
+    until(driver, lambda: live() == "updating every 3 s", "polling while the daemon is away")
+    until(
+        driver,
+        lambda: "cannot be reached" in driver.find_element(By.ID, "list-error").text,
+        "the page to say the daemon is away",
+    )
+    d.start()
+    d.drop("back", "http://127.0.0.1:9/never.bin\n")
+    until(driver, lambda: row(driver, "back").is_displayed(), "a job dropped after the restart")
+    assert driver.find_element(By.ID, "list-error").text == ""
+    if streaming:
+        until(driver, lambda: live() == "live", "the stream again")
+    away = {"ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_RESET"}
+    assert console_errors(driver, away | missing_routes(base)) == []
 
 
 def test_every_button_sends_its_request_and_shows_the_answer(page, fault_server):

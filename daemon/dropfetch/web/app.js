@@ -313,7 +313,7 @@ function onChange(event) {
 async function startStream() {
   if (state.stream || !window.EventSource || $("app").hidden) return;
   if (state.token) { // the cookie EventSource sends, since it cannot send a header
-    try { await api("POST", "/session", { token: state.token }); } catch (err) { /* polling */ }
+    try { await api("POST", "/session"); } catch (err) { /* no cookie: polling then */ }
   }
   const stream = new EventSource("/events");
   state.stream = stream;
