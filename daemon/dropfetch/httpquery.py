@@ -1,0 +1,81 @@
+"""The query of ``GET /archive?status=&limit=&offset=`` (SPEC §9), and the page it
+selects. Pure code: a query that cannot be honoured is a 400 naming what is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TypeVar
+from urllib.parse import parse_qsl
+
+from dropfetch.httpanswers import Reject
+from dropfetch.status import Sidecar, Status
+
+__all__ = ["ListQuery", "page", "parse_list_query", "selected"]
+
+_KEYS = ("status", "limit", "offset")
+_MAX_NUMBER = 10**9
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    statuses: frozenset[Status] | None = None  # None: every status
+    limit: int | None = None  # None: to the end
+    offset: int = 0
+
+
+def parse_list_query(query: str) -> ListQuery:
+    """``status`` (one or several, comma-separated or repeated), ``limit`` and
+    ``offset`` (whole numbers, each given once); :class:`Reject` 400 for anything else."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise Reject(HTTPStatus.BAD_REQUEST, "the query string is malformed") from None
+    unknown = sorted({k for k, _ in pairs if k not in _KEYS})
+    if unknown:
+        raise Reject(
+            HTTPStatus.BAD_REQUEST,
+            f"unknown query parameter(s): {', '.join(unknown)}; known: {', '.join(_KEYS)}",
+        )
+    words = [w.strip() for k, v in pairs if k == "status" for w in v.split(",")]
+    return ListQuery(
+        statuses=_statuses(words) if words else None,
+        limit=_number(pairs, "limit"),
+        offset=_number(pairs, "offset") or 0,
+    )
+
+
+def _statuses(words: list[str]) -> frozenset[Status]:
+    known = {str(s) for s in Status}
+    bad = sorted({w for w in words if w not in known})
+    if bad:
+        raise Reject(
+            HTTPStatus.BAD_REQUEST,
+            f"no such status: {', '.join(repr(b) for b in bad)}; known: {', '.join(sorted(known))}",
+        )
+    return frozenset(Status(w) for w in words)
+
+
+def _number(pairs: list[tuple[str, str]], key: str) -> int | None:
+    values = [v for k, v in pairs if k == key]
+    if not values:
+        return None
+    value = values[0].strip()
+    if len(values) > 1 or not (value.isascii() and value.isdigit()) or int(value) > _MAX_NUMBER:
+        raise Reject(HTTPStatus.BAD_REQUEST, f"{key} must be given once, as a whole number from 0")
+    return int(value)
+
+
+def page(items: Sequence[T], query: ListQuery) -> list[T]:
+    """The items ``query`` pages to (after filtering)."""
+    end = None if query.limit is None else query.offset + query.limit
+    return list(items[query.offset : end])
+
+
+def selected(sidecars: list[Sidecar], query: ListQuery) -> list[Sidecar]:
+    """The sidecars of the statuses ``query`` asks for, in their order."""
+    if query.statuses is None:
+        return sidecars
+    return [sc for sc in sidecars if sc.status in query.statuses]
