@@ -29,9 +29,9 @@ import yaml
 from dropfetch import httpapi, httproutes, httpwire
 from dropfetch.config import ConfigError, config_from_mapping
 from dropfetch.errors import HttpStatusError
+from dropfetch.events import EventBus
 from dropfetch.httpanswers import Reject
 from dropfetch.httpapi import HttpFrontEnd, bearer_ok, json_bytes
-from dropfetch.events import EventBus
 from dropfetch.httpjobs import unstarted
 from dropfetch.httproutes import resolve
 from dropfetch.httpwire import MAX_BODY, body_framing

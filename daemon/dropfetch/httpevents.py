@@ -103,9 +103,9 @@ class Subscription:
 class Broadcaster:
     """The streams open now, fed from the event bus."""
 
-    def __init__(self, max_streams: int = MAX_STREAMS, queue_size: int = QUEUE_SIZE) -> None:
-        self._max = max_streams
-        self._queue_size = queue_size
+    def __init__(self, max_streams: int | None = None, queue_size: int | None = None) -> None:
+        self._max = MAX_STREAMS if max_streams is None else max_streams
+        self._queue_size = QUEUE_SIZE if queue_size is None else queue_size
         self._lock = threading.Condition(threading.Lock())
         self._streams: tuple[Subscription, ...] = ()
         self._closed = False
@@ -129,6 +129,11 @@ class Broadcaster:
         if isinstance(event, StatusChanged):
             for sub in self._streams:  # a snapshot
                 sub.offer(event.sidecar)
+
+    @property
+    def count(self) -> int:
+        """How many streams are open."""
+        return len(self._streams)
 
     def close(self, timeout: float) -> bool:
         """End every stream and refuse new ones; wait at most ``timeout`` seconds for

@@ -134,16 +134,16 @@ def delete_job(req: Request) -> Reply:
     return Reply(HTTPStatus.ACCEPTED, req.front.view(unstarted(name, data or b"", Status.DELETING)))
 
 
-def control_endpoint(action: Callable[[Config, str], str]) -> Endpoint:
-    """``POST /archive/NAME/ACTION``: 202 with the job's sidecar once ``action`` (one of
-    :mod:`dropfetch.control`'s) has done its part."""
+def control_endpoint(action: str) -> Endpoint:
+    """``POST /archive/NAME/ACTION``: 202 with the job's sidecar once
+    ``dropfetch.control.ACTION`` (looked up at each call) has done its part."""
 
     def endpoint(req: Request) -> Reply:
         name = str(req.job_id)
-        _control(action, req.front.config, name)
+        _control(getattr(control, action), req.front.config, name)
         return Reply(HTTPStatus.ACCEPTED, req.front.view(current(req.inbox, name)))
 
-    endpoint.__name__ = endpoint.__qualname__ = action.__name__
+    endpoint.__name__ = endpoint.__qualname__ = action
     return endpoint
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
-from dropfetch import control
 from dropfetch.httpanswers import Endpoint, Front, Reject, Request
 from dropfetch.httpauth import Access
 from dropfetch.httpevents import events, open_session
@@ -101,9 +100,9 @@ def _action(name: str) -> re.Pattern[str]:
 ROUTES = (
     Route("GET", _COLLECTION, list_jobs),
     Route("POST", _COLLECTION, submit_job),
-    Route("POST", _action("retry"), control_endpoint(control.retry)),
-    Route("POST", _action("pause"), control_endpoint(control.pause)),
-    Route("POST", _action("resume"), control_endpoint(control.resume)),
+    Route("POST", _action("retry"), control_endpoint("retry")),
+    Route("POST", _action("pause"), control_endpoint("pause")),
+    Route("POST", _action("resume"), control_endpoint("resume")),
     Route("GET", _ITEM, get_job),
     Route("DELETE", _ITEM, delete_job),
     Route("GET", _SEED, seed_get),
