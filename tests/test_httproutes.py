@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from dropfetch.events import JobStarted, StatusChanged
 from dropfetch.httpanswers import Reject
 from dropfetch.httpauth import COOKIE, Access, authorised, cookie_header, session_value
 from dropfetch.httpevents import OVERFLOW, Broadcaster, Subscription
-from dropfetch.httpquery import ListQuery, page, parse_list_query
+from dropfetch.httplisting import ListQuery, page, parse_list_query
 from dropfetch.httpseed import seed_view
 from dropfetch.jobfile import OPTIONS, job_sha256, parse_job
 from dropfetch.lifecycle import Deadline
@@ -563,3 +564,26 @@ def test_subscription_and_broadcaster():
     assert two.take(0).closed and b.open() is None  # ... and told to end
     b.release(two)
     assert b.close(0)
+
+
+def test_sidecar_cache_reads_again_what_changed(tmp_path, monkeypatch):
+    from dropfetch import httplisting
+    from dropfetch.fsutil import atomic_write
+
+    cache = httplisting.SidecarCache()
+    _sidecars(tmp_path, {"b": Status.QUEUED, "a": Status.OK, ".hidden": Status.OK})
+    os.mkfifo(tmp_path / "fifo.status.json")
+    (tmp_path / "dir.status.json").mkdir()
+    assert [(sc.id, sc.status) for sc in cache.read_all(tmp_path)] == [
+        ("a", Status.OK),
+        ("b", Status.QUEUED),
+    ]
+    reads = []
+    real = httplisting.read_sidecar
+    monkeypatch.setattr(httplisting, "read_sidecar", lambda p: reads.append(p.name) or real(p))
+    new = Sidecar(id="b", job="b.url", job_sha256="0" * 64, url=None, status=Status.FAILED)
+    atomic_write(tmp_path / "b.status.json", new.to_json())  # replaced, as the daemon does
+    (tmp_path / "a.status.json").unlink()
+    assert [(sc.id, sc.status) for sc in cache.read_all(tmp_path)] == [("b", Status.FAILED)]
+    assert reads == ["b.status.json"]  # the unchanged ones come from the cache
+    assert cache.read_all(tmp_path / "missing") == []

@@ -46,11 +46,12 @@ from dropfetch.events import EventBus
 from dropfetch.httpanswers import Reject, Reply, Request, Stream, error_body, json_bytes
 from dropfetch.httpauth import Access, authorised, bearer_ok
 from dropfetch.httpevents import Broadcaster, peer_gone
+from dropfetch.httplisting import SidecarCache
 from dropfetch.httproutes import ROUTES, Route, resolve
 from dropfetch.httpwire import Framing
 from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
-from dropfetch.status import Sidecar, read_sidecars
+from dropfetch.status import Sidecar
 
 __all__ = ["HttpFrontEnd", "bearer_ok", "json_bytes"]
 
@@ -374,6 +375,7 @@ class HttpFrontEnd:
         self.token = _read_token(config)
         self.session_key = secrets.token_bytes(32)  # session cookies: httpauth
         self.broadcaster = Broadcaster()
+        self._sidecars = SidecarCache()
         events.subscribe(self.broadcaster.on_event)
         if config.http.listen is None:
             raise ValueError("http.listen is not set")
@@ -397,7 +399,7 @@ class HttpFrontEnd:
         return data
 
     def all_sidecars(self) -> list[Sidecar]:
-        return read_sidecars(self.config.inbox)  # ids with '/' have no URL here
+        return self._sidecars.read_all(self.config.inbox)  # ids with '/' have no URL here
 
     # -- the component protocol ---------------------------------------------------------
 

@@ -24,7 +24,7 @@ from dropfetch.config import Config
 from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import read_regular
 from dropfetch.httpanswers import Endpoint, Reject, Reply, Request
-from dropfetch.httpquery import page, parse_list_query, selected
+from dropfetch.httplisting import page, parse_list_query, selected
 from dropfetch.jobfile import (
     JOB_SUFFIX,
     MAX_JOB_BYTES,

@@ -1,18 +1,24 @@
-"""The query of ``GET /archive?status=&limit=&offset=`` (SPEC §9), and the page it
-selects. Pure code: a query that cannot be honoured is a 400 naming what is wrong."""
+"""The listing of ``GET /archive?status=&limit=&offset=`` (SPEC §9): its query (pure: a
+query that cannot be honoured is a 400 naming what is wrong), the page it selects, and
+:class:`SidecarCache`, which keeps the parsed sidecars so that a listing of 10,000 jobs
+reads again only those that changed."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from dropfetch.httpanswers import Reject
-from dropfetch.status import Sidecar, Status
+from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.status import Sidecar, Status, read_sidecar
 
-__all__ = ["ListQuery", "page", "parse_list_query", "selected"]
+__all__ = ["ListQuery", "SidecarCache", "page", "parse_list_query", "selected"]
 
 _KEYS = ("status", "limit", "offset")
 _MAX_NUMBER = 10**9
@@ -79,3 +85,42 @@ def selected(sidecars: list[Sidecar], query: ListQuery) -> list[Sidecar]:
     if query.statuses is None:
         return sidecars
     return [sc for sc in sidecars if sc.status in query.statuses]
+
+
+class SidecarCache:
+    """The sidecars of an inbox as :func:`~dropfetch.status.read_sidecars` reads them
+    (regular files, hidden names skipped, in name order), each read again only when its
+    inode, modification time or size changed: sidecars are replaced by a rename, so a
+    changed one is always a new inode. Safe to call from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[tuple[int, int, int], Sidecar]] = {}
+
+    def read_all(self, inbox: Path) -> list[Sidecar]:
+        try:
+            with os.scandir(inbox) as it:
+                entries = sorted(
+                    (e for e in it if e.name.endswith(SIDECAR_SUFFIX) and e.name[0] != "."),
+                    key=lambda e: e.name,
+                )
+        except OSError:
+            return []
+        with self._lock:
+            known = self._known
+        fresh: dict[str, tuple[tuple[int, int, int], Sidecar]] = {}
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            hit = known.get(entry.name)
+            sc = hit[1] if hit is not None and hit[0] == key else read_sidecar(Path(entry.path))
+            if sc is not None:
+                fresh[entry.name] = (key, sc)
+        with self._lock:
+            self._known = fresh
+        return [sc for _, sc in fresh.values()]
