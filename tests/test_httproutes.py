@@ -579,8 +579,13 @@ def test_sidecar_cache_reads_again_what_changed(tmp_path, monkeypatch):
         ("b", Status.QUEUED),
     ]
     reads = []
-    real = httplisting.read_sidecar
-    monkeypatch.setattr(httplisting, "read_sidecar", lambda p: reads.append(p.name) or real(p))
+    from dropfetch.status import read_sidecar as real
+
+    def counted(path: Path) -> Sidecar | None:
+        reads.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(httplisting, "read_sidecar", counted)
     new = Sidecar(id="b", job="b.url", job_sha256="0" * 64, url=None, status=Status.FAILED)
     atomic_write(tmp_path / "b.status.json", new.to_json())  # replaced, as the daemon does
     (tmp_path / "a.status.json").unlink()

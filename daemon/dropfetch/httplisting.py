@@ -98,24 +98,10 @@ class SidecarCache:
         self._known: dict[str, tuple[tuple[int, int, int], Sidecar]] = {}
 
     def read_all(self, inbox: Path) -> list[Sidecar]:
-        try:
-            with os.scandir(inbox) as it:
-                entries = sorted(
-                    (e for e in it if e.name.endswith(SIDECAR_SUFFIX) and e.name[0] != "."),
-                    key=lambda e: e.name,
-                )
-        except OSError:
-            return []
         with self._lock:
             known = self._known
         fresh: dict[str, tuple[tuple[int, int, int], Sidecar]] = {}
-        for entry in entries:
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
+        for entry, st in _sidecar_files(inbox):
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
             hit = known.get(entry.name)
             sc = hit[1] if hit is not None and hit[0] == key else read_sidecar(Path(entry.path))
@@ -124,3 +110,23 @@ class SidecarCache:
         with self._lock:
             self._known = fresh
         return [sc for _, sc in fresh.values()]
+
+
+def _sidecar_files(inbox: Path) -> list[tuple[os.DirEntry[str], os.stat_result]]:
+    """The regular files named like sidecars (not hidden) in ``inbox``, by name."""
+    try:
+        with os.scandir(inbox) as it:
+            entries = sorted(
+                (e for e in it if e.name.endswith(SIDECAR_SUFFIX) and e.name[0] != "."),
+                key=lambda e: e.name,
+            )
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                found.append((entry, entry.stat(follow_symlinks=False)))
+        except OSError:
+            continue
+    return found
