@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -417,3 +418,21 @@ def test_events_show_a_job_go_downloading_then_ok(api, fault_server):
     r = s.delete(base + "/arhive", json={"id": "ev"}, timeout=30)
     assert r.status_code == 200 and r.json() == {"id": "ev", "status": "deleting"}
     wait_for(lambda: not (d.outbox / "ev").exists(), message="the output removed")
+
+
+def test_an_open_event_stream_ends_at_sigterm(api):
+    """Issue 12: a daemon stopped with a client on /events ends the stream (EOF) and
+    exits 0 within its shutdown deadline."""
+    d, base, _ = api
+    sock, buf = _event_stream(base, "s3cret-token")
+    try:
+        while b"retry: " not in buf:
+            buf += sock.recv(65536)
+        assert d.proc is not None
+        d.signal(signal.SIGTERM)
+        while sock.recv(65536):  # to the end of the stream
+            pass
+        assert d.proc.wait(60) == 0, d.log()[-3000:]
+        assert "Traceback" not in d.log() and "did not stop" not in d.log(), d.log()[-3000:]
+    finally:
+        sock.close()

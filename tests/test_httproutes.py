@@ -306,7 +306,7 @@ PATHS = {
     "/archive/j/retry": {"POST"},
     "/archive/j/pause": {"POST"},
     "/archive/j/resume": {"POST"},
-    "/arhive": {"GET", "HEAD", "POST", "DELETE"},
+    "/arhive": {"GET", "POST", "DELETE"},
     "/events": {"GET"},
     "/session": {"POST"},
     "/metrics": {"GET", "HEAD"},

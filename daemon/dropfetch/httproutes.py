@@ -105,7 +105,7 @@ ROUTES = (
     Route("POST", _action("resume"), control_endpoint("resume")),
     Route("GET", _ITEM, get_job),
     Route("DELETE", _ITEM, delete_job),
-    Route("GET", _SEED, seed_get),
+    Route("GET", _SEED, seed_get, head=False),  # the id is in the body
     Route("POST", _SEED, seed_submit),
     Route("DELETE", _SEED, seed_delete),
     Route("GET", re.compile(r"/events"), events, Access.BEARER_OR_COOKIE, head=False),
