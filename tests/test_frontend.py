@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -365,3 +366,73 @@ def test_submit_options_and_stdin(tmp_path):
     )
     assert bad.returncode == 2 and "http" in bad.stderr
     assert sorted(p.name for p in inbox.iterdir()) == ["a.url", "b-1.0.url", "t.url"]
+
+
+def _event_stream(base: str, token: str) -> tuple[socket.socket, bytes]:
+    """GET /events on a raw socket: the socket and what came after the answer's head."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    sock.sendall(
+        f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
+    return sock, rest
+
+
+def test_events_show_a_job_go_downloading_then_ok(api, fault_server):
+    """Issue 12: the stream of a real daemon shows its job's sidecars as they are
+    written, downloading (with progress) before ok, each valid under the schema; the
+    seed's GET /arhive shows the same job in the seed's shapes."""
+    d, base, s = api
+    fault_server.add("/ev.tar.gz", tar_bytes({"f.bin": os.urandom(1_000_000)}), rate=1_000_000)
+    sock, buf = _event_stream(base, "s3cret-token")
+    seen: list[dict] = []
+    try:
+        r = s.post(base + "/arhive", json={"url": fault_server.url("/ev.tar.gz")}, timeout=30)
+        assert r.status_code == 200 and r.json() == {"id": "ev"}
+        while not seen or seen[-1]["status"] != "ok":
+            while b"\n\n" not in buf:
+                chunk = sock.recv(65536)
+                assert chunk, "the stream ended"
+                buf += chunk
+            block, _, buf = buf.partition(b"\n\n")
+            if block.startswith(b"data: "):
+                sc = check_sidecar(json.loads(block[len(b"data: ") :]))
+                if sc["id"] == "ev":
+                    seen.append(sc)
+                    if sc["status"] == "downloading" and sc["progress"]:
+                        shape = s.get(base + "/arhive", json={"id": "ev"}, timeout=30).json()
+                        assert set(shape) == {"id", "status", "progress"}
+    finally:
+        sock.close()
+    statuses = [sc["status"] for sc in seen]
+    assert "downloading" in statuses and statuses.index("downloading") < statuses.index("ok")
+    assert any(sc["progress"] for sc in seen if sc["status"] == "downloading")
+    assert seen[-1]["files"] == ["f.bin"]
+    shape = s.get(base + "/arhive", json={"id": "ev"}, timeout=30).json()
+    assert shape == {"id": "ev", "status": "ok", "files": ["f.bin"]}
+    r = s.delete(base + "/arhive", json={"id": "ev"}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"id": "ev", "status": "deleting"}
+    wait_for(lambda: not (d.outbox / "ev").exists(), message="the output removed")
+
+
+def test_an_open_event_stream_ends_at_sigterm(api):
+    """Issue 12: a daemon stopped with a client on /events ends the stream (EOF) and
+    exits 0 within its shutdown deadline."""
+    d, base, _ = api
+    sock, buf = _event_stream(base, "s3cret-token")
+    try:
+        while b"retry: " not in buf:
+            buf += sock.recv(65536)
+        assert d.proc is not None
+        d.signal(signal.SIGTERM)
+        while sock.recv(65536):  # to the end of the stream
+            pass
+        assert d.proc.wait(60) == 0, d.log()[-3000:]
+        assert "Traceback" not in d.log() and "did not stop" not in d.log(), d.log()[-3000:]
+    finally:
+        sock.close()

@@ -442,6 +442,7 @@ def test_markup_in_names_urls_and_errors_is_shown_as_text(page, fault_server):
 def front_only(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """The front end alone (no daemon, which would purge sidecars without a job file)."""
     from dropfetch.config import config_from_mapping
+    from dropfetch.events import EventBus
     from dropfetch.httpapi import HttpFrontEnd
     from dropfetch.lifecycle import Deadline
     from dropfetch.metrics import Metrics
@@ -451,7 +452,7 @@ def front_only(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     config = config_from_mapping(
         {"inbox": str(inbox), "outbox": str(tmp_path / "outbox"), "http": {"listen": "127.0.0.1:0"}}
     )
-    server = HttpFrontEnd(config, Metrics(inbox))
+    server = HttpFrontEnd(config, Metrics(inbox), EventBus())
     server.start()
     try:
         yield inbox, f"http://127.0.0.1:{server.address[1]}"

@@ -17,10 +17,14 @@ from pathlib import Path
 import pytest
 
 from dropfetch.config import config_from_mapping
+from dropfetch.events import EventBus
+from dropfetch.httpanswers import Reject
 from dropfetch.httpapi import HttpFrontEnd
+from dropfetch.httpauth import Access
+from dropfetch.httproutes import ROUTES, resolve
 from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
-from dropfetch.webpage import is_public, page_bytes
+from dropfetch.webpage import page_bytes
 
 TOKEN = "page-token"  # noqa: S105 - a test token
 WEB = resources.files("dropfetch").joinpath("web")
@@ -44,12 +48,20 @@ def port(tmp_path: Path) -> Iterator[int]:
         }
     )
     (tmp_path / "inbox").mkdir()
-    server = HttpFrontEnd(config, Metrics(tmp_path / "inbox"))
+    server = HttpFrontEnd(config, Metrics(tmp_path / "inbox"), EventBus())
     server.start()
     try:
         yield server.address[1]
     finally:
         assert server.stop(Deadline(30))
+
+
+def is_public(method: str, path: str) -> bool:
+    try:
+        route, _ = resolve(ROUTES, method, path)
+    except Reject:
+        return False
+    return route.access is Access.PUBLIC
 
 
 def get(port: int, path: str, method: str = "GET") -> http.client.HTTPResponse:
@@ -125,7 +137,7 @@ def test_only_get_serves_the_page(port):
     answer = conn.getresponse()
     answer.read()
     conn.close()
-    assert answer.status == 405 and answer.getheader("Allow") == "GET"
+    assert answer.status == 405 and answer.getheader("Allow") == "GET, HEAD"
 
 
 URL = re.compile(rb"(?i)\b(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}")

@@ -177,7 +177,7 @@ class Daemon:
         if self.config.http.listen:
             from dropfetch.httpapi import HttpFrontEnd
 
-            self.http = HttpFrontEnd(self.config, self.metrics)  # binds: fails early
+            self.http = HttpFrontEnd(self.config, self.metrics, self.events)  # binds: fails early
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_stop_signal)
             signal.signal(signal.SIGINT, self._on_stop_signal)

@@ -5,26 +5,31 @@ of a shared inbox. The parts: :mod:`dropfetch.httpwire` (request framing and rea
 under deadlines), :mod:`dropfetch.httproutes` (the route table and the endpoints),
 :mod:`dropfetch.httpanswers` (replies, errors, JSON); here, the server (a cap on
 connections), the request handler that joins them, and the :class:`HttpFrontEnd`
-component.
+component. Who may use a route: :mod:`dropfetch.httpauth`; the event stream:
+:mod:`dropfetch.httpevents`.
 
-HTTP/1.1 keep-alive: a request body is read only where it is used (``POST /archive``).
+HTTP/1.1 keep-alive: a request body is read only where it is used (``POST /archive``,
+the seed's ``/arhive``).
 Every answer sent while a body is still unread, or while its framing is unknown,
 carries ``Connection: close`` and the connection ends, so the unread bytes are never
-parsed as the next request. Every error answer is JSON: ``{"error": "...", "code": ...}``.
+parsed as the next request. Every error answer is JSON: ``{"error": "...", "code": ...}``;
+so is the 405 (with ``Allow``) of a method no route takes, a made-up one included.
 
 Over a deadline of :mod:`dropfetch.httpwire` the connection is closed, after a 408
 answer when a request had begun. At most ``MAX_CONNECTIONS`` connections are served at
 once, one thread each; a connection beyond them is answered 503 with ``Connection:
-close`` by the accepting thread itself, which starts no thread for it.
+close`` by the accepting thread itself, which starts no thread for it. Event streams
+count among them (at most ``httpevents.MAX_STREAMS``); one is framed by ``Connection:
+close`` and ends at ``stop()`` (or when its client goes away).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hmac
 import json
 import logging
+import secrets
 import selectors
 import socket
 import sys
@@ -33,17 +38,20 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dropfetch import httpwire as wire
 from dropfetch.config import Config, ConfigError, read_token_file
-from dropfetch.httpanswers import Reject, Reply, error_body, json_bytes
-from dropfetch.httproutes import ROUTES, Request, resolve
+from dropfetch.events import EventBus
+from dropfetch.httpanswers import Reject, Reply, Request, Stream, error_body, json_bytes
+from dropfetch.httpauth import Access, authorised, bearer_ok
+from dropfetch.httpevents import Broadcaster, peer_gone
+from dropfetch.httplisting import SidecarCache
+from dropfetch.httproutes import ROUTES, Route, resolve
 from dropfetch.httpwire import Framing
 from dropfetch.lifecycle import Deadline
 from dropfetch.metrics import Metrics
-from dropfetch.status import Sidecar, read_sidecars
-from dropfetch.webpage import is_public
+from dropfetch.status import Sidecar
 
 __all__ = ["HttpFrontEnd", "bearer_ok", "json_bytes"]
 
@@ -52,6 +60,7 @@ logger = logging.getLogger(__name__)
 MAX_CONNECTIONS = 64  # connections served at once; more are answered 503 and closed
 _DRAIN_BYTES = 1024 * 1024  # read (and drop) at most this much before closing
 _DRAIN_SECONDS = 2.0  # ... for at most this long in all
+_STREAMS_END = 2.0  # seconds that stop() gives event streams to end by themselves
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
     b"Content-Type: application/json\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
@@ -214,6 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answers -----------------------------------------------------------------------
 
     def _send(self, reply: Reply) -> None:
+        if isinstance(reply.body, Stream):
+            self._stream(reply, reply.body)
+            return
         data = reply.body if isinstance(reply.body, bytes) else json_bytes(reply.body)
         if self._unread or self._expect_continue:
             self.close_connection = True  # the unread body must not become the next request
@@ -228,6 +240,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _stream(self, reply: Reply, body: Stream) -> None:
+        """An answer whose body ends when the connection does (``GET /events``)."""
+        self.close_connection = True
+        self._answered = True
+        try:
+            self.send_response(reply.status)
+            self.send_header("Connection", "close")
+            for key, value in {**reply.headers, "Content-Type": reply.content_type}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            body.run(self.wfile.write, lambda: peer_gone(self.connection))
+        except OSError:
+            pass  # the client went away, or stop() shut the connection down
+        finally:
+            body.close()
 
     def _error(
         self,
@@ -278,20 +306,39 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name):
+            """Any other method too: the routes answer it (405, JSON, with ``Allow``)."""
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
+
     def _answer(self) -> Reply:
         front = self.server.front
-        method = "GET" if self.command == "HEAD" else self.command
-        path = self.path.split("?", 1)[0]
-        if not is_public(method, path) and not bearer_ok(
-            front.token, self.headers.get_all("Authorization") or []
+        path, _, query = self.path.partition("?")
+        try:
+            route, job_id = resolve(ROUTES, self.command, path)
+        except Reject:
+            self._check_access(None)  # no route: 401 before 404 or 405
+            raise
+        self._check_access(route)
+        return route.endpoint(Request(front, job_id, self._framing, self._read_body, query))
+
+    def _check_access(self, route: Route | None) -> None:
+        front = self.server.front
+        if not authorised(
+            Access.BEARER if route is None else route.access,
+            front.token,
+            front.session_key,
+            self.headers.get_all("Authorization") or [],
+            self.headers.get_all("Cookie") or [],
         ):
             raise Reject(
                 HTTPStatus.UNAUTHORIZED,
                 "a valid 'Authorization: Bearer <token>' header is needed",
                 headers={"WWW-Authenticate": 'Bearer realm="dropfetch"'},
             )
-        endpoint, job_id = resolve(ROUTES, method, path)
-        return endpoint(Request(front, job_id, self._framing, self._read_body))
 
     def finish(self) -> None:
         """Before closing, read what the client still sends (for a moment): closing a
@@ -312,21 +359,6 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(data)
 
 
-def bearer_ok(token: str | None, given: list[str]) -> bool:
-    """Whether the ``Authorization`` header values ``given`` carry ``token`` (always,
-    with no token): exactly one header, ``Bearer`` in any case, compared in constant
-    time."""
-    if token is None:
-        return True
-    scheme, _, credentials = (given[0] if len(given) == 1 else "").strip().partition(" ")
-    credentials = credentials.strip()
-    return (
-        scheme.lower() == "bearer"
-        and bool(credentials)
-        and hmac.compare_digest(credentials.encode(), token.encode())
-    )
-
-
 class HttpFrontEnd:
     """The front end as a daemon component: a threaded HTTP server on ``http.listen``.
 
@@ -337,10 +369,14 @@ class HttpFrontEnd:
 
     name = "http"
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, metrics: Metrics, events: EventBus) -> None:
         self.config = config
         self.metrics = metrics
         self.token = _read_token(config)
+        self.session_key = secrets.token_bytes(32)  # session cookies: httpauth
+        self.broadcaster = Broadcaster()
+        self._sidecars = SidecarCache()
+        events.subscribe(self.broadcaster.on_event)
         if config.http.listen is None:
             raise ValueError("http.listen is not set")
         self._server = _bind(config.http.listen, _where(config))
@@ -363,7 +399,7 @@ class HttpFrontEnd:
         return data
 
     def all_sidecars(self) -> list[Sidecar]:
-        return read_sidecars(self.config.inbox)  # ids with '/' have no URL here
+        return self._sidecars.read_all(self.config.inbox)  # ids with '/' have no URL here
 
     # -- the component protocol ---------------------------------------------------------
 
@@ -399,6 +435,7 @@ class HttpFrontEnd:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
         served = self._thread is None or deadline.join([self._thread])
+        self.broadcaster.close(min(_STREAMS_END, deadline.left()))  # streams end first
         self._server.server_close()
         self._server.close_connections()  # their threads end at once
         ended = self._server.wait_idle(deadline.left())

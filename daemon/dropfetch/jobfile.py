@@ -12,7 +12,15 @@ import yaml
 from dropfetch.errors import BadJobError, fragment
 from dropfetch.names import has_control
 
-__all__ = ["MAX_JOB_BYTES", "JobSpec", "is_job_file", "job_name", "job_sha256", "parse_job"]
+__all__ = [
+    "MAX_JOB_BYTES",
+    "OPTIONS",
+    "JobSpec",
+    "is_job_file",
+    "job_name",
+    "job_sha256",
+    "parse_job",
+]
 
 MAX_JOB_BYTES = 64 * 1024
 MAX_NAME_BYTES = 200
@@ -33,6 +41,11 @@ class JobSpec:
     extract: bool = True
     keep_archive: bool | None = None  # None: the config's keep_archive
     filename: str | None = None
+
+
+# Every key a YAML job file may have (``url`` and the options): ``submit`` and the HTTP
+# front end accept exactly these, so an option added here needs no change there
+OPTIONS: frozenset[str] = frozenset(_OPTIONS)
 
 
 def is_job_file(name: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -14,7 +15,7 @@ from dropfetch.errors import BadJobError, NameConflictError
 from dropfetch.fsutil import temp_name
 from dropfetch.jobfile import JOB_SUFFIX, job_name, parse_job
 
-__all__ = ["derive_name", "job_content", "write_job", "write_unique_job"]
+__all__ = ["derive_name", "job_content", "job_document", "write_job", "write_unique_job"]
 
 _ARCHIVE_SUFFIX = re.compile(
     r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE
@@ -43,19 +44,22 @@ def job_content(
 
     Raises BadJobError/BadUrlError for what the daemon would refuse.
     """
-    if sha256 is None and extract and filename is None and keep_archive is None:
+    options: dict[str, Any] = {"sha256": sha256 or None, "filename": filename or None}
+    options["extract"] = None if extract else False
+    options["keep_archive"] = keep_archive
+    return job_document(url, options)
+
+
+def job_document(url: str, options: Mapping[str, Any]) -> bytes:
+    """The bytes of a job file for ``url`` and ``options`` (keys of
+    :data:`~dropfetch.jobfile.OPTIONS`; None values are left out): the plain form
+    without options, else YAML. Raises BadJobError/BadUrlError for what the daemon
+    would refuse, an unknown option included."""
+    given = {k: v for k, v in options.items() if v is not None and k != "url"}
+    if not given:
         content = url.strip() + "\n"
     else:
-        doc: dict[str, Any] = {"url": url.strip()}
-        if sha256:
-            doc["sha256"] = sha256
-        if not extract:
-            doc["extract"] = False
-        if filename:
-            doc["filename"] = filename
-        if keep_archive is not None:
-            doc["keep_archive"] = keep_archive
-        content = yaml.safe_dump(doc, sort_keys=False)
+        content = yaml.safe_dump({"url": url.strip(), **given}, sort_keys=False)
     parse_job(content.encode())
     return content.encode()
 

@@ -3,11 +3,11 @@
 they are.
 
 They hold no data (the page asks the API for the jobs, with the bearer token the
-person gives it), so they are served without a token: :func:`is_public` names the
-only paths that are. Every answer carries a strict Content-Security-Policy (nothing
-from another origin, no inline script or style), ``nosniff`` and ``no-cache`` (the
-daemon's own version is the one to run). Any other path under ``/static/`` is no
-route at all (404): names are looked up in a fixed table, never joined to a path.
+person gives it), so their routes are ``Access.PUBLIC`` (GET and HEAD only). Every
+answer carries a strict Content-Security-Policy (nothing from another origin, no inline
+script or style), ``nosniff`` and ``no-cache`` (the daemon's own version is the one to
+run). Any other path under ``/static/`` is no route at all (404): names are looked up
+in a fixed table, never joined to a path.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 from dropfetch.httpanswers import Reply
 
 if TYPE_CHECKING:
-    from dropfetch.httproutes import Request
+    from dropfetch.httpanswers import Request
 
-__all__ = ["HEADERS", "PAGES", "is_public", "page_bytes"]
+__all__ = ["HEADERS", "PAGES", "page_bytes"]
 
 _TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -43,12 +43,6 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-
-
-def is_public(method: str, path: str) -> bool:
-    """Whether ``method`` on ``path`` (no query) gets one of the page's files, served
-    without a token (GET; HEAD counts as GET)."""
-    return method == "GET" and path in _PATHS
 
 
 @functools.cache
