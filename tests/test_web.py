@@ -11,6 +11,7 @@ Skipped, with the reason, where chromium cannot start (``make test`` installs it
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -31,6 +33,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.select import Select
 
 from archives import tar_bytes
+from dropfetch.jobfile import OPTIONS
 from harness import ROOT, Daemon, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -233,6 +236,35 @@ def test_submit_progress_ok_files_and_an_error(page, fault_server):
         driver.execute_script("document.getElementById('add-result').replaceChildren()")
         driver.set_window_size(820, 1180)
         driver.save_screenshot(str(ROOT / os.environ["DROPFETCH_SCREENSHOT"]))
+    assert console_errors(driver, missing_routes(base)) == []
+
+
+def test_job_options_reach_the_job_file(page, fault_server):
+    d, base, driver = page
+    data = os.urandom(50_000)
+    fault_server.add("/raw.tar", tar_bytes({"inner.txt": data}))
+    driver.find_element(By.CSS_SELECTOR, "#options summary").click()
+    driver.find_element(By.ID, "opt-name").send_keys("with options")
+    driver.find_element(By.ID, "opt-filename").send_keys("kept-as-is.tar")
+    tarred = tar_bytes({"inner.txt": data})
+    driver.find_element(By.ID, "opt-sha256").send_keys(hashlib.sha256(tarred).hexdigest())
+    Select(driver.find_element(By.ID, "opt-extract")).select_by_value("false")
+    driver.find_element(By.ID, "opt-keep").click()
+    priority = "priority" in OPTIONS  # the queue lane's option, once it is there
+    if priority:
+        Select(driver.find_element(By.ID, "opt-priority")).select_by_value("high")
+    add(driver, fault_server.url("/raw.tar"))
+    until(driver, lambda: row_status(driver, "with options") == "ok", "with options ok")
+    job = yaml.safe_load((d.inbox / "with options.url").read_text())
+    want = {"extract": False, "filename": "kept-as-is.tar", "keep_archive": True}
+    assert {k: job.get(k) for k in want} == want, job
+    assert job["sha256"] == hashlib.sha256(tarred).hexdigest()
+    assert job.get("priority") == ("high" if priority else None)
+    assert d.output_files("with options") == ["kept-as-is.tar"]
+    # a name fits one URL only: the page says so and sends nothing
+    add(driver, fault_server.url("/raw.tar"), fault_server.url("/raw.tar"))
+    until(driver, lambda: "one URL only" in driver.find_element(By.ID, "add-result").text, "why")
+    assert not (d.inbox / "raw.url").exists()
     assert console_errors(driver, missing_routes(base)) == []
 
 
