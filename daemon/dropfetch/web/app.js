@@ -214,6 +214,7 @@ async function act(row, action) {
   try {
     const { data } = await api(action === "delete" ? "DELETE" : "POST", path);
     if (data && data.status) updateRow(row, data);
+    if (action === "delete") setTimeout(load, 3000); // gone once the daemon has purged it
     row._note.textContent = action + ": done" + (data && data.status ? " (" + data.status + ")" : "");
   } catch (err) {
     if (err.status === 401) return;
@@ -308,6 +309,7 @@ function onChange(event) {
   const row = job && state.rows.get(job.id);
   if (row && (!state.filter || job.status === state.filter)) updateRow(row, job);
   else reloadSoon(); // a new job, or one that leaves the filtered list
+  if (job && job.status === "deleting") setTimeout(load, 3000);
 }
 
 async function startStream() {
