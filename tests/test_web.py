@@ -388,6 +388,19 @@ def test_drop_zone_takes_links_and_link_files(page, fault_server):
         until(driver, functools.partial(is_ok, driver, name), f"{name} ok")
     two = (d.inbox / "two.bin.url").read_text()
     assert url("/two.bin") + "?a=1&b=2" in two
+    # a binary property list (which only the daemon reads): the page says what to do
+    driver.execute_script(
+        """
+        const files = new DataTransfer();
+        files.items.add(new File([new Uint8Array([98, 112, 108, 105, 115, 116, 48, 48, 0, 1])],
+                                 "Binary.webloc"));
+        document.getElementById("drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: files, bubbles: true}));
+        """
+    )
+    result = driver.find_element(By.ID, "add-result")
+    until(driver, lambda: "Binary.webloc: no URL found" in result.text, "the binary one refused")
+    assert "drop it into the inbox" in result.text
     assert console_errors(driver, missing_routes(base)) == []
 
 

@@ -410,7 +410,13 @@ async function addFromForm(event) {
 }
 
 // A dropped link file: a plain first line, a Windows Internet Shortcut, or an XML .webloc
+// (a binary one, "bplist00...", only the daemon reads); null when no URL is found
 function linkFileUrl(text) {
+  const url = linkFileText(text);
+  return url && /^[a-z][a-z0-9+.-]*:\/\/[^\s\u0000-\u001f]+$/i.test(url) ? url : null;
+}
+
+function linkFileText(text) {
   const xml = /<key>\s*URL\s*<\/key>\s*<string>([^<]*)<\/string>/i.exec(text) ||
     (/<plist/i.test(text) && /<string>([^<]*)<\/string>/i.exec(text));
   if (xml) {
