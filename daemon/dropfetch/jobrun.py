@@ -77,7 +77,11 @@ class JobRun:
             logger.info("%s: the job file changed; starting over with the new one", self.job_id)
             self.stop("changed")
             return True
-        return False
+        if self.paths.paused() and self.reason is None:
+            logger.info("%s: pausing (dropfetch pause); the partial download is kept", self.job_id)
+            self.stop("paused")
+        # a pause, or a resume while the pause is under way: look once the run ends
+        return self.reason == "paused"
 
     def run(self, downloader: Downloader) -> None:
         """Read the job file; unless it is finished or another host's, run a try."""
@@ -94,8 +98,11 @@ class JobRun:
             return
         self.job_sha256 = identity(data)
         old = read_sidecar(paths.sidecar)
-        if old is not None and old.is_final and old.job_sha256 == self.job_sha256:
-            return  # finished before (restarts are idempotent): no lease needed to see it
+        if old is not None and old.job_sha256 == self.job_sha256:
+            if old.is_final:
+                return  # finished before (restarts are idempotent): no lease needed to see it
+            if old.status is Status.PAUSED and paths.paused():
+                return  # paused, and not resumed yet: nothing to do, no lease taken
         lease = ctx.leases.acquire(self.job_id)
         if lease is None:
             # another host works on it; look again as soon as its lease could be stale
@@ -126,8 +133,8 @@ class JobRun:
             return None
         old = read_sidecar(paths.sidecar)
         same = old if old is not None and old.job_sha256 == self.job_sha256 else None
-        if same is not None and not self._due(same):
-            return None
+        if same is not None and same.is_final:
+            return None  # finished before: restarts are idempotent
         sidecar = Sidecar(
             id=self.job_id,
             job=paths.job.name,
@@ -137,17 +144,37 @@ class JobRun:
             created=same.created if same is not None else now_iso(),
         )
         previous = None if old is None or old.status is Status.DELETING else old.status
-        return self.ctx.board(paths, sidecar, previous, lease), previous
+        board = self.ctx.board(paths, sidecar, previous, lease)
+        if paths.paused():
+            if previous is not Status.PAUSED:
+                self._pause_idle(board, same)
+            return None
+        if same is not None and not self._due(same):
+            return None
+        return board, previous
+
+    def _pause_idle(self, board: StatusBoard, same: Sidecar | None) -> None:
+        """Pause a job that is not running: ``paused``, with the figures of its last
+        try (this job file's) as they were."""
+        if same is not None:
+            sc = board.sidecar
+            sc.url, sc.error, sc.progress = same.url, same.error, same.progress
+            sc.bytes_done, sc.bytes_total = same.bytes_done, same.bytes_total
+        board.paused(cut_short=False)
+        logger.info("%s: paused; 'dropfetch resume' goes on from here", self.job_id)
+        self.ctx.finished(self.job_id, board.sidecar)
 
     def _due(self, same: Sidecar) -> bool:
-        """Whether a try of the job in ``same`` (this job file's sidecar) is due now;
-        else it is finished, or queued again for when its retry is due."""
-        if same.is_final:
-            return False  # finished before: restarts are idempotent
+        """Whether a try of the job in ``same`` (this job file's unfinished sidecar) is
+        due now (``dropfetch retry`` makes a waiting one due); else it is queued again
+        for when its retry is due."""
+        retry_now = self.paths.take_retry()  # a request is used up by the next look
         wait = _seconds_until(same.next_attempt_at)
-        if same.status is Status.WAITING and wait > 0:
+        if same.status is Status.WAITING and wait > 0 and not retry_now:
             self.ctx.queue.put(self.job_id, delay=wait)
             return False
+        if retry_now:
+            logger.info("%s: retrying now (dropfetch retry)", self.job_id)
         return True
 
     def _with_lease(self, data: bytes | BadJobError, lease: Lease, downloader: Downloader) -> None:
@@ -216,6 +243,11 @@ class JobRun:
             board.checkpoint()
             self.paths.forget_starts()
             logger.info("%s: stopped for shutdown; partial download kept", self.job_id)
+            self.ctx.finished(self.job_id, board.sidecar)
+        elif self.reason == "paused":
+            board.paused(cut_short=True)
+            self.paths.forget_starts()
+            logger.info("%s: paused; partial download kept", self.job_id)
             self.ctx.finished(self.job_id, board.sidecar)
         elif self.reason == "lease_lost":
             logger.error("%s: lost the lease; stopped without publishing", self.job_id)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dropfetch.fsutil import is_open_for_writing
-from dropfetch.intake import Kind
+from dropfetch.intake import Entry, Kind
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
 
 __all__ = ["OPEN_NOTICE_SECONDS", "OpenFiles", "SettleTracker", "Signature"]
@@ -95,9 +95,12 @@ class SettleTracker:
         """Whether some job file is waiting to settle."""
         return bool(self._pending)
 
-    def take(self, kind: Kind, job_id: str, *, sidecar: bool) -> None:
-        """An event about ``job_id``'s job file (or its sidecar, if ``sidecar``)."""
-        if sidecar:
+    def take(self, kind: Kind, job_id: str, *, entry: Entry = Entry.JOB) -> None:
+        """An event about ``job_id``'s job file (or its sidecar or a request file)."""
+        if entry is Entry.REQUEST:
+            if kind in (Kind.READY, Kind.CHANGED):
+                self.request_changed(job_id)
+        elif entry is Entry.SIDECAR:
             if kind in (Kind.READY, Kind.CHANGED):
                 self.sidecar_changed(job_id)
         elif kind is Kind.READY:
@@ -133,6 +136,12 @@ class SettleTracker:
         old = self._pending.get(job_id)
         if old is None or old[0] != sig:
             self._pending[job_id] = (sig, time.monotonic())
+
+    def request_changed(self, job_id: str) -> None:
+        """A pause, resume or retry request: look at the job at once, unless its job
+        file is still settling (its run sees the request when it is reported)."""
+        if job_id not in self._pending and job_id not in self.open_files:
+            self._send(job_id, self._signature(job_id), force=True)
 
     def sidecar_changed(self, job_id: str) -> None:
         """A removed sidecar means "retry" (or a purge finished): look again."""

@@ -38,12 +38,14 @@ def job_content(
     extract: bool = True,
     filename: str | None = None,
     keep_archive: bool | None = None,
+    priority: str | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
     Raises BadJobError/BadUrlError for what the daemon would refuse.
     """
-    if sha256 is None and extract and filename is None and keep_archive is None:
+    plain = sha256 is None and extract and filename is None and keep_archive is None
+    if plain and priority in (None, "normal"):
         content = url.strip() + "\n"
     else:
         doc: dict[str, Any] = {"url": url.strip()}
@@ -55,6 +57,8 @@ def job_content(
             doc["filename"] = filename
         if keep_archive is not None:
             doc["keep_archive"] = keep_archive
+        if priority is not None:
+            doc["priority"] = priority
         content = yaml.safe_dump(doc, sort_keys=False)
     parse_job(content.encode())
     return content.encode()

@@ -155,7 +155,7 @@ class Watcher:
             for kind, path in self._events.drain():
                 found = job_id(self.config.inbox, path, recursive=self.config.recursive)
                 if found is not None:
-                    self._tracker.take(kind, found[0], sidecar=found[1])
+                    self._tracker.take(kind, found[0], entry=found[1])
             now = time.monotonic()
             if now >= self._next_scan:
                 self._scan(now)
