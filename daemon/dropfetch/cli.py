@@ -298,11 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the archive next to the output (default: the config's)",
     )
-    p.add_argument(
-        "--priority",
-        choices=PRIORITIES,
-        help="high jobs are taken before waiting normal and low ones (default: normal)",
-    )
+    p.add_argument("--priority", choices=PRIORITIES, help="high: before waiting normal, low jobs")
     _where(p)
     p.set_defaults(func=cmd_submit)
 

@@ -23,7 +23,7 @@ from dropfetch.errors import (
     LeaseLostError,
     from_os_error,
 )
-from dropfetch.jobpaths import identity, read_job
+from dropfetch.jobpaths import JobPaths, identity, read_job
 from dropfetch.leases import Lease
 from dropfetch.removal import purge, removed
 from dropfetch.retry import next_try
@@ -97,12 +97,8 @@ class JobRun:
                 removed(ctx, paths)
             return
         self.job_sha256 = identity(data)
-        old = read_sidecar(paths.sidecar)
-        if old is not None and old.job_sha256 == self.job_sha256:
-            if old.is_final:
-                return  # finished before (restarts are idempotent): no lease needed to see it
-            if old.status is Status.PAUSED and paths.paused():
-                return  # paused, and not resumed yet: nothing to do, no lease taken
+        if _at_rest(read_sidecar(paths.sidecar), self.job_sha256, paths):
+            return  # finished before (restarts are idempotent), or paused: no lease needed
         lease = ctx.leases.acquire(self.job_id)
         if lease is None:
             # another host works on it; look again as soon as its lease could be stale
@@ -135,27 +131,34 @@ class JobRun:
         same = old if old is not None and old.job_sha256 == self.job_sha256 else None
         if same is not None and same.is_final:
             return None  # finished before: restarts are idempotent
-        sidecar = Sidecar(
-            id=self.job_id,
-            job=paths.job.name,
-            job_sha256=self.job_sha256 or "",
-            host=self.ctx.config.lease.host_id,
-            attempt=_failed_tries(same) if same is not None else 0,
-            created=same.created if same is not None else now_iso(),
-        )
+        sidecar = self._fresh_sidecar(same)
         previous = None if old is None or old.status is Status.DELETING else old.status
         board = self.ctx.board(paths, sidecar, previous, lease)
         if paths.paused():
-            if previous is not Status.PAUSED:
-                self._pause_idle(board, same)
+            self._pause_idle(board, same, previous)
             return None
         if same is not None and not self._due(same):
             return None
         return board, previous
 
-    def _pause_idle(self, board: StatusBoard, same: Sidecar | None) -> None:
-        """Pause a job that is not running: ``paused``, with the figures of its last
-        try (this job file's) as they were."""
+    def _fresh_sidecar(self, same: Sidecar | None) -> Sidecar:
+        """This try's sidecar; ``same`` is this job file's sidecar on disk, if any."""
+        return Sidecar(
+            id=self.job_id,
+            job=self.paths.job.name,
+            job_sha256=self.job_sha256 or "",
+            host=self.ctx.config.lease.host_id,
+            attempt=_failed_tries(same) if same is not None else 0,
+            created=same.created if same is not None else now_iso(),
+        )
+
+    def _pause_idle(
+        self, board: StatusBoard, same: Sidecar | None, previous: Status | None
+    ) -> None:
+        """Pause a job that is not running (unless it is ``paused`` already), with the
+        figures of its last try (this job file's) as they were."""
+        if previous is Status.PAUSED:
+            return
         if same is not None:
             sc = board.sidecar
             sc.url, sc.error, sc.progress = same.url, same.error, same.progress
@@ -253,6 +256,14 @@ class JobRun:
             logger.error("%s: lost the lease; stopped without publishing", self.job_id)
             self.ctx.look_again(self.job_id)
         # "changed": the new job file starts over at once (rerun)
+
+
+def _at_rest(old: Sidecar | None, job_sha256: str, paths: JobPaths) -> bool:
+    """Whether ``old`` says this job file needs no look with a lease: it is finished,
+    or paused (and the pause request is still there)."""
+    if old is None or old.job_sha256 != job_sha256:
+        return False
+    return old.is_final or (old.status is Status.PAUSED and paths.paused())
 
 
 def _seconds_until(iso: str | None) -> float:
