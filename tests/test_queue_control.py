@@ -162,3 +162,40 @@ def test_retry_of_a_waiting_job_tries_now_and_keeps_the_attempt_count(fault_serv
     assert len(fault_server.requests_for("/flaky.tar.gz")) == 2
     assert not (d.inbox / "flaky.retry").exists()  # used up
     assert "flaky: retrying now" in d.log()
+
+
+def test_a_paused_streaming_extraction_starts_again_and_the_output_is_whole(
+    fault_server, make_daemon
+):
+    files = {f"d/f{i}.bin": os.urandom(20_000) for i in range(100)}
+    body = tar_bytes(files, compression="gz")
+    res = fault_server.add("/t.tar.gz", body, rate=100_000)
+    d = make_daemon(workers=1)
+    d.drop("t", fault_server.url("/t.tar.gz"))
+    wait_for(
+        lambda: (d.sidecar("t") or {}).get("bytes_done", 0) > 300_000,
+        message="the download (and its extraction) to be under way",
+    )
+    assert cli("pause", "t", "--inbox", str(d.inbox)).returncode == 0
+    d.wait_status("t", "paused")
+    assert not list((d.work / "staging").iterdir())  # the try's staging is gone
+    [partial] = _partials(d)
+    kept = partial.stat().st_size
+    res.rate = None
+    assert cli("resume", "t", "--inbox", str(d.inbox)).returncode == 0
+    sc = d.wait_status("t")
+    assert sc["status"] == "ok" and sorted(sc["files"]) == sorted(files), sc
+    assert fault_server.requests_for("/t.tar.gz")[-1].header("Range") == f"bytes={kept}-"
+    assert {f: (d.outbox / "t" / f).read_bytes() for f in files} == files
+
+
+def test_a_request_left_beside_a_job_that_finishes_is_dropped_with_it(fault_server, make_daemon):
+    fault_server.add("/q.tar.gz", tar_bytes(SMALL, compression="gz"))
+    d = make_daemon(workers=1)
+    d.drop("q", fault_server.url("/q.tar.gz"))
+    d.wait_status("q", "ok")
+    (d.inbox / "q.retry").write_text("")  # a stale request, as a late pause would be
+    assert cli("retry", "q", "--inbox", str(d.inbox)).returncode == 0  # runs it again
+    wait_for(lambda: len(fault_server.requests_for("/q.tar.gz")) == 2, message="the rerun")
+    d.wait_status("q", "ok")
+    wait_for(lambda: not (d.inbox / "q.retry").exists(), message="the request dropped")

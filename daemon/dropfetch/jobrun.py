@@ -235,6 +235,7 @@ class JobRun:
         logger.error("%s: failed (%s): %s", self.job_id, err.code, err.message)
         self.paths.drop_partial()
         board.fail(err)
+        self.paths.drop_requests()  # moot once the job is finished
         self.ctx.finished(self.job_id, board.sidecar)
 
     def _cancelled(self, board: StatusBoard) -> None:
