@@ -11,7 +11,7 @@ import pytest
 
 from dropfetch import control
 from dropfetch.config import Config, config_from_mapping
-from dropfetch.intake import Entry, Kind
+from dropfetch.intake import Entry, Kind, scan_all
 from dropfetch.jobpaths import is_request, job_paths
 from dropfetch.settle import SettleTracker
 from dropfetch.status import Sidecar, Status
@@ -129,3 +129,32 @@ def test_a_request_is_reported_at_once_unless_its_job_file_is_settling(tmp_path)
     tracker.take(Kind.CHANGED, "b")  # settling: the request waits for it
     tracker.take(Kind.CHANGED, "b", entry=Entry.REQUEST)
     assert reports == ["a", "a"] and tracker.busy()
+
+
+def test_a_rescan_reports_request_files_that_came_or_went_since_the_last_one(tmp_path):
+    """Correctness never depends on events: a missed pause or resume is found by the
+    next rescan (and only a change is reported, not every request every time)."""
+    reports: list[str] = []
+    (tmp_path / "a.url").write_text(URL)
+    (tmp_path / "b.url").write_text(URL)
+    tracker = SettleTracker(tmp_path, reports.append, settle_time=0, watch_opens=False)
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert sorted(reports) == ["a", "b"]
+    reports.clear()
+    (tmp_path / "a.pause").write_text("")
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert reports == ["a"]
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert reports == ["a"]  # unchanged: not again
+    (tmp_path / "a.pause").unlink()
+    (tmp_path / "b.retry").write_text("")
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert reports == ["a", "a", "b"]
+
+
+def test_scan_all_lists_request_files_apart(tmp_path):
+    for name in ["a.url", "a.pause", "b.retry", "a.status.json", ".c.pause"]:
+        (tmp_path / name).write_text("")
+    jobs, sidecars, requests = scan_all(tmp_path, recursive=False)
+    assert (jobs, sidecars) == ({"a"}, {"a"})
+    assert requests == {("a", str(tmp_path / "a.pause")), ("b", str(tmp_path / "b.retry"))}

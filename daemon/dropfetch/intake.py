@@ -32,7 +32,7 @@ from watchdog.events import (
 
 from dropfetch.jobfile import JOB_SUFFIX, REQUEST_SUFFIXES, SIDECAR_SUFFIX, is_job_file
 
-__all__ = ["EVENT_TYPES", "Entry", "EventQueue", "Kind", "job_id", "scan"]
+__all__ = ["EVENT_TYPES", "Entry", "EventQueue", "Kind", "job_id", "scan", "scan_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +133,25 @@ def _bare_id(name: str) -> tuple[str, Entry] | None:
 
 
 def scan(inbox: Path, *, recursive: bool) -> tuple[set[str], set[str]]:
-    """(job ids, sidecar ids) of what is in ``inbox`` now (request files are events
-    only: a job's run looks at them whenever it starts)."""
-    found: dict[Entry, set[str]] = {Entry.JOB: set(), Entry.SIDECAR: set(), Entry.REQUEST: set()}
+    """(job ids, sidecar ids) of what is in ``inbox`` now."""
+    jobs, sidecars, _ = scan_all(inbox, recursive=recursive)
+    return jobs, sidecars
+
+
+def scan_all(inbox: Path, *, recursive: bool) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """(job ids, sidecar ids, (job id, path) of each request file) in ``inbox`` now:
+    a rescan compares the request files with its last ones (a missed event)."""
+    found: dict[Entry, set[str]] = {Entry.JOB: set(), Entry.SIDECAR: set()}
+    requests: set[tuple[str, str]] = set()
     for path in _entries(inbox, recursive=recursive):
         hit = job_id(inbox, path, recursive=recursive)
-        if hit is not None:
+        if hit is None:
+            continue
+        if hit[1] is Entry.REQUEST:
+            requests.add((hit[0], path))
+        else:
             found[hit[1]].add(hit[0])
-    return found[Entry.JOB], found[Entry.SIDECAR]
+    return found[Entry.JOB], found[Entry.SIDECAR], requests
 
 
 def _entries(inbox: Path, *, recursive: bool) -> Iterator[str]:

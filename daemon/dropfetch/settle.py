@@ -89,6 +89,7 @@ class SettleTracker:
         self._watch_opens = watch_opens  # inotify: opens are seen, /proc is asked
         self._pending: dict[str, tuple[Signature, float]] = {}  # id -> (sig, unchanged since)
         self._known: dict[str, Signature | None] = {}  # last reported signature per id
+        self._requests: set[tuple[str, str]] = set()  # request files of the last rescan
         self.open_files = OpenFiles()
 
     def busy(self) -> bool:
@@ -148,13 +149,21 @@ class SettleTracker:
         if not os.path.lexists(self.inbox / (job_id + SIDECAR_SUFFIX)):
             self._send(job_id, self._signature(job_id), force=True)
 
-    def scanned(self, jobs: set[str], sidecars: set[str]) -> None:
+    def scanned(
+        self, jobs: set[str], sidecars: set[str], requests: set[tuple[str, str]] | None = None
+    ) -> None:
         """What a rescan found: every job file settles; a sidecar without its job file
-        is reported; ids whose job file and sidecar are both gone are forgotten."""
+        is reported, and so is a job whose request files (``(id, path)``) differ from
+        the last rescan's (an event missed); ids whose job file and sidecar are both
+        gone are forgotten."""
         for job_id in sorted(jobs):
             self.changed(job_id)
         for job_id in sorted(sidecars - jobs):
             self._send(job_id, None)
+        if requests is not None:
+            for job_id in sorted({r[0] for r in requests ^ self._requests}):
+                self.request_changed(job_id)
+            self._requests = requests
         for job_id in [j for j in self._known if j not in jobs and j not in sidecars]:
             del self._known[job_id]
         self.open_files.keep_only(jobs)

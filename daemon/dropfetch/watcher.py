@@ -35,7 +35,7 @@ from watchdog.observers.polling import PollingObserver
 
 from dropfetch.config import Config
 from dropfetch.fsutil import filesystem_type, is_network_fs
-from dropfetch.intake import EVENT_TYPES, EventQueue, job_id, scan
+from dropfetch.intake import EVENT_TYPES, EventQueue, job_id, scan_all
 from dropfetch.lifecycle import Deadline
 from dropfetch.settle import SettleTracker
 
@@ -187,7 +187,7 @@ class Watcher:
     def _scan(self, now: float) -> None:
         self._scan_started = now
         if self._inbox_present():
-            self._tracker.scanned(*scan(self.config.inbox, recursive=self.config.recursive))
+            self._tracker.scanned(*scan_all(self.config.inbox, recursive=self.config.recursive))
         self.rescans += 1
         # an observable "the daemon has looked": tests wait for it instead of sleeping
         logger.debug("rescan %d done", self.rescans)
