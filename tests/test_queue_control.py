@@ -98,6 +98,15 @@ def test_a_job_paused_before_it_runs_waits_and_a_delete_purges_it(fault_server, 
     sc = d.wait_status("later", "paused")
     assert sc["attempt"] == 0 and sc["url"] is None and sc["bytes_done"] == 0, sc
     assert len(fault_server.requests_for("/slow.bin")) == 1  # the first job's only
+    # a new version of the paused job file is paused too (its own sidecar)
+    first = sc["job_sha256"]
+    d.drop("later", f"{fault_server.url('/slow.bin')}?v=2")
+    wait_for(
+        lambda: (d.sidecar("later") or {}).get("job_sha256") not in (None, first),
+        message="the new version's sidecar",
+    )
+    assert d.sidecar("later")["status"] == "paused"  # type: ignore[index]
+    assert len(fault_server.requests_for("/slow.bin")) == 1
     assert _partials(d)
 
     assert cli("delete", "slow", "--inbox", str(d.inbox)).returncode == 0

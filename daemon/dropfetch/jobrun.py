@@ -155,9 +155,9 @@ class JobRun:
     def _pause_idle(
         self, board: StatusBoard, same: Sidecar | None, previous: Status | None
     ) -> None:
-        """Pause a job that is not running (unless it is ``paused`` already), with the
-        figures of its last try (this job file's) as they were."""
-        if previous is Status.PAUSED:
+        """Pause a job that is not running (unless this job file is ``paused`` already),
+        with the figures of its last try (this job file's) as they were."""
+        if previous is Status.PAUSED and same is not None:
             return
         if same is not None:
             sc = board.sidecar

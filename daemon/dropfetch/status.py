@@ -57,14 +57,15 @@ _ACTIVE = {S.QUEUED, S.DOWNLOADING, S.UNPACKING, S.WAITING}
 # before the first attempt; PAUSED: paused before it ever ran). Every state may go to
 # DELETING. PAUSED comes from every unfinished state (an unpack is stopped and done
 # again on resume, from the kept download) and goes on to a new try, or a wait or a
-# failure found before that try downloads (a full disk, a bad job file).
+# failure found before that try downloads (a full disk, a bad job file), or stays
+# paused for a new version of the job file.
 TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED, S.PAUSED}),
     S.QUEUED: frozenset(_ACTIVE | FINAL | {S.PAUSED}),
     S.WAITING: frozenset(_ACTIVE | FINAL | {S.PAUSED}),
     S.DOWNLOADING: frozenset(_ACTIVE | FINAL | {S.PAUSED}),
     S.UNPACKING: frozenset({S.UNPACKING, S.QUEUED, S.WAITING, S.PAUSED, *FINAL}),
-    S.PAUSED: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED}),
+    S.PAUSED: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED, S.PAUSED}),
     S.OK: frozenset({S.QUEUED, S.PAUSED}),  # a new version of the job file
     S.FAILED: frozenset({S.QUEUED, S.PAUSED}),
     S.DELETING: frozenset({S.DELETING}),
