@@ -77,7 +77,7 @@ def test_samples_cover_each_kind_and_each_failure():
 
 def test_demo_config_lets_only_loopback_through(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(demo_config(tmp_path)))
+    path.write_text(yaml.safe_dump(demo_config()))
     config = load_config(path)
     defaults = load_config(None)
     blocked = config.download.block_networks
@@ -137,8 +137,11 @@ def test_outcome_says_whether_a_job_ended_as_it_should():
 
 
 def _demo(directory: Path, *args: str) -> subprocess.Popen[str]:
+    """The demo in ``directory``, named relative to its parent, the working directory
+    (as `make demo` names var/demo)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "dropfetch", "demo", "--dir", str(directory), *args],
+        [sys.executable, "-m", "dropfetch", "demo", "--dir", directory.name, *args],
+        cwd=directory.parent,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

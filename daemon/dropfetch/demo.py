@@ -53,7 +53,7 @@ class DemoOptions:
     directory: Path
     big: int = 96 * 1024**2  # the large sample's size
     rate: int = 12 * 1024**2  # bytes/s the server sends it at; 0: unlimited
-    timeout: float = 300.0  # seconds the jobs may take
+    timeout: float = 120.0  # seconds the jobs may take
 
 
 def _size(text: str) -> int:
@@ -87,13 +87,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default 12MiB: its progress shows for several seconds)",
     )
     p.add_argument(
-        "--timeout", type=float, default=300.0, help="seconds to wait for the jobs (default 300)"
+        "--timeout", type=float, default=120.0, help="seconds to wait for the jobs (default 120)"
     )
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    directory = args.dir or Path(tempfile.mkdtemp(prefix="dropfetch-demo-"))
+    directory = (args.dir or Path(tempfile.mkdtemp(prefix="dropfetch-demo-"))).absolute()
     try:
         return Demo(DemoOptions(directory, args.big, args.rate, args.timeout)).run()
     except DemoError as exc:
@@ -117,14 +117,15 @@ def prepare_dir(directory: Path) -> None:
         raise DemoError(f"cannot use {directory}: {exc.strerror or exc}") from None
 
 
-def demo_config(directory: Path) -> dict[str, Any]:
-    """The demo daemon's config: the defaults, except that loopback is let through
-    ``download.block_networks`` (the samples are on 127.0.0.1) and jobs start quickly."""
+def demo_config() -> dict[str, Any]:
+    """The demo daemon's config, next to its inbox and outbox: the defaults, except that
+    loopback is let through ``download.block_networks`` (the samples are on 127.0.0.1)
+    and jobs start quickly."""
     loopback = ipaddress.ip_address("127.0.0.1")
     allowed = [n for n in DEFAULT_BLOCK_NETWORKS if loopback not in ipaddress.ip_network(n)]
     return {
-        "inbox": str(directory / "inbox"),
-        "outbox": str(directory / "outbox"),
+        "inbox": "inbox",  # relative to the config file
+        "outbox": "outbox",
         "settle_time": 0.2,
         "min_free_space": "64MiB",
         "shutdown_timeout": SHUTDOWN_TIMEOUT,
@@ -249,7 +250,7 @@ class Demo:
             "# written by `dropfetch demo`: the built-in defaults, except that loopback is\n"
             "# let through download.block_networks (its sample server is on 127.0.0.1)\n"
         )
-        text = yaml.safe_dump(demo_config(self.options.directory), sort_keys=False)
+        text = yaml.safe_dump(demo_config(), sort_keys=False)
         self.config_path.write_text(header + text)
 
     def _start_daemon(self) -> None:
