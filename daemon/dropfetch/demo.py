@@ -77,17 +77,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "temporary directory); a directory of an earlier demo is emptied first",
     )
     p.add_argument(
-        "--big", type=_size, default="96MiB", help="size of the large sample (default 96MiB)"
+        "--big",
+        type=_size,
+        default="96MiB",
+        metavar="SIZE",
+        help="size of the large sample (default 96MiB)",
     )
     p.add_argument(
         "--rate",
         type=_size,
         default="12MiB",
+        metavar="SIZE",
         help="bytes per second the server sends the large sample at, 0 for no limit "
         "(default 12MiB: its progress shows for several seconds)",
     )
     p.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for the jobs (default 120)"
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="seconds to wait for the jobs (default 120)",
     )
     p.set_defaults(func=cmd_demo)
 
