@@ -46,6 +46,10 @@ def _make_demo(command, clone, env):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Every job ended as it should" in done.stdout
     assert (clone / "var/demo/outbox/tools-1.0/tools-1.0/README").is_file()
+    _no_test_tools(clone, env, "make demo")
+
+
+def _no_test_tools(clone, env, target):
     for tool in TEST_TOOLS:
         shown = subprocess.run(
             [str(clone / ".venv/bin/python"), "-m", "pip", "show", tool],
@@ -54,7 +58,7 @@ def _make_demo(command, clone, env):
             env=env,
             check=False,
         )
-        assert shown.returncode != 0, f"make demo installed the test tool {tool}"
+        assert shown.returncode != 0, f"{target} installed the test tool {tool}"
 
 
 @pytest.mark.e2e  # `make demo`, `make run`
@@ -93,6 +97,7 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
         assert daemon.poll() is None, (tmp_path / "make-run.log").read_text()[-3000:]
         # the demo's install is all that running needs: no second one
         assert "pip install" not in (tmp_path / "make-run.log").read_text()
+        _no_test_tools(clone, env, "make run")
         with FaultServer(host=addr) as srv:
             srv.add(EXAMPLE_PATH, tar_bytes(OS_TEMPLATE, compression="gz"))
             outputs = []
