@@ -202,7 +202,8 @@ def test_demo_downloads_every_sample_and_leaves_nothing_running(tmp_path):
 
 
 @pytest.mark.e2e
-def test_demo_stops_everything_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_stops_everything_on_ctrl_c_or_a_kill(tmp_path, sig):
     directory = tmp_path / "demo"
     demo = _demo(directory, "--big", "512MiB", "--rate", "1MiB")  # minutes: it is cut short
     sidecar = directory / "inbox" / "disk-image.status.json"
@@ -213,7 +214,8 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path):
             interval=0.1,
             message="the large sample to be downloading",
         )
-        demo.send_signal(signal.SIGINT)
+        assert len(_left_behind(directory)) == 1  # its daemon, found by its command line
+        demo.send_signal(sig)
         output, _ = demo.communicate(timeout=120)
     finally:
         if demo.poll() is None:

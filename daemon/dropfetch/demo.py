@@ -240,6 +240,7 @@ class Demo:
             for s in self.samples:
                 write_job(self.inbox, s.name, job_content(site.url(s.path), sha256=s.sha256))
             self._intro(site.url())
+            self._wait_for_sidecars(time.monotonic() + 10)
             waiter.start()
             self._watch()
         except KeyboardInterrupt:
@@ -288,6 +289,15 @@ class Demo:
     def _ended(self) -> bool:
         sidecars = [self._sidecar(s.name) for s in self.samples]
         return all(sc is not None and sc.is_final for sc in sidecars)
+
+    def _wait_for_sidecars(self, deadline: float) -> None:
+        """Until the daemon has written every job's first sidecar (the view's first
+        frame then shows them all), at most until ``deadline``."""
+        names = [s.name for s in self.samples]
+        while time.monotonic() < deadline and not self._daemon_exited():
+            if all(self._sidecar(n) is not None for n in names):
+                return
+            time.sleep(0.05)
 
     def _daemon_exited(self) -> bool:
         return self.daemon is not None and self.daemon.poll() is not None
