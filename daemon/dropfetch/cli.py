@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from dropfetch import __version__, control
+from dropfetch import __version__, control, demo
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
 from dropfetch.jobfile import PRIORITIES, SIDECAR_SUFFIX
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_check_config)
+
+    demo.add_arguments(sub.add_parser("demo", help=demo.HELP))
     return parser
 
 
