@@ -1,7 +1,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-STAMP := $(VENV)/.installed
+# Two install steps: what running needs (run, install, demo: `pip install -e .`), and the
+# test and packaging tools on top (test, lint, bench, fuzz, dist: `.[test]`)
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+DIST ?= dist
 
 # Debian packages the tests need (the sshfs test bed, tests/netshare.py; the browser that
 # tests/test_web.py drives), installed by `make test` when missing. --no-install-recommends:
@@ -15,24 +19,42 @@ TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-fu
 # at the end. A single file runs plainly: `.venv/bin/python -m pytest tests/test_x.py`.
 PYTEST_PARALLEL ?= -n 4 --dist worksteal
 
-.PHONY: install run test test-fast test-deps lint bench fuzz clean
+.PHONY: install run demo dist test test-fast test-deps lint bench fuzz clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# the test extra holds the package's own dependencies too: the run stamp is true as well
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/dropfetch run
 
-test: $(STAMP) test-deps
+# Sample archives served on loopback, downloaded by a daemon, shown by `status --watch`;
+# ends when every job has ended (DEMO_ARGS: e.g. --big 8MiB --rate 0)
+demo: $(RUN_STAMP)
+	$(VENV)/bin/dropfetch demo --dir var/demo $(DEMO_ARGS)
+
+# The sdist and the wheel into $(DIST), checked by twine
+dist: $(TEST_STAMP)
+	rm -f $(DIST)/dropfetch-*
+	$(PY) -m build --outdir $(DIST) .
+	$(VENV)/bin/twine check --strict $(DIST)/*
+
+test: $(TEST_STAMP) test-deps
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The quick inner loop: all but the end-to-end (whole daemon) and shared-filesystem tests
-test-fast: $(STAMP) test-deps
+test-fast: $(TEST_STAMP) test-deps
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e and not netshare" $(PYTEST_ARGS)
 
 test-deps:
@@ -50,21 +72,21 @@ test-deps:
 
 # ruff (with C90 at 12, ARG, SLF) and its formatter, mypy (strict on the package, the
 # default checks on tests, bench and tools), and the package's shape rules (tools/shape.py)
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check daemon tests bench tools
 	$(VENV)/bin/ruff check daemon tests bench tools
 	$(VENV)/bin/mypy
 	$(PY) tools/shape.py daemon/dropfetch
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) bench/run.py
 
 # Differential fuzzing of extraction against GNU tar, bsdtar and unzip (docs/FUZZ.md).
 # FUZZ_CASES=N cases from seed FUZZ_SEED.
 FUZZ_CASES ?= 2000
 FUZZ_SEED ?= 20261201
-fuzz: $(STAMP)
+fuzz: $(TEST_STAMP)
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(PY) tests/fuzz_extract.py --keep var/fuzz
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var dist build .pytest_cache .mypy_cache .ruff_cache

@@ -51,3 +51,21 @@ def test_good_numbers() -> None:
     )
     assert isinstance(cfg.workers, int) and isinstance(cfg.settle_time, float)
     assert cfg.download.max_attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("100", 100),  # a plain number of bytes, also as a string (the demo's --big)
+        ("100B", 100),
+        ("100k", 100_000),
+        ("100KiB", 102_400),
+        ("1.5M", 1_500_000),
+        ("512MiB", 512 * 1024**2),
+        ("10GiB", 10 * 1024**3),
+    ],
+)
+def test_sizes(text: str, size: int) -> None:
+    from dropfetch.config import parse_size
+
+    assert parse_size(text) == size

@@ -70,6 +70,7 @@ INTENTS: dict[str, tuple[Status, Callable[[StatusBoard], Any]]] = {
     "retry_at": (S.WAITING, lambda b: b.retry_at(5.0, _ERR, attempt=1)),
     "fail": (S.FAILED, lambda b: b.fail(_ERR)),
     "deleting": (S.DELETING, lambda b: b.deleting()),
+    "paused": (S.PAUSED, lambda b: b.paused(cut_short=True)),
 }
 FROM: list[Status | None] = [None, *Status]
 
@@ -107,6 +108,9 @@ def test_every_intent_follows_the_transition_table(tmp_path, current, intent):
         (S.DELETING, S.QUEUED),
         (None, S.UNPACKING),
         (None, S.OK),
+        (S.PAUSED, S.UNPACKING),
+        (S.PAUSED, S.OK),
+        (S.DELETING, S.PAUSED),
     ],
 )
 def test_the_table_refuses_what_the_spec_forbids(current, target):
@@ -245,6 +249,68 @@ def test_a_put_from_another_thread_wakes_a_waiting_get():
     q.put("woken")
     t.join(60)  # far less than the get's timeout: the put woke it
     assert not t.is_alive() and got == ["woken"]
+
+
+def test_a_pause_keeps_the_figures_and_does_not_count_the_try(tmp_path):
+    board = _board(tmp_path, S.QUEUED, attempt=1)
+    board.downloading()
+    board.progress(done=40, total=100, speed=5.0)
+    board.paused(cut_short=True)
+    on_disk = read_sidecar(tmp_path / "j.status.json")
+    assert on_disk is not None and on_disk.status is S.PAUSED
+    assert (on_disk.progress, on_disk.bytes_done, on_disk.bytes_total) == (40, 40, 100)
+    assert on_disk.attempt == 1 and on_disk.speed is None and on_disk.eta is None
+    assert board.downloading() == 2  # the resumed try has the number the paused one had
+    idle = _board(tmp_path, S.WAITING, attempt=2, next_attempt_at="2099-01-01T00:00:00.000Z")
+    idle.paused(cut_short=False)
+    on_disk = read_sidecar(tmp_path / "j.status.json")
+    assert on_disk is not None and on_disk.attempt == 2 and on_disk.next_attempt_at is None
+
+
+def test_queue_takes_high_before_normal_before_low_first_in_first_out_within():
+    q = JobQueue()
+    q.put("n1")
+    q.put("l1", priority="low")
+    q.put("n2", priority="normal")
+    q.put("h1", priority="high")
+    q.put("l2", priority="low")
+    q.put("h2", priority="high")
+    assert [q.get(timeout=0) for _ in range(6)] == ["h1", "h2", "n1", "n2", "l1", "l2"]
+    assert q.get(timeout=0) is None
+
+
+def test_queue_urgent_entries_go_before_high_ones():
+    q = JobQueue()
+    q.put("h", priority="high")
+    q.put("u", urgent=True, priority="low")
+    assert [q.get(timeout=0), q.get(timeout=0)] == ["u", "h"]
+
+
+def test_queue_remembers_a_priority_for_later_puts_and_moves_a_queued_entry():
+    q = JobQueue()
+    q.put("a")
+    q.put("b")
+    q.prioritise("b", "high")  # queued: moves up at once
+    assert q.get(timeout=0) == "b"
+    q.put("b")  # a later put (a retry, a look again) keeps "high"
+    q.put("c", priority="high")
+    assert [q.get(timeout=0) for _ in range(3)] == ["b", "c", "a"]
+    q.prioritise("c", "low")
+    q.put("c")
+    q.put("d")
+    assert [q.get(timeout=0), q.get(timeout=0)] == ["d", "c"]
+    q.put("c", priority="normal")  # back to normal: forgotten, first in first out again
+    q.put("e")
+    assert [q.get(timeout=0), q.get(timeout=0)] == ["c", "e"]
+    assert len(q) == 0
+
+
+def test_a_high_entry_not_due_yet_does_not_hold_up_due_ones():
+    q = JobQueue()
+    q.put("later", delay=600, priority="high")
+    q.put("low", priority="low")
+    assert q.get(timeout=0) == "low"
+    assert len(q) == 1
 
 
 # -- the retry policy (pure) -------------------------------------------------------------

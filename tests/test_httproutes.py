@@ -592,3 +592,14 @@ def test_sidecar_cache_reads_again_what_changed(tmp_path, monkeypatch):
     assert [(sc.id, sc.status) for sc in cache.read_all(tmp_path)] == [("b", Status.FAILED)]
     assert reads == ["b.status.json"]  # the unchanged ones come from the cache
     assert cache.read_all(tmp_path / "missing") == []
+
+
+def test_pause_and_resume_routes_write_and_remove_the_request(front):
+    """The real control.pause/resume behind the routes: the request file in the inbox."""
+    _board(front.inbox, "j", "https://example.org/j.zip").downloading()
+    status, answer, _ = call(front, "POST", "/archive/j/pause")
+    assert status == 202 and check_sidecar(answer)["id"] == "j"
+    assert (front.inbox / "j.pause").is_file()
+    status, answer, _ = call(front, "POST", "/archive/j/resume")
+    assert status == 202 and check_sidecar(answer)["id"] == "j"
+    assert not (front.inbox / "j.pause").exists()

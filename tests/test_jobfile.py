@@ -7,7 +7,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dropfetch.errors import BadJobError, BadUrlError
-from dropfetch.jobfile import MAX_JOB_BYTES, JobSpec, is_job_file, job_name, parse_job
+from dropfetch.jobfile import (
+    MAX_JOB_BYTES,
+    JobSpec,
+    is_job_file,
+    job_name,
+    job_priority,
+    parse_job,
+)
 
 URL = "https://mirror.example/os/debian-7.tar.gz"
 
@@ -40,6 +47,24 @@ def test_yaml_options():
     )
     assert parse_job(f"url: {URL}\nsha256: {'A' * 64}\n".encode()).sha256 == "a" * 64
     assert parse_job(f"url: {URL}\nextract: auto\n".encode()).extract is True
+    assert parse_job(URL.encode()).priority == "normal"
+    assert parse_job(f"url: {URL}\npriority: High\n".encode()).priority == "high"
+    assert parse_job(f"url: {URL}\npriority: low\n".encode()).priority == "low"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (f"url: {URL}\npriority: high\n".encode(), "high"),
+        (f"{URL}\n".encode(), "normal"),
+        (f"url: {URL}\n".encode(), "normal"),
+        (b"url: [broken\npriority: high\n", "normal"),  # does not parse: its run fails it
+        (f"url: {URL}\npriority: urgent\n".encode(), "normal"),
+        (None, "normal"),
+    ],
+)
+def test_job_priority_is_read_cheaply_and_never_raises(data, expected):
+    assert job_priority(data) == expected
 
 
 @pytest.mark.parametrize(
@@ -60,6 +85,8 @@ def test_yaml_options():
         (b"url: " + URL.encode() + b"\nsha256: 1234\n", "sha256"),
         (b"url: " + URL.encode() + b"\nextract: maybe\n", "extract"),
         (b"url: " + URL.encode() + b"\nkeep_archive: 3\n", "keep_archive"),
+        (b"url: " + URL.encode() + b"\npriority: urgent\n", "'high', 'normal' or 'low'"),
+        (b"url: " + URL.encode() + b"\npriority: [high]\n", "priority"),
         (b"url: " + URL.encode() + b"\nfilename: ../evil\n", "bare name"),
         (b"url: " + URL.encode() + b"\nfilename: a/b\n", "bare name"),
         (b"url: " + URL.encode() + b"\nfilename: ..\n", "plain file name"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -499,3 +501,45 @@ def test_the_bed_is_taken_down_when_a_test_fails(tmp_path):
     # every process of the bed has ended and been reaped
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], pids
     assert (root / "export" / "f").read_text() == "x"
+
+
+# -- 7. queue control across hosts: a pause written through the other mount ---------------
+
+
+def test_pause_and_resume_through_the_other_hosts_mount(
+    netshare: NetShare, fault_server, make_daemon, tmp_path
+):
+    area = netshare.area("pause")
+    data = os.urandom(2_000_000)
+    res = fault_server.add("/p.bin", data, rate=100_000)
+    a = _daemon(make_daemon, tmp_path, area.host_a, "host-a", workers=1)
+    _drop(a.inbox, "p", fault_server.url("/p.bin"))
+    wait_for(
+        lambda: (a.sidecar("p") or {}).get("bytes_done", 0) > 100_000,
+        message="p to be downloading on A",
+    )
+    b_inbox = area.host_b / "inbox"
+    out = subprocess.run(
+        [sys.executable, "-m", "dropfetch", "pause", "p", "--inbox", str(b_inbox)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    sc = a.wait_status("p", "paused")  # A polls the share and lets the job go
+    assert sc["host"] == "host-a" and sc["bytes_done"] > 100_000, sc
+    [partial] = (area.export / "work" / "partial").glob("*.part")
+    kept = partial.stat().st_size
+    assert partial.read_bytes() == data[:kept]
+    res.rate = None
+    out = subprocess.run(
+        [sys.executable, "-m", "dropfetch", "resume", "p", "--inbox", str(b_inbox)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    sc = a.wait_status("p")
+    assert sc["status"] == "ok", sc
+    assert _ranges(fault_server, "/p.bin")[-1] == f"bytes={kept}-"
+    assert (area.export / "outbox" / "p" / "p.bin").read_bytes() == data

@@ -1,4 +1,4 @@
-"""The README's quick start, run word for word in a fresh clone (issue 7, issue 2)."""
+"""The README's quick start, run word for word in a fresh clone (issues 2, 7 and 12)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from faultserver import FaultServer
 from harness import ROOT, wait_for
 from test_hostile_jobs import _routable_ipv4
 
-EXAMPLE_URL = "https://example.org/files/tool-1.2.tar.gz"
+EXAMPLE_URL = "https://ftp.gnu.org/gnu/hello/hello-2.12.1.tar.gz"
+EXAMPLE_PATH = "/gnu/hello/hello-2.12.1.tar.gz"
+DEMO_ARGS = "--big 4MiB --rate 0"  # the demo as it is, with a smaller large file
+TEST_TOOLS = ("pytest", "hypothesis", "mypy", "ruff", "build", "twine")  # the test extra
 
 
 def quick_start_blocks() -> list[list[str]]:
@@ -28,25 +31,56 @@ def quick_start_blocks() -> list[list[str]]:
     ]
 
 
-@pytest.mark.e2e  # `make run`
+def _make_demo(command, clone, env):
+    """`make demo` as the README says: it installs what running needs, and no test tool,
+    and every demo job ends as it should."""
+    done = subprocess.run(
+        shlex.split(command),
+        cwd=clone,
+        env={**env, "DEMO_ARGS": DEMO_ARGS},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Every job ended as it should" in done.stdout
+    assert (clone / "var/demo/outbox/tools-1.0/tools-1.0/README").is_file()
+    _no_test_tools(clone, env, "make demo")
+
+
+def _no_test_tools(clone, env, target):
+    for tool in TEST_TOOLS:
+        shown = subprocess.run(
+            [str(clone / ".venv/bin/python"), "-m", "pip", "show", tool],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert shown.returncode != 0, f"{target} installed the test tool {tool}"
+
+
+@pytest.mark.e2e  # `make demo`, `make run`
 def test_readme_quick_start_in_a_fresh_clone(tmp_path):
     blocks = quick_start_blocks()
-    assert blocks[0] == ["make run", "make test"]
+    assert blocks[0] == ["make demo", "make run", "make test"]
     assert any(EXAMPLE_URL in c for c in blocks[1])
     if subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, check=False
     ).returncode:
         pytest.skip("not a git checkout")
-    addr = _routable_ipv4()
-    if addr is None:
-        pytest.skip("needs a non-loopback address: the defaults block loopback servers")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    _make_demo(blocks[0][0], clone, env)
+    addr = _routable_ipv4()
+    if addr is None:
+        pytest.skip("needs a non-loopback address: the defaults block loopback servers")
     log = (tmp_path / "make-run.log").open("wb")
-    # `make test` is what is running this very test; the other command runs as written
+    # `make test` is what is running this very test; the other commands run as written
     daemon = subprocess.Popen(
-        shlex.split(blocks[0][0]),
+        shlex.split(blocks[0][1]),
         cwd=clone,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -61,12 +95,15 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
             message="make run to start the daemon",
         )
         assert daemon.poll() is None, (tmp_path / "make-run.log").read_text()[-3000:]
+        # the demo's install is all that running needs: no second one
+        assert "pip install" not in (tmp_path / "make-run.log").read_text()
+        _no_test_tools(clone, env, "make run")
         with FaultServer(host=addr) as srv:
-            srv.add("/files/tool-1.2.tar.gz", tar_bytes(OS_TEMPLATE, compression="gz"))
+            srv.add(EXAMPLE_PATH, tar_bytes(OS_TEMPLATE, compression="gz"))
             outputs = []
-            output_dir = clone / "var/outbox/tool-1.2"
+            output_dir = clone / "var/outbox/hello-2.12.1"
             for line in blocks[1]:
-                command = line.replace(EXAMPLE_URL, srv.url("/files/tool-1.2.tar.gz"))
+                command = line.replace(EXAMPLE_URL, srv.url(EXAMPLE_PATH))
                 if command.startswith("ls "):
                     wait_for(output_dir.is_dir, timeout=60, message="the published output")
                 done = subprocess.run(  # noqa: S602 - the README's own text
@@ -81,9 +118,9 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path):
                 )
                 assert done.returncode == 0, (command, done.stdout, done.stderr)
                 outputs.append(done.stdout)
-        assert outputs[0].strip().endswith("var/inbox/tool-1.2.url")
+        assert outputs[0].strip().endswith("var/inbox/hello-2.12.1.url")
         assert sorted(outputs[-1].split()) == sorted({n.split("/")[0] for n in OS_TEMPLATE})
-        sidecar = (clone / "var/inbox/tool-1.2.status.json").read_text()
+        sidecar = (clone / "var/inbox/hello-2.12.1.status.json").read_text()
         assert '"status": "ok"' in sidecar
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)

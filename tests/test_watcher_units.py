@@ -30,7 +30,7 @@ from watchdog.events import (
 from dropfetch import settle
 from dropfetch.config import Config
 from dropfetch.fsutil import temp_name
-from dropfetch.intake import EventQueue, Kind, job_id, scan
+from dropfetch.intake import Entry, EventQueue, Kind, job_id, scan
 from dropfetch.lifecycle import Deadline
 from dropfetch.settle import OpenFiles
 from dropfetch.watcher import Watcher
@@ -350,15 +350,21 @@ def test_apply_keeps_the_inotify_observer(tmp_path):
 @pytest.mark.parametrize(
     ("rel", "recursive", "expected"),
     [
-        ("a.url", False, ("a", False)),
-        ("a.status.json", False, ("a", True)),
+        ("a.url", False, ("a", Entry.JOB)),
+        ("a.status.json", False, ("a", Entry.SIDECAR)),
         ("SUB/a.url", False, None),
-        ("SUB/a.url", True, ("SUB/a", False)),
-        ("SUB/a.status.json", True, ("SUB/a", True)),
+        ("SUB/a.url", True, ("SUB/a", Entry.JOB)),
+        ("SUB/a.status.json", True, ("SUB/a", Entry.SIDECAR)),
         ("SUB/deeper/a.url", True, None),
         (".hid/a.url", True, None),
         (".a.url", False, None),
         (".a.status.json", False, None),
+        ("a.pause", False, ("a", Entry.REQUEST)),
+        ("a.retry", False, ("a", Entry.REQUEST)),
+        ("SUB/a.pause", True, ("SUB/a", Entry.REQUEST)),
+        (".a.pause", False, None),
+        (".pause", False, None),
+        ("a.paused", False, None),
         (".url", False, None),
         ("a.txt", False, None),
         ("", False, None),
@@ -371,7 +377,15 @@ def test_job_id_maps_inbox_paths(tmp_path, rel, recursive, expected):
 
 
 def test_scan_lists_job_files_and_sidecars(tmp_path):
-    for rel in ["a.url", "b.status.json", "a.status.json", "S/c.url", ".h/d.url", "x.txt"]:
+    for rel in [
+        "a.url",
+        "b.status.json",
+        "a.status.json",
+        "S/c.url",
+        ".h/d.url",
+        "x.txt",
+        "z.pause",
+    ]:
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text("")
     assert scan(tmp_path, recursive=False) == ({"a"}, {"a", "b"})

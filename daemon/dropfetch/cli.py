@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from dropfetch import __version__, control
+from dropfetch import __version__, control, demo
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
-from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.jobfile import PRIORITIES, SIDECAR_SUFFIX
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
@@ -155,6 +155,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 extract=not args.no_extract,
                 filename=args.filename,
                 keep_archive=args.keep_archive,
+                priority=args.priority,
             )
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
@@ -233,6 +234,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return _control(control.delete, args)
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _control(control.pause, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _control(control.resume, args)
+
+
 def _control(action: Callable[[Config, str], str], args: argparse.Namespace) -> int:
     try:
         print(action(_config(args), args.name))
@@ -289,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the archive next to the output (default: the config's)",
     )
+    p.add_argument("--priority", choices=PRIORITIES, help="high: before waiting normal, low jobs")
     _where(p)
     p.set_defaults(func=cmd_submit)
 
@@ -300,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     for name, func, text in (
-        ("retry", cmd_retry, "re-queue a failed or finished job"),
+        ("retry", cmd_retry, "re-queue a failed or finished job; a waiting one: try now"),
         ("delete", cmd_delete, "remove a job (and what it made)"),
+        ("pause", cmd_pause, "stop a job soon, keeping its partial download"),
+        ("resume", cmd_resume, "go on with a paused job from where it stopped"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("name", metavar="NAME")
@@ -311,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_check_config)
+
+    demo.add_arguments(sub.add_parser("demo", help=demo.HELP))
     return parser
 
 

@@ -30,9 +30,9 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX, is_job_file
+from dropfetch.jobfile import JOB_SUFFIX, REQUEST_SUFFIXES, SIDECAR_SUFFIX, is_job_file
 
-__all__ = ["EVENT_TYPES", "EventQueue", "Kind", "job_id", "scan"]
+__all__ = ["EVENT_TYPES", "Entry", "EventQueue", "Kind", "job_id", "scan", "scan_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,15 @@ _KINDS: dict[type[FileSystemEvent], Kind] = {
 # only the events the queue uses: inotify then does not even report the opens, reads
 # and closes-without-write of the daemon's own job file reads
 EVENT_TYPES: list[type[FileSystemEvent]] = [FileMovedEvent, DirMovedEvent, DirCreatedEvent, *_KINDS]
+
+
+class Entry(enum.Enum):
+    """What an inbox entry is to its job."""
+
+    JOB = "job"  # NAME.url
+    SIDECAR = "sidecar"  # NAME.status.json
+    REQUEST = "request"  # NAME.pause, NAME.retry (dropfetch pause / retry)
+
 
 Event = tuple[Kind, str]
 
@@ -94,9 +103,9 @@ class EventQueue(FileSystemEventHandler):
         return out
 
 
-def job_id(inbox: Path, path: str, *, recursive: bool) -> tuple[str, bool] | None:
-    """(id, is_sidecar) for a job file or sidecar ``path`` in ``inbox`` ("NAME", or
-    "SUB/NAME" one level down when ``recursive``), else None."""
+def job_id(inbox: Path, path: str, *, recursive: bool) -> tuple[str, Entry] | None:
+    """(id, entry) for a job file, sidecar or request file ``path`` in ``inbox`` ("NAME",
+    or "SUB/NAME" one level down when ``recursive``), else None."""
     try:
         parts = Path(path).relative_to(inbox).parts
     except ValueError:
@@ -110,23 +119,39 @@ def job_id(inbox: Path, path: str, *, recursive: bool) -> tuple[str, bool] | Non
     return None if found is None else (prefix + found[0], found[1])
 
 
-def _bare_id(name: str) -> tuple[str, bool] | None:
+def _bare_id(name: str) -> tuple[str, Entry] | None:
     if is_job_file(name):
-        return name[: -len(JOB_SUFFIX)], False
-    if name.endswith(SIDECAR_SUFFIX) and not name.startswith("."):
-        return name[: -len(SIDECAR_SUFFIX)], True
+        return name[: -len(JOB_SUFFIX)], Entry.JOB
+    if name.startswith("."):
+        return None  # hidden, and every temporary name
+    if name.endswith(SIDECAR_SUFFIX):
+        return name[: -len(SIDECAR_SUFFIX)], Entry.SIDECAR
+    for suffix in REQUEST_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], Entry.REQUEST
     return None
 
 
 def scan(inbox: Path, *, recursive: bool) -> tuple[set[str], set[str]]:
     """(job ids, sidecar ids) of what is in ``inbox`` now."""
-    jobs: set[str] = set()
-    sidecars: set[str] = set()
-    for path in _entries(inbox, recursive=recursive):
-        found = job_id(inbox, path, recursive=recursive)
-        if found is not None:
-            (sidecars if found[1] else jobs).add(found[0])
+    jobs, sidecars, _ = scan_all(inbox, recursive=recursive)
     return jobs, sidecars
+
+
+def scan_all(inbox: Path, *, recursive: bool) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """(job ids, sidecar ids, (job id, path) of each request file) in ``inbox`` now:
+    a rescan compares the request files with its last ones (a missed event)."""
+    found: dict[Entry, set[str]] = {Entry.JOB: set(), Entry.SIDECAR: set()}
+    requests: set[tuple[str, str]] = set()
+    for path in _entries(inbox, recursive=recursive):
+        hit = job_id(inbox, path, recursive=recursive)
+        if hit is None:
+            continue
+        if hit[1] is Entry.REQUEST:
+            requests.add((hit[0], path))
+        else:
+            found[hit[1]].add(hit[0])
+    return found[Entry.JOB], found[Entry.SIDECAR], requests
 
 
 def _entries(inbox: Path, *, recursive: bool) -> Iterator[str]:

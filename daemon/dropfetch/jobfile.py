@@ -9,15 +9,17 @@ from typing import Any
 
 import yaml
 
-from dropfetch.errors import BadJobError, fragment
+from dropfetch.errors import BadJobError, DropfetchError, fragment
 from dropfetch.names import has_control
 
 __all__ = [
     "MAX_JOB_BYTES",
     "OPTIONS",
+    "PRIORITIES",
     "JobSpec",
     "is_job_file",
     "job_name",
+    "job_priority",
     "job_sha256",
     "parse_job",
 ]
@@ -26,10 +28,18 @@ MAX_JOB_BYTES = 64 * 1024
 MAX_NAME_BYTES = 200
 JOB_SUFFIX = ".url"
 SIDECAR_SUFFIX = ".status.json"
+# request files beside a job file (``dropfetch pause`` / ``retry``): only their
+# presence as a regular file counts, they are never opened
+PAUSE_SUFFIX = ".pause"
+RETRY_SUFFIX = ".retry"
+REQUEST_SUFFIXES = (PAUSE_SUFFIX, RETRY_SUFFIX)
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _YAML_START = re.compile(r"^(---|\{|[A-Za-z_][A-Za-z0-9_]*\s*:(\s|$))")
-_OPTIONS = {"url", "sha256", "extract", "keep_archive", "filename"}
+# Every key a YAML job file may have (``url`` and the options): ``submit`` and the HTTP
+# front end accept exactly these, so an option added here needs no change there
+OPTIONS = frozenset({"url", "sha256", "extract", "keep_archive", "filename", "priority"})
+PRIORITIES = ("high", "normal", "low")  # the order jobs are taken in (dropfetch.jobqueue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +51,7 @@ class JobSpec:
     extract: bool = True
     keep_archive: bool | None = None  # None: the config's keep_archive
     filename: str | None = None
-
-
-# Every key a YAML job file may have (``url`` and the options): ``submit`` and the HTTP
-# front end accept exactly these, so an option added here needs no change there
-OPTIONS: frozenset[str] = frozenset(_OPTIONS)
+    priority: str = "normal"  # high | normal | low: the order waiting jobs are taken in
 
 
 def is_job_file(name: str) -> bool:
@@ -139,11 +145,11 @@ def _parse_yaml(text: str) -> JobSpec:
         raise BadJobError(f"the job file is not valid YAML ({_yaml_problem(exc)})") from None
     if not isinstance(doc, dict):
         raise BadJobError("a YAML job file must be a mapping with a 'url:' key")
-    unknown = sorted(str(k) for k in doc if k not in _OPTIONS)
+    unknown = sorted(str(k) for k in doc if k not in OPTIONS)
     if unknown:
         shown = fragment(", ".join(unknown))
         raise BadJobError(
-            f"unknown option(s) in the job file: {shown}; known: {', '.join(sorted(_OPTIONS))}"
+            f"unknown option(s) in the job file: {shown}; known: {', '.join(sorted(OPTIONS))}"
         )
     url = doc.get("url")
     if not isinstance(url, str):
@@ -157,12 +163,34 @@ def _parse_yaml(text: str) -> JobSpec:
     if filename is not None:
         filename = _checked_filename(filename)
     return JobSpec(
+        priority=_priority(doc.get("priority", "normal")),
         url=_checked_url(url),
         sha256=sha.strip().lower() if isinstance(sha, str) else None,
         extract=extract is not False,
         keep_archive=keep,
         filename=filename,
     )
+
+
+def _priority(value: object) -> str:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text not in PRIORITIES:
+        raise BadJobError(
+            f"option priority must be 'high', 'normal' or 'low', got {fragment(str(value))}"
+        )
+    return text
+
+
+def job_priority(data: bytes | object) -> str:
+    """The ``priority`` of a job file's bytes, cheaply (the intake asks for every job it
+    reports): only a file that mentions ``priority`` is parsed; a job file that does not
+    parse is ``normal`` (its run fails it)."""
+    if not isinstance(data, bytes) or b"priority" not in data:
+        return "normal"
+    try:
+        return parse_job(data).priority
+    except DropfetchError:
+        return "normal"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from dropfetch.config import Config
 from dropfetch.errors import BadJobError, IOFailureError, NotRegularFileError
 from dropfetch.fsutil import atomic_write, read_regular
-from dropfetch.jobfile import JOB_SUFFIX, MAX_JOB_BYTES, SIDECAR_SUFFIX, job_sha256
+from dropfetch.jobfile import (
+    JOB_SUFFIX,
+    MAX_JOB_BYTES,
+    PAUSE_SUFFIX,
+    RETRY_SUFFIX,
+    SIDECAR_SUFFIX,
+    job_sha256,
+)
 from dropfetch.leases import lease_key
 from dropfetch.names import parse_staging_name
 
-__all__ = ["STARTS_PER_ATTEMPT", "JobPaths", "count_start", "identity", "job_paths", "read_job"]
+__all__ = [
+    "STARTS_PER_ATTEMPT",
+    "JobPaths",
+    "count_start",
+    "identity",
+    "is_request",
+    "job_paths",
+    "read_job",
+]
 
 # A job whose tries are cut short this many times max_attempts in a row (the daemon
 # died, or lost the lease, each time) fails: it may be what kills the daemon.
@@ -33,6 +50,8 @@ class JobPaths:
     starts: Path
     staging_dir: Path
     key: str
+    pause: Path  # the request files (dropfetch pause, retry) beside the job file
+    retry: Path
 
     def staging_dirs(self) -> list[Path]:
         """Staging directories of this job, from any host."""
@@ -50,6 +69,24 @@ class JobPaths:
             self.starts.unlink()
         except OSError:
             pass
+
+    def paused(self) -> bool:
+        """Whether ``dropfetch pause`` asked this job to pause (and no resume since)."""
+        return is_request(self.pause)
+
+    def take_retry(self) -> bool:
+        """Whether ``dropfetch retry`` asked for a try now; the request is used up. Only
+        the lease holder calls this."""
+        if not is_request(self.retry):
+            return False
+        self.retry.unlink(missing_ok=True)
+        return True
+
+    def drop_requests(self) -> None:
+        """The purge: the job's request files go with it (only regular files)."""
+        for p in (self.pause, self.retry):
+            if is_request(p):
+                p.unlink(missing_ok=True)
 
     def drop_partial(self) -> None:
         """Remove the partial download, its resume data and the start count."""
@@ -75,7 +112,18 @@ def job_paths(config: Config, job_id: str) -> JobPaths:
         starts=partial.with_name(f"{key}.starts"),
         staging_dir=config.work / "staging",
         key=key,
+        pause=config.inbox / (job_id + PAUSE_SUFFIX),
+        retry=config.inbox / (job_id + RETRY_SUFFIX),
     )
+
+
+def is_request(path: Path) -> bool:
+    """A request file counts when it is a regular file (by ``lstat``: a symbolic link,
+    a FIFO, a directory of that name is no request, and nothing is ever opened)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def read_job(path: Path) -> bytes | BadJobError | None:

@@ -23,7 +23,7 @@ from dropfetch.errors import (
     LeaseLostError,
     from_os_error,
 )
-from dropfetch.jobpaths import identity, read_job
+from dropfetch.jobpaths import JobPaths, identity, read_job
 from dropfetch.leases import Lease
 from dropfetch.removal import purge, removed
 from dropfetch.retry import next_try
@@ -77,7 +77,11 @@ class JobRun:
             logger.info("%s: the job file changed; starting over with the new one", self.job_id)
             self.stop("changed")
             return True
-        return False
+        if self.paths.paused() and self.reason is None:
+            logger.info("%s: pausing (dropfetch pause); the partial download is kept", self.job_id)
+            self.stop("paused")
+        # a pause, or a resume while the pause is under way: look once the run ends
+        return self.reason == "paused"
 
     def run(self, downloader: Downloader) -> None:
         """Read the job file; unless it is finished or another host's, run a try."""
@@ -93,9 +97,8 @@ class JobRun:
                 removed(ctx, paths)
             return
         self.job_sha256 = identity(data)
-        old = read_sidecar(paths.sidecar)
-        if old is not None and old.is_final and old.job_sha256 == self.job_sha256:
-            return  # finished before (restarts are idempotent): no lease needed to see it
+        if _at_rest(read_sidecar(paths.sidecar), self.job_sha256, paths):
+            return  # finished before (restarts are idempotent), or paused: no lease needed
         lease = ctx.leases.acquire(self.job_id)
         if lease is None:
             # another host works on it; look again as soon as its lease could be stale
@@ -126,28 +129,55 @@ class JobRun:
             return None
         old = read_sidecar(paths.sidecar)
         same = old if old is not None and old.job_sha256 == self.job_sha256 else None
+        if same is not None and same.is_final:
+            return None  # finished before: restarts are idempotent
+        sidecar = self._fresh_sidecar(same)
+        previous = None if old is None or old.status is Status.DELETING else old.status
+        board = self.ctx.board(paths, sidecar, previous, lease)
+        if paths.paused():
+            self._pause_idle(board, same, previous)
+            return None
         if same is not None and not self._due(same):
             return None
-        sidecar = Sidecar(
+        return board, previous
+
+    def _fresh_sidecar(self, same: Sidecar | None) -> Sidecar:
+        """This try's sidecar; ``same`` is this job file's sidecar on disk, if any."""
+        return Sidecar(
             id=self.job_id,
-            job=paths.job.name,
+            job=self.paths.job.name,
             job_sha256=self.job_sha256 or "",
             host=self.ctx.config.lease.host_id,
             attempt=_failed_tries(same) if same is not None else 0,
             created=same.created if same is not None else now_iso(),
         )
-        previous = None if old is None or old.status is Status.DELETING else old.status
-        return self.ctx.board(paths, sidecar, previous, lease), previous
+
+    def _pause_idle(
+        self, board: StatusBoard, same: Sidecar | None, previous: Status | None
+    ) -> None:
+        """Pause a job that is not running (unless this job file is ``paused`` already),
+        with the figures of its last try (this job file's) as they were."""
+        if previous is Status.PAUSED and same is not None:
+            return
+        if same is not None:
+            sc = board.sidecar
+            sc.url, sc.error, sc.progress = same.url, same.error, same.progress
+            sc.bytes_done, sc.bytes_total = same.bytes_done, same.bytes_total
+        board.paused(cut_short=False)
+        logger.info("%s: paused; 'dropfetch resume' goes on from here", self.job_id)
+        self.ctx.finished(self.job_id, board.sidecar)
 
     def _due(self, same: Sidecar) -> bool:
-        """Whether a try of the job in ``same`` (this job file's sidecar) is due now;
-        else it is finished, or queued again for when its retry is due."""
-        if same.is_final:
-            return False  # finished before: restarts are idempotent
+        """Whether a try of the job in ``same`` (this job file's unfinished sidecar) is
+        due now (``dropfetch retry`` makes a waiting one due); else it is queued again
+        for when its retry is due."""
+        retry_now = self.paths.take_retry()  # a request is used up by the next look
         wait = _seconds_until(same.next_attempt_at)
-        if same.status is Status.WAITING and wait > 0:
+        if same.status is Status.WAITING and wait > 0 and not retry_now:
             self.ctx.queue.put(self.job_id, delay=wait)
             return False
+        if retry_now:
+            logger.info("%s: retrying now (dropfetch retry)", self.job_id)
         return True
 
     def _with_lease(self, data: bytes | BadJobError, lease: Lease, downloader: Downloader) -> None:
@@ -205,6 +235,7 @@ class JobRun:
         logger.error("%s: failed (%s): %s", self.job_id, err.code, err.message)
         self.paths.drop_partial()
         board.fail(err)
+        self.paths.drop_requests()  # moot once the job is finished
         self.ctx.finished(self.job_id, board.sidecar)
 
     def _cancelled(self, board: StatusBoard) -> None:
@@ -217,10 +248,23 @@ class JobRun:
             self.paths.forget_starts()
             logger.info("%s: stopped for shutdown; partial download kept", self.job_id)
             self.ctx.finished(self.job_id, board.sidecar)
+        elif self.reason == "paused":
+            board.paused(cut_short=True)
+            self.paths.forget_starts()
+            logger.info("%s: paused; partial download kept", self.job_id)
+            self.ctx.finished(self.job_id, board.sidecar)
         elif self.reason == "lease_lost":
             logger.error("%s: lost the lease; stopped without publishing", self.job_id)
             self.ctx.look_again(self.job_id)
         # "changed": the new job file starts over at once (rerun)
+
+
+def _at_rest(old: Sidecar | None, job_sha256: str, paths: JobPaths) -> bool:
+    """Whether ``old`` says this job file needs no look with a lease: it is finished,
+    or paused (and the pause request is still there)."""
+    if old is None or old.job_sha256 != job_sha256:
+        return False
+    return old.is_final or (old.status is Status.PAUSED and paths.paused())
 
 
 def _seconds_until(iso: str | None) -> float:

@@ -11,6 +11,8 @@ from dropfetch.context import JobContext, NameLocks
 from dropfetch.download import Downloader
 from dropfetch.events import EventBus
 from dropfetch.intake import scan
+from dropfetch.jobfile import job_priority
+from dropfetch.jobpaths import job_paths, read_job
 from dropfetch.jobqueue import JobQueue
 from dropfetch.jobrun import JobRun
 from dropfetch.leases import LeaseManager, lease_key
@@ -112,12 +114,14 @@ class WorkerPool:
     # -- intake ----------------------------------------------------------------------
 
     def submit(self, job_id: str, *, delay: float = 0.0) -> None:
-        """Look at ``job_id`` soon. A running job is stopped if its file went away or
-        changed (and then run again). The job file is read outside the pool's lock."""
+        """Look at ``job_id`` soon, queued by its ``priority`` (read here, on the intake
+        thread, so it is known before a worker takes the job). A running job is stopped
+        if its file went away or changed (and then run again), or was asked to pause.
+        The job file is read outside the pool's lock."""
         with self._lock:
             run = self._running.get(job_id)
         if run is None:
-            self.queue.put(job_id, delay=delay)
+            self.queue.put(job_id, delay=delay, priority=self._priority(job_id))
             return
         if not run.file_changed():
             return
@@ -126,6 +130,12 @@ class WorkerPool:
                 run.rerun = True  # the worker looks again when the run ends
                 return
         self.queue.put(job_id)  # the run ended meanwhile
+
+    def _priority(self, job_id: str) -> str:
+        try:
+            return job_priority(read_job(job_paths(self.config, job_id).job))
+        except OSError:
+            return "normal"  # the run says why it cannot read the file
 
     # -- the worker loop ---------------------------------------------------------------
 

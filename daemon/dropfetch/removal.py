@@ -53,6 +53,7 @@ def purge(
     """Remove what the job made (``on_job_removed: purge``), or only its unfinished
     work (``keep``); ``board`` (the lease held) says ``deleting`` first."""
     keep = ctx.config.on_job_removed == "keep"
+    paths.drop_requests()  # a pause or retry request goes with its job
     if keep and sidecar is not None and sidecar.is_final:
         paths.drop_partial()
         logger.info("%s: job removed; output and sidecar kept (on_job_removed: keep)", paths.id)

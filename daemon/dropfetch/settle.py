@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dropfetch.fsutil import is_open_for_writing
-from dropfetch.intake import Kind
+from dropfetch.intake import Entry, Kind
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
 
 __all__ = ["OPEN_NOTICE_SECONDS", "OpenFiles", "SettleTracker", "Signature"]
@@ -89,15 +89,19 @@ class SettleTracker:
         self._watch_opens = watch_opens  # inotify: opens are seen, /proc is asked
         self._pending: dict[str, tuple[Signature, float]] = {}  # id -> (sig, unchanged since)
         self._known: dict[str, Signature | None] = {}  # last reported signature per id
+        self._requests: set[tuple[str, str]] = set()  # request files of the last rescan
         self.open_files = OpenFiles()
 
     def busy(self) -> bool:
         """Whether some job file is waiting to settle."""
         return bool(self._pending)
 
-    def take(self, kind: Kind, job_id: str, *, sidecar: bool) -> None:
-        """An event about ``job_id``'s job file (or its sidecar, if ``sidecar``)."""
-        if sidecar:
+    def take(self, kind: Kind, job_id: str, *, entry: Entry = Entry.JOB) -> None:
+        """An event about ``job_id``'s job file (or its sidecar or a request file)."""
+        if entry is Entry.REQUEST:
+            if kind in (Kind.READY, Kind.CHANGED):
+                self.request_changed(job_id)
+        elif entry is Entry.SIDECAR:
             if kind in (Kind.READY, Kind.CHANGED):
                 self.sidecar_changed(job_id)
         elif kind is Kind.READY:
@@ -134,18 +138,32 @@ class SettleTracker:
         if old is None or old[0] != sig:
             self._pending[job_id] = (sig, time.monotonic())
 
+    def request_changed(self, job_id: str) -> None:
+        """A pause, resume or retry request: look at the job at once, unless its job
+        file is still settling (its run sees the request when it is reported)."""
+        if job_id not in self._pending and job_id not in self.open_files:
+            self._send(job_id, self._signature(job_id), force=True)
+
     def sidecar_changed(self, job_id: str) -> None:
         """A removed sidecar means "retry" (or a purge finished): look again."""
         if not os.path.lexists(self.inbox / (job_id + SIDECAR_SUFFIX)):
             self._send(job_id, self._signature(job_id), force=True)
 
-    def scanned(self, jobs: set[str], sidecars: set[str]) -> None:
+    def scanned(
+        self, jobs: set[str], sidecars: set[str], requests: set[tuple[str, str]] | None = None
+    ) -> None:
         """What a rescan found: every job file settles; a sidecar without its job file
-        is reported; ids whose job file and sidecar are both gone are forgotten."""
+        is reported, and so is a job whose request files (``(id, path)``) differ from
+        the last rescan's (an event missed); ids whose job file and sidecar are both
+        gone are forgotten."""
         for job_id in sorted(jobs):
             self.changed(job_id)
         for job_id in sorted(sidecars - jobs):
             self._send(job_id, None)
+        if requests is not None:
+            for job_id in sorted({r[0] for r in requests ^ self._requests}):
+                self.request_changed(job_id)
+            self._requests = requests
         for job_id in [j for j in self._known if j not in jobs and j not in sidecars]:
             del self._known[job_id]
         self.open_files.keep_only(jobs)

@@ -46,6 +46,7 @@ class Status(StrEnum):
     WAITING = "waiting"
     FAILED = "failed"
     DELETING = "deleting"
+    PAUSED = "paused"
 
 
 S = Status
@@ -53,15 +54,20 @@ FINAL = frozenset({S.OK, S.FAILED})
 _ACTIVE = {S.QUEUED, S.DOWNLOADING, S.UNPACKING, S.WAITING}
 
 # Allowed moves. ``None`` is "no sidecar yet" (WAITING from there: the disk was full
-# before the first attempt). Every state may go to DELETING.
+# before the first attempt; PAUSED: paused before it ever ran). Every state may go to
+# DELETING. PAUSED comes from every unfinished state (an unpack is stopped and done
+# again on resume, from the kept download) and goes on to a new try, or a wait or a
+# failure found before that try downloads (a full disk, a bad job file), or stays
+# paused for a new version of the job file.
 TRANSITIONS: dict[Status | None, frozenset[Status]] = {
-    None: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED}),
-    S.QUEUED: frozenset(_ACTIVE | FINAL),
-    S.WAITING: frozenset(_ACTIVE | FINAL),
-    S.DOWNLOADING: frozenset(_ACTIVE | FINAL),
-    S.UNPACKING: frozenset({S.UNPACKING, S.QUEUED, S.WAITING, *FINAL}),
-    S.OK: frozenset({S.QUEUED}),
-    S.FAILED: frozenset({S.QUEUED}),
+    None: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED, S.PAUSED}),
+    S.QUEUED: frozenset(_ACTIVE | FINAL | {S.PAUSED}),
+    S.WAITING: frozenset(_ACTIVE | FINAL | {S.PAUSED}),
+    S.DOWNLOADING: frozenset(_ACTIVE | FINAL | {S.PAUSED}),
+    S.UNPACKING: frozenset({S.UNPACKING, S.QUEUED, S.WAITING, S.PAUSED, *FINAL}),
+    S.PAUSED: frozenset({S.QUEUED, S.DOWNLOADING, S.WAITING, S.FAILED, S.PAUSED}),
+    S.OK: frozenset({S.QUEUED, S.PAUSED}),  # a new version of the job file
+    S.FAILED: frozenset({S.QUEUED, S.PAUSED}),
     S.DELETING: frozenset({S.DELETING}),
 }
 
@@ -294,6 +300,11 @@ class StatusBoard:
         """Stopped for shutdown: queued again; the try cut short is not a failed one."""
         self._move(S.QUEUED, attempt=max(0, self.sidecar.attempt - 1))
 
+    def paused(self, *, cut_short: bool) -> None:
+        """Paused (``dropfetch pause``): the figures stay as they were. A try
+        ``cut_short`` by it is not a failed one (``attempt`` counts failed tries)."""
+        self._move(S.PAUSED, attempt=max(0, self.sidecar.attempt - cut_short))
+
     def deleting(self) -> None:
         self._move(S.DELETING)
 
@@ -310,7 +321,7 @@ class StatusBoard:
             if status in FINAL:
                 self.sidecar.finished = now_iso()
                 self.sidecar.speed = self.sidecar.eta = None
-            elif status in (S.QUEUED, S.WAITING):
+            elif status in (S.QUEUED, S.WAITING, S.PAUSED):
                 self.sidecar.finished = None
                 self.sidecar.speed = self.sidecar.eta = None
             for key, value in fields.items():

@@ -39,6 +39,7 @@ def job_content(
     extract: bool = True,
     filename: str | None = None,
     keep_archive: bool | None = None,
+    priority: str | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
@@ -47,6 +48,7 @@ def job_content(
     options: dict[str, Any] = {"sha256": sha256 or None, "filename": filename or None}
     options["extract"] = None if extract else False
     options["keep_archive"] = keep_archive
+    options["priority"] = None if priority in (None, "normal") else priority
     return job_document(url, options)
 
 

@@ -35,7 +35,7 @@ from watchdog.observers.polling import PollingObserver
 
 from dropfetch.config import Config
 from dropfetch.fsutil import filesystem_type, is_network_fs
-from dropfetch.intake import EVENT_TYPES, EventQueue, job_id, scan
+from dropfetch.intake import EVENT_TYPES, EventQueue, job_id, scan_all
 from dropfetch.lifecycle import Deadline
 from dropfetch.settle import SettleTracker
 
@@ -155,7 +155,7 @@ class Watcher:
             for kind, path in self._events.drain():
                 found = job_id(self.config.inbox, path, recursive=self.config.recursive)
                 if found is not None:
-                    self._tracker.take(kind, found[0], sidecar=found[1])
+                    self._tracker.take(kind, found[0], entry=found[1])
             now = time.monotonic()
             if now >= self._next_scan:
                 self._scan(now)
@@ -187,7 +187,7 @@ class Watcher:
     def _scan(self, now: float) -> None:
         self._scan_started = now
         if self._inbox_present():
-            self._tracker.scanned(*scan(self.config.inbox, recursive=self.config.recursive))
+            self._tracker.scanned(*scan_all(self.config.inbox, recursive=self.config.recursive))
         self.rescans += 1
         # an observable "the daemon has looked": tests wait for it instead of sleeping
         logger.debug("rescan %d done", self.rescans)
