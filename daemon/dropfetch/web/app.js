@@ -291,7 +291,7 @@ function show(jobs) {
 function pagerText() {
   const first = state.total ? state.offset + 1 : 0;
   const last = Math.min(state.offset + PAGE, state.total);
-  $("count").textContent = state.total ? first + "–" + last + " of " + state.total + " jobs" : "";
+  $("count").textContent = state.total ? first + "–" + last + " of " + state.total + (state.total === 1 ? " job" : " jobs") : "";
   $("prev").disabled = state.offset === 0;
   $("next").disabled = state.offset + PAGE >= state.total;
 }
