@@ -21,7 +21,14 @@ from dropfetch import control, httpevents
 from dropfetch.errors import HttpStatusError
 from dropfetch.events import JobStarted, StatusChanged
 from dropfetch.httpanswers import Reject
-from dropfetch.httpauth import COOKIE, Access, authorised, cookie_header, session_value
+from dropfetch.httpauth import (
+    COOKIE,
+    Access,
+    authorised,
+    cookie_header,
+    foreign_request,
+    session_value,
+)
 from dropfetch.httpevents import OVERFLOW, Broadcaster, Subscription
 from dropfetch.httplisting import ListQuery, page, parse_list_query
 from dropfetch.httpseed import seed_view
@@ -603,3 +610,62 @@ def test_pause_and_resume_routes_write_and_remove_the_request(front):
     status, answer, _ = call(front, "POST", "/archive/j/resume")
     assert status == 202 and check_sidecar(answer)["id"] == "j"
     assert not (front.inbox / "j.pause").exists()
+
+
+# --- requests that another site's page makes a browser send -------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "origin", "site", "token", "refused"),
+    [
+        # not a browser (curl, scripts, the seed's client): never asked
+        ("POST", "x", None, None, False, False),
+        ("POST", "nas.example:8080", None, None, False, False),
+        # the page itself
+        ("POST", "127.0.0.1:8080", "http://127.0.0.1:8080", "same-origin", False, False),
+        ("DELETE", "localhost:8080", "http://localhost:8080", "same-origin", False, False),
+        ("POST", "[::1]:8080", "http://[::1]:8080", "same-origin", True, False),
+        # another site's page: a simple POST/DELETE the browser sends without asking
+        ("POST", "127.0.0.1:8080", "https://evil.example", "cross-site", True, True),
+        ("POST", "127.0.0.1:8080", "https://evil.example", None, True, True),
+        ("DELETE", "127.0.0.1:8080", None, "cross-site", False, True),
+        ("POST", "127.0.0.1:8080", "http://127.0.0.1:3000", "same-site", False, True),
+        # reading is not changing: a cross-site GET cannot read the answer (no CORS)
+        ("GET", "127.0.0.1:8080", None, "cross-site", False, False),
+        # DNS rebinding: a name resolving to this address, same-origin to the browser
+        ("GET", "rebind.example:8080", "http://rebind.example:8080", "same-origin", False, True),
+        ("POST", "rebind.example:8080", None, "same-origin", False, True),
+        # ... which the token protects
+        ("GET", "nas.example:8080", None, "same-origin", True, False),
+        ("GET", "192.168.1.5:8080", None, "same-origin", False, False),
+        ("GET", "localhost", None, "none", False, False),
+    ],
+)
+def test_foreign_request(method, host, origin, site, token, refused):
+    why = foreign_request(method, host, origin, site, token=token)
+    assert (why is not None) is refused, why
+
+
+def test_cross_site_and_rebinding_requests_are_refused_with_json(front):
+    (front.inbox / "j.url").write_text("https://example.org/j.zip\n")
+    evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    status, answer, _ = call(front, "DELETE", "/archive/j", headers=evil)
+    assert status == 403 and answer["code"] == "forbidden" and "another site" in answer["error"]
+    assert (front.inbox / "j.url").exists()  # nothing was done
+    status, answer, _ = call(
+        front, "POST", "/archive", {"url": "https://example.org/a.zip"}, headers=evil
+    )
+    assert status == 403 and sorted(p.name for p in front.inbox.iterdir()) == ["j.url"]
+    rebinding = {"Host": f"rebind.example:{front.port}", "Sec-Fetch-Site": "same-origin"}
+    status, answer, _ = call(front, "GET", "/archive", headers=rebinding)
+    if front.token is None:
+        assert status == 403 and "http.token_file" in answer["error"]
+    else:
+        assert status == 200  # the token guards it
+    conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+    try:
+        conn.request("GET", "/", headers=rebinding)
+        page = conn.getresponse()
+        assert page.status == 200 and b"<html" in page.read().lower()  # the page holds no data
+    finally:
+        conn.close()

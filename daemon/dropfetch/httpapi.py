@@ -44,7 +44,7 @@ from dropfetch import httpwire as wire
 from dropfetch.config import Config, ConfigError, read_token_file
 from dropfetch.events import EventBus
 from dropfetch.httpanswers import Reject, Reply, Request, Stream, error_body, json_bytes
-from dropfetch.httpauth import Access, authorised, bearer_ok
+from dropfetch.httpauth import Access, authorised, bearer_ok, foreign_request
 from dropfetch.httpevents import Broadcaster, peer_gone
 from dropfetch.httplisting import SidecarCache
 from dropfetch.httproutes import ROUTES, Route, resolve
@@ -327,6 +327,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _check_access(self, route: Route | None) -> None:
         front = self.server.front
+        if route is None or route.access is not Access.PUBLIC:
+            foreign = foreign_request(
+                self.command,
+                self.headers.get("Host"),
+                self.headers.get("Origin"),
+                self.headers.get("Sec-Fetch-Site"),
+                token=front.token is not None,
+            )
+            if foreign is not None:
+                raise Reject(HTTPStatus.FORBIDDEN, f"refused: {foreign}", "forbidden")
         if not authorised(
             Access.BEARER if route is None else route.access,
             front.token,

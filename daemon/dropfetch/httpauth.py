@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from enum import Enum
 from http.cookies import CookieError, SimpleCookie
+from urllib.parse import urlsplit
 
-__all__ = ["COOKIE", "Access", "authorised", "bearer_ok", "cookie_header", "session_value"]
+__all__ = [
+    "COOKIE",
+    "Access",
+    "authorised",
+    "bearer_ok",
+    "cookie_header",
+    "foreign_request",
+    "session_value",
+]
 
 COOKIE = "dropfetch_session"
 
@@ -76,3 +86,59 @@ def authorised(
     return (
         access is Access.BEARER_OR_COOKIE and token is not None and _cookie_ok(key, token, cookies)
     )
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def foreign_request(
+    method: str, host: str | None, origin: str | None, fetch_site: str | None, *, token: bool
+) -> str | None:
+    """Why a request that a web page of another site made the browser send is refused,
+    else None (every client that is not a browser sends neither header).
+
+    - Cross-site requests that change something: a page elsewhere can make a browser
+      send a "simple" POST or DELETE without asking first (``Sec-Fetch-Site`` says
+      ``cross-site``/``same-site``, or ``Origin`` is not this ``Host``).
+    - Without a token, a browser's request (it says where it comes from: ``Origin`` or
+      ``Sec-Fetch-Site``) for a ``Host`` that is a name other than ``localhost``: a page
+      of a domain that resolves to this address (DNS rebinding) is same-origin to the
+      browser. With a token, the token protects the data; by IP address or localhost,
+      no other site can reach it. Clients that are not browsers are not asked.
+    """
+    if method not in _SAFE_METHODS:
+        if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
+            return "a request from another site's page (Sec-Fetch-Site: " + fetch_site + ")"
+        if origin is not None and host is not None and _authority(origin) != host.lower():
+            return "a request from another site's page (Origin " + origin + ")"
+    browser = origin is not None or fetch_site is not None
+    if browser and not token and host is not None and not _local_host(host):
+        return (
+            f"the Host {host!r} is a name: without http.token_file only an IP address or "
+            "localhost is answered (a web page of another site could use that name); "
+            "set http.token_file to use a host name"
+        )
+    return None
+
+
+def _authority(origin: str) -> str | None:
+    try:
+        parts = urlsplit(origin.strip())
+        return parts.netloc.lower() or None
+    except ValueError:
+        return None
+
+
+def _local_host(host: str) -> bool:
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
