@@ -245,7 +245,8 @@ def fit(columns: dict[str, Span], width: int | None) -> dict[str, int]:
     """The width of each column shown in ``width`` cells (None: no limit, all of every
     text). The columns of :data:`GIVE_WAY` are left out, in that order, until the
     others fit as they want; then the progress bar and the name shrink to their least;
-    room left over widens the name, the error, then the bar."""
+    room left over widens the name, the error, then the bar. Narrower than the least
+    of the columns kept (about 56 cells), a line is wider than ``width``."""
     if width is None:
         return {c: s.most for c, s in columns.items()}
     columns = dict(columns)
