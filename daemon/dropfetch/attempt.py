@@ -145,7 +145,7 @@ class Attempt:
             self.publish(kept)
             self.paths.forget_starts()
             self.board.succeeded(output=self.job_id, files=files, archive=archive)
-            logger.info(
+            logger.debug(  # the line at INFO is joblog's, with size and speed
                 "%s: published %d file(s) to %s", self.job_id, len(files), self.paths.output
             )
             self.ctx.finished(self.job_id, self.board.sidecar)

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from dropfetch.fsutil import display_name
 from dropfetch.status import Sidecar
+from dropfetch.units import clock_time, human_size
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -82,24 +83,6 @@ _STYLE = {
 }
 
 
-def human_size(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, sec = divmod(int(seconds + 0.5), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
-
-
 def _age(iso: str | None, now: float) -> str:
     """How long ago ``iso`` (a sidecar time) was: ``42s``, ``5m``, ``3h``, ``2d``."""
     try:
@@ -145,7 +128,7 @@ def sidecar_row(sc: Sidecar, now: float) -> Row:
             "status": state if percent is None else f"{state} {percent}%",
             "size": human_size(size) if isinstance(size, int | float) else "-",
             "speed": f"{human_size(sc.speed)}/s" if sc.speed and state == "downloading" else "-",
-            "eta": _eta(sc.eta) if barred else "-",
+            "eta": clock_time(sc.eta) if barred else "-",
             "host": display_name(sc.host) if sc.host else "-",
             "updated": _age(sc.updated, now),
         },
