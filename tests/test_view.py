@@ -261,24 +261,30 @@ def test_status_command_pending_filters_widths_and_a_missing_inbox(tmp_path):
     assert not missing.stdout
 
 
-def test_status_json_keeps_its_shape_and_shows_pending_jobs_as_queued(tmp_path):
+def test_status_json_keeps_its_shape_an_array_of_sidecars(tmp_path):
     done = _sc("done", Status.OK, output="done", files=["f"], progress=100)
     done.finished = done.updated
     inbox = _inbox(tmp_path, [done], ["fresh"])
     out = _cli("status", "--json", "--inbox", str(inbox))
     assert out.returncode == 0, out.stderr
     items = json.loads(out.stdout)
-    assert [(x["id"], x["status"]) for x in items] == [("done", "ok"), ("fresh", "queued")]
+    assert [(x["id"], x["status"]) for x in items] == [("done", "ok")]  # as GET /archive
     for item in items:
         check_sidecar(item)
-    assert items[1]["url"] == "https://***@example.org/fresh.tar.gz?***"  # redacted
     assert _cli("status", "--json", "--inbox", str(tmp_path / "nope")).returncode == 2
+
+
+def test_a_job_whose_sidecar_name_is_taken_is_not_pending(tmp_path):
+    inbox = _inbox(tmp_path, [], ["blocked", "fresh"])
+    (inbox / "blocked.status.json").mkdir()  # the daemon logs it; it is no pending job
+    out = _cli("status", "--inbox", str(inbox))
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["fresh"]
 
 
 @pytest.mark.parametrize("mode", ["--json", "--watch", "--all"])
 def test_status_ends_quietly_when_the_reader_goes_away(tmp_path, mode):
     # enough jobs that the output is far more than a pipe holds
-    inbox = _inbox(tmp_path, [], [f"job-{i}" for i in range(3000)])
+    inbox = _inbox(tmp_path, [_sc(f"job-{i}", Status.QUEUED) for i in range(3000)], [])
     proc = subprocess.Popen(
         [sys.executable, "-m", "dropfetch", "status", mode, "--inbox", str(inbox)],
         stdout=subprocess.PIPE,

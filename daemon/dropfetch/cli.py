@@ -27,7 +27,6 @@ from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import display_name
 from dropfetch.intake import scan
 from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
-from dropfetch.jobpaths import read_job
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
@@ -187,9 +186,11 @@ def _listing(config: Config, names: Sequence[str]) -> _Listing:
         jobs = {n for n in names if os.path.lexists(inbox / (n + JOB_SUFFIX))}
         found = (read_sidecar(inbox / (n + SIDECAR_SUFFIX)) for n in names)
         sidecars = [s for s in found if s is not None]
+        entries: set[str] = set()
     else:  # the job files first: a sidecar written meanwhile is then read below
-        jobs = scan(inbox, recursive=config.recursive)[0]
+        jobs, entries = scan(inbox, recursive=config.recursive)
         sidecars = read_sidecars(inbox, recursive=config.recursive)
+    jobs -= entries  # something under the sidecar's name (the daemon logs what is wrong)
     seen = {s.id for s in sidecars}  # as shown: display_name of the job id
     pending = [j for j in jobs if display_name(j) not in seen]
     missing = [n for n in names if display_name(n) not in seen and n not in jobs]
@@ -225,17 +226,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_json(config: Config, names: Sequence[str]) -> None:
-    """The sidecars as one JSON array; a job file without one yet as the HTTP front end
-    shows it (``queued``, no progress)."""
-    from dropfetch.httproutes import unstarted
-
-    listing = _listing(config, names)
-    items = [json.loads(s.to_json()) for s in listing.sidecars]
-    for name in listing.pending:
-        data = read_job(config.inbox / (name + JOB_SUFFIX))
-        if data is not None:
-            sc = unstarted(name, data if isinstance(data, bytes) else b"")
-            items.append(json.loads(sc.to_json()))
+    """The sidecars as one JSON array (as ``GET /archive`` lists them: a job file
+    without a sidecar yet is not in it)."""
+    sidecars = _listing(config, names).sidecars
+    items = [json.loads(s.to_json()) for s in sidecars]
     sys.stdout.write(json.dumps(items, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
