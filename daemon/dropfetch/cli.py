@@ -179,22 +179,27 @@ class _Listing:
 
 
 def _listing(config: Config, names: Sequence[str]) -> _Listing:
-    inbox = config.inbox
-    if not inbox.is_dir():
-        raise UsageError(f"no inbox at {inbox} (no such directory)")
-    if names:
-        jobs = {n for n in names if os.path.lexists(inbox / (n + JOB_SUFFIX))}
-        found = (read_sidecar(inbox / (n + SIDECAR_SUFFIX)) for n in names)
-        sidecars = [s for s in found if s is not None]
-        entries: set[str] = set()
-    else:  # the job files first: a sidecar written meanwhile is then read below
-        jobs, entries = scan(inbox, recursive=config.recursive)
-        sidecars = read_sidecars(inbox, recursive=config.recursive)
-    jobs -= entries  # something under the sidecar's name (the daemon logs what is wrong)
+    if not config.inbox.is_dir():
+        raise UsageError(f"no inbox at {config.inbox} (no such directory)")
+    jobs, sidecars = _named(config.inbox, names) if names else _everything(config)
     seen = {s.id for s in sidecars}  # as shown: display_name of the job id
     pending = [j for j in jobs if display_name(j) not in seen]
     missing = [n for n in names if display_name(n) not in seen and n not in jobs]
     return _Listing(sidecars, pending, missing)
+
+
+def _named(inbox: Path, names: Sequence[str]) -> tuple[set[str], list[Sidecar]]:
+    """(the job files, the sidecars) of the jobs ``names``."""
+    jobs = {n for n in names if os.path.lexists(inbox / (n + JOB_SUFFIX))}
+    found = (read_sidecar(inbox / (n + SIDECAR_SUFFIX)) for n in names)
+    return jobs, [s for s in found if s is not None]
+
+
+def _everything(config: Config) -> tuple[set[str], list[Sidecar]]:
+    """(the job files without anything under their sidecar's name, every sidecar); the
+    job files first, so a sidecar written meanwhile is read."""
+    jobs, entries = scan(config.inbox, recursive=config.recursive)
+    return jobs - entries, read_sidecars(config.inbox, recursive=config.recursive)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -314,11 +319,7 @@ _DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dropfetch", description=_DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"dropfetch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         help="run the daemon in the foreground",
@@ -341,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+
+def _add_submit(sub: Any) -> None:
     p = sub.add_parser(
         "submit",
         help="write a job file safely and print its path",
@@ -362,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     _where(p)
     p.set_defaults(func=cmd_submit)
 
+
+def _add_status(sub: Any) -> None:
     p = sub.add_parser(
         "status",
         help="show the jobs: a table, or their sidecars as JSON",
@@ -382,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     _where(p)
     p.set_defaults(func=cmd_status)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dropfetch", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"dropfetch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_run(sub)
+    _add_submit(sub)
+    _add_status(sub)
     for name, func, text in (
         ("retry", cmd_retry, "re-queue a failed or finished job"),
         ("delete", cmd_delete, "remove a job (and what it made)"),

@@ -118,26 +118,40 @@ class Row:
 def sidecar_row(sc: Sidecar, now: float) -> Row:
     state = str(sc.status)
     barred = state in _BARRED
-    size = sc.bytes_total if sc.bytes_total is not None else (sc.archive or {}).get("size")
     percent = sc.progress if barred and isinstance(sc.progress, int) else None
-    error = sc.error if isinstance(sc.error, dict) else {}
+    code, message = _error_of(sc)
     return Row(
         state=state,
         cells={
             "name": display_name(sc.id),
             "status": state if percent is None else f"{state} {percent}%",
-            "size": human_size(size) if isinstance(size, int | float) else "-",
-            "speed": f"{human_size(sc.speed)}/s" if sc.speed and state == "downloading" else "-",
-            "eta": clock_time(sc.eta) if barred else "-",
+            **_figures(sc, state),
             "host": display_name(sc.host) if sc.host else "-",
             "updated": _age(sc.updated, now),
         },
         bar=barred,
         percent=percent,
-        code=display_name(str(error.get("code", ""))) if error else "",
-        message=display_name(str(error.get("message", ""))) if error else "",
+        code=code,
+        message=message,
         when=sc.finished or sc.updated or "",
     )
+
+
+def _figures(sc: Sidecar, state: str) -> dict[str, str]:
+    """Size, speed (while downloading) and ETA (while active) of a sidecar."""
+    size = sc.bytes_total if sc.bytes_total is not None else (sc.archive or {}).get("size")
+    return {
+        "size": human_size(size) if isinstance(size, int | float) else "-",
+        "speed": f"{human_size(sc.speed)}/s" if sc.speed and state == "downloading" else "-",
+        "eta": clock_time(sc.eta) if state in _BARRED else "-",
+    }
+
+
+def _error_of(sc: Sidecar) -> tuple[str, str]:
+    error = sc.error if isinstance(sc.error, dict) else {}
+    if not error:
+        return "", ""
+    return display_name(str(error.get("code", ""))), display_name(str(error.get("message", "")))
 
 
 def pending_row(name: str) -> Row:
@@ -201,22 +215,34 @@ def spans(rows: list[Row]) -> dict[str, Span]:
     for column in COLUMNS:
         head = cell_len(column.upper())
         if column == "progress":
-            if any(r.bar for r in rows):
-                out[column] = Span(max(head, 7), 12, 22)
+            span = Span(max(head, 7), 12, 22) if any(r.bar for r in rows) else None
         elif column == "error":
-            codes = [r for r in rows if r.code]
-            if codes:
-                least = max(head, *(cell_len(r.code) for r in codes))
-                most = max(cell_len(f"{r.code}: {r.message}") for r in codes)
-                out[column] = Span(least, least, max(least, most))
+            span = _error_span(rows, head)
         else:
-            texts = [r.cells.get(column, "") for r in rows]
-            if column in ("name", "status") or any(t not in ("", "-") for t in texts):
-                width = max(head, *(cell_len(t) for t in texts)) if texts else head
-                least = min(width, 10) if column == "name" else width
-                want = min(width, 24) if column == "name" else width
-                out[column] = Span(least, want, width)
+            span = _text_span(rows, column, head)
+        if span is not None:
+            out[column] = span
     return out
+
+
+def _error_span(rows: list[Row], head: int) -> Span | None:
+    """At least the widest code; all of the messages at most."""
+    codes = [r for r in rows if r.code]
+    if not codes:
+        return None
+    least = max(head, *(cell_len(r.code) for r in codes))
+    most = max(cell_len(f"{r.code}: {r.message}") for r in codes)
+    return Span(least, least, max(least, most))
+
+
+def _text_span(rows: list[Row], column: str, head: int) -> Span | None:
+    texts = [r.cells.get(column, "") for r in rows]
+    if column not in ("name", "status") and all(t in ("", "-") for t in texts):
+        return None  # nothing to show
+    width = max(head, *(cell_len(t) for t in texts)) if texts else head
+    if column == "name":
+        return Span(min(width, 10), min(width, 24), width)
+    return Span(width, width, width)
 
 
 def _total(widths: Iterable[int]) -> int:
@@ -240,16 +266,24 @@ def fit(columns: dict[str, Span], width: int | None) -> dict[str, int]:
     widths = {c: s.want for c, s in columns.items()}
     over = _total(widths.values()) - width
     for column in ("progress", "name", "error"):
-        if column in widths and over > 0:
-            cut = min(over, widths[column] - columns[column].least)
-            widths[column] -= cut
-            over -= cut
+        over = _resize(widths, column, over, columns[column].least if column in columns else 0)
     for column in ("name", "error", "progress"):
-        if column in widths and over < 0:
-            grow = min(-over, columns[column].most - widths[column])
-            widths[column] += grow
-            over += grow
+        over = _resize(widths, column, over, columns[column].most if column in columns else 0)
     return widths
+
+
+def _resize(widths: dict[str, int], column: str, over: int, limit: int) -> int:
+    """Take ``over`` cells (give them, if negative) from ``column``, not past ``limit``;
+    what is still over."""
+    if column not in widths or over == 0:
+        return over
+    if over > 0:
+        change = min(over, max(0, widths[column] - limit))
+        widths[column] -= change
+        return over - change
+    change = min(-over, max(0, limit - widths[column]))
+    widths[column] += change
+    return over + change
 
 
 def _take(text: str, width: int, *, from_end: bool = False) -> str:
