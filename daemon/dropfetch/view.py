@@ -40,14 +40,12 @@ __all__ = [
     "arrange",
     "build",
     "fit",
-    "human_size",
     "natural_key",
     "pending_row",
     "render_plain",
     "rich_table",
     "shorten_middle",
     "sidecar_row",
-    "sort_jobs",
 ]
 
 PENDING = "pending"  # a job file the daemon has not written a sidecar for yet
@@ -189,11 +187,6 @@ def arrange(rows: Iterable[Row], *, show_all: bool = False) -> tuple[list[Row], 
         folded = len(done) - FOLD_AFTER
         rows = [r for r in rows if r.state not in _FINISHED or id(r) in kept]
     return sorted(rows, key=_order), folded
-
-
-def sort_jobs(sidecars: list[Sidecar]) -> list[Sidecar]:
-    """The sidecars in the order the view shows them."""
-    return sorted(sidecars, key=lambda sc: _order(sidecar_row(sc, 0.0)))
 
 
 # -- fitting ---------------------------------------------------------------------------
