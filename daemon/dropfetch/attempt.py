@@ -145,9 +145,6 @@ class Attempt:
             self.publish(kept)
             self.paths.forget_starts()
             self.board.succeeded(output=self.job_id, files=files, archive=archive)
-            logger.debug(  # the line at INFO is joblog's, with size and speed
-                "%s: published %d file(s) to %s", self.job_id, len(files), self.paths.output
-            )
             self.ctx.finished(self.job_id, self.board.sidecar)
             hook_point(self.job_id, "finished")
         finally:
