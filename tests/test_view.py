@@ -247,6 +247,7 @@ def test_status_command_pending_filters_widths_and_a_missing_inbox(tmp_path):
         assert out.returncode == 0, out.stderr
         lines = out.stdout.rstrip("\n").split("\n")
         assert all(cell_len(line) <= width for line in lines), lines
+        assert not _CONTROL_RE.search(out.stdout.replace("\n", ""))  # a pipe: plain text
         assert [line.split()[0] for line in lines[1:]][:2] == ["fresh", "n3"]  # pending
         assert "pending" in lines[1] and "unsupported_archive" in out.stdout
         assert "…" in out.stdout or width == 200
