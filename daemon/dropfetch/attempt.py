@@ -146,9 +146,6 @@ class Attempt:
             self.paths.forget_starts()
             self.board.succeeded(output=self.job_id, files=files, archive=archive)
             self.paths.drop_requests()  # a pause or retry asked too late: moot now
-            logger.info(
-                "%s: published %d file(s) to %s", self.job_id, len(files), self.paths.output
-            )
             self.ctx.finished(self.job_id, self.board.sidecar)
             hook_point(self.job_id, "finished")
         finally:

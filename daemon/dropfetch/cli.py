@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,13 +24,17 @@ import yaml
 from dropfetch import __version__, control, demo
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
-from dropfetch.jobfile import PRIORITIES, SIDECAR_SUFFIX
+from dropfetch.fsutil import display_name
+from dropfetch.intake import scan
+from dropfetch.jobfile import JOB_SUFFIX, PRIORITIES, SIDECAR_SUFFIX
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from dropfetch.view import StatusView
 
 __all__ = ["main"]
 
@@ -164,66 +169,114 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else EXIT_OK
 
 
-def _sidecars(config: Config, names: Sequence[str]) -> list[Sidecar]:
-    if names:
-        found = [read_sidecar(config.inbox / (n + SIDECAR_SUFFIX)) for n in names]
-        return [s for s in found if s is not None]
-    return read_sidecars(config.inbox, recursive=config.recursive)
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """What ``status`` shows: the sidecars, the job files without one yet
+    (``pending``) and, of the names asked for, those that are neither (``missing``)."""
+
+    sidecars: list[Sidecar]
+    pending: list[str]
+    missing: list[str]
+
+
+def _listing(config: Config, names: Sequence[str]) -> _Listing:
+    if not config.inbox.is_dir():
+        raise UsageError(f"no inbox at {config.inbox} (no such directory)")
+    jobs, sidecars = _named(config.inbox, names) if names else _everything(config)
+    seen = {s.id for s in sidecars}  # as shown: display_name of the job id
+    pending = [j for j in jobs if display_name(j) not in seen]
+    missing = [n for n in names if display_name(n) not in seen and n not in jobs]
+    return _Listing(sidecars, pending, missing)
+
+
+def _named(inbox: Path, names: Sequence[str]) -> tuple[set[str], list[Sidecar]]:
+    """(the job files, the sidecars) of the jobs ``names``."""
+    jobs = {n for n in names if os.path.lexists(inbox / (n + JOB_SUFFIX))}
+    found = (read_sidecar(inbox / (n + SIDECAR_SUFFIX)) for n in names)
+    return jobs, [s for s in found if s is not None]
+
+
+def _everything(config: Config) -> tuple[set[str], list[Sidecar]]:
+    """(the job files without anything under their sidecar's name, every sidecar); the
+    job files first, so a sidecar written meanwhile is read."""
+    jobs, entries = scan(config.inbox, recursive=config.recursive)
+    return jobs - entries, read_sidecars(config.inbox, recursive=config.recursive)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     config = _config(args)
-    if args.json:
-        sidecars = _sidecars(config, args.names)
-        print(json.dumps([json.loads(s.to_json()) for s in sidecars], indent=2, ensure_ascii=False))
-        return EXIT_OK
-    console = Console()
     try:
-        if args.watch and console.is_terminal:
-            _watch_live(console, config, args.names)
-            return EXIT_OK
-        return _print_status(console, config, args.names, watch=args.watch)
+        return _status(args, config)
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the flush at exit must not fail again
+        os.close(devnull)
+        return EXIT_OK
     except KeyboardInterrupt:
         if not args.watch:
             raise
         return EXIT_OK
 
 
-def _watch_live(console: Console, config: Config, names: Sequence[str]) -> None:
+def _status(args: argparse.Namespace, config: Config) -> int:
+    from rich.console import Console
+
+    if args.json:
+        _print_json(config, args.names)
+        return EXIT_OK
+    console = Console()
+    if args.watch and console.is_terminal:
+        _watch_live(console, config, args)
+        return EXIT_OK
+    return _print_status(console, config, args)
+
+
+def _print_json(config: Config, names: Sequence[str]) -> None:
+    """The sidecars as one JSON array (as ``GET /archive`` lists them: a job file
+    without a sidecar yet is not in it)."""
+    sidecars = _listing(config, names).sidecars
+    items = [json.loads(s.to_json()) for s in sidecars]
+    sys.stdout.write(json.dumps(items, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _view(config: Config, args: argparse.Namespace) -> tuple[StatusView, list[str]]:
+    from dropfetch.view import build
+
+    listing = _listing(config, args.names)
+    every = args.all or bool(args.names)  # jobs asked for by name are never folded
+    return build(listing.sidecars, listing.pending, show_all=every), listing.missing
+
+
+def _watch_live(console: Console, config: Config, args: argparse.Namespace) -> None:
     """``status --watch`` on a terminal: one table refreshed in place, until Ctrl-C."""
     from rich.live import Live
 
-    from dropfetch.view import rich_table
-
-    with Live(
-        rich_table(_sidecars(config, names)), console=console, refresh_per_second=4, screen=False
-    ) as live:
+    with Live(_view(config, args)[0], console=console, refresh_per_second=4, screen=False) as live:
         while True:
             time.sleep(0.5)
-            live.update(rich_table(_sidecars(config, names)))
+            live.update(_view(config, args)[0])
 
 
-def _print_status(console: Console, config: Config, names: Sequence[str], *, watch: bool) -> int:
-    """The table once (or every 2 s with ``watch``), plain text in a pipe."""
-    from dropfetch.view import render_plain, rich_table
-
+def _print_status(console: Console, config: Config, args: argparse.Namespace) -> int:
+    """The table once (or every 2 s with ``--watch``): fitted to the terminal, or in a
+    pipe plain text, as wide as it needs unless ``COLUMNS`` says otherwise."""
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else None
     while True:
-        sidecars = _sidecars(config, names)
+        view, missing = _view(config, args)
         if console.is_terminal:
-            console.print(rich_table(sidecars))
+            console.print(view)
         else:
-            sys.stdout.write(render_plain(sidecars))
+            sys.stdout.write(view.plain(width))
             sys.stdout.flush()
-        if not watch:
-            missing = [n for n in names if n not in {s.id for s in sidecars}]
+        if not args.watch:
             if missing:
-                print(f"no status for: {', '.join(missing)}", file=sys.stderr)
+                print(f"no such job: {', '.join(missing)}", file=sys.stderr)
                 return EXIT_FAILURE
             return EXIT_OK
         time.sleep(2.0)
-        print()
+        sys.stdout.write("\n")
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -265,32 +318,52 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _where(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--config", type=Path, help="config file (YAML)")
+    g.add_argument("--config", type=Path, help="config file (YAML); its inbox is used")
     g.add_argument("--inbox", type=Path, help="the inbox directory (instead of a config file)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dropfetch", description=__doc__.splitlines()[0] if __doc__ else None
-    )
-    parser.add_argument("--version", action="version", version=f"dropfetch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+_DESCRIPTION = (
+    "dropfetch turns a directory into a download queue: a job file NAME.url in the inbox "
+    "is downloaded, unpacked safely into outbox/NAME/, and followed in inbox/NAME.status.json."
+)
 
-    p = sub.add_parser("run", help="run the daemon in the foreground")
-    p.add_argument("--config", type=Path)
-    p.add_argument("--inbox", type=Path)
-    p.add_argument("--outbox", type=Path)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--observer", choices=("auto", "inotify", "polling"))
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="count", default=0)
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground",
+        description="run the daemon in the foreground",
+    )
+    p.add_argument("--config", type=Path, help="config file (YAML); default: built-in defaults")
+    p.add_argument("--inbox", type=Path, help="the inbox directory (overrides the config's)")
+    p.add_argument("--outbox", type=Path, help="the outbox directory (overrides the config's)")
+    p.add_argument("--workers", type=int, help="jobs run at the same time (overrides the config's)")
+    p.add_argument(
+        "--observer",
+        choices=("auto", "inotify", "polling"),
+        help="how the inbox is watched (auto: inotify where it works, else polling)",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log everything (level DEBUG)"
+    )
+    p.add_argument(
+        "-q", "--quiet", action="count", default=0, help="log only warnings; twice: only errors"
+    )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("submit", help="write a job file safely and print its path")
+
+def _add_submit(sub: Any) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="write a job file safely and print its path",
+        description="write a job file safely and print its path",
+    )
     p.add_argument("url", nargs="*", help="URL(s); none or '-': one per line on stdin")
-    p.add_argument("--name")
-    p.add_argument("--sha256")
-    p.add_argument("--no-extract", action="store_true")
+    p.add_argument("--name", help="the job's name (default: from the URL's file name)")
+    p.add_argument(
+        "--sha256", help="the download's expected SHA-256 (64 hex digits); else the job fails"
+    )
+    p.add_argument("--no-extract", action="store_true", help="deliver the downloaded file as it is")
     p.add_argument("--filename", help="name of the delivered file when not extracted")
     p.add_argument(
         "--keep-archive",
@@ -302,26 +375,52 @@ def build_parser() -> argparse.ArgumentParser:
     _where(p)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="show jobs from their sidecars")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", action="store_true")
+
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show the jobs: a table, or their sidecars as JSON",
+        description="show the jobs: a table, or their sidecars as JSON",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these jobs")
+    p.add_argument(
+        "--all", action="store_true", help="every job (else only the 20 last finished ones)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the sidecars as one JSON array instead"
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until Ctrl-C (in place on a terminal, every 2 s in a pipe)",
+    )
     _where(p)
     p.set_defaults(func=cmd_status)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dropfetch", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"dropfetch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_run(sub)
+    _add_submit(sub)
+    _add_status(sub)
     for name, func, text in (
         ("retry", cmd_retry, "re-queue a failed or finished job; a waiting one: try now"),
         ("delete", cmd_delete, "remove a job (and what it made)"),
         ("pause", cmd_pause, "stop a job soon, keeping its partial download"),
         ("resume", cmd_resume, "go on with a paused job from where it stopped"),
     ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("name", metavar="NAME")
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("name", metavar="NAME", help="the job's name (its job file is NAME.url)")
         _where(p)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("check-config", help="validate a config file")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser(
+        "check-config", help="validate a config file", description="validate a config file"
+    )
+    p.add_argument("file", type=Path, help="the config file (YAML) to check")
     p.set_defaults(func=cmd_check_config)
 
     demo.add_arguments(sub.add_parser("demo", help=demo.HELP))

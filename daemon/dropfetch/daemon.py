@@ -16,6 +16,7 @@ from typing import Any
 from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.events import Event, EventBus, JobFinished
 from dropfetch.hooks import HookRunner
+from dropfetch.joblog import JobLog
 from dropfetch.leases import LeaseManager
 from dropfetch.lifecycle import Component, Deadline, start_all, stop_all
 from dropfetch.metrics import Metrics
@@ -142,6 +143,7 @@ class Daemon:
         self.http: Any = None
         for subscriber in (self.metrics.on_event, self.counts.on_event, self.hooks.on_event):
             self.events.subscribe(subscriber)
+        self.events.subscribe(JobLog(lambda: self.config.outbox).on_event)
 
     # -- signals: handlers only set flags; the main thread acts ---------------------------
 

@@ -155,7 +155,7 @@ class Downloader:
             try:
                 return self._attempt(call, partial, resume=True)
             except _StartOver:
-                logger.info("%s: the server has a different file now; starting over", partial.name)
+                logger.debug("%s: the server has a different file now; starting over", partial.name)
                 return self._attempt(call, partial, resume=False)
         except (DropfetchError, _StartOver):
             raise
@@ -242,7 +242,7 @@ class Downloader:
         if decision.action is Action.HTTP_ERROR:
             raise _status_error(resp, shown)
         if decision.action is Action.COMPLETE:
-            logger.info("%s: already complete (%d bytes)", partial.path.name, partial.size)
+            logger.debug("%s: already complete (%d bytes)", partial.path.name, partial.size)
         else:
             self._write(resp, call, partial, decision, shown)
         return DownloadResult(
@@ -265,7 +265,7 @@ class Downloader:
         """Write the body as ``decision`` says (APPEND or REPLACE) after checking the
         size and the free space; ``partial.size`` is then the file's size."""
         if decision.action is Action.REPLACE and partial.size:
-            logger.info(
+            logger.debug(
                 "%s: the server sent the whole file; restarting from zero", partial.path.name
             )
             partial.restart()

@@ -68,7 +68,7 @@ class JobRun:
             # as soon as this is done, not at the next rescan
             return data is not None
         if data is None:
-            logger.info("%s: the job file was removed; stopping the job", self.job_id)
+            logger.debug("%s: the job file was removed; stopping the job", self.job_id)
             self.stop("removed")
             # the run may be past its last look at the cancel flag (finishing): look at
             # the job again once it is done, so the purge is never lost

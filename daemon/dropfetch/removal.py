@@ -116,7 +116,7 @@ def clean_own_debris(config: Config) -> None:
         mine = found is not None and found[1] == host and found[2] != os.getpid()
         # other hosts' temporary names may be mid-rename on a shared work_dir
         if mine or is_abandoned_temp(p.name):
-            logger.info("removing staging debris %s", p.name)
+            logger.debug("removing staging debris %s", p.name)
             remove_tree(p)
     for d in _temp_dirs(config):
         try:
@@ -125,7 +125,7 @@ def clean_own_debris(config: Config) -> None:
             continue  # e.g. the inbox is not there (yet): the watcher says so
         for name in names:
             if is_abandoned_temp(name):
-                logger.info("removing an abandoned temporary file %s", d / name)
+                logger.debug("removing an abandoned temporary file %s", d / name)
                 remove_tree(d / name)
 
 
