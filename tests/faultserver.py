@@ -69,6 +69,8 @@ class Resource:
     redirect_to: str | None = None
     redirect_status: int = 302
     headers: dict[str, str] = field(default_factory=dict)
+    # request headers the file needs (e.g. credentials): 401 without them
+    require_headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
     validators: bool = True
     replace_on_drop: bytes | None = None  # new content once a drop happened (a new version)
@@ -136,6 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
             status = res.statuses.pop(0) if res is not None and res.statuses else None
         if res is None:
             self._simple(404, b"not found\n")
+            return
+        if any(self.headers.get(k) != v for k, v in res.require_headers.items()):
+            self._simple(401, b"credentials needed\n")
             return
         if status is not None:
             extra = {"Retry-After": res.retry_after} if res.retry_after is not None else {}

@@ -242,8 +242,10 @@ def test_submit_progress_ok_files_and_an_error(page, fault_server):
 def test_job_options_reach_the_job_file(page, fault_server):
     d, base, driver = page
     data = os.urandom(50_000)
-    fault_server.add("/raw.tar", tar_bytes({"inner.txt": data}))
+    # the file needs the job's header: the download fails without it
+    fault_server.add("/raw.tar", tar_bytes({"inner.txt": data}), require_headers={"X-Token": "t:1"})
     driver.find_element(By.CSS_SELECTOR, "#options summary").click()
+    driver.find_element(By.ID, "opt-headers").send_keys("X-Token: t:1\n\nCookie: a=1")
     driver.find_element(By.ID, "opt-name").send_keys("with options")
     driver.find_element(By.ID, "opt-filename").send_keys("kept-as-is.tar")
     tarred = tar_bytes({"inner.txt": data})
@@ -260,6 +262,7 @@ def test_job_options_reach_the_job_file(page, fault_server):
     assert {k: job.get(k) for k in want} == want, job
     assert job["sha256"] == hashlib.sha256(tarred).hexdigest()
     assert job.get("priority") == ("high" if priority else None)
+    assert job["headers"] == {"X-Token": "t:1", "Cookie": "a=1"}
     assert d.output_files("with options") == ["kept-as-is.tar"]
     # a name fits one URL only: the page says so and sends nothing
     add(driver, fault_server.url("/raw.tar"), fault_server.url("/raw.tar"))

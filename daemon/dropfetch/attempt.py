@@ -172,7 +172,11 @@ class Attempt:
             )
 
         result = self.downloader.fetch(
-            spec.url, self.paths.partial, on_progress=progress, cancel=run.cancel
+            spec.url,
+            self.paths.partial,
+            on_progress=progress,
+            cancel=run.cancel,
+            headers=spec.headers,
         )
         if run.cancel.is_set():
             raise CancelledError("stopped")

@@ -29,7 +29,7 @@ from dropfetch.intake import scan
 from dropfetch.jobfile import JOB_SUFFIX, PRIORITIES, SIDECAR_SUFFIX
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
-from dropfetch.submit import derive_name, job_content, write_job
+from dropfetch.submit import derive_name, header_lines, job_content, write_job
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -161,6 +161,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 filename=args.filename,
                 keep_archive=args.keep_archive,
                 priority=args.priority,
+                headers=header_lines(args.header),
             )
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
@@ -372,6 +373,14 @@ def _add_submit(sub: Any) -> None:
         help="keep the archive next to the output (default: the config's)",
     )
     p.add_argument("--priority", choices=PRIORITIES, help="high: before waiting normal, low jobs")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra request header (repeatable), e.g. 'Authorization: Bearer ...'; "
+        "sent to the URL's origin only",
+    )
     _where(p)
     p.set_defaults(func=cmd_submit)
 

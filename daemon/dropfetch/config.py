@@ -76,6 +76,7 @@ class DownloadConfig:
     max_redirects: int = 10
     rate_limit: int | None = None
     user_agent: str | None = None
+    netrc: Path | None = None  # credentials per host (checked at start)
     block_networks: tuple[Network, ...] = tuple(
         ipaddress.ip_network(n) for n in DEFAULT_BLOCK_NETWORKS
     )
@@ -339,10 +340,27 @@ def _download(r: _Reader) -> DownloadConfig:
         max_redirects=r.number("max_redirects", d.max_redirects, integer=True),
         rate_limit=rate,
         user_agent=r.string("user_agent", None),
+        netrc=_netrc(r),
         block_networks=networks,
     )
     r.finish({f.name for f in dataclasses.fields(DownloadConfig)})
     return out
+
+
+def _netrc(r: _Reader) -> Path | None:
+    """``netrc``: false/null (none), true (~/.netrc) or a path; the file is read now."""
+    from dropfetch.credentials import load_netrc
+
+    if not r.has("netrc") or r.raw("netrc") in (None, False):
+        return None
+    path = Path.home() / ".netrc" if r.raw("netrc") is True else r.path("netrc", None)
+    if path is None:
+        return None
+    try:
+        load_netrc(path)
+    except ValueError as exc:
+        raise r.fail("netrc", str(exc)) from None
+    return path
 
 
 def _extract(r: _Reader) -> ExtractConfig:

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import urllib3.exceptions
 from dropfetch import __version__
 from dropfetch.bodywriter import Body, write_body
 from dropfetch.config import DownloadConfig
+from dropfetch.credentials import Credentials, load_netrc, request_headers
 from dropfetch.errors import (
     BadUrlError,
     CancelledError,
@@ -103,6 +104,7 @@ class _Call:
     on_progress: Callable[[Transfer], None] | None
     cancel: threading.Event
     watch_cancel: bool  # False: the caller gave no cancel event
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the job's own
 
 
 class Downloader:
@@ -118,6 +120,7 @@ class Downloader:
         self.min_free_space = min_free_space
         self.user_agent = config.user_agent or f"dropfetch/{__version__}"
         self.session = guarded_session(config.block_networks)
+        self.credentials = _credentials(config)
 
     def close(self) -> None:
         self.session.close()
@@ -135,8 +138,12 @@ class Downloader:
         *,
         on_progress: Callable[[Transfer], None] | None = None,
         cancel: threading.Event | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> DownloadResult:
         """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows.
+
+        ``headers`` (the job's own, often credentials) and the netrc's credentials go
+        with every request to the URL's origin, never to another one after a redirect.
 
         Raises a :class:`DropfetchError`; the partial file and its ``.meta`` are kept
         whenever a later attempt could resume from them. On success the file is
@@ -148,6 +155,7 @@ class Downloader:
             None if on_progress is None else _shielded(on_progress),
             threading.Event() if cancel is None else cancel,
             watch_cancel=cancel is not None,
+            headers=headers,
         )
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
@@ -172,19 +180,22 @@ class Downloader:
         if partial.validator is not None:
             headers["Range"] = f"bytes={partial.size}-"
             headers["If-Range"] = partial.validator
-        resp, final_url = self._open(call.url, headers)
+        resp, final_url = self._open(call, headers)
         try:
             return self._receive(resp, call, partial, final_url)
         finally:
             resp.close()
 
-    def _open(self, url: str, headers: Mapping[str, str]) -> tuple[requests.Response, str]:
-        """GET ``url``, following redirects by hand; returns the final response."""
-        current = url
+    def _open(self, call: _Call, headers: Mapping[str, str]) -> tuple[requests.Response, str]:
+        """GET the call's URL, following redirects by hand; returns the final response.
+
+        The job's headers go with each hop of the URL's own origin only."""
+        url = current = call.url
         seen = {url}
         redirects = 0
         while True:
-            resp = self._get(current, headers)
+            own = request_headers(url, current, call.headers, self.credentials)
+            resp = self._get(current, {**own, **headers})
             if resp.status_code not in REDIRECT_STATUSES:
                 return resp, current
             target = _next_hop(resp, current)
@@ -307,6 +318,17 @@ class Downloader:
             ),
         )
         partial.size = write_body(resp, partial, body, self.config)
+
+
+def _credentials(config: DownloadConfig) -> Credentials:
+    """The netrc's credentials (checked at start; a file broken since is logged)."""
+    if config.netrc is None:
+        return {}
+    try:
+        return load_netrc(config.netrc)
+    except ValueError as exc:
+        logger.error("download.netrc: %s; downloads go without its credentials", exc)
+        return {}
 
 
 def _next_hop(resp: requests.Response, current: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -18,6 +18,7 @@ __all__ = [
     "PRIORITIES",
     "JobSpec",
     "is_job_file",
+    "job_headers",
     "job_name",
     "job_priority",
     "job_sha256",
@@ -38,7 +39,7 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _YAML_START = re.compile(r"^(---|\{|[A-Za-z_][A-Za-z0-9_]*\s*:(\s|$))")
 # Every key a YAML job file may have (``url`` and the options): ``submit`` and the HTTP
 # front end accept exactly these, so an option added here needs no change there
-OPTIONS = frozenset({"url", "sha256", "extract", "keep_archive", "filename", "priority"})
+OPTIONS = frozenset({"url", "sha256", "extract", "keep_archive", "filename", "priority", "headers"})
 PRIORITIES = ("high", "normal", "low")  # the order jobs are taken in (dropfetch.jobqueue)
 
 
@@ -52,6 +53,8 @@ class JobSpec:
     keep_archive: bool | None = None  # None: the config's keep_archive
     filename: str | None = None
     priority: str = "normal"  # high | normal | low: the order waiting jobs are taken in
+    # extra request headers (often credentials): never shown, not even by repr()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 def is_job_file(name: str) -> bool:
@@ -163,6 +166,7 @@ def _parse_yaml(text: str) -> JobSpec:
     if filename is not None:
         filename = _checked_filename(filename)
     return JobSpec(
+        headers=job_headers(doc.get("headers")),
         priority=_priority(doc.get("priority", "normal")),
         url=_checked_url(url),
         sha256=sha.strip().lower() if isinstance(sha, str) else None,
@@ -170,6 +174,47 @@ def _parse_yaml(text: str) -> JobSpec:
         keep_archive=keep,
         filename=filename,
     )
+
+
+# RFC 9110 token characters
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# what dropfetch itself decides about a request: a job may not set these
+_RESERVED_HEADERS = frozenset(
+    {"host", "range", "if-range", "content-length", "transfer-encoding", "connection"}
+)
+
+
+def job_headers(value: object) -> tuple[tuple[str, str], ...]:
+    """The ``headers`` option: a mapping of header names to values.
+
+    Names must be HTTP tokens and not one dropfetch sets itself; values must be text
+    without CR, LF or NUL. A message names the header, never quotes its value (it is
+    often a credential).
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise BadJobError("option headers must be a mapping such as {Authorization: 'Bearer ...'}")
+    out: list[tuple[str, str]] = []
+    for name, text in value.items():
+        if not isinstance(name, str) or not _TOKEN_RE.match(name):
+            raise BadJobError(  # not quoted: a mistyped line may have its value in the name
+                "option headers: a header name is not valid (letters, digits and "
+                "!#$%&'*+.^_`|~- only, e.g. Authorization)"
+            )
+        if name.lower() in _RESERVED_HEADERS:
+            raise BadJobError(f"option headers: {name} is set by dropfetch and cannot be given")
+        if not isinstance(text, str) or not _header_value_ok(text):
+            raise BadJobError(
+                f"option headers: the value of {name} must be one line of Latin-1 text "
+                "(no CR, LF, NUL or other control characters)"
+            )
+        out.append((name, text.strip(" \t")))
+    return tuple(out)
+
+
+def _header_value_ok(text: str) -> bool:
+    return all(c == "\t" or " " <= c <= "~" or "\xa0" <= c <= "\xff" for c in text)
 
 
 def _priority(value: object) -> str:

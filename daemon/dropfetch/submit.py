@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -15,7 +15,14 @@ from dropfetch.errors import BadJobError, NameConflictError
 from dropfetch.fsutil import temp_name
 from dropfetch.jobfile import JOB_SUFFIX, job_name, parse_job
 
-__all__ = ["derive_name", "job_content", "job_document", "write_job", "write_unique_job"]
+__all__ = [
+    "derive_name",
+    "header_lines",
+    "job_content",
+    "job_document",
+    "write_job",
+    "write_unique_job",
+]
 
 _ARCHIVE_SUFFIX = re.compile(
     r"\.(tar\.(gz|bz2|xz|zst)|tgz|tbz2?|txz|tzst|tar|zip|gz|bz2|xz|zst)$", re.IGNORECASE
@@ -40,6 +47,7 @@ def job_content(
     filename: str | None = None,
     keep_archive: bool | None = None,
     priority: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
@@ -49,7 +57,22 @@ def job_content(
     options["extract"] = None if extract else False
     options["keep_archive"] = keep_archive
     options["priority"] = None if priority in (None, "normal") else priority
+    options["headers"] = dict(headers) if headers else None
     return job_document(url, options)
+
+
+def header_lines(lines: Iterable[str]) -> dict[str, str]:
+    """``Name: value`` lines (blank ones skipped) as the ``headers`` option; BadJobError
+    for a line without a colon (not quoted: it may hold a credential)."""
+    out: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise BadJobError(f"header {number} is not 'Name: value'")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def job_document(url: str, options: Mapping[str, Any]) -> bytes:

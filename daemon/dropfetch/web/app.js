@@ -364,7 +364,22 @@ function options() {
   if ($("opt-extract").value !== "auto") opts.extract = $("opt-extract").value === "true";
   if ($("opt-keep").checked) opts.keep_archive = true;
   if ($("opt-priority").value !== "normal") opts.priority = $("opt-priority").value;
+  const headers = headerLines($("opt-headers").value);
+  if (Object.keys(headers).length) opts.headers = headers;
   return opts;
+}
+
+// "Name: value" per line -> {Name: value}; a line without a colon goes as it is, so
+// the daemon refuses it (without quoting it back)
+function headerLines(text) {
+  const out = {};
+  for (const line of text.split(/\r?\n/)) {
+    if (!line.trim()) continue;
+    const at = line.indexOf(":");
+    if (at < 0) out[line.trim()] = "";
+    else out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return out;
 }
 
 function urlLines(text) {
