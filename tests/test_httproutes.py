@@ -71,6 +71,7 @@ SAMPLES: dict[str, Any] = {
     "keep_archive": True,
     "filename": "t.tgz",
     "priority": "high",  # when the job file parser knows it
+    "headers": {"Authorization": "Bearer t0ken", "Cookie": "a=1"},
 }
 
 
@@ -91,6 +92,7 @@ def test_post_archive_takes_every_job_option(front):
         True,
         "t.tgz",
     )
+    assert spec.headers == (("Authorization", "Bearer t0ken"), ("Cookie", "a=1"))
     assert posted["job_sha256"] == job_sha256(data)
     # no option (or only nulls): the plain form
     status, _, _ = call(
