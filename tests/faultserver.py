@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -307,8 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
 class FaultServer:
     """An HTTP server on ``host``, port 0, serving registered in-memory files."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.scheme = "http" if tls is None else "https"
         self.resources: dict[str, Resource] = {}
         self.requests: list[LoggedRequest] = []
         self.lock = threading.Lock()
@@ -316,6 +318,8 @@ class FaultServer:
         self._sockets: set[socket.socket] = set()
         self._httpd = _Server((host, 0), _Handler)
         self._httpd.owner = self
+        if tls is not None:  # the handshake happens in accept(); a failed one is dropped
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread: threading.Thread | None = None
 
     @property
@@ -323,7 +327,7 @@ class FaultServer:
         return int(self._httpd.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def add(self, path: str, data: bytes = b"", **behaviour: Any) -> Resource:
         """Serve ``data`` at ``path``; keyword arguments are :class:`Resource` fields."""

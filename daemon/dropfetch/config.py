@@ -77,6 +77,8 @@ class DownloadConfig:
     rate_limit: int | None = None
     user_agent: str | None = None
     netrc: Path | None = None  # credentials per host (checked at start)
+    proxy: str | None = None  # http://[user:pass@]host:port; may hold a secret: never log it
+    ca_bundle: Path | None = None  # PEM authorities trusted besides the system's
     block_networks: tuple[Network, ...] = tuple(
         ipaddress.ip_network(n) for n in DEFAULT_BLOCK_NETWORKS
     )
@@ -341,6 +343,8 @@ def _download(r: _Reader) -> DownloadConfig:
         rate_limit=rate,
         user_agent=r.string("user_agent", None),
         netrc=_netrc(r),
+        proxy=_proxy(r),
+        ca_bundle=_ca_bundle(r),
         block_networks=networks,
     )
     r.finish({f.name for f in dataclasses.fields(DownloadConfig)})
@@ -360,6 +364,45 @@ def _netrc(r: _Reader) -> Path | None:
         load_netrc(path)
     except ValueError as exc:
         raise r.fail("netrc", str(exc)) from None
+    return path
+
+
+def _proxy(r: _Reader) -> str | None:
+    """``proxy``: an http:// URL with a host (its credentials never in a message)."""
+    from urllib.parse import urlsplit
+
+    from dropfetch.urlpolicy import redact_url
+
+    value = r.string("proxy", None)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+        ok = parts.scheme == "http" and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise r.fail(
+            "proxy", f"expected an http:// URL such as http://proxy:3128, got {redact_url(value)}"
+        )
+    return value.strip()
+
+
+def _ca_bundle(r: _Reader) -> Path | None:
+    """``ca_bundle``: a PEM file of authorities, loaded now to check it."""
+    import ssl
+
+    path = r.path("ca_bundle", None)
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except FileNotFoundError:
+        raise r.fail("ca_bundle", f"the file {path} does not exist") from None
+    except ssl.SSLError:
+        raise r.fail("ca_bundle", f"{path} holds no PEM certificate") from None
+    except OSError as exc:
+        raise r.fail("ca_bundle", f"cannot read {path}: {exc.strerror}") from None
     return path
 
 

@@ -119,7 +119,9 @@ class Downloader:
         self.config = config
         self.min_free_space = min_free_space
         self.user_agent = config.user_agent or f"dropfetch/{__version__}"
-        self.session = guarded_session(config.block_networks)
+        self.session = guarded_session(
+            config.block_networks, proxy=config.proxy, ca_bundle=config.ca_bundle
+        )
         self.credentials = _credentials(config)
 
     def close(self) -> None:
@@ -225,6 +227,11 @@ class Downloader:
                 allow_redirects=False,
                 timeout=(self.config.timeout_connect, self.config.timeout_read),
             )
+        except requests.exceptions.ProxyError:
+            raise NetworkError(
+                f"the proxy {redact_url(self.config.proxy or '')} could not be used for "
+                f"{redact_url(url)} (download.proxy)"
+            ) from None
         except REQUEST_FAILURES as exc:
             raise request_error(
                 exc,

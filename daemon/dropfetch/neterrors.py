@@ -126,22 +126,54 @@ def _answer_problem(exc: BaseException) -> str | None:
     return None
 
 
+# OpenSSL's verify codes (X509_V_ERR_*) in plain words
+_CERT_PROBLEMS = {
+    9: "the certificate is not valid yet",
+    10: "the certificate has expired",
+    18: "the certificate is self-signed",
+    19: "the certificate chain ends in a self-signed authority the system does not trust",
+    20: "the certificate is signed by an unknown certificate authority",
+    21: "the certificate is signed by an unknown certificate authority",
+    62: "name mismatch: the certificate is for another host name",
+    64: "name mismatch: the certificate is for another IP address",
+}
+_UNKNOWN_CA = (19, 20, 21)
+_OLD_PROTOCOL = frozenset(
+    {
+        "UNSUPPORTED_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "WRONG_SSL_VERSION",
+        "NO_PROTOCOLS_AVAILABLE",
+        "VERSION_TOO_LOW",
+    }
+)
+
+
 def _tls_problem(exc: BaseException, shown: str) -> str:
     """A TLS failure named precisely: the certificate check, or the handshake."""
     cert = find_cause(exc, ssl.SSLCertVerificationError)
     if isinstance(cert, ssl.SSLCertVerificationError):
-        why = cert.verify_message or cert.reason or "not trusted"
-        return (
-            f"the TLS certificate of {shown} was refused: {why}; the server's "
-            "certificate must be valid for this host name and signed by an authority "
-            "the system trusts"
-        )
+        return _cert_problem(cert, shown)
     tls = find_cause(exc, ssl.SSLError)
     reason = getattr(tls, "reason", None) or type(tls or exc).__name__
+    if reason in _OLD_PROTOCOL:
+        return (
+            f"the TLS handshake with {shown} failed: protocol version mismatch ({reason}): "
+            "the server speaks only a TLS version older than 1.2, which is not accepted"
+        )
     hint = ""
     if reason == "WRONG_VERSION_NUMBER":
         hint = " (the server does not speak TLS on this port: an http server?)"
     return f"the TLS handshake with {shown} failed: {reason}{hint}; check the URL's scheme and port"
+
+
+def _cert_problem(cert: ssl.SSLCertVerificationError, shown: str) -> str:
+    code = cert.verify_code
+    what = _CERT_PROBLEMS.get(code, f"it is not trusted ({cert.verify_message or cert.reason})")
+    if code in _UNKNOWN_CA:
+        what += " (an internal authority? add its certificate with download.ca_bundle)"
+    detail = f" [{cert.verify_message}]" if cert.verify_message and code in _CERT_PROBLEMS else ""
+    return f"the TLS certificate of {shown} was refused: {what}{detail}"
 
 
 def read_error(exc: BaseException, shown: str, timeout: float, done: int) -> DropfetchError:

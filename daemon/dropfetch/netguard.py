@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -26,7 +29,7 @@ from urllib3.util.retry import Retry
 from dropfetch.config import Network
 from dropfetch.errors import BlockedAddressError
 
-__all__ = ["AddressGuard", "blocked_network", "guarded_session"]
+__all__ = ["AddressGuard", "blocked_network", "guarded_session", "tls_context"]
 
 
 def blocked_network(address: str, networks: Iterable[Network]) -> Network | None:
@@ -144,11 +147,32 @@ class _Session(requests.Session):
 
 
 class _GuardedAdapter(HTTPAdapter):
-    """requests adapter with the SSRF guard and without urllib3's own retries."""
+    """requests adapter with the SSRF guard and without urllib3's own retries.
 
-    def __init__(self, guard: AddressGuard) -> None:
+    Through a proxy the connection goes to the proxy (the operator's choice, never
+    checked), so the target is checked before each request instead: its name is
+    resolved here and a blocked answer is refused before the proxy is asked.
+    """
+
+    def __init__(
+        self, guard: AddressGuard, *, proxied: bool, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self._guard = guard
+        self._proxied = proxied
+        self._tls_kwargs: dict[str, Any] = (
+            {} if ssl_context is None else {"ssl_context": ssl_context}
+        )
         super().__init__(max_retries=Retry(total=0, read=False, redirect=False))
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        if self._proxied:
+            parts = urlsplit(request.url or "")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self._guard.pick(parts.hostname or "", port)  # raises for a blocked target
+        return super().send(request, *args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        return super().proxy_manager_for(proxy, **self._tls_kwargs, **proxy_kwargs)
 
     def init_poolmanager(
         self,
@@ -161,16 +185,39 @@ class _GuardedAdapter(HTTPAdapter):
         self._pool_maxsize = maxsize
         self._pool_block = block
         self.poolmanager = _guarded_pool_manager(
-            self._guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
+            self._guard,
+            num_pools=connections,
+            maxsize=maxsize,
+            block=block,
+            **self._tls_kwargs,
+            **pool_kwargs,
         )
 
 
-def guarded_session(networks: Iterable[Network]) -> requests.Session:
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | None:
+    """The system's authorities plus those of ``ca_bundle`` (None: requests' default).
+
+    Raises ssl.SSLError / OSError for a file that holds no usable certificate."""
+    if ca_bundle is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(ca_bundle))
+    return context
+
+
+def guarded_session(
+    networks: Iterable[Network], *, proxy: str | None = None, ca_bundle: Path | None = None
+) -> requests.Session:
     """A session (keep-alive, no proxies from the environment, no automatic redirects
-    or retries) whose every connection is checked against ``networks``."""
+    or retries) whose every connection, or through ``proxy`` every target, is checked
+    against ``networks``; TLS trusts ``ca_bundle`` too."""
     session = _Session()
     session.trust_env = False
-    adapter = _GuardedAdapter(AddressGuard(tuple(networks)))
+    if proxy is not None:
+        session.proxies = {"http": proxy, "https": proxy}
+    adapter = _GuardedAdapter(
+        AddressGuard(tuple(networks)), proxied=proxy is not None, ssl_context=tls_context(ca_bundle)
+    )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
