@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,9 @@ class Issued:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if tls10_only:
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
+            with warnings.catch_warnings():  # deprecated: the point of this server
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
         ctx.load_cert_chain(self.cert, self.key)
         return ctx
 

@@ -153,3 +153,15 @@ def test_an_old_protocol_is_named(ca: Authority, tmp_path: Path) -> None:
         pytest.skip(f"the local OpenSSL cannot serve TLS 1.0: {exc}")
     err = _tls_failure(context, tmp_path, dataclasses.replace(OPEN, ca_bundle=ca.files.cert))
     assert "protocol version" in err.message, err.message
+
+
+def test_check_config_does_not_print_the_proxy_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropfetch.cli import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"download:\n  proxy: http://bob:{PROXY_SECRET}@proxy.example:3128\n")
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "proxy.example:3128" in out and PROXY_SECRET not in out

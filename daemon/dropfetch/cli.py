@@ -30,6 +30,7 @@ from dropfetch.jobfile import JOB_SUFFIX, PRIORITIES, SIDECAR_SUFFIX
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, header_lines, job_content, write_job
+from dropfetch.urlpolicy import redact_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -310,6 +311,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"# {args.file}: valid. Effective configuration:")
     data = config.to_dict()
     data.pop("source", None)
+    if config.download.proxy:  # its user:password never printed
+        data["download"]["proxy"] = redact_url(config.download.proxy)
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return EXIT_OK
 
