@@ -21,9 +21,11 @@ from dropfetch.jobfile import OPTIONS, parse_job
 from dropfetch.submit import header_lines, job_content
 from faultserver import FaultServer
 from harness import DEBUG_LOG, wait_for
+from proxyserver import Proxy
 
 SECRET = "s3cr3t-T0KEN-9f1c"  # noqa: S105 - the string the test looks for
 NETRC_SECRET = "n3trc-PASS-77ab"  # noqa: S105
+PROXY_SECRET = "pr0xy-PASS-c4e2"  # noqa: S105
 OPEN = DownloadConfig(block_networks=(), timeout_connect=5, timeout_read=5)
 
 
@@ -180,13 +182,13 @@ def test_secret_appears_nowhere(make_daemon, tmp_path: Path) -> None:
     from test_frontend import free_port
 
     port = free_port()
-    with FaultServer() as first, FaultServer() as other:
+    with FaultServer() as first, FaultServer() as other, Proxy() as proxy:
         other.add("/f.bin", b"the file\n")
         need = {"X-Token": SECRET, "Authorization": _basic("alice", NETRC_SECRET)}
         first.add("/f.bin", redirect_to=other.url("/f.bin"), require_headers=need)
         d = make_daemon(
             **DEBUG_LOG,
-            download={"netrc": str(_netrc(tmp_path))},
+            download={"netrc": str(_netrc(tmp_path)), "proxy": proxy.url(f"bob:{PROXY_SECRET}")},
             http={"listen": f"127.0.0.1:{port}"},
         )
         job = f"url: {first.url('/f.bin')}\nextract: false\nheaders:\n  X-Token: {SECRET}\n"
@@ -197,6 +199,7 @@ def test_secret_appears_nowhere(make_daemon, tmp_path: Path) -> None:
         assert first.requests[0].header("X-Token") == SECRET
         (sent,) = other.requests
         assert sent.header("X-Token") is None and sent.header("Authorization") is None
+        assert len(proxy.passed) == 2  # both hops went through the proxy
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _get(base + "/archive") is not None, message="the HTTP front end")
         answers = [_get(base + p) or "" for p in ("/archive", "/archive/good", "/metrics")]
@@ -218,7 +221,12 @@ def test_secret_appears_nowhere(make_daemon, tmp_path: Path) -> None:
     places["http"] = "".join(answers)
     assert "DEBUG" in places["log"]
     for where, text in places.items():
-        for secret in (SECRET, NETRC_SECRET, base64.b64encode(b"alice:" + NETRC_SECRET.encode())):
+        for secret in (
+            SECRET,
+            NETRC_SECRET,
+            PROXY_SECRET,
+            base64.b64encode(b"alice:" + NETRC_SECRET.encode()),
+        ):
             shown = secret if isinstance(secret, str) else secret.decode()
             assert shown not in text, where
 
