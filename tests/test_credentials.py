@@ -237,3 +237,18 @@ def _get(url: str) -> str | None:
     except requests.RequestException:
         return None
     return resp.text if resp.status_code == 200 else None
+
+
+def test_submit_header_is_repeatable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dropfetch.cli import main
+
+    inbox = tmp_path / "inbox"
+    argv = ["submit", "https://example.org/a.zip", "--inbox", str(inbox)]
+    assert main([*argv, "--header", f"X-Token: {SECRET}", "--header", "Cookie: a=1"]) == 0
+    assert parse_job((inbox / "a.url").read_bytes()).headers == (
+        ("X-Token", SECRET),
+        ("Cookie", "a=1"),
+    )
+    assert main([*argv, "--name", "b", "--header", f"Host: {SECRET}"]) == 2
+    err = capsys.readouterr().err
+    assert "Host" in err and SECRET not in err and not (inbox / "b.url").exists()
