@@ -26,7 +26,8 @@ from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import display_name
 from dropfetch.intake import scan
-from dropfetch.jobfile import JOB_SUFFIX, PRIORITIES, SIDECAR_SUFFIX
+from dropfetch.jobfile import PRIORITIES, SIDECAR_SUFFIX
+from dropfetch.jobpaths import find_job_files
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, job_content, write_job
@@ -191,7 +192,7 @@ def _listing(config: Config, names: Sequence[str]) -> _Listing:
 
 def _named(inbox: Path, names: Sequence[str]) -> tuple[set[str], list[Sidecar]]:
     """(the job files, the sidecars) of the jobs ``names``."""
-    jobs = {n for n in names if os.path.lexists(inbox / (n + JOB_SUFFIX))}
+    jobs = {n for n in names if find_job_files(inbox, n)}
     found = (read_sidecar(inbox / (n + SIDECAR_SUFFIX)) for n in names)
     return jobs, [s for s in found if s is not None]
 

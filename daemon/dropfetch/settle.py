@@ -20,7 +20,8 @@ from pathlib import Path
 
 from dropfetch.fsutil import is_open_for_writing
 from dropfetch.intake import Entry, Kind
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
+from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.jobpaths import job_file
 
 __all__ = ["OPEN_NOTICE_SECONDS", "OpenFiles", "SettleTracker", "Signature"]
 
@@ -208,7 +209,7 @@ class SettleTracker:
             )
 
     def _job_path(self, job_id: str) -> Path:
-        return self.inbox / (job_id + JOB_SUFFIX)
+        return job_file(self.inbox, job_id)
 
     def _signature(self, job_id: str) -> Signature | None:
         try:
