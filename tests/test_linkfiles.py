@@ -9,6 +9,8 @@ import plistlib
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from archives import zip_bytes
 from dropfetch.errors import BadJobError, BadUrlError, NameConflictError
@@ -343,3 +345,35 @@ def test_desktop_application_is_never_run(fault_server, make_daemon, tmp_path):
     sc = d.wait_status("app", "failed")
     assert sc["error"]["code"] == "bad_job" and "Type=Application" in sc["error"]["message"]
     assert not marker.exists() and not fault_server.requests
+
+
+# -- anything at all (property test) ------------------------------------------------
+
+_TEXT = st.text(max_size=80)
+_XML_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=80)
+_LINK_FILES = st.one_of(
+    st.binary(max_size=400),
+    st.builds(lambda v: plistlib.dumps({"URL": v}, fmt=plistlib.FMT_BINARY), _TEXT),
+    st.builds(lambda v: plistlib.dumps({"URL": v}), _XML_TEXT),
+    st.builds(
+        lambda b, n: plistlib.dumps(b, fmt=plistlib.FMT_BINARY)[:n], _TEXT, st.integers(0, 99)
+    ),
+    st.builds(lambda k, v: f"[Desktop Entry]\nType=Link\n{k}={v}\n".encode(), _TEXT, _TEXT),
+    st.builds(
+        lambda a, w: b"[InternetShortcut]\r\nURL=" + a + b"\r\n[InternetShortcut.W]\r\nURL=" + w,
+        st.binary(max_size=60),
+        st.binary(max_size=60),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_LINK_FILES, st.sampled_from([".url", ".webloc", ".desktop"]))
+def test_link_files_raise_only_job_errors(data, suffix):
+    try:
+        spec = parse_job(data, suffix)
+    except (BadJobError, BadUrlError) as exc:
+        message = exc.message
+        assert message
+        return
+    assert spec.url.startswith(("http://", "https://"))
