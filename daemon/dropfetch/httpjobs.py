@@ -166,7 +166,7 @@ def _control(action: Callable[[Config, str], str], config: Config, name: str) ->
 
 def submit_job(req: Request) -> Reply:
     path, content = submit(req.inbox, read_json(req))
-    job_id = path.name[: -len(JOB_SUFFIX)]
+    job_id = job_name(path.name)
     return Reply(HTTPStatus.CREATED, req.front.view(unstarted(job_id, content)))
 
 

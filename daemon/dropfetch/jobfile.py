@@ -108,12 +108,19 @@ def parse_job(data: bytes, suffix: str = JOB_SUFFIX) -> JobSpec:
         )
     if suffix == ".webloc":
         return JobSpec(url=_checked_url(webloc_url(data)))
-    text = _text(data, shortcut_ok=suffix == JOB_SUFFIX)
     if suffix == ".desktop":
-        return JobSpec(url=_checked_url(desktop_url(_utf8(text, data))))
+        return JobSpec(url=_checked_url(desktop_url(_utf8(_text(data), data))))
+    return _parse_url_file(data)
+
+
+def _parse_url_file(data: bytes) -> JobSpec:
+    """A ``.url``: plain, a Windows Internet Shortcut (which may be in the ANSI code
+    page) or YAML."""
+    text = _text(data)
     lines = [line.strip() for line in (text or data.decode("cp1252", "replace")).splitlines()]
     significant = [line for line in lines if line and not line.startswith(("#", ";"))]
     if not significant:
+        _utf8(text, data)  # bytes that are not UTF-8 say so first
         raise BadJobError("the job file is empty; write the URL to download into it")
     first = significant[0]
     if is_shortcut_start(first):
@@ -124,19 +131,17 @@ def parse_job(data: bytes, suffix: str = JOB_SUFFIX) -> JobSpec:
     return JobSpec(url=_checked_url(first))
 
 
-def _text(data: bytes, *, shortcut_ok: bool) -> str | None:
+def _text(data: bytes) -> str | None:
     """A job file's bytes as text: UTF-8 (a BOM is fine); None for bytes that are not
-    UTF-8 when they may be a Windows shortcut in the ANSI code page."""
+    UTF-8 (only a Windows shortcut may be in the ANSI code page: :func:`_utf8`)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise BadJobError("the job file is UTF-16 text; save it as UTF-8 (or plain ASCII)")
     if b"\x00" in data:
         raise BadJobError("the job file contains NUL bytes; it should be a text file with a URL")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        if shortcut_ok:
-            return None
-        raise _not_utf8(exc.start) from None
+    except UnicodeDecodeError:
+        return None
 
 
 def _utf8(text: str | None, data: bytes) -> str:

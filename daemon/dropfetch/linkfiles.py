@@ -8,6 +8,7 @@ from __future__ import annotations
 import plistlib
 import struct
 import xml.parsers.expat
+from collections.abc import Iterator
 
 from dropfetch.errors import BadJobError
 
@@ -112,23 +113,29 @@ def shortcut_url(data: bytes, text: str | None) -> str:
 
 
 def _ini_section(lines: list[str], name: str, *, case: bool) -> dict[str, str] | None:
-    """The keys of the first ``[name]`` section (the first value of a repeated key),
-    keys lower-cased unless ``case``; None when there is no such section."""
+    """The keys of the ``[name]`` section (the first value of a repeated key), names
+    lower-cased unless ``case``; None when there is no such section."""
     found: dict[str, str] | None = None
-    inside = False
+    for section, key, value in _ini_items(lines):
+        if section is None or (section if case else section.lower()) != name:
+            continue
+        found = {} if found is None else found
+        if key:
+            found.setdefault(key if case else key.lower(), value)
+    return found
+
+
+def _ini_items(lines: list[str]) -> Iterator[tuple[str | None, str, str]]:
+    """(section, key, value) of each ``key=value`` line, and (section, "", "") of each
+    section header; comments (``#``, ``;``) and blank lines skipped."""
+    section: str | None = None
     for raw in lines:
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
         if is_shortcut_start(line):
-            title = line[1:-1].strip()
-            if found is not None and inside:
-                return found
-            inside = title == name if case else title.lower() == name
-            if inside:
-                found = {}
-        elif inside and found is not None and "=" in line:
+            section = line[1:-1].strip()
+            yield section, "", ""
+        elif "=" in line:
             key, _, value = line.partition("=")
-            key = key.strip() if case else key.strip().lower()
-            found.setdefault(key, value.strip())
-    return found
+            yield section, key.strip(), value.strip()
