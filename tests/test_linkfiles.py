@@ -5,19 +5,32 @@ Pure parsing first, then the lookup on real directories, then real daemons."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 import plistlib
 import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archives import zip_bytes
+from dropfetch import control
+from dropfetch.config import Config, config_from_mapping
 from dropfetch.errors import BadJobError, BadUrlError, NameConflictError
+from dropfetch.events import EventBus
+from dropfetch.httpapi import HttpFrontEnd
 from dropfetch.intake import Entry, job_id
 from dropfetch.jobfile import job_name, job_suffix, parse_job, split_job_file
-from dropfetch.jobpaths import find_job_files, job_file
+from dropfetch.jobpaths import find_job_files, job_file, job_paths
+from dropfetch.lifecycle import Deadline
 from dropfetch.linkfiles import desktop_url, shortcut_url, webloc_url
+from dropfetch.metrics import Metrics
 from dropfetch.submit import write_job
 from harness import wait_for
 
@@ -377,3 +390,74 @@ def test_link_files_raise_only_job_errors(data, suffix):
         assert message
         return
     assert spec.url.startswith(("http://", "https://"))
+
+
+# -- every place that finds a job's file: control, status, HTTP --------------------
+
+
+def _inbox_config(tmp_path: Path, **extra: object) -> Config:
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    return config_from_mapping({"inbox": "inbox", "outbox": "outbox", **extra}, base=tmp_path)
+
+
+def test_control_finds_link_files(tmp_path):
+    config = _inbox_config(tmp_path)
+    job = config.inbox / "mac.WEBLOC"
+    job.write_bytes(plistlib.dumps({"URL": URL}, fmt=plistlib.FMT_BINARY))
+    assert job_paths(config, "mac").job == job
+    assert "pausing" in control.pause(config, "mac")
+    assert (config.inbox / "mac.pause").is_file()
+    assert "resuming" in control.resume(config, "mac")
+    assert "queued again" in control.retry(config, "mac")
+    assert "removed" in control.delete(config, "mac")
+    assert not job.exists()
+    with pytest.raises(control.UnknownJobError):
+        control.pause(config, "mac")
+
+
+def test_status_command_shows_link_files_pending(tmp_path):
+    config = _inbox_config(tmp_path)
+    (config.inbox / "kde.desktop").write_text(KDE_DESKTOP)
+    (config.inbox / "win.Url").write_bytes(_windows(URL.encode()))
+    (config.inbox / "mac.webloc.part").write_bytes(b"x")  # ignored
+    for args in ((), ("kde", "win")):
+        out = subprocess.run(
+            [sys.executable, "-m", "dropfetch", "status", *args, "--inbox", str(config.inbox)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "100"},
+        )
+        assert out.returncode == 0, out.stderr
+        rows = [line.split() for line in out.stdout.splitlines()[1:]]
+        assert [(r[0], r[1]) for r in rows] == [("kde", "pending"), ("win", "pending")], out.stdout
+
+
+def _http(port: int, method: str, path: str) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_http_get_and_delete_of_link_files(tmp_path):
+    config = _inbox_config(tmp_path, http={"listen": "127.0.0.1:0"})
+    (config.inbox / "mac.webloc").write_bytes(plistlib.dumps({"URL": URL}))
+    (config.inbox / "kde.Desktop").write_text(KDE_DESKTOP)
+    server = HttpFrontEnd(config, Metrics(config.inbox), EventBus())
+    server.start()
+    try:
+        port = server.address[1]
+        for name, job in (("mac", "mac.webloc"), ("kde", "kde.Desktop")):
+            status, sc = _http(port, "GET", f"/archive/{name}")
+            assert status == 200, sc
+            assert (sc["id"], sc["job"], sc["url"], sc["status"]) == (name, job, URL, "queued")
+        status, sc = _http(port, "DELETE", "/archive/mac")
+        assert status == 202 and sc["job"] == "mac.webloc" and sc["status"] == "deleting"
+        assert not (config.inbox / "mac.webloc").exists()
+        assert _http(port, "GET", "/archive/mac")[0] == 404
+    finally:
+        assert server.stop(Deadline(30))
