@@ -324,8 +324,9 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 
 _DESCRIPTION = (
-    "dropfetch turns a directory into a download queue: a job file NAME.url in the inbox "
-    "is downloaded, unpacked safely into outbox/NAME/, and followed in inbox/NAME.status.json."
+    "dropfetch turns a directory into a download queue: a job file NAME.url (or a link "
+    "file NAME.webloc or NAME.desktop) in the inbox is downloaded, unpacked safely into "
+    "outbox/NAME/, and followed in inbox/NAME.status.json."
 )
 
 
@@ -414,7 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", cmd_resume, "go on with a paused job from where it stopped"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("name", metavar="NAME", help="the job's name (its job file is NAME.url)")
+        p.add_argument(
+            "name",
+            metavar="NAME",
+            help="the job's name (its job file is NAME.url, .webloc or .desktop)",
+        )
         _where(p)
         p.set_defaults(func=func)
 
