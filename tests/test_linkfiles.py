@@ -25,12 +25,13 @@ from dropfetch.config import Config, config_from_mapping
 from dropfetch.errors import BadJobError, BadUrlError, NameConflictError
 from dropfetch.events import EventBus
 from dropfetch.httpapi import HttpFrontEnd
-from dropfetch.intake import Entry, job_id
+from dropfetch.intake import Entry, Kind, job_id, scan_all
 from dropfetch.jobfile import job_name, job_suffix, parse_job, split_job_file
 from dropfetch.jobpaths import find_job_files, job_file, job_paths
 from dropfetch.lifecycle import Deadline
 from dropfetch.linkfiles import desktop_url, shortcut_url, webloc_url
 from dropfetch.metrics import Metrics
+from dropfetch.settle import SettleTracker
 from dropfetch.submit import write_job
 from harness import wait_for
 
@@ -461,3 +462,20 @@ def test_http_get_and_delete_of_link_files(tmp_path):
         assert _http(port, "GET", "/archive/mac")[0] == 404
     finally:
         assert server.stop(Deadline(30))
+
+
+def test_a_second_job_file_of_a_name_is_a_change_a_rescan_reports(tmp_path):
+    reports: list[str] = []
+    (tmp_path / "a.webloc").write_bytes(plistlib.dumps({"URL": URL}))
+    (tmp_path / "b.DESKTOP").write_text(KDE_DESKTOP)
+    tracker = SettleTracker(tmp_path, reports.append, settle_time=0, watch_opens=False)
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert sorted(reports) == ["a", "b"]
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert sorted(reports) == ["a", "b"]  # unchanged: not again
+    (tmp_path / "a.desktop").write_text(KDE_DESKTOP)  # a conflict: the run must see it
+    tracker.scanned(*scan_all(tmp_path, recursive=False))
+    assert sorted(reports) == ["a", "a", "b"]
+    (tmp_path / "a.desktop").unlink()
+    tracker.take(Kind.READY, "a")
+    assert sorted(reports) == ["a", "a", "a", "b"]
