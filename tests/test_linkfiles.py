@@ -287,6 +287,12 @@ def test_find_job_files(tmp_path):
     (sub / "b.Url").write_bytes(b"x")
     (sub / "b.URL").write_bytes(b"x")
     assert find_job_files(tmp_path, "s/b") == [sub / "b.URL", sub / "b.Url"]
+    (sub / "c.uRl").write_bytes(b"x")  # a spelling only a listing finds
+    (sub / "c.url.part").write_bytes(b"x")
+    assert find_job_files(tmp_path, "s/c") == [sub / "c.uRl"]
+    assert job_file(tmp_path, "s/c") == sub / "c.uRl"
+    (sub / "c.WebLoc").write_bytes(b"x")
+    assert find_job_files(tmp_path, "s/c") == [sub / "c.WebLoc", sub / "c.uRl"]
 
 
 def test_submit_refuses_a_name_a_link_file_has(tmp_path):

@@ -37,6 +37,12 @@ __all__ = [
     "read_job_of",
 ]
 
+# the steps of find_job_files: what is cheap to look for (an lstat each) before a listing
+_SPELLINGS = (
+    JOB_SUFFIXES,
+    (*(s.upper() for s in JOB_SUFFIXES), *("." + s[1:].capitalize() for s in JOB_SUFFIXES)),
+)
+
 # A job whose tries are cut short this many times max_attempts in a row (the daemon
 # died, or lost the lease, each time) fails: it may be what kills the daemon.
 STARTS_PER_ATTEMPT = 2
@@ -107,12 +113,18 @@ class JobPaths:
 
 def find_job_files(inbox: Path, job_id: str) -> list[Path]:
     """The job files of job ``job_id`` (``NAME.url``, ``.webloc``, ``.desktop``, the
-    suffix in any case). The lower-case spellings are looked for first (an ``lstat``
-    each); only when there is none is the directory listed for another spelling. More
-    than one found at the same step is a name conflict (:func:`read_job_of`)."""
-    found = [p for s in JOB_SUFFIXES if os.path.lexists(p := inbox / (job_id + s))]
-    if found:
-        return found
+    suffix in any case). The spellings are looked for by ``lstat`` in steps: lower
+    case, then upper case and capitalized (``.URL``, ``.Url``); only when none is there
+    is the directory listed for any other spelling. More than one found at the same
+    step is a name conflict (:func:`read_job_of`)."""
+    for spellings in _SPELLINGS:
+        found = [p for s in spellings if os.path.lexists(p := inbox / (job_id + s))]
+        if found:
+            return found
+    return _any_spelling(inbox, job_id)
+
+
+def _any_spelling(inbox: Path, job_id: str) -> list[Path]:
     folder, _, stem = job_id.rpartition("/")
     try:
         with os.scandir(inbox / folder) as it:
