@@ -194,14 +194,22 @@ class Daemon:
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def drop(self, name: str, content: str | bytes, *, directory: Path | None = None) -> Path:
-        """Write ``NAME.url`` the safe way: temporary name, then rename."""
+    def drop(
+        self,
+        name: str,
+        content: str | bytes,
+        *,
+        directory: Path | None = None,
+        suffix: str = ".url",
+    ) -> Path:
+        """Write ``NAME.url`` (or ``NAME`` + ``suffix``) the safe way: temporary name,
+        then rename."""
         inbox = directory or self.inbox
         inbox.mkdir(parents=True, exist_ok=True)
         data = content.encode() if isinstance(content, str) else content
-        tmp = inbox / f".{name}.url.tmp"
+        tmp = inbox / f".{name}{suffix}.tmp"
         tmp.write_bytes(data)
-        target = inbox / f"{name}.url"
+        target = inbox / f"{name}{suffix}"
         tmp.rename(target)
         return target
 

@@ -143,7 +143,13 @@ def test_bad_url(url):
         ("x.part", False),
         ("x.status.json", False),
         (".url", False),
-        ("x.URL", False),
+        ("x.URL", True),  # SPEC §6: suffixes in any case
+        ("x.Webloc", True),
+        ("x.desktop", True),
+        (".x.webloc", False),
+        (".webloc", False),
+        ("x.webloc.tmp", False),
+        ("x.desktop~", False),
         ("x.url.part", False),
     ],
 )

@@ -18,7 +18,7 @@ from dropfetch.errors import (
 from dropfetch.events import JobStarted, Phase, Progress
 from dropfetch.extract import ArchiveFormat, extract, single_file_name, sniff
 from dropfetch.fsutil import publish_dir, remove_tree, require_free_space
-from dropfetch.jobfile import JobSpec, job_name, parse_job
+from dropfetch.jobfile import JobSpec, job_name, job_suffix, parse_job
 from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
 from dropfetch.names import safe_name, staging_name
@@ -98,7 +98,7 @@ class Attempt:
         job_name(run.paths.job.name)
         if isinstance(data, BadJobError):
             raise data  # not a regular file: never opened
-        spec = parse_job(data)
+        spec = parse_job(data, job_suffix(run.paths.job.name))
         board.job_url(redact_url(spec.url))
         config = run.ctx.config
         check_owner(config, run.job_id, None)  # before downloading; again before publishing

@@ -26,7 +26,8 @@ from dropfetch.config import Config, ConfigError, load_config
 from dropfetch.errors import DropfetchError
 from dropfetch.fsutil import display_name
 from dropfetch.intake import scan
-from dropfetch.jobfile import JOB_SUFFIX, PRIORITIES, SIDECAR_SUFFIX
+from dropfetch.jobfile import PRIORITIES, SIDECAR_SUFFIX
+from dropfetch.jobpaths import find_job_files
 from dropfetch.logs import JsonFormatter, TextFormatter, escape
 from dropfetch.status import Sidecar, read_sidecar, read_sidecars
 from dropfetch.submit import derive_name, header_lines, job_content, write_job
@@ -193,7 +194,7 @@ def _listing(config: Config, names: Sequence[str]) -> _Listing:
 
 def _named(inbox: Path, names: Sequence[str]) -> tuple[set[str], list[Sidecar]]:
     """(the job files, the sidecars) of the jobs ``names``."""
-    jobs = {n for n in names if os.path.lexists(inbox / (n + JOB_SUFFIX))}
+    jobs = {n for n in names if find_job_files(inbox, n)}
     found = (read_sidecar(inbox / (n + SIDECAR_SUFFIX)) for n in names)
     return jobs, [s for s in found if s is not None]
 
@@ -327,8 +328,9 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 
 _DESCRIPTION = (
-    "dropfetch turns a directory into a download queue: a job file NAME.url in the inbox "
-    "is downloaded, unpacked safely into outbox/NAME/, and followed in inbox/NAME.status.json."
+    "dropfetch turns a directory into a download queue: a job file NAME.url (or a link "
+    "file NAME.webloc or NAME.desktop) in the inbox is downloaded, unpacked safely into "
+    "outbox/NAME/, and followed in inbox/NAME.status.json."
 )
 
 
@@ -425,7 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", cmd_resume, "go on with a paused job from where it stopped"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("name", metavar="NAME", help="the job's name (its job file is NAME.url)")
+        p.add_argument(
+            "name",
+            metavar="NAME",
+            help="the job's name (its job file is NAME.url, .webloc or .desktop)",
+        )
         _where(p)
         p.set_defaults(func=func)
 

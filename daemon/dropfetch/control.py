@@ -15,8 +15,8 @@ from pathlib import Path
 from dropfetch.config import Config
 from dropfetch.errors import BadJobError
 from dropfetch.fsutil import atomic_write
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
-from dropfetch.jobpaths import is_request, job_paths
+from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.jobpaths import is_request, job_file, job_paths
 from dropfetch.status import FINAL, Status, now_iso, read_sidecar
 
 __all__ = ["ControlError", "UnknownJobError", "delete", "pause", "resume", "retry"]
@@ -31,7 +31,7 @@ class UnknownJobError(ControlError):
 
 
 def _require_job(config: Config, job_id: str) -> None:
-    if not (config.inbox / (job_id + JOB_SUFFIX)).exists():
+    if not job_file(config.inbox, job_id).exists():
         raise UnknownJobError(f"no job named {job_id!r} in {config.inbox}")
 
 
@@ -90,7 +90,7 @@ def resume(config: Config, job_id: str) -> str:
 def delete(config: Config, job_id: str) -> str:
     """Remove the job file; the daemon then removes what the job made."""
     try:
-        (config.inbox / (job_id + JOB_SUFFIX)).unlink()
+        job_file(config.inbox, job_id).unlink()
     except FileNotFoundError:
         raise UnknownJobError(f"no job named {job_id!r} in {config.inbox}") from None
     return f"{job_id}: removed; the daemon removes what it made ({config.on_job_removed})"

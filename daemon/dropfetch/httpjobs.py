@@ -32,8 +32,10 @@ from dropfetch.jobfile import (
     SIDECAR_SUFFIX,
     job_name,
     job_sha256,
+    job_suffix,
     parse_job,
 )
+from dropfetch.jobpaths import job_file
 from dropfetch.status import Sidecar, Status, read_sidecar
 from dropfetch.submit import derive_name, job_document, write_job, write_unique_job
 from dropfetch.urlpolicy import redact_url
@@ -72,17 +74,18 @@ def check_id(name: str) -> str:
 # -- sidecars of jobs the daemon has not taken yet -------------------------------------
 
 
-def unstarted(name: str, data: bytes, status: Status = Status.QUEUED) -> Sidecar:
-    """The sidecar of job ``name`` whose file holds ``data``, before the daemon writes
-    one: the job's identity and redacted URL (None if the file is no valid job), no
-    progress, no host."""
+def unstarted(
+    name: str, data: bytes, status: Status = Status.QUEUED, *, job: str | None = None
+) -> Sidecar:
+    """The sidecar of job ``name`` whose file (``job``: ``NAME.url`` unless said) holds
+    ``data``, before the daemon writes one: the job's identity and redacted URL (None if
+    the file is no valid job), no progress, no host."""
+    job = job or name + JOB_SUFFIX
     try:
-        url: str | None = redact_url(parse_job(data).url)
+        url: str | None = redact_url(parse_job(data, job_suffix(job)).url)
     except DropfetchError:
         url = None
-    return Sidecar(
-        id=name, job=name + JOB_SUFFIX, job_sha256=job_sha256(data), url=url, status=status
-    )
+    return Sidecar(id=name, job=job, job_sha256=job_sha256(data), url=url, status=status)
 
 
 def _job_bytes(path: Path) -> bytes | None:
@@ -99,10 +102,11 @@ def current(inbox: Path, name: str) -> Sidecar:
     """Job ``name``'s sidecar on disk, else the one it starts from; 404 for no job."""
     sc = read_sidecar(inbox / (name + SIDECAR_SUFFIX))
     if sc is None:
-        data = _job_bytes(inbox / (name + JOB_SUFFIX))
+        path = job_file(inbox, name)
+        data = _job_bytes(path)
         if data is None:
             raise Reject(HTTPStatus.NOT_FOUND, f"unknown id {name!r}")
-        sc = unstarted(name, data)
+        sc = unstarted(name, data, job=path.name)
     return sc
 
 
@@ -129,9 +133,11 @@ def get_job(req: Request) -> Reply:
 
 def delete_job(req: Request) -> Reply:
     name = str(req.job_id)
-    data = _job_bytes(req.inbox / (name + JOB_SUFFIX))
+    path = job_file(req.inbox, name)
+    data = _job_bytes(path)
     _control(control.delete, req.front.config, name)
-    return Reply(HTTPStatus.ACCEPTED, req.front.view(unstarted(name, data or b"", Status.DELETING)))
+    sc = unstarted(name, data or b"", Status.DELETING, job=path.name)
+    return Reply(HTTPStatus.ACCEPTED, req.front.view(sc))
 
 
 def control_endpoint(action: str) -> Endpoint:
@@ -160,7 +166,7 @@ def _control(action: Callable[[Config, str], str], config: Config, name: str) ->
 
 def submit_job(req: Request) -> Reply:
     path, content = submit(req.inbox, read_json(req))
-    job_id = path.name[: -len(JOB_SUFFIX)]
+    job_id = job_name(path.name)
     return Reply(HTTPStatus.CREATED, req.front.view(unstarted(job_id, content)))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from dropfetch import control
 from dropfetch.httpanswers import Reject, Reply, Request
 from dropfetch.httpjobs import check_id, current, read_json, submit
-from dropfetch.jobfile import JOB_SUFFIX
+from dropfetch.jobfile import job_name
 from dropfetch.status import Sidecar, Status
 
 __all__ = ["seed_delete", "seed_get", "seed_submit", "seed_view"]
@@ -39,7 +39,7 @@ def seed_submit(req: Request) -> Reply:
     """``POST /arhive`` ``{"url": ...}`` (and the options of ``POST /archive``):
     ``200 {"id": ...}``."""
     path, _ = submit(req.inbox, read_json(req))
-    return Reply(HTTPStatus.OK, {"id": path.name[: -len(JOB_SUFFIX)]})
+    return Reply(HTTPStatus.OK, {"id": job_name(path.name)})
 
 
 def seed_get(req: Request) -> Reply:

@@ -30,7 +30,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from dropfetch.jobfile import JOB_SUFFIX, REQUEST_SUFFIXES, SIDECAR_SUFFIX, is_job_file
+from dropfetch.jobfile import REQUEST_SUFFIXES, SIDECAR_SUFFIX, split_job_file
 
 __all__ = ["EVENT_TYPES", "Entry", "EventQueue", "Kind", "job_id", "scan", "scan_all"]
 
@@ -63,7 +63,7 @@ EVENT_TYPES: list[type[FileSystemEvent]] = [FileMovedEvent, DirMovedEvent, DirCr
 class Entry(enum.Enum):
     """What an inbox entry is to its job."""
 
-    JOB = "job"  # NAME.url
+    JOB = "job"  # NAME.url, NAME.webloc, NAME.desktop (any case)
     SIDECAR = "sidecar"  # NAME.status.json
     REQUEST = "request"  # NAME.pause, NAME.retry (dropfetch pause / retry)
 
@@ -120,8 +120,9 @@ def job_id(inbox: Path, path: str, *, recursive: bool) -> tuple[str, Entry] | No
 
 
 def _bare_id(name: str) -> tuple[str, Entry] | None:
-    if is_job_file(name):
-        return name[: -len(JOB_SUFFIX)], Entry.JOB
+    job = split_job_file(name)
+    if job is not None:
+        return job[0], Entry.JOB
     if name.startswith("."):
         return None  # hidden, and every temporary name
     if name.endswith(SIDECAR_SUFFIX):

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from dropfetch.errors import BadJobError, DropfetchError, fragment
+from dropfetch.linkfiles import desktop_url, is_shortcut_start, shortcut_url, webloc_url
 from dropfetch.names import has_control
 
 __all__ = [
@@ -22,12 +23,15 @@ __all__ = [
     "job_name",
     "job_priority",
     "job_sha256",
+    "job_suffix",
     "parse_job",
+    "split_job_file",
 ]
 
 MAX_JOB_BYTES = 64 * 1024
 MAX_NAME_BYTES = 200
-JOB_SUFFIX = ".url"
+JOB_SUFFIX = ".url"  # what dropfetch writes (submit); the desktops' link files too:
+JOB_SUFFIXES = (JOB_SUFFIX, ".webloc", ".desktop")  # in any case (SPEC §6)
 SIDECAR_SUFFIX = ".status.json"
 # request files beside a job file (``dropfetch pause`` / ``retry``): only their
 # presence as a regular file counts, they are never opened
@@ -57,18 +61,33 @@ class JobSpec:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
+def split_job_file(name: str) -> tuple[str, str] | None:
+    """``NAME.url`` (``.webloc``, ``.desktop``, in any case) -> (NAME, the lower-case
+    suffix); None for any other name and for the SPEC §6 ignore rules."""
+    if name.startswith("."):  # hidden, and every temporary name (fsutil.temp_name)
+        return None
+    lower = name.lower()
+    for suffix in JOB_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix
+    return None
+
+
 def is_job_file(name: str) -> bool:
     """Whether a directory entry is a job file (SPEC §6 ignore rules)."""
-    return (
-        name.endswith(JOB_SUFFIX)
-        and len(name) > len(JOB_SUFFIX)
-        and not name.startswith(".")  # hidden, and every temporary name (fsutil.temp_name)
-    )
+    return split_job_file(name) is not None
+
+
+def job_suffix(filename: str) -> str:
+    """The lower-case suffix of a job file's name (its form: parse_job's ``suffix``)."""
+    split = split_job_file(filename)
+    return JOB_SUFFIX if split is None else split[1]
 
 
 def job_name(filename: str) -> str:
     """``NAME.url`` -> ``NAME``; raises :class:`BadJobError` for an unusable name."""
-    name = filename[: -len(JOB_SUFFIX)]
+    split = split_job_file(filename)
+    name = split[0] if split is not None else filename
     if has_control(name):
         raise BadJobError("the job file's name contains control characters; rename it")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
@@ -82,50 +101,66 @@ def job_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_job(data: bytes) -> JobSpec:
-    """Parse a job file's bytes in any of the three forms. Raises BadJobError/BadUrlError."""
+def parse_job(data: bytes, suffix: str = JOB_SUFFIX) -> JobSpec:
+    """Parse a job file's bytes in any of its forms: a ``.url`` (``suffix``) is plain,
+    an Internet Shortcut or YAML; a ``.webloc`` or ``.desktop`` is the desktop's link
+    file. Raises BadJobError/BadUrlError."""
+    if len(data) > MAX_JOB_BYTES:
+        raise BadJobError(
+            f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; it should hold one URL"
+        )
+    if suffix == ".webloc":
+        return JobSpec(url=_checked_url(webloc_url(data)))
+    if suffix == ".desktop":
+        return JobSpec(url=_checked_url(desktop_url(_utf8(_text(data), data))))
+    return _parse_url_file(data)
+
+
+def _parse_url_file(data: bytes) -> JobSpec:
+    """A ``.url``: plain, a Windows Internet Shortcut (which may be in the ANSI code
+    page) or YAML."""
     text = _text(data)
-    lines = [line.strip() for line in text.splitlines()]
+    lines = [line.strip() for line in (text or data.decode("cp1252", "replace")).splitlines()]
     significant = [line for line in lines if line and not line.startswith(("#", ";"))]
     if not significant:
+        _utf8(text, data)  # bytes that are not UTF-8 say so first
         raise BadJobError("the job file is empty; write the URL to download into it")
     first = significant[0]
-    if first.lower() == "[internetshortcut]" or (first.startswith("[") and first.endswith("]")):
-        return JobSpec(url=_checked_url(_shortcut_url(lines)))
+    if is_shortcut_start(first):
+        return JobSpec(url=_checked_url(shortcut_url(data, text)))
+    text = _utf8(text, data)
     if _YAML_START.match(first):
         return _parse_yaml(text)
     return JobSpec(url=_checked_url(first))
 
 
-def _text(data: bytes) -> str:
-    """A job file's bytes as text: UTF-8 (a BOM is fine), at most MAX_JOB_BYTES."""
-    if len(data) > MAX_JOB_BYTES:
-        raise BadJobError(
-            f"the job file is larger than {MAX_JOB_BYTES // 1024} KiB; it should hold one URL"
-        )
+def _text(data: bytes) -> str | None:
+    """A job file's bytes as text: UTF-8 (a BOM is fine); None for bytes that are not
+    UTF-8 (only a Windows shortcut may be in the ANSI code page: :func:`_utf8`)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise BadJobError("the job file is UTF-16 text; save it as UTF-8 (or plain ASCII)")
     if b"\x00" in data:
         raise BadJobError("the job file contains NUL bytes; it should be a text file with a URL")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadJobError(
-            f"the job file is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
-        ) from None
+    except UnicodeDecodeError:
+        return None
 
 
-def _shortcut_url(lines: list[str]) -> str:
-    """The ``URL=`` of the ``[InternetShortcut]`` section of a Windows .url file."""
-    section = None
-    for line in lines:
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip().lower()
-        elif section == "internetshortcut" and "=" in line:
-            key, _, value = line.partition("=")
-            if key.strip().lower() == "url":
-                return value.strip()
-    raise BadJobError("the Internet Shortcut has no URL= line in its [InternetShortcut] section")
+def _utf8(text: str | None, data: bytes) -> str:
+    """``text``, or the error of bytes that are not UTF-8 (only a shortcut may be ANSI)."""
+    if text is None:
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(exc.start) from None
+    return text
+
+
+def _not_utf8(offset: int) -> BadJobError:
+    return BadJobError(
+        f"the job file is not UTF-8 text (bad byte at offset {offset}); save it as UTF-8"
+    )
 
 
 class _NoAliasLoader(yaml.BaseLoader):

@@ -13,11 +13,13 @@ from dropfetch.errors import BadJobError, IOFailureError, NotRegularFileError
 from dropfetch.fsutil import atomic_write, read_regular
 from dropfetch.jobfile import (
     JOB_SUFFIX,
+    JOB_SUFFIXES,
     MAX_JOB_BYTES,
     PAUSE_SUFFIX,
     RETRY_SUFFIX,
     SIDECAR_SUFFIX,
     job_sha256,
+    split_job_file,
 )
 from dropfetch.leases import lease_key
 from dropfetch.names import parse_staging_name
@@ -26,11 +28,20 @@ __all__ = [
     "STARTS_PER_ATTEMPT",
     "JobPaths",
     "count_start",
+    "find_job_files",
     "identity",
     "is_request",
+    "job_file",
     "job_paths",
     "read_job",
+    "read_job_of",
 ]
+
+# the steps of find_job_files: what is cheap to look for (an lstat each) before a listing
+_SPELLINGS = (
+    JOB_SUFFIXES,
+    (*(s.upper() for s in JOB_SUFFIXES), *("." + s[1:].capitalize() for s in JOB_SUFFIXES)),
+)
 
 # A job whose tries are cut short this many times max_attempts in a row (the daemon
 # died, or lost the lease, each time) fails: it may be what kills the daemon.
@@ -52,6 +63,7 @@ class JobPaths:
     key: str
     pause: Path  # the request files (dropfetch pause, retry) beside the job file
     retry: Path
+    rivals: tuple[str, ...] = ()  # other job files of the same name (a conflict)
 
     def staging_dirs(self) -> list[Path]:
         """Staging directories of this job, from any host."""
@@ -99,12 +111,44 @@ class JobPaths:
                 raise IOFailureError(f"cannot remove {p.name}: {exc}") from exc
 
 
+def find_job_files(inbox: Path, job_id: str) -> list[Path]:
+    """The job files of job ``job_id`` (``NAME.url``, ``.webloc``, ``.desktop``, the
+    suffix in any case). The spellings are looked for by ``lstat`` in steps: lower
+    case, then upper case and capitalized (``.URL``, ``.Url``); only when none is there
+    is the directory listed for any other spelling. More than one found at the same
+    step is a name conflict (:func:`read_job_of`)."""
+    for spellings in _SPELLINGS:
+        found = [p for s in spellings if os.path.lexists(p := inbox / (job_id + s))]
+        if found:
+            return found
+    return _any_spelling(inbox, job_id)
+
+
+def _any_spelling(inbox: Path, job_id: str) -> list[Path]:
+    folder, _, stem = job_id.rpartition("/")
+    try:
+        with os.scandir(inbox / folder) as it:
+            names = sorted(e.name for e in it if e.name.startswith(stem))
+    except OSError:
+        return []
+    return [inbox / folder / n for n in names if (s := split_job_file(n)) and s[0] == stem]
+
+
+def job_file(inbox: Path, job_id: str) -> Path:
+    """The job file of ``job_id`` (the first of a conflict); ``NAME.url`` when there is
+    none."""
+    found = find_job_files(inbox, job_id)
+    return found[0] if found else inbox / (job_id + JOB_SUFFIX)
+
+
 def job_paths(config: Config, job_id: str) -> JobPaths:
     key = lease_key(job_id)
     partial = config.work / "partial" / f"{key}.part"
+    found = find_job_files(config.inbox, job_id)
     return JobPaths(
         id=job_id,
-        job=config.inbox / (job_id + JOB_SUFFIX),
+        job=found[0] if found else config.inbox / (job_id + JOB_SUFFIX),
+        rivals=tuple(p.name for p in found[1:]),
         sidecar=config.inbox / (job_id + SIDECAR_SUFFIX),
         output=config.outbox / job_id,
         partial=partial,
@@ -138,6 +182,18 @@ def read_job(path: Path) -> bytes | BadJobError | None:
             f"{err.message}; only a regular file is read as a job file "
             "(replace it with one that holds the URL)"
         )
+
+
+def read_job_of(paths: JobPaths) -> bytes | BadJobError | None:
+    """:func:`read_job` of the job's file; a name conflict (``a.url`` and ``a.webloc``,
+    or two spellings of a suffix) is the job's error until all but one are gone."""
+    if paths.rivals:
+        names = ", ".join([paths.job.name, *paths.rivals])
+        return BadJobError(
+            f"more than one job file is named {paths.id!r} ({names}); a name is one job: "
+            "remove or rename all but one"
+        )
+    return read_job(paths.job)
 
 
 def identity(data: bytes | BadJobError) -> str:

@@ -23,7 +23,7 @@ from dropfetch.errors import (
     LeaseLostError,
     from_os_error,
 )
-from dropfetch.jobpaths import JobPaths, identity, read_job
+from dropfetch.jobpaths import JobPaths, identity, read_job_of
 from dropfetch.leases import Lease
 from dropfetch.removal import purge, removed
 from dropfetch.retry import next_try
@@ -60,7 +60,7 @@ class JobRun:
         """Read the job file again (the intake saw it change): stop the run if the file
         went away or changed. True when the job needs another look once the run ends."""
         try:
-            data = read_job(self.paths.job)
+            data = read_job_of(self.ctx.paths(self.job_id))  # its file now
         except OSError:
             return False
         if self.job_sha256 is None:
@@ -87,7 +87,7 @@ class JobRun:
         """Read the job file; unless it is finished or another host's, run a try."""
         ctx, paths = self.ctx, self.paths
         try:
-            data = read_job(paths.job)
+            data = read_job_of(paths)
         except OSError as exc:
             logger.warning("%s: cannot read the job file (%s); will look again", self.job_id, exc)
             ctx.queue.put(self.job_id, delay=ctx.config.rescan_interval)

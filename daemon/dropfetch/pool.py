@@ -12,7 +12,7 @@ from dropfetch.download import Downloader
 from dropfetch.events import EventBus
 from dropfetch.intake import scan
 from dropfetch.jobfile import job_priority
-from dropfetch.jobpaths import job_paths, read_job
+from dropfetch.jobpaths import job_paths, read_job_of
 from dropfetch.jobqueue import JobQueue
 from dropfetch.jobrun import JobRun
 from dropfetch.leases import LeaseManager, lease_key
@@ -133,7 +133,7 @@ class WorkerPool:
 
     def _priority(self, job_id: str) -> str:
         try:
-            return job_priority(read_job(job_paths(self.config, job_id).job))
+            return job_priority(read_job_of(job_paths(self.config, job_id)))
         except OSError:
             return "normal"  # the run says why it cannot read the file
 

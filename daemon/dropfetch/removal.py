@@ -14,8 +14,8 @@ from dropfetch.context import JobContext
 from dropfetch.errors import NameConflictError
 from dropfetch.extract import ArchiveFormat
 from dropfetch.fsutil import is_abandoned_temp, remove_tree, temp_name
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
-from dropfetch.jobpaths import JobPaths
+from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.jobpaths import JobPaths, find_job_files
 from dropfetch.leases import lease_key
 from dropfetch.names import parse_staging_name
 from dropfetch.status import Sidecar, StatusBoard, read_sidecar
@@ -38,7 +38,7 @@ def removed(ctx: JobContext, paths: JobPaths) -> None:
         ctx.queue.put(paths.id, delay=ctx.config.lease.ttl / 2)
         return
     try:
-        if os.path.lexists(paths.job):  # it came back meanwhile
+        if find_job_files(ctx.config.inbox, paths.id):  # it came back meanwhile
             ctx.queue.put(paths.id)
             return
         board = ctx.board(paths, sidecar, sidecar.status, lease) if sidecar else None
@@ -218,6 +218,8 @@ def _directory_owner(config: Config, rel: str, *, top: bool, me: str | None) -> 
 
 
 def _job_exists(config: Config, job_id: str, me: str | None) -> bool:
-    return job_id == me or any(
-        os.path.lexists(config.inbox / (job_id + suffix)) for suffix in (JOB_SUFFIX, SIDECAR_SUFFIX)
+    return (
+        job_id == me
+        or os.path.lexists(config.inbox / (job_id + SIDECAR_SUFFIX))
+        or bool(find_job_files(config.inbox, job_id))
     )

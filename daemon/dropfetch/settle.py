@@ -20,13 +20,14 @@ from pathlib import Path
 
 from dropfetch.fsutil import is_open_for_writing
 from dropfetch.intake import Entry, Kind
-from dropfetch.jobfile import JOB_SUFFIX, SIDECAR_SUFFIX
+from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.jobpaths import find_job_files, job_file
 
 __all__ = ["OPEN_NOTICE_SECONDS", "OpenFiles", "SettleTracker", "Signature"]
 
 logger = logging.getLogger(__name__)
 
-Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+Signature = tuple[int, ...]  # size, mtime_ns, ctime_ns, inode of each job file of an id
 # after this long open, the log says once that a job file waits for its writer
 OPEN_NOTICE_SECONDS = 60.0
 
@@ -208,14 +209,19 @@ class SettleTracker:
             )
 
     def _job_path(self, job_id: str) -> Path:
-        return self.inbox / (job_id + JOB_SUFFIX)
+        return job_file(self.inbox, job_id)
 
     def _signature(self, job_id: str) -> Signature | None:
-        try:
-            st = os.lstat(self._job_path(job_id))  # the entry, not a target
-        except OSError:
-            return None
-        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+        """Size, times and inode of each of the job's files (``find_job_files``: a
+        second one, a name conflict, is a change too)."""
+        sig: list[int] = []
+        for path in find_job_files(self.inbox, job_id):
+            try:
+                st = os.lstat(path)  # the entry, not a target
+            except OSError:
+                continue
+            sig += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return tuple(sig) or None
 
     def _send(self, job_id: str, sig: Signature | None, *, force: bool = False) -> None:
         if not force and job_id in self._known and self._known[job_id] == sig:

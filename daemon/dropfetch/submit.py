@@ -14,6 +14,7 @@ import yaml
 from dropfetch.errors import BadJobError, NameConflictError
 from dropfetch.fsutil import temp_name
 from dropfetch.jobfile import JOB_SUFFIX, job_name, parse_job
+from dropfetch.jobpaths import find_job_files
 
 __all__ = [
     "derive_name",
@@ -97,9 +98,11 @@ def _check_name(name: str) -> None:
 
 def write_job(inbox: Path, name: str, content: bytes) -> Path:
     """Write ``inbox/NAME.url``: temporary name, fsync, then a link that never replaces
-    an existing job (NameConflictError if the name is taken)."""
+    an existing job (NameConflictError if the name is taken, by a link file too)."""
     _check_name(name)
     target = inbox / (name + JOB_SUFFIX)
+    if find_job_files(inbox, name):
+        raise NameConflictError(f"a job named {name!r} exists already; choose another name")
     tmp = temp_name(target)
     with open(tmp, "xb") as fh:
         fh.write(content)
