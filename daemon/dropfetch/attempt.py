@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dropfetch.checksums import verify
 from dropfetch.download import Downloader, DownloadResult, Transfer
 from dropfetch.errors import (
     BadJobError,
     CancelledError,
-    ChecksumMismatchError,
     LeaseLostError,
 )
 from dropfetch.events import JobStarted, Phase, Progress
@@ -157,7 +157,7 @@ class Attempt:
     # -- the steps ---------------------------------------------------------------------
 
     def download(self) -> DownloadResult:
-        """Into the partial file (resumed), feeding the stream; verify the SHA-256."""
+        """Into the partial file (resumed), feeding the stream; verify the checksums."""
         spec, run = self.spec, self.run
 
         def progress(t: Transfer) -> None:
@@ -171,16 +171,17 @@ class Attempt:
                 Progress(self.job_id, Phase.DOWNLOAD, t.bytes_done, t.bytes_total, t.speed)
             )
 
+        expected = spec.checksums
         result = self.downloader.fetch(
-            spec.url, self.paths.partial, on_progress=progress, cancel=run.cancel
+            spec.url,
+            self.paths.partial,
+            on_progress=progress,
+            cancel=run.cancel,
+            algorithms=tuple(c.algo for c in expected),
         )
         if run.cancel.is_set():
             raise CancelledError("stopped")
-        if spec.sha256 and result.sha256 != spec.sha256:
-            raise ChecksumMismatchError(
-                f"the download's SHA-256 is {result.sha256}, but the job asks for {spec.sha256}; "
-                "nothing was published (wrong file, or a corrupted download)"
-            )
+        verify(expected, result.digests)
         self.board.downloaded(size=result.size, sha256=result.sha256)
         return result
 

@@ -90,6 +90,7 @@ class DownloadResult:
     path: Path
     size: int
     sha256: str
+    digests: dict[str, str]  # by algorithm: sha256 and those the caller asked for
     url: str  # final URL, after redirects (not redacted: do not log it as is)
     filename: str | None
     resumed_from: int
@@ -103,6 +104,7 @@ class _Call:
     on_progress: Callable[[Transfer], None] | None
     cancel: threading.Event
     watch_cancel: bool  # False: the caller gave no cancel event
+    algorithms: tuple[str, ...] = ()  # digests besides the SHA-256
 
 
 class Downloader:
@@ -135,8 +137,10 @@ class Downloader:
         *,
         on_progress: Callable[[Transfer], None] | None = None,
         cancel: threading.Event | None = None,
+        algorithms: tuple[str, ...] = (),
     ) -> DownloadResult:
-        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows.
+        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows; the
+        result has the SHA-256 and the digests of ``algorithms``.
 
         Raises a :class:`DropfetchError`; the partial file and its ``.meta`` are kept
         whenever a later attempt could resume from them. On success the file is
@@ -148,6 +152,7 @@ class Downloader:
             None if on_progress is None else _shielded(on_progress),
             threading.Event() if cancel is None else cancel,
             watch_cancel=cancel is not None,
+            algorithms=algorithms,
         )
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
@@ -167,7 +172,9 @@ class Downloader:
 
     def _attempt(self, call: _Call, path: Path, *, resume: bool) -> DownloadResult:
         """One request: for the rest of the partial file when it can be resumed."""
-        partial = Partial.load(path, call.url, call.cancel, resume=resume)
+        partial = Partial.load(
+            path, call.url, call.cancel, resume=resume, algorithms=call.algorithms
+        )
         headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
         if partial.validator is not None:
             headers["Range"] = f"bytes={partial.size}-"
@@ -249,6 +256,7 @@ class Downloader:
             path=partial.path,
             size=partial.size,
             sha256=partial.hasher.hexdigest(),
+            digests=partial.hasher.hexdigests(),
             url=final_url,
             filename=result_filename(final_url, resp.headers.get("Content-Disposition")),
             resumed_from=decision.offset,

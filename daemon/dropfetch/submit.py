@@ -40,6 +40,9 @@ def job_content(
     filename: str | None = None,
     keep_archive: bool | None = None,
     priority: str | None = None,
+    checksum: str | None = None,
+    checksum_url: str | None = None,
+    mirrors: list[str] | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
@@ -49,6 +52,9 @@ def job_content(
     options["extract"] = None if extract else False
     options["keep_archive"] = keep_archive
     options["priority"] = None if priority in (None, "normal") else priority
+    options["checksum"] = checksum or None
+    options["checksum_url"] = checksum_url or None
+    options["mirrors"] = list(mirrors) if mirrors else None
     return job_document(url, options)
 
 
