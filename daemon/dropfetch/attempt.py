@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dropfetch.checksumfile import job_checksums
 from dropfetch.checksums import verify
 from dropfetch.download import Downloader, DownloadResult, Transfer
 from dropfetch.errors import (
@@ -171,7 +172,7 @@ class Attempt:
                 Progress(self.job_id, Phase.DOWNLOAD, t.bytes_done, t.bytes_total, t.speed)
             )
 
-        expected = spec.checksums
+        expected = job_checksums(spec, self.downloader, run.cancel)  # before the download
         result = self.downloader.fetch(
             spec.url,
             self.paths.partial,

@@ -28,7 +28,7 @@ import requests
 import urllib3.exceptions
 
 from dropfetch import __version__
-from dropfetch.bodywriter import Body, write_body
+from dropfetch.bodywriter import Body, CancelWatcher, socket_of, write_body
 from dropfetch.config import DownloadConfig
 from dropfetch.errors import (
     BadUrlError,
@@ -40,7 +40,7 @@ from dropfetch.errors import (
     from_os_error,
 )
 from dropfetch.fsutil import require_free_space
-from dropfetch.neterrors import REQUEST_FAILURES, request_error
+from dropfetch.neterrors import REQUEST_FAILURES, read_error, request_error
 from dropfetch.netguard import guarded_session
 from dropfetch.resume import (
     Action,
@@ -169,6 +169,24 @@ class Downloader:
         except (*REQUEST_FAILURES, ValueError) as exc:
             # the last line of defence: each known class is mapped where it arises
             raise _unexpected(exc, partial, redact_url(url)) from None
+
+    def read_small(self, url: str, *, limit: int, cancel: threading.Event) -> bytes:
+        """The whole body of ``url`` (a small file, e.g. a checksum file), at most
+        ``limit`` bytes, with the URL policy, SSRF guard and redirects of :meth:`fetch`."""
+        url = check_url(url)
+        headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
+        resp, final_url = self._open(url, headers)
+        shown = redact_url(final_url)
+        try:
+            if resp.status_code != 200:
+                raise _status_error(resp, shown)
+            with CancelWatcher(cancel, socket_of(resp)):
+                data = _read_capped(resp, limit, shown, self.config.timeout_read)
+        finally:
+            resp.close()
+        if cancel.is_set():
+            raise CancelledError(f"the download of {shown} was cancelled")
+        return data
 
     def _attempt(self, call: _Call, path: Path, *, resume: bool) -> DownloadResult:
         """One request: for the rest of the partial file when it can be resumed."""
@@ -315,6 +333,21 @@ class Downloader:
             ),
         )
         partial.size = write_body(resp, partial, body, self.config)
+
+
+def _read_capped(resp: requests.Response, limit: int, shown: str, timeout: float) -> bytes:
+    """The body, refused (``too_large``) once it is longer than ``limit`` bytes."""
+    data = bytearray()
+    try:
+        while chunk := resp.raw.read(64 * 1024, decode_content=False):
+            data += chunk
+            if len(data) > limit:
+                raise TooLargeError(f"{shown} is larger than {limit} bytes")
+    except DropfetchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to our errors
+        raise read_error(exc, shown, timeout, len(data)) from None
+    return bytes(data)
 
 
 def _next_hop(resp: requests.Response, current: str) -> str:
