@@ -142,3 +142,145 @@ def test_read_small_caps_the_size(fault_server):
         with pytest.raises(HttpStatusError) as info:
             d.read_small(fault_server.url("/none"), limit=10, cancel=cancel)
         assert info.value.code == "http_404"
+
+
+def _servers(n: int, host: str = "127.0.0.1"):
+    from contextlib import ExitStack
+
+    from faultserver import FaultServer
+
+    stack = ExitStack()
+    return stack, [stack.enter_context(FaultServer(host)) for _ in range(n)]
+
+
+def test_mirrors_404_then_503_forever_then_ok(make_daemon):
+    body = os.urandom(100_000)
+    stack, (first, second, third) = _servers(3)
+    with stack:
+        second.add("/pub/tool.bin", body, statuses=[503] * 1000)
+        third.add("/other/name-on-mirror.bin", body)
+        d = make_daemon(download={"max_attempts": 3})
+        mirrors = [
+            second.url("/pub/tool.bin"),
+            third.url("/other/name-on-mirror.bin?token=s3cret"),
+        ]
+        d.drop(
+            "tool",
+            f"url: {first.url('/dl/tool.bin')}\nsha256: {hashlib.sha256(body).hexdigest()}\n"
+            f"mirrors: [{mirrors[0]}, '{mirrors[1]}']\n",
+        )
+        sc = d.wait_status("tool")
+        assert sc["status"] == "ok", sc
+        # the sidecar shows the mirror in use, redacted; the name is the job's URL's
+        assert sc["url"] == third.url("/other/name-on-mirror.bin?***")
+        assert sc["files"] == ["tool.bin"]
+        assert (d.outbox / "tool" / "tool.bin").read_bytes() == body
+        # one try on the 404, max_attempts on the 503, one on the third: per URL
+        assert len(first.requests_for("/dl/tool.bin")) == 1
+        assert len(second.requests_for("/pub/tool.bin")) == 3
+        assert len(third.requests_for("/other/name-on-mirror.bin")) == 1
+        assert sc["attempt"] == 5
+        assert not list((d.work / "partial").iterdir())
+        assert "s3cret" not in d.log()
+
+
+def test_every_mirror_failing_fails_with_the_last_error(make_daemon):
+    stack, (first, second) = _servers(2)
+    with stack:
+        second.add("/x.bin", b"x", statuses=[410])
+        d = make_daemon()
+        d.drop("gone", f"url: {first.url('/x.bin')}\nmirrors: [{second.url('/x.bin')}]\n")
+        sc = d.wait_status("gone")
+        assert sc["status"] == "failed" and sc["error"]["code"] == "http_410", sc
+        assert sc["url"] == second.url("/x.bin") and sc["attempt"] == 2
+        assert not list((d.work / "partial").iterdir())
+
+
+def test_every_hop_of_every_mirror_passes_block_networks(make_daemon):
+    body = b"the file\n" * 100
+    stack, (internal,) = _servers(1)
+    stack2, (outside,) = _servers(1, "127.0.0.2")
+    with stack, stack2:
+        internal.add("/secret", b"internal data")
+        outside.add("/to-internal", redirect_to=internal.url("/secret"))
+        outside.add("/f.txt", body)
+        d = make_daemon(download={"block_networks": ["127.0.0.1/32", "10.0.0.0/8"]})
+        d.drop(
+            "f",
+            f"url: {outside.url('/missing/f.txt')}\nmirrors:\n"
+            f"  - {outside.url('/to-internal')}\n  - http://10.255.255.1/f.txt\n"
+            f"  - {internal.url('/secret')}\n  - {outside.url('/f.txt')}\n",
+        )
+        sc = d.wait_status("f")
+        assert sc["status"] == "ok", sc
+        assert (d.outbox / "f" / "f.txt").read_bytes() == body
+        assert not internal.requests  # neither by the redirect nor as a mirror
+        log = d.log()
+        assert log.count("blocked_address") >= 3, log[-3000:]
+
+
+def test_a_mirror_with_other_bytes_starts_the_file_over(make_daemon):
+    old = os.urandom(400_000)
+    new = os.urandom(400_000)  # the same size, other bytes: another file (another ETag)
+    stack, (first, second) = _servers(2)
+    with stack:
+        # the first breaks off every answer: its tries leave a partial file of its bytes
+        first.add("/f.bin", old, drop_after=100_000, drop_times=1000)
+        second.add("/f.bin", new)
+        d = make_daemon(download={"max_attempts": 2})
+        d.drop(
+            "f",
+            f"url: {first.url('/f.bin')}\nextract: false\n"
+            f"checksum: sha512:{hashlib.sha512(new).hexdigest()}\n"
+            f"mirrors: [{second.url('/f.bin')}]\n",
+        )
+        sc = d.wait_status("f")
+        assert sc["status"] == "ok", sc
+        assert (d.outbox / "f" / "f.bin").read_bytes() == new
+        (asked,) = second.requests_for("/f.bin")
+        assert asked.header("Range") == "bytes=200000-"  # it was asked to continue...
+        assert asked.header("If-Range") == first.resources["/f.bin"].etag  # ...that file
+        # ...and sent its own, whole (200): nothing of the first's bytes is left
+
+
+def test_a_mirror_of_another_size_with_the_same_etag_starts_over(make_daemon):
+    old = os.urandom(400_000)
+    new = os.urandom(500_000)
+    stack, (first, second) = _servers(2)
+    with stack:
+        first.add("/f.bin", old, drop_after=100_000, drop_times=1000)
+        etag = first.resources["/f.bin"].etag
+        second.add("/f.bin", new, headers={"ETag": etag})  # a lying validator
+        d = make_daemon(download={"max_attempts": 2})
+        d.drop(
+            "f",
+            f"url: {first.url('/f.bin')}\nextract: false\n"
+            f"checksum: sha1:{hashlib.sha1(new).hexdigest()}\n"  # noqa: S324
+            f"mirrors: [{second.url('/f.bin')}]\n",
+        )
+        sc = d.wait_status("f")
+        assert sc["status"] == "ok", sc
+        assert (d.outbox / "f" / "f.bin").read_bytes() == new
+        # asked to continue; the 206 of another size is refused and the partial file
+        # dropped; the next try asks for the whole file
+        ranges = [r.header("Range") for r in second.requests_for("/f.bin")]
+        assert ranges == ["bytes=200000-", None], ranges
+
+
+def test_a_mirror_with_the_same_file_continues_it(make_daemon):
+    body = os.urandom(400_000)
+    stack, (first, second) = _servers(2)
+    with stack:
+        first.add("/f.bin", body, drop_after=100_000, drop_times=1000)
+        second.add("/f.bin", body)  # the same bytes: the same strong ETag
+        d = make_daemon(download={"max_attempts": 2})
+        d.drop(
+            "f",
+            f"url: {first.url('/f.bin')}\nextract: false\n"
+            f"sha256: {hashlib.sha256(body).hexdigest()}\nmirrors: [{second.url('/f.bin')}]\n",
+        )
+        sc = d.wait_status("f")
+        assert sc["status"] == "ok", sc
+        assert (d.outbox / "f" / "f.bin").read_bytes() == body
+        (asked,) = second.requests_for("/f.bin")
+        assert asked.header("Range") == "bytes=200000-"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dropfetch.checksumfile import job_checksums
+from dropfetch.checksumfile import job_checksums, url_leaf
 from dropfetch.checksums import verify
 from dropfetch.download import Downloader, DownloadResult, Transfer
 from dropfetch.errors import (
@@ -22,8 +23,10 @@ from dropfetch.fsutil import publish_dir, remove_tree, require_free_space
 from dropfetch.jobfile import JobSpec, job_name, parse_job
 from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
+from dropfetch.mirrors import load_source
 from dropfetch.names import safe_name, staging_name
 from dropfetch.removal import check_owner, publish_lock_names, revoke_staging
+from dropfetch.retry import Source
 from dropfetch.status import FINAL, Status, StatusBoard
 from dropfetch.stream import TarStream
 from dropfetch.testhooks import hook_point
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from dropfetch.jobrun import JobRun
 
 __all__ = ["Attempt"]
+
+NO_MIRROR = Source()  # the job's own URL
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class Attempt:
         downloader: Downloader,
         spec: JobSpec,
         token: Path,
+        *,
+        source: Source = NO_MIRROR,
     ) -> None:
         self.run = run
         self.ctx = run.ctx
@@ -65,6 +72,7 @@ class Attempt:
         self.board = board
         self.downloader = downloader
         self.spec = spec
+        self.source = source  # which of spec.urls this try downloads
         self.token = token
         self._token_left = True  # until the publish removes it
         self.staging = token / "out"
@@ -100,7 +108,8 @@ class Attempt:
         if isinstance(data, BadJobError):
             raise data  # not a regular file: never opened
         spec = parse_job(data)
-        board.job_url(redact_url(spec.url))
+        source = load_source(run.paths, board.sidecar.job_sha256, len(spec.urls))
+        board.job_url(redact_url(spec.urls[source.index]))
         config = run.ctx.config
         check_owner(config, run.job_id, None)  # before downloading; again before publishing
         require_free_space(config.outbox, keep_free=config.min_free_space)
@@ -111,7 +120,7 @@ class Attempt:
         run.ctx.events.publish(JobStarted(run.job_id, attempt))
         token = cls._new_staging(run)
         try:
-            return cls(run, lease, board, downloader, spec, token)
+            return cls(run, lease, board, downloader, spec, token, source=source)
         except BaseException:
             remove_tree(token)
             raise
@@ -174,14 +183,17 @@ class Attempt:
 
         expected = job_checksums(spec, self.downloader, run.cancel)  # before the download
         result = self.downloader.fetch(
-            spec.url,
+            spec.urls[self.source.index],
             self.paths.partial,
             on_progress=progress,
             cancel=run.cancel,
             algorithms=tuple(c.algo for c in expected),
+            same_file=spec.urls,
         )
         if run.cancel.is_set():
             raise CancelledError("stopped")
+        if self.source.index:  # a mirror: the names come from the job's own URL
+            result = replace(result, filename=safe_name(url_leaf(spec.url)) or result.filename)
         verify(expected, result.digests)
         self.board.downloaded(size=result.size, sha256=result.sha256)
         return result
@@ -270,7 +282,7 @@ def stash_partial(job_id: str, paths: JobPaths, token: Path) -> None:
     token (removed with it), so that nothing after the last lease check touches a
     shared path outside the token (a crash before the publish then costs a new
     download, as it always did for a plain file, moved into staging)."""
-    for p in (paths.partial, paths.meta):
+    for p in (paths.partial, paths.meta, paths.mirror):
         try:
             os.replace(p, token / p.name)
         except FileNotFoundError:

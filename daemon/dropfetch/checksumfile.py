@@ -43,6 +43,7 @@ _HINTS = (
     (".b2", "blake2b"),
 )
 _BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+_Entry = tuple[str | None, str, str]  # (BSD tag or None, name, hex)
 _UNESCAPE = {"\\\\": "\\", "\\n": "\n", "\\r": "\r"}
 
 
@@ -54,30 +55,38 @@ def url_leaf(url: str) -> str:
 def find_checksum(text: str, *, name: str, source: str) -> Checksum:
     """The entry for ``name`` in the checksum file ``text``, whose own name is
     ``source``; ``checksum_mismatch`` when it has none (or an unusable one)."""
-    lines = [line for line in text.lstrip("\ufeff").splitlines() if line.strip()]
-    lines = [line for line in lines if not line.lstrip().startswith("#")]
+    lines = _significant(text)
     if len(lines) == 1 and _BARE.fullmatch(lines[0].strip()):
         return _checksum(None, lines[0].strip(), source, name)
-    found = [e for e in map(_entry, lines) if e is not None]
+    entries = _entries_for(name, [e for e in map(_entry, lines) if e is not None])
+    if len({(e[0], e[2].lower()) for e in entries}) > 1:
+        raise ChecksumMismatchError(
+            f"the checksum file {fragment(source)} has different entries for "
+            f"{fragment(name)}; nothing was downloaded"
+        )
+    if not entries:
+        raise ChecksumMismatchError(
+            f"the checksum file {fragment(source)} has no entry for {fragment(name)} (the "
+            "name the download is delivered under: the filename option, else the URL's "
+            "last part); nothing was downloaded"
+        )
+    tag, _, digest = entries[0]
+    return _checksum(tag, digest, source, name)
+
+
+def _entries_for(name: str, found: list[_Entry]) -> list[_Entry]:
+    """The entries of ``name`` (``./name`` too); else those of ``dir/name``."""
     exact = [e for e in found if _plain(e[1]) == name]
-    by_leaf = [e for e in found if _plain(e[1]).rsplit("/", 1)[-1] == name]
-    for entries in (exact, by_leaf):
-        if len({(e[0], e[2].lower()) for e in entries}) > 1:
-            raise ChecksumMismatchError(
-                f"the checksum file {fragment(source)} has different entries for "
-                f"{fragment(name)}; nothing was downloaded"
-            )
-        if entries:
-            tag, _, digest = entries[0]
-            return _checksum(tag, digest, source, name)
-    raise ChecksumMismatchError(
-        f"the checksum file {fragment(source)} has no entry for {fragment(name)} (the name "
-        "the download is delivered under: the filename option, else the URL's last part); "
-        "nothing was downloaded"
-    )
+    return exact or [e for e in found if _plain(e[1]).rsplit("/", 1)[-1] == name]
 
 
-def _entry(line: str) -> tuple[str | None, str, str] | None:
+def _significant(text: str) -> list[str]:
+    """The lines that may be entries: no blank ones, no comments."""
+    lines = [line for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+    return [line for line in lines if not line.lstrip().startswith("#")]
+
+
+def _entry(line: str) -> _Entry | None:
     """(BSD tag or None, name, hex) of one line, or None for another kind of line."""
     line = line.rstrip("\r")
     m = _BSD.fullmatch(line)
@@ -157,5 +166,9 @@ def job_checksums(
     if spec.checksum_url is None:
         return spec.checksums
     name = spec.filename or url_leaf(spec.url)
-    entry = fetch_checksum(downloader, spec.checksum_url, name=name, cancel=cancel)
+    try:
+        entry = fetch_checksum(downloader, spec.checksum_url, name=name, cancel=cancel)
+    except DropfetchError as err:
+        err.mirror_may_help = False  # every URL of the job has this checksum file
+        raise
     return tuple(dict.fromkeys((*spec.checksums, entry)))

@@ -105,6 +105,7 @@ class _Call:
     cancel: threading.Event
     watch_cancel: bool  # False: the caller gave no cancel event
     algorithms: tuple[str, ...] = ()  # digests besides the SHA-256
+    same_file: tuple[str, ...] = ()  # other URLs of the same file (a job's mirrors)
 
 
 class Downloader:
@@ -138,8 +139,10 @@ class Downloader:
         on_progress: Callable[[Transfer], None] | None = None,
         cancel: threading.Event | None = None,
         algorithms: tuple[str, ...] = (),
+        same_file: tuple[str, ...] = (),
     ) -> DownloadResult:
-        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows; the
+        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows (also a
+        partial file of another URL in ``same_file``: see :func:`resume.resumable`); the
         result has the SHA-256 and the digests of ``algorithms``.
 
         Raises a :class:`DropfetchError`; the partial file and its ``.meta`` are kept
@@ -153,6 +156,7 @@ class Downloader:
             threading.Event() if cancel is None else cancel,
             watch_cancel=cancel is not None,
             algorithms=algorithms,
+            same_file=same_file,
         )
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
@@ -191,7 +195,12 @@ class Downloader:
     def _attempt(self, call: _Call, path: Path, *, resume: bool) -> DownloadResult:
         """One request: for the rest of the partial file when it can be resumed."""
         partial = Partial.load(
-            path, call.url, call.cancel, resume=resume, algorithms=call.algorithms
+            path,
+            call.url,
+            call.cancel,
+            resume=resume,
+            algorithms=call.algorithms,
+            same_file=call.same_file,
         )
         headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
         if partial.validator is not None:

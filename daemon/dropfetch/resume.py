@@ -110,10 +110,19 @@ def write_meta(path: Path, meta: Meta) -> None:
         raise from_os_error(exc, "writing the download's resume data") from None
 
 
-def resumable(meta: Meta | None, url: str) -> bool:
+def resumable(meta: Meta | None, url: str, same_file: Iterable[str] = ()) -> bool:
     """Whether a partial file with ``meta`` may be continued for ``url``: the same URL,
-    and a validator that lets the server tell whether its file is still the same."""
-    return meta is not None and meta.url == url and meta.validator is not None
+    and a validator that lets the server tell whether its file is still the same. A
+    partial file of another URL of the same file (``same_file``: a job's mirrors) only
+    with a strong ETag: a date says nothing about another server's file; the server
+    answers a different ETag with the whole file (200), and a 206 of another size is
+    refused (:func:`decide`), so two files are never spliced."""
+    if meta is None or meta.validator is None:
+        return False
+    if meta.url == url:
+        return True
+    strong = meta.etag is not None and meta.validator == meta.etag
+    return strong and meta.url in same_file
 
 
 # --- the partial file -----------------------------------------------------------------
@@ -139,12 +148,13 @@ class Partial:
         *,
         resume: bool,
         algorithms: Iterable[str] = (),
+        same_file: Iterable[str] = (),
     ) -> Partial:
         """The partial file at ``path`` for ``url``: re-hashed when it can be resumed,
         else removed (with its metadata), so the download starts from zero."""
         partial = cls(path, hasher=Digests(algorithms))
         meta = read_meta(meta_path(path)) if resume else None
-        if resumable(meta, url):
+        if resumable(meta, url, same_file):
             partial.size = _rehash(path, partial.hasher, cancel)
             partial.meta = meta
         if partial.size == 0:
