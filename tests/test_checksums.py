@@ -89,3 +89,26 @@ def test_resumed_partial_is_rehashed_with_every_algorithm(tmp_path):
     assert partial.hasher.hexdigests()["blake2b"] == digest("blake2b", DATA[:1000])
     partial.restart()
     assert partial.hasher.hexdigests()["blake2b"] == hashlib.blake2b().hexdigest()
+
+
+def test_checksum_url_and_mirrors_options():
+    from dropfetch.errors import BadUrlError
+
+    m1, m2 = "https://m1.example/a.iso", "https://m2.example/b/a.iso"
+    spec = parse_job(f"url: {URL}\nchecksum_url: {URL}.sha256\nmirrors: [{m1}, {m2}]\n".encode())
+    assert spec.checksum_url == URL + ".sha256"
+    assert spec.mirrors == (m1, m2) and spec.urls == (URL, m1, m2)
+    assert parse_job(f"url: {URL}\nmirrors: {m1}\n".encode()).mirrors == (m1,)
+    bad = [
+        ("mirrors: {a: 1}", BadJobError, "list of URLs"),
+        ("mirrors: [[x]]", BadJobError, "list of URLs"),
+        ("mirrors: [" + ", ".join([m1] * 21) + "]", BadJobError, "more than 20"),
+        ("mirrors: [ftp://m.example/a]", BadUrlError, "http"),
+        ("mirrors: ['https://m.example/a b']", BadJobError, "percent-encode"),
+        ("checksum_url: [x]", BadJobError, "checksum_url must be a URL"),
+        ("checksum_url: file:///etc/passwd", BadUrlError, "http"),
+    ]
+    for line, kind, words in bad:
+        with pytest.raises(kind) as info:
+            parse_job(f"url: {URL}\n{line}\n".encode())
+        assert words in info.value.message, line

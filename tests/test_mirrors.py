@@ -110,13 +110,14 @@ def test_the_source_beside_the_partial_file(tmp_path):
     (tmp_path / "c.yaml").write_text(f"inbox: {tmp_path}/in\noutbox: {tmp_path}/out\n")
     paths = job_paths(load_config(tmp_path / "c.yaml"), "job")
     paths.partial.parent.mkdir(parents=True)
-    assert load_source(paths, "sha1", 3) == Source()
+    assert load_source(paths, "sha1", 3, attempts=7) == Source()
     save_source(paths, "sha1", Source(2, 7))
-    assert load_source(paths, "sha1", 3) == Source(2, 7)
-    assert load_source(paths, "another job file", 3) == Source()
-    assert load_source(paths, "sha1", 2) == Source()  # the job file has fewer URLs now
+    assert load_source(paths, "sha1", 3, attempts=7) == Source(2, 7)
+    assert load_source(paths, "another job file", 3, attempts=7) == Source()
+    assert load_source(paths, "sha1", 2, attempts=7) == Source()  # the job file has fewer URLs now
+    assert load_source(paths, "sha1", 3, attempts=6) == Source()  # the count was reset
     paths.mirror.write_text("{not json")
-    assert load_source(paths, "sha1", 3) == Source()
+    assert load_source(paths, "sha1", 3, attempts=7) == Source()
     save_source(paths, "sha1", Source(1, 1))
     paths.drop_partial()
     assert not paths.mirror.exists()

@@ -108,7 +108,10 @@ class Attempt:
         if isinstance(data, BadJobError):
             raise data  # not a regular file: never opened
         spec = parse_job(data)
-        source = load_source(run.paths, board.sidecar.job_sha256, len(spec.urls))
+        sidecar = board.sidecar
+        source = load_source(
+            run.paths, sidecar.job_sha256, len(spec.urls), attempts=sidecar.attempt
+        )
         board.job_url(redact_url(spec.urls[source.index]))
         config = run.ctx.config
         check_owner(config, run.job_id, None)  # before downloading; again before publishing

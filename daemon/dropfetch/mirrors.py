@@ -20,16 +20,17 @@ __all__ = ["load_source", "next_mirror", "save_source"]
 logger = logging.getLogger(__name__)
 
 
-def load_source(paths: JobPaths, job_sha: str, urls: int) -> Source:
-    """The URL in use for the job file ``job_sha`` with ``urls`` URLs: the job's own
-    unless a try moved on to a mirror (a state of another job file does not count)."""
+def load_source(paths: JobPaths, job_sha: str, urls: int, *, attempts: int) -> Source:
+    """The URL in use for the job file ``job_sha`` with ``urls`` URLs and ``attempts``
+    failed tries so far: the job's own unless a try moved on to a mirror (a state of
+    another job file, or from before the count was reset, does not count)."""
     try:
         data = json.loads(paths.mirror.read_bytes())
         index, base = int(data["index"]), int(data["base"])
         same = data.get("job_sha256") == job_sha
     except (OSError, ValueError, TypeError, KeyError):
         return Source()
-    if not same or not 0 <= index < urls or base < 0:
+    if not same or not 0 <= index < urls or not 0 <= base <= attempts:
         return Source()
     return Source(index, base)
 
