@@ -72,6 +72,9 @@ SAMPLES: dict[str, Any] = {
     "filename": "t.tgz",
     "priority": "high",  # when the job file parser knows it
     "headers": {"Authorization": "Bearer t0ken", "Cookie": "a=1"},
+    "checksum": "sha512:" + "cd" * 64,
+    "checksum_url": "https://example.org/x/SHA256SUMS",
+    "mirrors": ["https://mirror.example/x/t.tar.gz"],
 }
 
 

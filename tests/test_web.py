@@ -250,6 +250,12 @@ def test_job_options_reach_the_job_file(page, fault_server):
     driver.find_element(By.ID, "opt-filename").send_keys("kept-as-is.tar")
     tarred = tar_bytes({"inner.txt": data})
     driver.find_element(By.ID, "opt-sha256").send_keys(hashlib.sha256(tarred).hexdigest())
+    sha512 = hashlib.sha512(tarred).hexdigest()
+    fault_server.add("/SHA512SUMS", f"{sha512}  kept-as-is.tar\n".encode())  # the filename's
+    driver.find_element(By.ID, "opt-checksum").send_keys(f"sha512:{sha512}")
+    driver.find_element(By.ID, "opt-checksum-url").send_keys(fault_server.url("/SHA512SUMS"))
+    mirrors = [fault_server.url("/m1/raw.tar"), fault_server.url("/m2/raw.tar")]
+    driver.find_element(By.ID, "opt-mirrors").send_keys("\n".join(mirrors))
     Select(driver.find_element(By.ID, "opt-extract")).select_by_value("false")
     driver.find_element(By.ID, "opt-keep").click()
     priority = "priority" in OPTIONS  # the queue lane's option, once it is there
@@ -261,6 +267,9 @@ def test_job_options_reach_the_job_file(page, fault_server):
     want = {"extract": False, "filename": "kept-as-is.tar", "keep_archive": True}
     assert {k: job.get(k) for k in want} == want, job
     assert job["sha256"] == hashlib.sha256(tarred).hexdigest()
+    assert job["checksum"] == f"sha512:{sha512}"
+    assert job["checksum_url"] == fault_server.url("/SHA512SUMS")
+    assert job["mirrors"] == mirrors
     assert job.get("priority") == ("high" if priority else None)
     assert job["headers"] == {"X-Token": "t:1", "Cookie": "a=1"}
     assert d.output_files("with options") == ["kept-as-is.tar"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dropfetch.checksumfile import job_checksums, url_leaf
+from dropfetch.checksums import verify
 from dropfetch.download import Downloader, DownloadResult, Transfer
 from dropfetch.errors import (
     BadJobError,
     CancelledError,
-    ChecksumMismatchError,
     LeaseLostError,
 )
 from dropfetch.events import JobStarted, Phase, Progress
@@ -21,8 +23,10 @@ from dropfetch.fsutil import publish_dir, remove_tree, require_free_space
 from dropfetch.jobfile import JobSpec, job_name, job_suffix, parse_job
 from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
+from dropfetch.mirrors import load_source
 from dropfetch.names import safe_name, staging_name
 from dropfetch.removal import check_owner, publish_lock_names, revoke_staging
+from dropfetch.retry import Source
 from dropfetch.status import FINAL, Status, StatusBoard
 from dropfetch.stream import TarStream
 from dropfetch.testhooks import hook_point
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from dropfetch.jobrun import JobRun
 
 __all__ = ["Attempt"]
+
+NO_MIRROR = Source()  # the job's own URL
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,8 @@ class Attempt:
         downloader: Downloader,
         spec: JobSpec,
         token: Path,
+        *,
+        source: Source = NO_MIRROR,
     ) -> None:
         self.run = run
         self.ctx = run.ctx
@@ -64,6 +72,7 @@ class Attempt:
         self.board = board
         self.downloader = downloader
         self.spec = spec
+        self.source = source  # which of spec.urls this try downloads
         self.token = token
         self._token_left = True  # until the publish removes it
         self.staging = token / "out"
@@ -99,7 +108,11 @@ class Attempt:
         if isinstance(data, BadJobError):
             raise data  # not a regular file: never opened
         spec = parse_job(data, job_suffix(run.paths.job.name))
-        board.job_url(redact_url(spec.url))
+        sidecar = board.sidecar
+        source = load_source(
+            run.paths, sidecar.job_sha256, len(spec.urls), attempts=sidecar.attempt
+        )
+        board.job_url(redact_url(spec.urls[source.index]))
         config = run.ctx.config
         check_owner(config, run.job_id, None)  # before downloading; again before publishing
         require_free_space(config.outbox, keep_free=config.min_free_space)
@@ -110,7 +123,7 @@ class Attempt:
         run.ctx.events.publish(JobStarted(run.job_id, attempt))
         token = cls._new_staging(run)
         try:
-            return cls(run, lease, board, downloader, spec, token)
+            return cls(run, lease, board, downloader, spec, token, source=source)
         except BaseException:
             remove_tree(token)
             raise
@@ -157,7 +170,7 @@ class Attempt:
     # -- the steps ---------------------------------------------------------------------
 
     def download(self) -> DownloadResult:
-        """Into the partial file (resumed), feeding the stream; verify the SHA-256."""
+        """Into the partial file (resumed), feeding the stream; verify the checksums."""
         spec, run = self.spec, self.run
 
         def progress(t: Transfer) -> None:
@@ -171,20 +184,21 @@ class Attempt:
                 Progress(self.job_id, Phase.DOWNLOAD, t.bytes_done, t.bytes_total, t.speed)
             )
 
+        expected = job_checksums(spec, self.downloader, run.cancel)  # before the download
         result = self.downloader.fetch(
-            spec.url,
+            spec.urls[self.source.index],
             self.paths.partial,
             on_progress=progress,
             cancel=run.cancel,
+            algorithms=tuple(c.algo for c in expected),
+            same_file=spec.urls,
             headers=spec.headers,
         )
         if run.cancel.is_set():
             raise CancelledError("stopped")
-        if spec.sha256 and result.sha256 != spec.sha256:
-            raise ChecksumMismatchError(
-                f"the download's SHA-256 is {result.sha256}, but the job asks for {spec.sha256}; "
-                "nothing was published (wrong file, or a corrupted download)"
-            )
+        if self.source.index:  # a mirror: the names come from the job's own URL
+            result = replace(result, filename=safe_name(url_leaf(spec.url)) or result.filename)
+        verify(expected, result.digests)
         self.board.downloaded(size=result.size, sha256=result.sha256)
         return result
 
@@ -272,7 +286,7 @@ def stash_partial(job_id: str, paths: JobPaths, token: Path) -> None:
     token (removed with it), so that nothing after the last lease check touches a
     shared path outside the token (a crash before the publish then costs a new
     download, as it always did for a plain file, moved into staging)."""
-    for p in (paths.partial, paths.meta):
+    for p in (paths.partial, paths.meta, paths.mirror):
         try:
             os.replace(p, token / p.name)
         except FileNotFoundError:

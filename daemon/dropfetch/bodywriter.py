@@ -30,7 +30,7 @@ from dropfetch.fsutil import start_writeback
 from dropfetch.neterrors import read_error
 from dropfetch.resume import Partial
 
-__all__ = ["BackgroundHasher", "Body", "CancelWatcher", "SpeedMeter", "write_body"]
+__all__ = ["BackgroundHasher", "Body", "CancelWatcher", "SpeedMeter", "socket_of", "write_body"]
 
 CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 16 * 1024
@@ -66,7 +66,7 @@ def write_body(
     of the file. The file is fsynced; ``partial.hasher`` has seen every byte."""
     fd = _open_at(partial)
     try:
-        copy = _Copy(config, partial, body, _socket_of(resp))
+        copy = _Copy(config, partial, body, socket_of(resp))
         background = (
             BackgroundHasher(partial.hasher, fd)
             if body.length is None or body.length > BACKGROUND_HASH_ABOVE
@@ -126,7 +126,7 @@ def _release(resp: requests.Response, received: int) -> None:
             resp.raw.release_conn()
 
 
-def _socket_of(resp: requests.Response) -> socket.socket | None:
+def socket_of(resp: requests.Response) -> socket.socket | None:
     conn = getattr(resp.raw, "connection", None)
     sock = getattr(conn, "sock", None)
     return sock if isinstance(sock, socket.socket) else None

@@ -164,6 +164,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 keep_archive=args.keep_archive,
                 priority=args.priority,
                 headers=header_lines(args.header),
+                checksum=args.checksum,
+                checksum_url=args.checksum_url,
+                mirrors=args.mirror,
             )
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
@@ -385,6 +388,22 @@ def _add_submit(sub: Any) -> None:
         metavar="'NAME: VALUE'",
         help="an extra request header (repeatable), e.g. 'Authorization: Bearer ...'; "
         "sent to the URL's origin only",
+    )
+    p.add_argument(
+        "--checksum",
+        metavar="ALGO:HEX",
+        help="the download's expected digest (sha256, sha512, sha1, md5, blake2b)",
+    )
+    p.add_argument(
+        "--checksum-url",
+        metavar="URL",
+        help="a checksum file (SHA256SUMS, x.sha512...) with the download's entry",
+    )
+    p.add_argument(
+        "--mirror",
+        metavar="URL",
+        action="append",
+        help="another URL of the same file, tried when the URL fails (repeatable)",
     )
     _where(p)
     p.set_defaults(func=cmd_submit)

@@ -28,7 +28,7 @@ import requests
 import urllib3.exceptions
 
 from dropfetch import __version__
-from dropfetch.bodywriter import Body, write_body
+from dropfetch.bodywriter import Body, CancelWatcher, socket_of, write_body
 from dropfetch.config import DownloadConfig
 from dropfetch.credentials import Credentials, load_netrc, request_headers
 from dropfetch.errors import (
@@ -41,7 +41,7 @@ from dropfetch.errors import (
     from_os_error,
 )
 from dropfetch.fsutil import require_free_space
-from dropfetch.neterrors import REQUEST_FAILURES, request_error
+from dropfetch.neterrors import REQUEST_FAILURES, read_error, request_error
 from dropfetch.netguard import guarded_session
 from dropfetch.resume import (
     Action,
@@ -91,6 +91,7 @@ class DownloadResult:
     path: Path
     size: int
     sha256: str
+    digests: dict[str, str]  # by algorithm: sha256 and those the caller asked for
     url: str  # final URL, after redirects (not redacted: do not log it as is)
     filename: str | None
     resumed_from: int
@@ -105,6 +106,8 @@ class _Call:
     cancel: threading.Event
     watch_cancel: bool  # False: the caller gave no cancel event
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the job's own
+    algorithms: tuple[str, ...] = ()  # digests besides the SHA-256
+    same_file: tuple[str, ...] = ()  # other URLs of the same file (a job's mirrors)
 
 
 class Downloader:
@@ -141,8 +144,12 @@ class Downloader:
         on_progress: Callable[[Transfer], None] | None = None,
         cancel: threading.Event | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        algorithms: tuple[str, ...] = (),
+        same_file: tuple[str, ...] = (),
     ) -> DownloadResult:
-        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows.
+        """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows (also a
+        partial file of another URL in ``same_file``: see :func:`resume.resumable`); the
+        result has the SHA-256 and the digests of ``algorithms``.
 
         ``headers`` (the job's own, often credentials) and the netrc's credentials go
         with every request to the URL's origin, never to another one after a redirect.
@@ -158,6 +165,8 @@ class Downloader:
             threading.Event() if cancel is None else cancel,
             watch_cancel=cancel is not None,
             headers=headers,
+            algorithms=algorithms,
+            same_file=same_file,
         )
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
@@ -175,9 +184,34 @@ class Downloader:
             # the last line of defence: each known class is mapped where it arises
             raise _unexpected(exc, partial, redact_url(url)) from None
 
+    def read_small(self, url: str, *, limit: int, cancel: threading.Event) -> bytes:
+        """The whole body of ``url`` (a small file, e.g. a checksum file), at most
+        ``limit`` bytes, with the URL policy, SSRF guard and redirects of :meth:`fetch`."""
+        url = check_url(url)
+        headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
+        resp, final_url = self._open(_Call(url, None, cancel, watch_cancel=True), headers)
+        shown = redact_url(final_url)
+        try:
+            if resp.status_code != 200:
+                raise _status_error(resp, shown)
+            with CancelWatcher(cancel, socket_of(resp)):
+                data = _read_capped(resp, limit, shown, self.config.timeout_read)
+        finally:
+            resp.close()
+        if cancel.is_set():
+            raise CancelledError(f"the download of {shown} was cancelled")
+        return data
+
     def _attempt(self, call: _Call, path: Path, *, resume: bool) -> DownloadResult:
         """One request: for the rest of the partial file when it can be resumed."""
-        partial = Partial.load(path, call.url, call.cancel, resume=resume)
+        partial = Partial.load(
+            path,
+            call.url,
+            call.cancel,
+            resume=resume,
+            algorithms=call.algorithms,
+            same_file=call.same_file,
+        )
         headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
         if partial.validator is not None:
             headers["Range"] = f"bytes={partial.size}-"
@@ -267,6 +301,7 @@ class Downloader:
             path=partial.path,
             size=partial.size,
             sha256=partial.hasher.hexdigest(),
+            digests=partial.hasher.hexdigests(),
             url=final_url,
             filename=result_filename(final_url, resp.headers.get("Content-Disposition")),
             resumed_from=decision.offset,
@@ -336,6 +371,21 @@ def _credentials(config: DownloadConfig) -> Credentials:
     except ValueError as exc:
         logger.error("download.netrc: %s; downloads go without its credentials", exc)
         return {}
+
+
+def _read_capped(resp: requests.Response, limit: int, shown: str, timeout: float) -> bytes:
+    """The body, refused (``too_large``) once it is longer than ``limit`` bytes."""
+    data = bytearray()
+    try:
+        while chunk := resp.raw.read(64 * 1024, decode_content=False):
+            data += chunk
+            if len(data) > limit:
+                raise TooLargeError(f"{shown} is larger than {limit} bytes")
+    except DropfetchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to our errors
+        raise read_error(exc, shown, timeout, len(data)) from None
+    return bytes(data)
 
 
 def _next_hop(resp: requests.Response, current: str) -> str:

@@ -18,6 +18,7 @@ class DropfetchError(Exception):
 
     code = "io_error"
     retryable = False
+    mirror_may_help = True  # False: another URL of the same file fails alike (dropfetch.retry)
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from dropfetch.checksums import Checksum, parse_checksum
 from dropfetch.errors import BadJobError, DropfetchError, fragment
 from dropfetch.linkfiles import desktop_url, is_shortcut_start, shortcut_url, webloc_url
 from dropfetch.names import has_control
@@ -28,6 +30,7 @@ __all__ = [
     "split_job_file",
 ]
 
+T = TypeVar("T")
 MAX_JOB_BYTES = 64 * 1024
 MAX_NAME_BYTES = 200
 JOB_SUFFIX = ".url"  # what dropfetch writes (submit); the desktops' link files too:
@@ -43,7 +46,21 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _YAML_START = re.compile(r"^(---|\{|[A-Za-z_][A-Za-z0-9_]*\s*:(\s|$))")
 # Every key a YAML job file may have (``url`` and the options): ``submit`` and the HTTP
 # front end accept exactly these, so an option added here needs no change there
-OPTIONS = frozenset({"url", "sha256", "extract", "keep_archive", "filename", "priority", "headers"})
+OPTIONS = frozenset(
+    {
+        "url",
+        "sha256",
+        "checksum",
+        "checksum_url",
+        "mirrors",
+        "extract",
+        "keep_archive",
+        "filename",
+        "priority",
+        "headers",
+    }
+)
+MAX_MIRRORS = 20
 PRIORITIES = ("high", "normal", "low")  # the order jobs are taken in (dropfetch.jobqueue)
 
 
@@ -59,6 +76,20 @@ class JobSpec:
     priority: str = "normal"  # high | normal | low: the order waiting jobs are taken in
     # extra request headers (often credentials): never shown, not even by repr()
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    checksum: Checksum | None = None  # ``checksum: ALGO:HEX``
+    checksum_url: str | None = None  # a checksum file with the download's entry
+    mirrors: tuple[str, ...] = ()  # more URLs of the same file, tried in order
+
+    @property
+    def checksums(self) -> tuple[Checksum, ...]:
+        """What the download must match: ``sha256`` and ``checksum``, either or both."""
+        given = (Checksum("sha256", self.sha256) if self.sha256 else None, self.checksum)
+        return tuple(dict.fromkeys(c for c in given if c is not None))
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The job's URL, then its mirrors."""
+        return (self.url, *self.mirrors)
 
 
 def split_job_file(name: str) -> tuple[str, str] | None:
@@ -195,20 +226,55 @@ def _parse_yaml(text: str) -> JobSpec:
     sha = doc.get("sha256")
     if sha is not None and (not isinstance(sha, str) or not _HEX64.match(sha.strip())):
         raise BadJobError("option sha256 must be 64 hexadecimal digits")
-    extract = _boolean(doc, "extract", "auto", extra=("auto",))
-    keep = _boolean(doc, "keep_archive", None)
-    filename = doc.get("filename")
-    if filename is not None:
-        filename = _checked_filename(filename)
-    return JobSpec(
+    spec = JobSpec(
         headers=job_headers(doc.get("headers")),
         priority=_priority(doc.get("priority", "normal")),
         url=_checked_url(url),
         sha256=sha.strip().lower() if isinstance(sha, str) else None,
-        extract=extract is not False,
-        keep_archive=keep,
-        filename=filename,
+        extract=_boolean(doc, "extract", "auto", extra=("auto",)) is not False,
+        keep_archive=_boolean(doc, "keep_archive", None),
+        filename=_optional(doc, "filename", _checked_filename),
+        checksum=_optional(doc, "checksum", parse_checksum),
+        checksum_url=_optional(doc, "checksum_url", _option_url("checksum_url")),
+        mirrors=_mirrors(doc.get("mirrors")),
     )
+    _check_checksums(spec)
+    return spec
+
+
+def _optional(doc: dict[str, Any], key: str, check: Callable[[Any], T]) -> T | None:
+    value = doc.get(key)
+    return None if value is None else check(value)
+
+
+def _option_url(key: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise BadJobError(f"option {key} must be a URL")
+        return _checked_url(value)
+
+    return check
+
+
+def _mirrors(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadJobError("option mirrors must be a list of URLs")
+    if len(value) > MAX_MIRRORS:
+        raise BadJobError(f"option mirrors has more than {MAX_MIRRORS} URLs")
+    return tuple(_checked_url(v) for v in value)
+
+
+def _check_checksums(spec: JobSpec) -> None:
+    """``sha256`` and a ``checksum`` of sha256 must say the same."""
+    c = spec.checksum
+    if spec.sha256 and c is not None and c.algo == "sha256" and c.hex != spec.sha256:
+        raise BadJobError(
+            "options sha256 and checksum disagree about the download's SHA-256; give one"
+        )
 
 
 # RFC 9110 token characters

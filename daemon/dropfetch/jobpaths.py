@@ -76,6 +76,11 @@ class JobPaths:
         except FileNotFoundError:
             return []
 
+    @property
+    def mirror(self) -> Path:
+        """Which of the job's URLs its tries use (:mod:`dropfetch.mirrors`)."""
+        return self.partial.with_name(f"{self.key}.mirror")
+
     def forget_starts(self) -> None:
         try:
             self.starts.unlink()
@@ -101,8 +106,9 @@ class JobPaths:
                 p.unlink(missing_ok=True)
 
     def drop_partial(self) -> None:
-        """Remove the partial download, its resume data and the start count."""
-        for p in (self.partial, self.meta, self.starts):
+        """Remove the partial download, its resume data, the start count and the URL
+        in use."""
+        for p in (self.partial, self.meta, self.starts, self.mirror):
             try:
                 p.unlink()
             except FileNotFoundError:

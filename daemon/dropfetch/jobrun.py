@@ -25,8 +25,9 @@ from dropfetch.errors import (
 )
 from dropfetch.jobpaths import JobPaths, identity, read_job_of
 from dropfetch.leases import Lease
+from dropfetch.mirrors import next_mirror
 from dropfetch.removal import purge, removed
-from dropfetch.retry import next_try
+from dropfetch.retry import Source, plan_retry
 from dropfetch.status import Sidecar, Status, StatusBoard, now_iso, read_sidecar
 
 __all__ = ["JobRun"]
@@ -185,19 +186,21 @@ class JobRun:
         if opened is None:
             return
         board, previous = opened
+        attempt: Attempt | None = None  # None: the try did not get as far as a URL
         try:
-            Attempt.begin(self, lease, board, downloader, data, previous).run_steps()
+            attempt = Attempt.begin(self, lease, board, downloader, data, previous)
+            attempt.run_steps()
         except LeaseLostError as exc:
             logger.error("%s: lost the lease; stopping without publishing (%s)", self.job_id, exc)
             self.ctx.look_again(self.job_id)
         except CancelledError:
             self._cancelled(board)
         except DropfetchError as err:
-            self._error(board, err)
+            self._error(board, err, attempt)
         except OSError as exc:
             if not self.ctx.inbox_present(self.job_id):
                 return  # the partial file is kept for when the inbox is back
-            self._error(board, from_os_error(exc, "writing the output"))
+            self._error(board, from_os_error(exc, "writing the output"), attempt)
         except Exception as exc:  # a bug, not the job's fault: tried again, then failed
             logger.exception("%s: internal error (a bug in dropfetch)", self.job_id)
             self._error(
@@ -207,26 +210,34 @@ class JobRun:
                     "again, and fails once its attempts are used up. The daemon's log has the "
                     "details: please report it"
                 ),
+                attempt,
             )
 
-    def _error(self, board: StatusBoard, err: DropfetchError) -> None:
+    def _error(self, board: StatusBoard, err: DropfetchError, attempt: Attempt | None) -> None:
         sc = board.sidecar
-        retry = next_try(
+        urls = attempt.spec.urls if attempt is not None else ()
+        source = attempt.source if attempt is not None else Source()
+        retry = plan_retry(
             err,
             attempt=sc.attempt,
             counted=sc.status is Status.DOWNLOADING,
             config=self.ctx.config.download,
             draw=random.random(),
+            source=source,
+            urls=len(urls),
         )
         if retry is not None:
-            logger.warning(
-                "%s: attempt %d failed (%s: %s); next try in %.1f s",
-                self.job_id,
-                retry.attempt,
-                err.code,
-                err.message,
-                retry.delay,
-            )
+            if retry.source != source:
+                next_mirror(self.paths, board, err, urls, retry.source)
+            else:
+                logger.warning(
+                    "%s: attempt %d failed (%s: %s); next try in %.1f s",
+                    self.job_id,
+                    retry.attempt,
+                    err.code,
+                    err.message,
+                    retry.delay,
+                )
             board.retry_at(retry.delay, err, attempt=retry.attempt)
             self.paths.forget_starts()
             self.ctx.queue.put(self.job_id, delay=retry.delay)

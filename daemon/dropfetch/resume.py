@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from dropfetch.checksums import Digests
 from dropfetch.errors import CancelledError, from_os_error
 from dropfetch.fsutil import atomic_write
 
@@ -110,10 +110,19 @@ def write_meta(path: Path, meta: Meta) -> None:
         raise from_os_error(exc, "writing the download's resume data") from None
 
 
-def resumable(meta: Meta | None, url: str) -> bool:
+def resumable(meta: Meta | None, url: str, same_file: Iterable[str] = ()) -> bool:
     """Whether a partial file with ``meta`` may be continued for ``url``: the same URL,
-    and a validator that lets the server tell whether its file is still the same."""
-    return meta is not None and meta.url == url and meta.validator is not None
+    and a validator that lets the server tell whether its file is still the same. A
+    partial file of another URL of the same file (``same_file``: a job's mirrors) only
+    with a strong ETag: a date says nothing about another server's file; the server
+    answers a different ETag with the whole file (200), and a 206 of another size is
+    refused (:func:`decide`), so two files are never spliced."""
+    if meta is None or meta.validator is None:
+        return False
+    if meta.url == url:
+        return True
+    strong = meta.etag is not None and meta.validator == meta.etag
+    return strong and meta.url in same_file
 
 
 # --- the partial file -----------------------------------------------------------------
@@ -122,20 +131,30 @@ def resumable(meta: Meta | None, url: str) -> bool:
 @dataclass(slots=True)
 class Partial:
     """A partial download: its path, its resume metadata, the bytes on disk that the next
-    request continues (``size``) and the SHA-256 of those bytes so far."""
+    request continues (``size``) and the digests of those bytes so far (SHA-256, and the
+    ``algorithms`` a job's checksum asks for)."""
 
     path: Path
     meta: Meta | None = None  # set only while size > 0
     size: int = 0
-    hasher: Any = field(default_factory=hashlib.sha256)
+    hasher: Digests = field(default_factory=Digests)
 
     @classmethod
-    def load(cls, path: Path, url: str, cancel: threading.Event, *, resume: bool) -> Partial:
+    def load(
+        cls,
+        path: Path,
+        url: str,
+        cancel: threading.Event,
+        *,
+        resume: bool,
+        algorithms: Iterable[str] = (),
+        same_file: Iterable[str] = (),
+    ) -> Partial:
         """The partial file at ``path`` for ``url``: re-hashed when it can be resumed,
         else removed (with its metadata), so the download starts from zero."""
-        partial = cls(path)
+        partial = cls(path, hasher=Digests(algorithms))
         meta = read_meta(meta_path(path)) if resume else None
-        if resumable(meta, url):
+        if resumable(meta, url, same_file):
             partial.size = _rehash(path, partial.hasher, cancel)
             partial.meta = meta
         if partial.size == 0:
@@ -161,7 +180,7 @@ class Partial:
         """Forget the bytes on disk: the next body is the whole file."""
         self.size = 0
         self.meta = None
-        self.hasher = hashlib.sha256()
+        self.hasher = self.hasher.fresh()
 
     def discard(self) -> None:
         """Remove the partial file and its metadata, and :meth:`restart`."""
@@ -171,7 +190,7 @@ class Partial:
         self.restart()
 
 
-def _rehash(partial: Path, hasher: Any, cancel: threading.Event) -> int:
+def _rehash(partial: Path, hasher: Digests, cancel: threading.Event) -> int:
     """Feed the partial file's bytes to ``hasher``; return its size (0 if none)."""
     buf = bytearray(READ_CHUNK)
     view = memoryview(buf)

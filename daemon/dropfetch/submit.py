@@ -49,6 +49,9 @@ def job_content(
     keep_archive: bool | None = None,
     priority: str | None = None,
     headers: Mapping[str, str] | None = None,
+    checksum: str | None = None,
+    checksum_url: str | None = None,
+    mirrors: list[str] | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
@@ -59,6 +62,9 @@ def job_content(
     options["keep_archive"] = keep_archive
     options["priority"] = None if priority in (None, "normal") else priority
     options["headers"] = dict(headers) if headers else None
+    options["checksum"] = checksum or None
+    options["checksum_url"] = checksum_url or None
+    options["mirrors"] = list(mirrors) if mirrors else None
     return job_document(url, options)
 
 

@@ -361,6 +361,10 @@ function options() {
   if (text("opt-name")) opts.name = text("opt-name");
   if (text("opt-filename")) opts.filename = text("opt-filename");
   if (text("opt-sha256")) opts.sha256 = text("opt-sha256");
+  if (text("opt-checksum")) opts.checksum = text("opt-checksum");
+  if (text("opt-checksum-url")) opts.checksum_url = text("opt-checksum-url");
+  const mirrors = urlLines($("opt-mirrors").value);
+  if (mirrors.length) opts.mirrors = mirrors;
   if ($("opt-extract").value !== "auto") opts.extract = $("opt-extract").value === "true";
   if ($("opt-keep").checked) opts.keep_archive = true;
   if ($("opt-priority").value !== "normal") opts.priority = $("opt-priority").value;
