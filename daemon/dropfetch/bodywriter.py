@@ -2,11 +2,12 @@
 
 :func:`write_body` streams the body to disk from the partial file's end on, hashing it
 as it goes, counting bytes against ``download.max_size`` (headers are never trusted
-alone), keeping to ``download.rate_limit``, rechecking free space, reporting progress
-and giving up at once when the job is cancelled. Its helpers: :class:`SpeedMeter` (the
-moving average of the speed), :class:`CancelWatcher` (shuts the socket down on cancel,
-so a blocked read returns) and :class:`BackgroundHasher` (hashing on a second thread
-for large bodies).
+alone), keeping to ``download.rate_limit`` and to the daemon's shared
+``download.rate_limit_total`` (:class:`~dropfetch.ratelimit.RateLimiter`), rechecking
+free space, reporting progress and giving up at once when the job is cancelled. Its
+helpers: :class:`SpeedMeter` (the moving average of the speed), :class:`CancelWatcher`
+(shuts the socket down on cancel, so a blocked read returns) and
+:class:`BackgroundHasher` (hashing on a second thread for large bodies).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dropfetch.config import DownloadConfig
 from dropfetch.errors import CancelledError, NetworkError, TooLargeError, from_os_error
 from dropfetch.fsutil import start_writeback
 from dropfetch.neterrors import read_error
+from dropfetch.ratelimit import RateLimiter
 from dropfetch.resume import Partial
 
 __all__ = ["BackgroundHasher", "Body", "CancelWatcher", "SpeedMeter", "socket_of", "write_body"]
@@ -54,6 +56,7 @@ class Body:
     watch_cancel: bool  # shut the socket down on cancel (False: nobody cancels)
     on_chunk: Callable[[int, float | None], None] | None  # (bytes in the file, speed)
     check_space: Callable[[], None]  # raises DiskFullError when free space runs out
+    limiter: RateLimiter | None = None  # download.rate_limit_total, shared by all transfers
 
 
 def write_body(
@@ -168,13 +171,16 @@ class _Copy:
                     data = data[os.write(fd, data) :]
             except OSError as exc:
                 raise from_os_error(exc, "writing the download") from None
-            self._after_chunk()
+            self._after_chunk(len(data))
 
     def _read(self, raw: Any) -> memoryview | None:
         """The next piece of the body; None at its end."""
         if self.body.cancel.is_set():
             raise self.cancelled()
         want = self.chunk
+        grant = None if self.body.limiter is None else self.body.limiter.grant_size()
+        if grant is not None:
+            want = min(want, grant)  # small turns: fair between transfers
         if self.body.length is not None:
             want = min(want, self.body.length - self.received)
             if want <= 0:
@@ -194,17 +200,18 @@ class _Copy:
             return None
         return data
 
-    def _after_chunk(self) -> None:
+    def _after_chunk(self, n: int) -> None:
         if self.received >= self.next_disk_check:
             self.next_disk_check += DISK_CHECK_EVERY
             self.body.check_space()
         now = time.monotonic()
         if self.body.on_chunk is not None:
             self.body.on_chunk(self.done, self.meter.add(now, self.done))
-        if self.config.rate_limit is not None:
-            ahead = self.received / self.config.rate_limit - (now - self.started)
-            if ahead > 0 and self.body.cancel.wait(ahead):
-                raise self.cancelled()
+        wait = 0.0 if self.body.limiter is None else self.body.limiter.reserve(n)
+        if self.config.rate_limit is not None:  # the stricter of the two limits wins
+            wait = max(wait, self.received / self.config.rate_limit - (now - self.started))
+        if wait > 0 and self.body.cancel.wait(wait):
+            raise self.cancelled()
 
 
 class SpeedMeter:

@@ -74,7 +74,8 @@ class DownloadConfig:
     backoff_max: float = 300.0
     max_size: int = 20 * 1024**3
     max_redirects: int = 10
-    rate_limit: int | None = None
+    rate_limit: int | None = None  # bytes/s per job
+    rate_limit_total: int | None = None  # bytes/s for the whole daemon, shared by jobs
     user_agent: str | None = None
     netrc: Path | None = None  # credentials per host (checked at start)
     proxy: str | None = None  # http://[user:pass@]host:port; may hold a secret: never log it
@@ -332,6 +333,8 @@ def _download(r: _Reader) -> DownloadConfig:
     rate = r.size("rate_limit", None, nullable=True)
     if rate == 0:
         raise r.fail("rate_limit", "must be more than 0 bytes/s, or null for no limit")
+    # 0 or null: no cap for the whole daemon
+    rate_total = r.size("rate_limit_total", None, nullable=True) or None
     out = DownloadConfig(
         timeout_connect=r.number("timeout_connect", d.timeout_connect, strict_min=True),
         timeout_read=r.number("timeout_read", d.timeout_read, strict_min=True),
@@ -341,6 +344,7 @@ def _download(r: _Reader) -> DownloadConfig:
         max_size=r.size("max_size", d.max_size) or d.max_size,
         max_redirects=r.number("max_redirects", d.max_redirects, integer=True),
         rate_limit=rate,
+        rate_limit_total=rate_total,
         user_agent=r.string("user_agent", None),
         netrc=_netrc(r),
         proxy=_proxy(r),

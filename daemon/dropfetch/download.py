@@ -43,6 +43,7 @@ from dropfetch.errors import (
 from dropfetch.fsutil import require_free_space
 from dropfetch.neterrors import REQUEST_FAILURES, read_error, request_error
 from dropfetch.netguard import guarded_session
+from dropfetch.ratelimit import RateLimiter
 from dropfetch.resume import (
     Action,
     Answer,
@@ -118,8 +119,15 @@ class Downloader:
     used from several threads for plain GETs.
     """
 
-    def __init__(self, config: DownloadConfig, *, min_free_space: int = 0) -> None:
+    def __init__(
+        self,
+        config: DownloadConfig,
+        *,
+        min_free_space: int = 0,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.config = config
+        self.limiter = limiter  # download.rate_limit_total: one for the whole daemon
         self.min_free_space = min_free_space
         self.user_agent = config.user_agent or f"dropfetch/{__version__}"
         self.session = guarded_session(
@@ -358,6 +366,7 @@ class Downloader:
             check_space=lambda: require_free_space(
                 partial.path.parent, keep_free=self.min_free_space, shown=shown
             ),
+            limiter=self.limiter,
         )
         partial.size = write_body(resp, partial, body, self.config)
 

@@ -17,6 +17,7 @@ from dropfetch.jobqueue import JobQueue
 from dropfetch.jobrun import JobRun
 from dropfetch.leases import LeaseManager, lease_key
 from dropfetch.lifecycle import Deadline
+from dropfetch.ratelimit import RateLimiter
 from dropfetch.removal import clean_own_debris
 from dropfetch.testhooks import worker_bug
 
@@ -53,6 +54,8 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._names = itertools.count(1)
         self._publish_locks = NameLocks()  # owner check and publish, per outbox name
+        # download.rate_limit_total: one bucket for every worker's transfers
+        self.limiter = RateLimiter(config.download.rate_limit_total)
 
     def context(self) -> JobContext:
         """What a run that starts now works with (the configuration of this moment)."""
@@ -107,8 +110,10 @@ class WorkerPool:
             return sorted(self._running)
 
     def apply(self, config: Config) -> None:
-        """SIGHUP: runs that start from now on get ``config``; running ones keep theirs."""
+        """SIGHUP: runs that start from now on get ``config``; running ones keep theirs,
+        except for ``download.rate_limit_total`` (the shared limiter), which they follow."""
         self.config = config
+        self.limiter.set_rate(config.download.rate_limit_total)  # running transfers too
         self.resize(config.workers)
 
     # -- intake ----------------------------------------------------------------------
@@ -156,7 +161,7 @@ class WorkerPool:
                     self._spawn()
 
     def _work(self) -> None:
-        downloader = _WorkerDownloader()
+        downloader = _WorkerDownloader(self.limiter)
         try:
             while not self._stopping.is_set():
                 if self._retiring():
@@ -220,8 +225,9 @@ class WorkerPool:
 class _WorkerDownloader:
     """A worker's one downloader (its HTTP session), renewed when a run's settings differ."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: RateLimiter) -> None:
         self._downloader: Downloader | None = None
+        self._limiter = limiter
 
     def for_config(self, config: Config) -> Downloader:
         d = self._downloader
@@ -231,7 +237,9 @@ class _WorkerDownloader:
             d.close()  # SIGHUP changed its settings
             d = None
         if d is None:
-            d = Downloader(config.download, min_free_space=config.min_free_space)
+            d = Downloader(
+                config.download, min_free_space=config.min_free_space, limiter=self._limiter
+            )
             self._downloader = d
         return d
 
