@@ -158,8 +158,9 @@ class _Copy:
 
     def run(self, raw: Any, fd: int, digest: Callable[[memoryview], object]) -> None:
         while (data := self._read(raw)) is not None:
-            self.received += len(data)
-            self.done += len(data)
+            n = len(data)
+            self.received += n
+            self.done += n
             if self.done > self.config.max_size:
                 raise TooLargeError(
                     f"{self.body.shown} sent more than download.max_size "
@@ -171,7 +172,7 @@ class _Copy:
                     data = data[os.write(fd, data) :]
             except OSError as exc:
                 raise from_os_error(exc, "writing the download") from None
-            self._after_chunk(len(data))
+            self._after_chunk(n)
 
     def _read(self, raw: Any) -> memoryview | None:
         """The next piece of the body; None at its end."""
