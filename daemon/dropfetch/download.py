@@ -120,11 +120,7 @@ class Downloader:
     """
 
     def __init__(
-        self,
-        config: DownloadConfig,
-        *,
-        min_free_space: int = 0,
-        limiter: RateLimiter | None = None,
+        self, config: DownloadConfig, *, min_free_space: int = 0, limiter: RateLimiter | None = None
     ) -> None:
         self.config = config
         self.limiter = limiter  # download.rate_limit_total: one for the whole daemon
@@ -244,16 +240,7 @@ class Downloader:
                 return resp, current
             target = _next_hop(resp, current)
             redirects += 1
-            if target in seen:
-                raise BadUrlError(
-                    f"too many redirects: a redirect loop at {redact_url(target)} "
-                    f"(started from {redact_url(url)})"
-                )
-            if redirects > self.config.max_redirects:
-                raise BadUrlError(
-                    f"too many redirects: more than {self.config.max_redirects} "
-                    f"(download.max_redirects) starting from {redact_url(url)}"
-                )
+            _check_hop(url, target, seen, redirects, self.config.max_redirects)
             seen.add(target)
             logger.debug(
                 "redirect %d: %s -> %s", redirects, redact_url(current), redact_url(target)
@@ -395,6 +382,20 @@ def _read_capped(resp: requests.Response, limit: int, shown: str, timeout: float
     except Exception as exc:  # noqa: BLE001 - mapped to our errors
         raise read_error(exc, shown, timeout, len(data)) from None
     return bytes(data)
+
+
+def _check_hop(url: str, target: str, seen: set[str], redirects: int, most: int) -> None:
+    """Raise BadUrlError for a redirect loop or one redirect too many."""
+    if target in seen:
+        raise BadUrlError(
+            f"too many redirects: a redirect loop at {redact_url(target)} "
+            f"(started from {redact_url(url)})"
+        )
+    if redirects > most:
+        raise BadUrlError(
+            f"too many redirects: more than {most} "
+            f"(download.max_redirects) starting from {redact_url(url)}"
+        )
 
 
 def _next_hop(resp: requests.Response, current: str) -> str:
