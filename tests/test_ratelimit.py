@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from archives import tar_bytes
-from dropfetch.config import Config, ConfigError, config_from_mapping
+from dropfetch.config import Config, ConfigError, DownloadConfig, config_from_mapping
+from dropfetch.download import Downloader
+from dropfetch.errors import CancelledError
 from dropfetch.events import Event, JobFinished, Phase, PhaseEnded, Progress
 from dropfetch.leases import LeaseManager
 from dropfetch.lifecycle import Deadline
@@ -237,3 +239,36 @@ def test_sighup_changes_the_cap_of_running_downloads(
         assert pool.stop(Deadline(30))
     sidecar = watch.finished["big"].sidecar
     assert sidecar is not None and sidecar.status is Status.OK
+
+
+def test_cancel_does_not_wait_out_the_shared_limit(
+    tmp_path: Path,
+    fault_server: FaultServer,  # noqa: F811
+) -> None:
+    """The bucket owes ten minutes; a cancel during the wait ends the download at once
+    (the wait is on the cancel event), keeping the partial file."""
+    fault_server.add("/slow", os.urandom(2 * 1024 * 1024))
+    limiter = RateLimiter(16 * 1024)
+    limiter.reserve(600 * 16 * 1024)  # other transfers' debt: ten minutes
+    cancel = threading.Event()
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        config = DownloadConfig(block_networks=(), timeout_connect=5, timeout_read=5)
+        with Downloader(config, limiter=limiter) as d:
+            try:
+                d.fetch(
+                    fault_server.url("/slow"),
+                    tmp_path / "slow.part",
+                    on_progress=lambda _t: cancel.set(),
+                    cancel=cancel,
+                )
+            except CancelledError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the cancel waited for the limiter"
+    assert len(errors) == 1 and cancel.is_set()
+    assert (tmp_path / "slow.part").stat().st_size > 0
