@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -272,3 +273,25 @@ def test_cancel_does_not_wait_out_the_shared_limit(
     assert not thread.is_alive(), "the cancel waited for the limiter"
     assert len(errors) == 1 and cancel.is_set()
     assert (tmp_path / "slow.part").stat().st_size > 0
+
+
+def test_sighup_lifts_the_cap_of_a_running_daemon(
+    fault_server: FaultServer,  # noqa: F811
+    make_daemon: Any,
+) -> None:
+    """End to end: 8 MiB at 32 KiB/s would take four minutes, longer than the wait; a
+    SIGHUP that sets ``rate_limit_total: null`` lets the running download finish."""
+    fault_server.add("/big.tar", tar_bytes({"f.bin": os.urandom(8 * 1024 * 1024)}))
+    d = make_daemon(download={"rate_limit_total": "32KiB"})
+    d.drop("big", fault_server.url("/big.tar"))
+
+    def downloading() -> bool:
+        sidecar = d.sidecar("big")
+        return bool(sidecar and sidecar["status"] == "downloading" and sidecar["bytes_done"])
+
+    wait_for(downloading, message="the capped download to run")
+    d.config["download"]["rate_limit_total"] = None
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log(), message="the reload")
+    assert d.wait_status("big")["status"] == "ok"
