@@ -1,0 +1,192 @@
+"""Segmented downloads (dropfetch.segments) against real fault servers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dropfetch.config import DownloadConfig
+from dropfetch.download import Downloader, Transfer
+from dropfetch.errors import CancelledError
+from dropfetch.resume import meta_path, read_meta
+from dropfetch.segments import Segment, plan, range_problem
+from faultserver import FaultServer, fault_server  # noqa: F401 - the fixture
+from harness import wait_for
+
+MIB = 1024 * 1024
+CONFIG = DownloadConfig(
+    block_networks=(), timeout_connect=5, timeout_read=10, segment_min_size=256 * 1024
+)
+DATA = os.urandom(4 * MIB + 1234)
+
+
+@pytest.fixture
+def dl() -> Iterator[Downloader]:
+    d = Downloader(CONFIG)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def srv(fault_server: FaultServer) -> FaultServer:  # noqa: F811 - pytest fixture
+    return fault_server
+
+
+def ranged(srv: FaultServer, path: str) -> list[str]:
+    return [r.header("Range") or "" for r in srv.requests_for(path) if r.header("Range")]
+
+
+# --- the pure parts ------------------------------------------------------------------
+
+
+def test_plan_splits_evenly_and_caps() -> None:
+    segs = plan(10, 4, 1, 8)
+    assert [(s.first, s.last) for s in segs] == [(0, 2), (3, 5), (6, 7), (8, 9)]
+    assert len(plan(100, 8, 1, 3)) == 3  # max_connections_per_host
+    assert len(plan(100, 8, 40, 8)) == 2  # segment_min_size
+    assert len(plan(10, 8, 40, 8)) == 1
+
+
+def test_range_problem() -> None:
+    seg = Segment(100, 199, done=50)
+    assert range_problem(206, "bytes 150-199/1000", "50", seg, 1000) is None
+    assert "status 200" in (range_problem(200, None, "1000", seg, 1000) or "")
+    assert range_problem(206, "bytes 151-199/1000", "49", seg, 1000) is not None
+    assert range_problem(206, "bytes 150-199/1001", "50", seg, 1000) is not None
+    assert range_problem(206, "bytes 150-199/1000", "49", seg, 1000) is not None
+    assert range_problem(206, "bytes 150-199/1000", None, seg, 1000) is not None
+
+
+# --- downloads -----------------------------------------------------------------------
+
+
+def test_four_segments_byte_identical(srv: FaultServer, dl: Downloader, tmp_path: Path) -> None:
+    res = srv.add("/f.bin", DATA, rate=2 * MIB)
+    seen: list[Transfer] = []
+    part = tmp_path / "f.part"
+    result = dl.fetch(
+        srv.url("/f.bin"), part, on_progress=seen.append, segments=4, algorithms=("sha512",)
+    )
+    assert part.read_bytes() == DATA
+    assert result.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert result.digests["sha512"] == hashlib.sha512(DATA).hexdigest()
+    asked = ranged(srv, "/f.bin")
+    assert len(asked) == 3 and all(r.startswith("bytes=") and not r.endswith("-") for r in asked)
+    for r in srv.requests_for("/f.bin"):
+        if r.header("Range"):
+            assert r.header("If-Range") == res.etag
+    assert len(srv.requests_for("/f.bin")) == 4
+    assert seen and all(t.bytes_total == len(DATA) for t in seen)
+    assert max(t.bytes_done for t in seen) <= len(DATA)
+    # segment 0 stops reading at its end: what the server sent past it is in flight only
+    assert len(DATA) <= res.bytes_sent <= 1.1 * len(DATA)
+    assert read_meta(meta_path(part)) is not None
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        {"validators": False},
+        {"headers": {"ETag": 'W/"weak"'}},
+        {"headers": {"Accept-Ranges": "none"}},
+        {"chunked": True},
+    ],
+    ids=["no-etag", "weak-etag", "no-accept-ranges", "chunked"],
+)
+def test_one_stream_without_a_strong_validator(
+    srv: FaultServer, dl: Downloader, tmp_path: Path, behaviour: dict[str, object]
+) -> None:
+    srv.add("/f.bin", DATA, **behaviour)
+    part = tmp_path / "f.part"
+    result = dl.fetch(srv.url("/f.bin"), part, segments=4)
+    assert part.read_bytes() == DATA and result.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert len(srv.requests_for("/f.bin")) == 1
+
+
+@pytest.mark.parametrize(
+    "behaviour", [{"ignore_range": True}, {"wrong_content_range": True}], ids=["200", "wrong-cr"]
+)
+def test_bad_segment_answer_falls_back_from_the_start(
+    srv: FaultServer, dl: Downloader, tmp_path: Path, behaviour: dict[str, object]
+) -> None:
+    res = srv.add("/f.bin", DATA, **behaviour)
+    part = tmp_path / "f.part"
+    result = dl.fetch(srv.url("/f.bin"), part, segments=4, algorithms=("sha512",))
+    assert part.read_bytes() == DATA
+    assert result.digests["sha512"] == hashlib.sha512(DATA).hexdigest()
+    last = srv.requests_for("/f.bin")[-1]
+    assert last.header("Range") is None  # the fallback: one stream from byte 0
+    assert res.bytes_sent >= len(DATA)
+
+
+def test_small_file_gets_one_stream(srv: FaultServer, dl: Downloader, tmp_path: Path) -> None:
+    srv.add("/s.bin", b"x" * 1000)
+    part = tmp_path / "s.part"
+    dl.fetch(srv.url("/s.bin"), part, segments=4)
+    assert part.read_bytes() == b"x" * 1000
+    assert len(srv.requests_for("/s.bin")) == 1
+
+
+def test_cancel_stops_every_segment(srv: FaultServer, dl: Downloader, tmp_path: Path) -> None:
+    srv.add("/f.bin", DATA, rate=200_000)
+    cancel = threading.Event()
+    part = tmp_path / "f.part"
+
+    def progress(t: Transfer) -> None:
+        if t.bytes_done > 200_000:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        dl.fetch(srv.url("/f.bin"), part, on_progress=progress, cancel=cancel, segments=4)
+    meta = read_meta(meta_path(part))
+    assert meta is not None and len(meta.segments) == 4
+    assert 0 < sum(s[2] for s in meta.segments) < len(DATA)
+    assert not [t for t in threading.enumerate() if "-s" in t.name and t.is_alive()]
+
+
+def test_resume_each_segment(srv: FaultServer, dl: Downloader, tmp_path: Path) -> None:
+    res = srv.add("/f.bin", DATA, rate=400_000)
+    cancel = threading.Event()
+    part = tmp_path / "f.part"
+
+    def progress(t: Transfer) -> None:
+        if t.bytes_done > len(DATA) // 3:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        dl.fetch(srv.url("/f.bin"), part, on_progress=progress, cancel=cancel, segments=4)
+    wait_for(lambda: res.bytes_sent > 0, message="bytes sent")
+    res.rate = None
+    result = dl.fetch(srv.url("/f.bin"), part, segments=4, algorithms=("sha512",))
+    assert part.read_bytes() == DATA
+    assert result.digests["sha512"] == hashlib.sha512(DATA).hexdigest()
+    assert result.resumed_from > 0
+    assert res.bytes_sent <= 1.1 * len(DATA), res.bytes_sent
+
+
+# --- the options ---------------------------------------------------------------------
+
+
+def test_config_keys_and_job_option() -> None:
+    from dropfetch.config import ConfigError, config_from_mapping
+    from dropfetch.errors import BadJobError
+    from dropfetch.jobfile import parse_job
+
+    d = config_from_mapping(
+        {"download": {"segments": 4, "segment_min_size": "8MiB", "max_connections_per_host": 8}}
+    ).download
+    assert (d.segments, d.segment_min_size, d.max_connections_per_host) == (4, 8 * MIB, 8)
+    assert DownloadConfig().segments == 1
+    for bad in ({"segments": 0}, {"segments": 17}, {"segment_min_size": 0}):
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping({"download": bad})
+        assert next(iter(bad)) in str(info.value)
+    assert parse_job(b"url: https://example.org/a.bin\nsegments: 4\n").segments == 4
+    for value in ("0", "17", "two", "true"):
+        with pytest.raises(BadJobError):
+            parse_job(f"url: https://example.org/a.bin\nsegments: {value}\n".encode())
