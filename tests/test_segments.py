@@ -190,3 +190,52 @@ def test_config_keys_and_job_option() -> None:
     for value in ("0", "17", "two", "true"):
         with pytest.raises(BadJobError):
             parse_job(f"url: https://example.org/a.bin\nsegments: {value}\n".encode())
+
+
+# --- through the daemon --------------------------------------------------------------
+
+SEGMENTED = {"download": {"segments": 1, "segment_min_size": "256KiB"}}
+
+
+def test_job_segments_with_a_sha512_checksum(srv: FaultServer, make_daemon) -> None:
+    body = os.urandom(3 * MIB)
+    srv.add("/big.bin", body, rate=1 * MIB)
+    d = make_daemon(**SEGMENTED)
+    want = hashlib.sha512(body).hexdigest()
+    d.drop("big", f"url: {srv.url('/big.bin')}\nsegments: 4\nchecksum: sha512:{want}\n")
+    sc = d.wait_status("big")
+    assert sc["status"] == "ok", sc
+    assert sc["archive"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert (d.outbox / "big" / "big.bin").read_bytes() == body
+    assert len([r for r in srv.requests_for("/big.bin") if r.header("Range")]) == 3
+
+
+def test_kill_9_resumes_each_segment(srv: FaultServer, make_daemon) -> None:
+    body = os.urandom(6 * MIB)
+    res = srv.add("/big.bin", body, rate=300_000)
+    d = make_daemon(download={"segments": 4, "segment_min_size": "256KiB"})
+    d.drop("big", srv.url("/big.bin"))
+    meta = d.work / "partial"
+
+    def saved() -> int:
+        for p in meta.glob("*.meta") if meta.is_dir() else ():
+            m = read_meta(p)
+            if m is not None and m.segments:
+                return sum(s[2] for s in m.segments)
+        return 0
+
+    wait_for(lambda: saved() > len(body) // 4, message="the segments under way", timeout=60)
+    assert d.proc is not None
+    d.kill()
+    assert d.proc.returncode == -9
+    before = len(srv.requests_for("/big.bin"))
+    res.rate = None
+    d.start()
+    sc = d.wait_status("big")
+    assert sc["status"] == "ok", sc
+    after = srv.requests_for("/big.bin")[before:]
+    assert after and all(r.header("If-Range") == res.etag for r in after)
+    assert all(not (r.header("Range") or "").endswith("-") for r in after)  # closed ranges
+    assert (d.outbox / "big" / "big.bin").read_bytes() == body
+    assert sc["archive"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert res.bytes_sent <= 1.1 * len(body), (res.bytes_sent, len(body))
