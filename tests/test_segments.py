@@ -14,7 +14,7 @@ from dropfetch.config import DownloadConfig
 from dropfetch.download import Downloader, Transfer
 from dropfetch.errors import CancelledError
 from dropfetch.resume import meta_path, read_meta
-from dropfetch.segments import Segment, plan, range_problem
+from dropfetch.segments import SLOTS, HostSlots, Segment, plan, range_problem
 from faultserver import FaultServer, fault_server  # noqa: F401 - the fixture
 from harness import wait_for
 
@@ -239,3 +239,27 @@ def test_kill_9_resumes_each_segment(srv: FaultServer, make_daemon) -> None:
     assert (d.outbox / "big" / "big.bin").read_bytes() == body
     assert sc["archive"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert res.bytes_sent <= 1.1 * len(body), (res.bytes_sent, len(body))
+
+
+def test_host_slots() -> None:
+    slots = HostSlots()
+    assert slots.take("h", 4, 6) == 4
+    assert slots.take("h", 4, 6) == 2
+    assert slots.take("h", 4, 6) == 1  # a download always has its first connection
+    assert slots.take("other", 3, 6) == 3
+    slots.give("h", 7)
+    assert slots.used("h") == 0 and slots.used("other") == 3
+
+
+def test_connections_per_host_across_downloads(
+    srv: FaultServer, dl: Downloader, tmp_path: Path
+) -> None:
+    srv.add("/f.bin", DATA)
+    held = SLOTS.take("127.0.0.1", 2, CONFIG.max_connections_per_host)  # another job's
+    try:
+        dl.fetch(srv.url("/f.bin"), tmp_path / "f.part", segments=4)
+    finally:
+        SLOTS.give("127.0.0.1", held)
+    assert (tmp_path / "f.part").read_bytes() == DATA
+    assert len(srv.requests_for("/f.bin")) == CONFIG.max_connections_per_host - held
+    assert SLOTS.used("127.0.0.1") == 0

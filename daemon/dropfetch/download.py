@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -59,7 +60,7 @@ from dropfetch.resume import (
     resumable,
     write_meta,
 )
-from dropfetch.segments import Fallback, Segment, Segmented, plan, splittable
+from dropfetch.segments import SLOTS, Fallback, Segment, Segmented, plan, splittable
 from dropfetch.segments import Job as SegmentJob
 from dropfetch.urlpolicy import (
     check_url,
@@ -181,11 +182,12 @@ class Downloader:
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
         try:
-            try:
-                return self._attempt(call, partial, resume=True)
-            except _StartOver:
-                logger.debug("%s: the server has a different file now; starting over", partial.name)
-                return self._attempt(call, partial, resume=False)
+            try:  # (a segmented try that the server does not serve: one stream)
+                try:
+                    return self._attempt(call, partial, resume=True)
+                except _StartOver:
+                    logger.debug("%s: the server has a different file now", partial.name)
+                    return self._attempt(call, partial, resume=False)
             except Fallback as exc:
                 logger.info("%s: one stream from the start: %s", partial.name, exc)
                 return self._attempt(dc_replace(call, segments=1), partial, resume=False)
@@ -419,8 +421,14 @@ def _resume_segments(job: SegmentJob, call: _Call, path: Path, meta: Meta) -> Do
     """Continue each segment of a segmented partial file from its own offset."""
     partial = Partial(path, meta=meta, hasher=Digests(call.algorithms))
     segments = [Segment(a, b, done) for a, b, done in meta.segments]
-    run = Segmented(job, partial, meta, segments)
-    final_url = run.run(None) or call.url
+    host = urlsplit(call.url).hostname or ""
+    cap = job.config.max_connections_per_host
+    granted = SLOTS.take(host, sum(1 for s in segments if s.left), cap)
+    try:
+        run = Segmented(job, partial, meta, segments, connections=granted)
+        final_url = run.run(None) or call.url
+    finally:
+        SLOTS.give(host, granted)
     return DownloadResult(
         path=path,
         size=partial.size,
@@ -441,11 +449,16 @@ def _split(
     if etag is None or total is None:
         return False
     cfg = job.config
-    segments = plan(total, call.segments, cfg.segment_min_size, cfg.max_connections_per_host)
-    if len(segments) < 2:
-        return False
-    meta = _meta_of(resp, call.url, total)
-    Segmented(job, partial, meta, segments).run(resp)
+    host = urlsplit(call.url).hostname or ""
+    wanted = len(plan(total, call.segments, cfg.segment_min_size, cfg.max_connections_per_host))
+    granted = SLOTS.take(host, wanted, cfg.max_connections_per_host)
+    try:
+        if granted < 2:
+            return False
+        segments = plan(total, granted, cfg.segment_min_size, granted)
+        Segmented(job, partial, _meta_of(resp, call.url, total), segments).run(resp)
+    finally:
+        SLOTS.give(host, granted)
     return True
 
 

@@ -27,12 +27,53 @@ from dropfetch.errors import CancelledError, DropfetchError, NetworkError, from_
 from dropfetch.neterrors import read_error
 from dropfetch.resume import Meta, Partial, hash_file, parse_content_range, write_meta
 
-__all__ = ["Fallback", "Segment", "Segmented", "plan", "range_problem", "splittable"]
+__all__ = [
+    "SLOTS",
+    "Fallback",
+    "HostSlots",
+    "Segment",
+    "Segmented",
+    "plan",
+    "range_problem",
+    "splittable",
+]
 
 META_EVERY = 1.0  # seconds between two writes of the segments' progress
 TICK = 0.1  # how often the coordinating thread reports progress and looks at cancel
 
 Opener = Callable[[Mapping[str, str]], tuple[requests.Response, str]]
+
+
+class HostSlots:
+    """The connections segmented downloads hold per host, across jobs (one daemon):
+    ``download.max_connections_per_host``. A download always has its first one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._used: dict[str, int] = {}
+
+    def take(self, host: str, wanted: int, cap: int) -> int:
+        """Up to ``wanted`` connections to ``host`` (at least 1); give them back."""
+        with self._lock:
+            used = self._used.get(host, 0)
+            granted = max(1, min(wanted, cap - used))
+            self._used[host] = used + granted
+            return granted
+
+    def give(self, host: str, count: int) -> None:
+        with self._lock:
+            left = self._used.get(host, 0) - count
+            if left > 0:
+                self._used[host] = left
+            else:
+                self._used.pop(host, None)
+
+    def used(self, host: str) -> int:
+        with self._lock:
+            return self._used.get(host, 0)
+
+
+SLOTS = HostSlots()  # the daemon's
 
 
 class Fallback(Exception):
@@ -112,8 +153,17 @@ class Job:
 class Segmented:
     """One segmented download into ``partial`` (a file of ``meta.total`` bytes)."""
 
-    def __init__(self, job: Job, partial: Partial, meta: Meta, segments: list[Segment]) -> None:
+    def __init__(
+        self,
+        job: Job,
+        partial: Partial,
+        meta: Meta,
+        segments: list[Segment],
+        connections: int | None = None,
+    ) -> None:
         self.job = job
+        # at most this many segments at once (the host's slots); None: all of them
+        self.room = threading.Semaphore(connections or len(segments))
         self.partial = partial
         self.meta = meta
         self.total = meta.total or 0
@@ -207,6 +257,9 @@ class Segmented:
         self.stop.set()
 
     def _segment(self, fd: int, seg: Segment, resp: requests.Response | None) -> None:
+        while not self.room.acquire(timeout=TICK):  # a connection of the host's
+            if self.stop.is_set():
+                return
         try:
             if resp is None:
                 resp = self._ask(seg)
@@ -219,6 +272,8 @@ class Segmented:
             self._fail(exc)
         except Exception as exc:  # noqa: BLE001 - a segment's failure fails the download
             self._fail(NetworkError(f"a segment of {self.job.shown} failed ({type(exc).__name__})"))
+        finally:
+            self.room.release()
 
     def _ask(self, seg: Segment) -> requests.Response:
         headers = {
