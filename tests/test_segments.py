@@ -146,7 +146,8 @@ def test_cancel_stops_every_segment(srv: FaultServer, dl: Downloader, tmp_path: 
     meta = read_meta(meta_path(part))
     assert meta is not None and len(meta.segments) == 4
     assert 0 < sum(s[2] for s in meta.segments) < len(DATA)
-    assert not [t for t in threading.enumerate() if "-s" in t.name and t.is_alive()]
+    mine = threading.current_thread().name + "-s"
+    assert not [t for t in threading.enumerate() if t.name.startswith(mine)]
 
 
 def test_resume_each_segment(srv: FaultServer, dl: Downloader, tmp_path: Path) -> None:
@@ -263,3 +264,18 @@ def test_connections_per_host_across_downloads(
     assert (tmp_path / "f.part").read_bytes() == DATA
     assert len(srv.requests_for("/f.bin")) == CONFIG.max_connections_per_host - held
     assert SLOTS.used("127.0.0.1") == 0
+
+
+def test_an_error_of_the_progress_hook_stops_every_segment(
+    srv: FaultServer, dl: Downloader, tmp_path: Path
+) -> None:
+    srv.add("/f.bin", DATA, rate=200_000)
+
+    def progress(t: Transfer) -> None:
+        if t.bytes_done > 100_000:
+            raise KeyError("the caller's own")
+
+    with pytest.raises(KeyError):
+        dl.fetch(srv.url("/f.bin"), tmp_path / "f.part", on_progress=progress, segments=4)
+    mine = threading.current_thread().name + "-s"
+    assert not [t for t in threading.enumerate() if t.name.startswith(mine)]

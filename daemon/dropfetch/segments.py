@@ -227,19 +227,24 @@ class Segmented:
         meter = SpeedMeter()
         resumed = self._done()
         saved = time.monotonic()
-        while any(t.is_alive() for t in threads):
-            if self.job.cancel.wait(TICK):
-                self._fail(CancelledError(f"download of {self.job.shown} cancelled"))
-            now = time.monotonic()
-            if now - saved >= META_EVERY:
-                saved = now
-                self._save()
-            done = self._done()
-            if self.job.on_progress is not None and not self.stop.is_set():
-                self.job.on_progress(done, self.total, meter.add(now, done), resumed)
-        for t in threads:
-            t.join()
-        self._save()
+        try:
+            while any(t.is_alive() for t in threads):
+                if self.job.cancel.wait(TICK):
+                    self._fail(CancelledError(f"download of {self.job.shown} cancelled"))
+                now = time.monotonic()
+                if now - saved >= META_EVERY:
+                    saved = now
+                    self._save()
+                done = self._done()
+                if self.job.on_progress is not None and not self.stop.is_set():
+                    self.job.on_progress(done, self.total, meter.add(now, done), resumed)
+        except BaseException as exc:  # e.g. the caller's progress hook: stop every segment
+            self._fail(exc)
+            raise
+        finally:
+            for t in threads:
+                t.join()
+            self._save()
 
     def _done(self) -> int:
         with self.lock:
