@@ -279,3 +279,24 @@ def test_an_error_of_the_progress_hook_stops_every_segment(
         dl.fetch(srv.url("/f.bin"), tmp_path / "f.part", on_progress=progress, segments=4)
     mine = threading.current_thread().name + "-s"
     assert not [t for t in threading.enumerate() if t.name.startswith(mine)]
+
+
+def test_submit_segments(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dropfetch.jobfile import parse_job
+
+    inbox = tmp_path / "inbox"
+    base = [sys.executable, "-m", "dropfetch", "submit", "--inbox", str(inbox)]
+    subprocess.run(
+        [*base, "--name", "s", "--segments", "4", "https://example.org/a.iso"],
+        capture_output=True,
+        check=True,
+    )
+    assert parse_job((inbox / "s.url").read_bytes()).segments == 4
+    bad = subprocess.run(
+        [*base, "--segments", "40", "https://example.org/b.iso"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "segments" in bad.stderr
+    assert not (inbox / "b.url").exists()
