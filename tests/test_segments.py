@@ -300,3 +300,38 @@ def test_submit_segments(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "segments" in bad.stderr
     assert not (inbox / "b.url").exists()
+
+
+def test_a_dropped_segment_resumes_on_the_next_attempt(
+    srv: FaultServer, dl: Downloader, tmp_path: Path
+) -> None:
+    from dropfetch.errors import NetworkError
+
+    data = os.urandom(12 * MIB)
+    res = srv.add("/f.bin", data, drop_after=300_000, drop_times=1, rate=2 * MIB)
+    part = tmp_path / "f.part"
+    with pytest.raises(NetworkError):
+        dl.fetch(srv.url("/f.bin"), part, segments=4)
+    meta = read_meta(meta_path(part))
+    assert meta is not None and len(meta.segments) == 4
+    res.rate = None
+    result = dl.fetch(srv.url("/f.bin"), part, segments=4, algorithms=("sha512",))
+    assert part.read_bytes() == data
+    assert result.digests["sha512"] == hashlib.sha512(data).hexdigest()
+    # sent twice: only what was in flight when the segments stopped
+    assert res.bytes_sent <= 1.1 * len(data), res.bytes_sent
+
+
+def test_segmented_archive_is_unpacked_after_the_download(srv: FaultServer, make_daemon) -> None:
+    from archives import tar_bytes
+
+    files = {"a.bin": os.urandom(2 * MIB), "b.txt": b"b"}
+    body = tar_bytes(files, compression="gz")
+    srv.add("/t.tar.gz", body, rate=2 * MIB)
+    d = make_daemon(**SEGMENTED)
+    d.drop("t", f"url: {srv.url('/t.tar.gz')}\nsegments: 4\n")
+    sc = d.wait_status("t")
+    assert sc["status"] == "ok", sc
+    assert d.output_files("t") == ["a.bin", "b.txt"]
+    assert (d.outbox / "t" / "a.bin").read_bytes() == files["a.bin"]
+    assert len([r for r in srv.requests_for("/t.tar.gz") if r.header("Range")]) == 3
