@@ -238,6 +238,8 @@ class Segmented:
                 done = self._done()
                 if self.job.on_progress is not None and not self.stop.is_set():
                     self.job.on_progress(done, self.total, meter.add(now, done), resumed)
+            if self.job.on_progress is not None and self.error is None:
+                self.job.on_progress(self._done(), self.total, None, resumed)  # the sum, at last
         except BaseException as exc:  # e.g. the caller's progress hook: stop every segment
             self._fail(exc)
             raise
