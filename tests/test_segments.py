@@ -338,3 +338,23 @@ def test_segmented_archive_is_unpacked_after_the_download(srv: FaultServer, make
     assert d.output_files("t") == ["a.bin", "b.txt"]
     assert (d.outbox / "t" / "a.bin").read_bytes() == files["a.bin"]
     assert len([r for r in srv.requests_for("/t.tar.gz") if r.header("Range")]) == 3
+
+
+def test_segments_of_a_partial_file_that_is_gone_start_over(
+    srv: FaultServer, dl: Downloader, tmp_path: Path
+) -> None:
+    res = srv.add("/f.bin", DATA, rate=400_000)
+    cancel = threading.Event()
+    part = tmp_path / "f.part"
+
+    def progress(t: Transfer) -> None:
+        if t.bytes_done > 200_000:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        dl.fetch(srv.url("/f.bin"), part, on_progress=progress, cancel=cancel, segments=4)
+    res.rate = None
+    part.unlink()  # the .meta still says which bytes are done
+    assert read_meta(meta_path(part)) is not None
+    result = dl.fetch(srv.url("/f.bin"), part, segments=4)
+    assert part.read_bytes() == DATA and result.resumed_from == 0

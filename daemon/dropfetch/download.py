@@ -419,6 +419,12 @@ def _segment_job(
 
 def _resume_segments(job: SegmentJob, call: _Call, path: Path, meta: Meta) -> DownloadResult:
     """Continue each segment of a segmented partial file from its own offset."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    if size != meta.total:  # gone or cut: what the segments say is on disk is not
+        raise Fallback(f"the partial file has {size} bytes, its segments {meta.total}")
     partial = Partial(path, meta=meta, hasher=Digests(call.algorithms))
     segments = [Segment(a, b, done) for a, b, done in meta.segments]
     host = urlsplit(call.url).hostname or ""
