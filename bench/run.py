@@ -52,7 +52,17 @@ BIN = Path(sys.executable).parent
 DROPFETCH = BIN / "dropfetch"
 DOCS = ROOT / "docs"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
-CASES = ("file", "targz", "extract", "small", "latency", "polling", "many", "polling-py")
+CASES = (
+    "file",
+    "targz",
+    "extract",
+    "small",
+    "latency",
+    "polling",
+    "many",
+    "polling-py",
+    "segments",
+)
 MIB = 1024 * 1024
 
 
@@ -66,7 +76,12 @@ def which(name: str) -> str | None:
 
 # --- tools -------------------------------------------------------------------------
 
-APT_TOOLS = {"nginx": "nginx-light", "bsdtar": "libarchive-tools", "curl": "curl"}
+APT_TOOLS = {
+    "nginx": "nginx-light",
+    "bsdtar": "libarchive-tools",
+    "curl": "curl",
+    "aria2c": "aria2",
+}
 
 
 def ensure_apt_tools() -> None:
@@ -154,6 +169,8 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         location / {{ }}
+        # 4 MiB/s per connection: a server that throttles each one (the segments case)
+        location /slow/ {{ alias {root}/; limit_rate 4m; }}
     }}
 }}
 """
@@ -1047,6 +1064,87 @@ def case_polling_py(ctx: Ctx) -> None:
         ctx.extra["polling_py"] = {"error": "output is not JSON", "output": p.stdout[-1500:]}
 
 
+SLOW_FILE_MIB = 64  # at 4 MiB/s per connection: 16 s on one, 4 s on four
+
+
+def _segmented(ctx: Ctx, url: str, segments: int, label: str) -> tuple[float, float]:
+    """(seconds drop -> ok, daemon peak RSS in MB) of one download in ``segments``."""
+    base = ctx.fresh(label)
+    download = {"block_networks": [], "segments": segments, "max_connections_per_host": 8}
+    with Daemon(base, download=download) as d:
+        d.start()
+        t0 = d.drop("seg", url)
+        t1, sc = d.wait_ok("seg", 1800)
+        rss = d.hwm_mb()
+    got = (d.outbox / "seg" / sc["files"][0]).stat().st_size
+    wipe(base)
+    return t1 - t0, rss if got else float("nan")
+
+
+def case_segments(ctx: Ctx) -> None:
+    mib = min(SLOW_FILE_MIB, ctx.data.big_file.stat().st_size // MIB)
+    name = f"slow-{mib}.bin"
+    with open(ctx.data.big_file, "rb") as src, open(ctx.data.srv / name, "wb") as dst:
+        dst.write(src.read(mib * MIB))
+    url = f"{ctx.url}/slow/{name}"
+    one: list[float] = []
+    four: list[float] = []
+    aria: list[float] = []
+    for i in range(ctx.sizes.runs):
+        settle()
+        one.append(_segmented(ctx, url, 1, "seg-1")[0])
+        settle()
+        four.append(_segmented(ctx, url, 4, "seg-4")[0])
+        settle()
+        base = ctx.fresh("seg-aria2")
+        aria.append(
+            timed_shell(
+                f"aria2c -q -x4 -s4 -k1M --file-allocation=none --allow-overwrite=true "
+                f"-d {q(base)} -o {name} {q(url)}"
+            )
+        )
+        wipe(base)
+        log(
+            f"segments run {i}: 1 connection {one[-1]:.2f} s, 4 segments {four[-1]:.2f} s, "
+            f"aria2c -x4 -s4 {aria[-1]:.2f} s"
+        )
+    big = ctx.data.big_file.stat().st_size // MIB
+    _, rss = _segmented(ctx, f"{ctx.url}/big.bin", 8, "seg-8-rss")
+    case = f"{mib} MiB at 4 MiB/s per connection, drop → ok"
+    ctx.rows += [
+        Row(
+            "segments-vs-one",
+            case + ": 4 segments",
+            "s",
+            four,
+            baseline="segments: 1",
+            baseline_samples=one,
+            limit=0.3,
+            target_text="≤ 0.3",
+        ),
+        Row(
+            "segments-vs-aria2",
+            case + ": 4 segments",
+            "s",
+            four,
+            baseline="aria2c -x4 -s4",
+            baseline_samples=aria,
+            limit=1.05,
+            target_text="≤ 1.05",
+        ),
+        Row(
+            "segments-rss",
+            f"peak RSS, {big} MiB download in 8 segments (VmHWM)",
+            "MB",
+            [rss],
+            stat="max",
+            target_on="value",
+            limit=80,
+            target_text="≤ 80 MB",
+        ),
+    ]
+
+
 RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "file": case_file,
     "targz": case_targz,
@@ -1056,6 +1154,7 @@ RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "polling": case_polling,
     "many": case_many,
     "polling-py": case_polling_py,
+    "segments": case_segments,
 }
 
 

@@ -78,6 +78,7 @@ class Resource:
     drops_done: int = 0
     stalls_done: int = 0
     stalls_run_out: int = 0  # stalls that lasted stall_seconds (the client never left)
+    bytes_sent: int = 0  # body bytes written to clients, every answer counted
 
     @property
     def etag(self) -> str:
@@ -237,6 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
                 piece = view[sent : min(limit, sent + step)]
                 self._write(piece, chunked=res.chunked)
                 sent += len(piece)
+                with owner.lock:
+                    res.bytes_sent += len(piece)
                 if res.rate is not None:
                     ahead = sent / res.rate - (time.monotonic() - began)
                     if ahead > 0 and owner.stopping.wait(ahead):

@@ -75,6 +75,7 @@ SAMPLES: dict[str, Any] = {
     "checksum": "sha512:" + "cd" * 64,
     "checksum_url": "https://example.org/x/SHA256SUMS",
     "mirrors": ["https://mirror.example/x/t.tar.gz"],
+    "segments": 4,
 }
 
 

@@ -258,6 +258,7 @@ def test_job_options_reach_the_job_file(page, fault_server):
     driver.find_element(By.ID, "opt-mirrors").send_keys("\n".join(mirrors))
     Select(driver.find_element(By.ID, "opt-extract")).select_by_value("false")
     driver.find_element(By.ID, "opt-keep").click()
+    driver.find_element(By.ID, "opt-segments").send_keys("2")
     priority = "priority" in OPTIONS  # the queue lane's option, once it is there
     if priority:
         Select(driver.find_element(By.ID, "opt-priority")).select_by_value("high")
@@ -270,6 +271,7 @@ def test_job_options_reach_the_job_file(page, fault_server):
     assert job["checksum"] == f"sha512:{sha512}"
     assert job["checksum_url"] == fault_server.url("/SHA512SUMS")
     assert job["mirrors"] == mirrors
+    assert job["segments"] == 2
     assert job.get("priority") == ("high" if priority else None)
     assert job["headers"] == {"X-Token": "t:1", "Cookie": "a=1"}
     assert d.output_files("with options") == ["kept-as-is.tar"]

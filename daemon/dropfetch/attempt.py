@@ -76,6 +76,7 @@ class Attempt:
         self.token = token
         self._token_left = True  # until the publish removes it
         self.staging = token / "out"
+        self.segments = spec.segments or self.config.download.segments
         self.stream = (
             TarStream(
                 self.paths.partial,
@@ -84,7 +85,7 @@ class Attempt:
                 run.cancel,
                 self._unpack_progress,
             )
-            if spec.extract
+            if spec.extract and self.segments == 1  # segments: not a growing prefix
             else None
         )
 
@@ -193,6 +194,7 @@ class Attempt:
             algorithms=tuple(c.algo for c in expected),
             same_file=spec.urls,
             headers=spec.headers,
+            segments=self.segments,
         )
         if run.cancel.is_set():
             raise CancelledError("stopped")

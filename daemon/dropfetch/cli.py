@@ -167,6 +167,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 checksum=args.checksum,
                 checksum_url=args.checksum_url,
                 mirrors=args.mirror,
+                segments=args.segments,
             )
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
@@ -404,6 +405,12 @@ def _add_submit(sub: Any) -> None:
         metavar="URL",
         action="append",
         help="another URL of the same file, tried when the URL fails (repeatable)",
+    )
+    p.add_argument(
+        "--segments",
+        metavar="N",
+        type=int,
+        help="parallel Range connections (1 to 16; default download.segments)",
     )
     _where(p)
     p.set_defaults(func=cmd_submit)

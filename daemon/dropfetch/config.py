@@ -65,6 +65,9 @@ def parse_size(value: object) -> int:
     return int(float(number) * base ** _UNITS[unit.lower()])
 
 
+MAX_SEGMENTS = 16  # parallel Range connections of one download, at most
+
+
 @dataclass(frozen=True, slots=True)
 class DownloadConfig:
     timeout_connect: float = 10.0
@@ -80,6 +83,9 @@ class DownloadConfig:
     netrc: Path | None = None  # credentials per host (checked at start)
     proxy: str | None = None  # http://[user:pass@]host:port; may hold a secret: never log it
     ca_bundle: Path | None = None  # PEM authorities trusted besides the system's
+    segments: int = 1  # parallel Range connections per download (a job's overrides)
+    segment_min_size: int = 16 * 1024**2  # no segment smaller than this
+    max_connections_per_host: int = 4  # a download's connections to one host, at most
     block_networks: tuple[Network, ...] = tuple(
         ipaddress.ip_network(n) for n in DEFAULT_BLOCK_NETWORKS
     )
@@ -349,10 +355,29 @@ def _download(r: _Reader) -> DownloadConfig:
         netrc=_netrc(r),
         proxy=_proxy(r),
         ca_bundle=_ca_bundle(r),
+        segments=_segments(r, d.segments),
+        segment_min_size=_segment_min_size(r, d.segment_min_size),
+        max_connections_per_host=r.number(
+            "max_connections_per_host", d.max_connections_per_host, minimum=1, integer=True
+        ),
         block_networks=networks,
     )
     r.finish({f.name for f in dataclasses.fields(DownloadConfig)})
     return out
+
+
+def _segments(r: _Reader, default: int) -> int:
+    count: int = r.number("segments", default, minimum=1, integer=True)
+    if count > MAX_SEGMENTS:
+        raise r.fail("segments", f"must be at most {MAX_SEGMENTS}")
+    return count
+
+
+def _segment_min_size(r: _Reader, default: int) -> int:
+    size = r.size("segment_min_size", default)
+    if not size:
+        raise r.fail("segment_min_size", "must be more than 0 bytes")
+    return size
 
 
 def _netrc(r: _Reader) -> Path | None:

@@ -21,14 +21,17 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
 
 from dropfetch import __version__
 from dropfetch.bodywriter import Body, CancelWatcher, socket_of, write_body
+from dropfetch.checksums import Digests
 from dropfetch.config import DownloadConfig
 from dropfetch.credentials import Credentials, load_netrc, request_headers
 from dropfetch.errors import (
@@ -51,10 +54,15 @@ from dropfetch.resume import (
     Meta,
     Partial,
     decide,
+    meta_path,
     parse_content_range,
     parse_unsatisfied_range,
+    read_meta,
+    resumable,
     write_meta,
 )
+from dropfetch.segments import SLOTS, Fallback, Segment, Segmented, plan, splittable
+from dropfetch.segments import Job as SegmentJob
 from dropfetch.urlpolicy import (
     check_url,
     location_text,
@@ -109,15 +117,13 @@ class _Call:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the job's own
     algorithms: tuple[str, ...] = ()  # digests besides the SHA-256
     same_file: tuple[str, ...] = ()  # other URLs of the same file (a job's mirrors)
+    segments: int = 1  # parallel Range connections wanted (dropfetch.segments)
 
 
 class Downloader:
-    """Downloads URLs into partial files, one attempt per :meth:`fetch` call.
-
-    Owns one ``requests.Session`` (keep-alive; proxies from the environment are not
-    used). Thread-safe enough to share between workers: requests sessions may be
-    used from several threads for plain GETs.
-    """
+    """Downloads URLs into partial files, one attempt per :meth:`fetch` call; owns one
+    ``requests.Session`` (keep-alive, no proxies from the environment), safe for plain
+    GETs from several worker threads."""
 
     def __init__(
         self, config: DownloadConfig, *, min_free_space: int = 0, limiter: RateLimiter | None = None
@@ -150,6 +156,7 @@ class Downloader:
         headers: tuple[tuple[str, str], ...] = (),
         algorithms: tuple[str, ...] = (),
         same_file: tuple[str, ...] = (),
+        segments: int = 1,
     ) -> DownloadResult:
         """Bring ``url`` into ``partial``, resuming it when its ``.meta`` allows (also a
         partial file of another URL in ``same_file``: see :func:`resume.resumable`); the
@@ -171,15 +178,20 @@ class Downloader:
             headers=headers,
             algorithms=algorithms,
             same_file=same_file,
+            segments=segments,
         )
         if call.cancel.is_set():
             raise CancelledError("download cancelled before it started")
         try:
-            try:
-                return self._attempt(call, partial, resume=True)
-            except _StartOver:
-                logger.debug("%s: the server has a different file now; starting over", partial.name)
-                return self._attempt(call, partial, resume=False)
+            try:  # (a segmented try that the server does not serve: one stream)
+                try:
+                    return self._attempt(call, partial, resume=True)
+                except _StartOver:
+                    logger.debug("%s: the server has a different file now", partial.name)
+                    return self._attempt(call, partial, resume=False)
+            except Fallback as exc:
+                logger.info("%s: one stream from the start: %s", partial.name, exc)
+                return self._attempt(dc_replace(call, segments=1), partial, resume=False)
         except (DropfetchError, _StartOver):
             raise
         except _CallerError as exc:  # the caller's own exception, untouched
@@ -208,6 +220,9 @@ class Downloader:
 
     def _attempt(self, call: _Call, path: Path, *, resume: bool) -> DownloadResult:
         """One request: for the rest of the partial file when it can be resumed."""
+        meta = read_meta(meta_path(path)) if resume else None
+        if meta is not None and meta.segments and resumable(meta, call.url, call.same_file):
+            return _resume_segments(self._segments(call), call, path, meta)
         partial = Partial.load(
             path,
             call.url,
@@ -226,6 +241,15 @@ class Downloader:
         finally:
             resp.close()
 
+    def _segments(self, call: _Call) -> SegmentJob:
+        """A segmented download of ``call``: its GETs through :meth:`_open`, one limiter."""
+        return _segment_job(
+            call,
+            self.config,
+            lambda headers: self._open(call, {"User-Agent": self.user_agent, **headers}),
+            self.limiter,
+        )
+
     def _open(self, call: _Call, headers: Mapping[str, str]) -> tuple[requests.Response, str]:
         """GET the call's URL, following redirects by hand; returns the final response.
 
@@ -240,7 +264,7 @@ class Downloader:
                 return resp, current
             target = _next_hop(resp, current)
             redirects += 1
-            _check_hop(url, target, seen, redirects, self.config.max_redirects)
+            _check_hop(target, seen, redirects, self.config.max_redirects, url)
             seen.add(target)
             logger.debug(
                 "redirect %d: %s -> %s", redirects, redact_url(current), redact_url(target)
@@ -318,25 +342,15 @@ class Downloader:
             )
             partial.restart()
         total = decision.total
-        if total is not None and total > self.config.max_size:
-            raise TooLargeError(
-                f"{shown} is {total} bytes, more than download.max_size "
-                f"({self.config.max_size} bytes)"
-            )
+        _check_total(total, self.config.max_size, shown)
         remaining = (total - partial.size) if total is not None else None
         require_free_space(
             partial.path.parent, keep_free=self.min_free_space, needed=remaining or 0, shown=shown
         )
+        if call.segments > 1 and _split(self._segments(call), resp, call, partial, total):
+            return
         if partial.size == 0:
-            write_meta(
-                partial.meta_path,
-                Meta(
-                    url=call.url,
-                    etag=resp.headers.get("ETag"),
-                    last_modified=resp.headers.get("Last-Modified"),
-                    total=total,
-                ),
-            )
+            write_meta(partial.meta_path, _meta_of(resp, call.url, total))
         resumed_from = partial.size
         on_progress = call.on_progress
 
@@ -356,6 +370,109 @@ class Downloader:
             limiter=self.limiter,
         )
         partial.size = write_body(resp, partial, body, self.config)
+
+
+_Opened = tuple[requests.Response, str]
+
+
+def _meta_of(resp: requests.Response, url: str, total: int | None) -> Meta:
+    """The resume metadata of a download of ``url`` answered by ``resp``."""
+    return Meta(url, resp.headers.get("ETag"), resp.headers.get("Last-Modified"), total)
+
+
+def _check_total(total: int | None, max_size: int, shown: str) -> None:
+    if total is not None and total > max_size:
+        raise TooLargeError(
+            f"{shown} is {total} bytes, more than download.max_size ({max_size} bytes)"
+        )
+
+
+def _check_hop(target: str, seen: set[str], redirects: int, most: int, url: str) -> None:
+    """Refuse a redirect loop, and more than ``download.max_redirects`` redirects."""
+    if target in seen:
+        raise BadUrlError(
+            f"too many redirects: a redirect loop at {redact_url(target)} "
+            f"(started from {redact_url(url)})"
+        )
+    if redirects > most:
+        raise BadUrlError(
+            f"too many redirects: more than {most} "
+            f"(download.max_redirects) starting from {redact_url(url)}"
+        )
+
+
+def _segment_job(
+    call: _Call,
+    config: DownloadConfig,
+    opener: Callable[[Mapping[str, str]], _Opened],
+    limiter: RateLimiter | None,
+) -> SegmentJob:
+    """What :class:`Segmented` needs of one call: progress summed up as a Transfer."""
+    on_progress = call.on_progress
+
+    def progress(done: int, total: int, speed: float | None, resumed: int) -> None:
+        if on_progress is not None:
+            on_progress(Transfer(done, total, speed, resumed))
+
+    return SegmentJob(
+        open_range=opener,
+        config=config,
+        cancel=call.cancel,
+        on_progress=progress,
+        shown=redact_url(call.url),
+        limiter=limiter,
+    )
+
+
+def _resume_segments(job: SegmentJob, call: _Call, path: Path, meta: Meta) -> DownloadResult:
+    """Continue each segment of a segmented partial file from its own offset."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    if size != meta.total:  # gone or cut: what the segments say is on disk is not
+        raise Fallback(f"the partial file has {size} bytes, its segments {meta.total}")
+    partial = Partial(path, meta=meta, hasher=Digests(call.algorithms))
+    segments = [Segment(a, b, done) for a, b, done in meta.segments]
+    host = urlsplit(call.url).hostname or ""
+    cap = job.config.max_connections_per_host
+    granted = SLOTS.take(host, sum(1 for s in segments if s.left), cap)
+    try:
+        run = Segmented(job, partial, meta, segments, connections=granted)
+        final_url = run.run(None) or call.url
+    finally:
+        SLOTS.give(host, granted)
+    return DownloadResult(
+        path=path,
+        size=partial.size,
+        sha256=partial.hasher.hexdigest(),
+        digests=partial.hasher.hexdigests(),
+        url=final_url,
+        filename=result_filename(final_url, run.disposition),
+        resumed_from=sum(s[2] for s in meta.segments),
+    )
+
+
+def _split(
+    job: SegmentJob, resp: requests.Response, call: _Call, partial: Partial, total: int | None
+) -> bool:
+    """Download the answer ``resp`` (the whole file) in segments when the call wants
+    them and the server allows them; False: one stream, as always."""
+    etag = splittable(resp, total) if partial.size == 0 else None
+    if etag is None or total is None:
+        return False
+    cfg = job.config
+    host = urlsplit(call.url).hostname or ""
+    wanted = len(plan(total, call.segments, cfg.segment_min_size, cfg.max_connections_per_host))
+    granted = SLOTS.take(host, wanted, cfg.max_connections_per_host)
+    try:
+        if granted < 2:
+            return False
+        segments = plan(total, granted, cfg.segment_min_size, granted)
+        Segmented(job, partial, _meta_of(resp, call.url, total), segments).run(resp)
+    finally:
+        SLOTS.give(host, granted)
+    return True
 
 
 def _credentials(config: DownloadConfig) -> Credentials:
@@ -382,20 +499,6 @@ def _read_capped(resp: requests.Response, limit: int, shown: str, timeout: float
     except Exception as exc:  # noqa: BLE001 - mapped to our errors
         raise read_error(exc, shown, timeout, len(data)) from None
     return bytes(data)
-
-
-def _check_hop(url: str, target: str, seen: set[str], redirects: int, most: int) -> None:
-    """Raise BadUrlError for a redirect loop or one redirect too many."""
-    if target in seen:
-        raise BadUrlError(
-            f"too many redirects: a redirect loop at {redact_url(target)} "
-            f"(started from {redact_url(url)})"
-        )
-    if redirects > most:
-        raise BadUrlError(
-            f"too many redirects: more than {most} "
-            f"(download.max_redirects) starting from {redact_url(url)}"
-        )
 
 
 def _next_hop(resp: requests.Response, current: str) -> str:

@@ -58,9 +58,11 @@ OPTIONS = frozenset(
         "filename",
         "priority",
         "headers",
+        "segments",
     }
 )
 MAX_MIRRORS = 20
+MAX_SEGMENTS = 16  # as download.segments
 PRIORITIES = ("high", "normal", "low")  # the order jobs are taken in (dropfetch.jobqueue)
 
 
@@ -79,6 +81,7 @@ class JobSpec:
     checksum: Checksum | None = None  # ``checksum: ALGO:HEX``
     checksum_url: str | None = None  # a checksum file with the download's entry
     mirrors: tuple[str, ...] = ()  # more URLs of the same file, tried in order
+    segments: int | None = None  # parallel Range connections; None: download.segments
 
     @property
     def checksums(self) -> tuple[Checksum, ...]:
@@ -237,6 +240,7 @@ def _parse_yaml(text: str) -> JobSpec:
         checksum=_optional(doc, "checksum", parse_checksum),
         checksum_url=_optional(doc, "checksum_url", _option_url("checksum_url")),
         mirrors=_mirrors(doc.get("mirrors")),
+        segments=_optional(doc, "segments", _segments),
     )
     _check_checksums(spec)
     return spec
@@ -254,6 +258,16 @@ def _option_url(key: str) -> Callable[[Any], str]:
         return _checked_url(value)
 
     return check
+
+
+def _segments(value: object) -> int:
+    """``segments: N``: the loader gives a string (an int from another caller)."""
+    text = str(value).strip() if isinstance(value, str | int) else ""
+    if isinstance(value, bool) or not (text.isascii() and text.isdecimal()):
+        text = "0"
+    if not 1 <= int(text) <= MAX_SEGMENTS:
+        raise BadJobError(f"option segments must be a whole number from 1 to {MAX_SEGMENTS}")
+    return int(text)
 
 
 def _mirrors(value: object) -> tuple[str, ...]:

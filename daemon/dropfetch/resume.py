@@ -37,6 +37,7 @@ __all__ = [
     "Meta",
     "Partial",
     "decide",
+    "hash_file",
     "meta_path",
     "parse_content_range",
     "parse_unsatisfied_range",
@@ -62,6 +63,8 @@ class Meta:
     etag: str | None
     last_modified: str | None
     total: int | None
+    # a segmented download: (first, last, bytes done) of each segment (dropfetch.segments)
+    segments: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def validator(self) -> str | None:
@@ -89,20 +92,40 @@ def read_meta(path: Path) -> Meta | None:
                 raw.get("last_modified") if isinstance(raw.get("last_modified"), str) else None
             ),
             total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+            segments=_segments_of(raw.get("segments")),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+def _segments_of(raw: object) -> tuple[tuple[int, int, int], ...]:
+    """The ``segments`` of a ``.meta`` file; () unless each is a sane (first, last, done)."""
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and all(type(v) is int for v in item)
+            and 0 <= item[0] <= item[1]
+            and 0 <= item[2] <= item[1] - item[0] + 1
+        ):
+            return ()
+        out.append((item[0], item[1], item[2]))
+    return tuple(out)
+
+
 def write_meta(path: Path, meta: Meta) -> None:
-    data = json.dumps(
-        {
-            "url": meta.url,
-            "etag": meta.etag,
-            "last_modified": meta.last_modified,
-            "total": meta.total,
-        }
-    ).encode()
+    doc: dict[str, object] = {
+        "url": meta.url,
+        "etag": meta.etag,
+        "last_modified": meta.last_modified,
+        "total": meta.total,
+    }
+    if meta.segments:
+        doc["segments"] = [list(s) for s in meta.segments]
+    data = json.dumps(doc).encode()
     try:
         # not synced: losing it to a power cut only means the download starts over
         atomic_write(path, data, sync=False, durable=False)
@@ -188,6 +211,11 @@ class Partial:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         self.restart()
+
+
+def hash_file(path: Path, hasher: Digests, cancel: threading.Event) -> int:
+    """Feed the file's bytes to ``hasher`` in order; return its size (0 if none)."""
+    return _rehash(path, hasher, cancel)
 
 
 def _rehash(partial: Path, hasher: Digests, cancel: threading.Event) -> int:

@@ -52,6 +52,7 @@ def job_content(
     checksum: str | None = None,
     checksum_url: str | None = None,
     mirrors: list[str] | None = None,
+    segments: int | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
@@ -65,6 +66,7 @@ def job_content(
     options["checksum"] = checksum or None
     options["checksum_url"] = checksum_url or None
     options["mirrors"] = list(mirrors) if mirrors else None
+    options["segments"] = segments
     return job_document(url, options)
 
 

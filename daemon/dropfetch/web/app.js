@@ -367,6 +367,7 @@ function options() {
   if (mirrors.length) opts.mirrors = mirrors;
   if ($("opt-extract").value !== "auto") opts.extract = $("opt-extract").value === "true";
   if ($("opt-keep").checked) opts.keep_archive = true;
+  if (text("opt-segments")) opts.segments = Number(text("opt-segments"));
   if ($("opt-priority").value !== "normal") opts.priority = $("opt-priority").value;
   const headers = headerLines($("opt-headers").value);
   if (Object.keys(headers).length) opts.headers = headers;
