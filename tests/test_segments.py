@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -250,10 +251,62 @@ def test_host_slots() -> None:
     slots = HostSlots()
     assert slots.take("h", 4, 6) == 4
     assert slots.take("h", 4, 6) == 2
-    assert slots.take("h", 4, 6) == 1  # a download always has its first connection
+    assert slots.take("h", 4, 6) == 0  # more connections only while some are free
     assert slots.take("other", 3, 6) == 3
-    slots.give("h", 7)
+    slots.give("h", 6)
     assert slots.used("h") == 0 and slots.used("other") == 3
+
+
+def test_a_download_waits_for_its_first_connection() -> None:
+    """max_connections_per_host counts every connection: the first one is waited for
+    (cancel ends the wait), given back when the block ends."""
+    slots = HostSlots()
+    cancel = threading.Event()
+    inside = threading.Event()
+    with slots.held("h", 1, cancel):
+        assert slots.used("h") == 1
+
+        def second() -> None:
+            with slots.held("h", 1, threading.Event()):
+                inside.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert not inside.wait(0.3)  # (only a check that it is still waiting)
+    t.join(30)
+    assert inside.is_set() and slots.used("h") == 0
+    with slots.held("h", 1, cancel):
+        cancel.set()
+        with pytest.raises(CancelledError), slots.held("h", 1, cancel):
+            pass
+    assert slots.used("h") == 0
+
+
+def test_max_connections_per_host_holds_single_streams_too(
+    srv: FaultServer, tmp_path: Path
+) -> None:
+    """Two one-stream downloads from one host with max_connections_per_host 1: the
+    second request reaches the server only after the first download ended."""
+    slow = os.urandom(600_000)
+    srv.add("/a.bin", slow, rate=1_000_000)
+    srv.add("/b.bin", b"b" * 1000)
+    d = Downloader(replace(CONFIG, max_connections_per_host=1))
+    ended: list[float] = []
+
+    def first() -> None:
+        d.fetch(srv.url("/a.bin"), tmp_path / "a.part")
+        ended.append(time.time())
+
+    try:
+        t = threading.Thread(target=first)
+        t.start()
+        wait_for(lambda: srv.requests_for("/a.bin"), message="the first download started")
+        d.fetch(srv.url("/b.bin"), tmp_path / "b.part")
+        t.join(60)
+    finally:
+        d.close()
+    assert (tmp_path / "a.part").read_bytes() == slow
+    assert ended and srv.requests_for("/b.bin")[0].at >= ended[0] - 0.05
 
 
 def test_connections_per_host_across_downloads(
@@ -381,3 +434,50 @@ def test_segments_share_the_daemons_rate_limit_total(srv: FaultServer, tmp_path:
     assert part.read_bytes() == data
     assert len(ranged(srv, "/capped.bin")) == 3  # it was segmented
     assert took >= 0.8 * len(data) / cap - 1.0  # the burst the bucket starts with
+
+
+def test_a_segmented_job_gets_no_bigger_share_of_rate_limit_total(
+    srv: FaultServer, tmp_path: Path
+) -> None:
+    """Fair per job, not per connection: a 4-segment download and a one-stream one
+    running at once under one shared cap get about the same bytes (a bound on
+    fairness, never on speed)."""
+    from dropfetch.ratelimit import RateLimiter
+
+    data = os.urandom(3 * MIB)
+    srv.add("/seg.bin", data)
+    srv.add("/one.bin", data)
+    limiter = RateLimiter(1 * MIB)
+    # room for both at once (all their connections count: 4 + 1)
+    d = Downloader(replace(CONFIG, max_connections_per_host=8), limiter=limiter)
+    got: dict[str, list[tuple[float, int]]] = {"seg": [], "one": []}
+
+    def run(name: str, segments: int) -> None:
+        d.fetch(
+            srv.url(f"/{name}.bin"),
+            tmp_path / f"{name}.part",
+            segments=segments,
+            on_progress=lambda t: got[name].append((time.monotonic(), t.bytes_done)),
+        )
+
+    try:
+        threads = [
+            threading.Thread(target=run, args=("seg", 4)),
+            threading.Thread(target=run, args=("one", 1)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        d.close()
+    assert (tmp_path / "seg.part").read_bytes() == data == (tmp_path / "one.part").read_bytes()
+    assert len(ranged(srv, "/seg.bin")) == 3  # it was segmented
+    # while both ran: the bytes each had when the first one finished
+    first_end = min(got["seg"][-1][0], got["one"][-1][0])
+
+    def at(name: str) -> int:
+        return max((n for when, n in got[name] if when <= first_end), default=0)
+
+    seg, one = at("seg"), at("one")
+    assert seg <= 2.5 * one and one <= 2.5 * seg, (seg, one)

@@ -14,12 +14,13 @@ network's exceptions as dropfetch errors).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from email.utils import parsedate_to_datetime
@@ -180,9 +181,8 @@ class Downloader:
             same_file=same_file,
             segments=segments,
         )
-        if call.cancel.is_set():
-            raise CancelledError("download cancelled before it started")
-        try:
+        cap = self.config.max_connections_per_host
+        with SLOTS.held(urlsplit(url).hostname or "", cap, call.cancel), _mapped(partial, url):
             try:  # (a segmented try that the server does not serve: one stream)
                 try:
                     return self._attempt(call, partial, resume=True)
@@ -192,28 +192,24 @@ class Downloader:
             except Fallback as exc:
                 logger.info("%s: one stream from the start: %s", partial.name, exc)
                 return self._attempt(dc_replace(call, segments=1), partial, resume=False)
-        except (DropfetchError, _StartOver):
-            raise
-        except _CallerError as exc:  # the caller's own exception, untouched
-            raise exc.original from None
-        except (*REQUEST_FAILURES, ValueError) as exc:
-            # the last line of defence: each known class is mapped where it arises
-            raise _unexpected(exc, partial, redact_url(url)) from None
 
     def read_small(self, url: str, *, limit: int, cancel: threading.Event) -> bytes:
         """The whole body of ``url`` (a small file, e.g. a checksum file), at most
-        ``limit`` bytes, with the URL policy, SSRF guard and redirects of :meth:`fetch`."""
+        ``limit`` bytes, with the URL policy, SSRF guard, redirects and connection cap
+        of :meth:`fetch`."""
         url = check_url(url)
         headers = {"Accept-Encoding": "identity", "User-Agent": self.user_agent}
-        resp, final_url = self._open(_Call(url, None, cancel, watch_cancel=True), headers)
-        shown = redact_url(final_url)
-        try:
-            if resp.status_code != 200:
-                raise _status_error(resp, shown)
-            with CancelWatcher(cancel, socket_of(resp)):
-                data = _read_capped(resp, limit, shown, self.config.timeout_read)
-        finally:
-            resp.close()
+        cap = self.config.max_connections_per_host
+        with SLOTS.held(urlsplit(url).hostname or "", cap, cancel):
+            resp, final_url = self._open(_Call(url, None, cancel, watch_cancel=True), headers)
+            shown = redact_url(final_url)
+            try:
+                if resp.status_code != 200:
+                    raise _status_error(resp, shown)
+                with CancelWatcher(cancel, socket_of(resp)):
+                    data = _read_capped(resp, limit, shown, self.config.timeout_read)
+            finally:
+                resp.close()
         if cancel.is_set():
             raise CancelledError(f"the download of {shown} was cancelled")
         return data
@@ -424,6 +420,20 @@ def _segment_job(
     )
 
 
+@contextlib.contextmanager
+def _mapped(partial: Path, url: str) -> Iterator[None]:
+    """The last line of defence of :meth:`Downloader.fetch`: each known class of error
+    is mapped where it arises; what is left here becomes a dropfetch error too."""
+    try:
+        yield
+    except (DropfetchError, _StartOver):
+        raise
+    except _CallerError as exc:  # the caller's own exception, untouched
+        raise exc.original from None
+    except (*REQUEST_FAILURES, ValueError) as exc:
+        raise _unexpected(exc, partial, redact_url(url)) from None
+
+
 def _resume_segments(job: SegmentJob, call: _Call, path: Path, meta: Meta) -> DownloadResult:
     """Continue each segment of a segmented partial file from its own offset."""
     try:
@@ -436,12 +446,12 @@ def _resume_segments(job: SegmentJob, call: _Call, path: Path, meta: Meta) -> Do
     segments = [Segment(a, b, done) for a, b, done in meta.segments]
     host = urlsplit(call.url).hostname or ""
     cap = job.config.max_connections_per_host
-    granted = SLOTS.take(host, sum(1 for s in segments if s.left), cap)
+    more = SLOTS.take(host, sum(1 for s in segments if s.left) - 1, cap)  # fetch holds one
     try:
-        run = Segmented(job, partial, meta, segments, connections=granted)
+        run = Segmented(job, partial, meta, segments, connections=1 + more)
         final_url = run.run(None) or call.url
     finally:
-        SLOTS.give(host, granted)
+        SLOTS.give(host, more)
     return DownloadResult(
         path=path,
         size=partial.size,
@@ -464,14 +474,14 @@ def _split(
     cfg = job.config
     host = urlsplit(call.url).hostname or ""
     wanted = len(plan(total, call.segments, cfg.segment_min_size, cfg.max_connections_per_host))
-    granted = SLOTS.take(host, wanted, cfg.max_connections_per_host)
+    more = SLOTS.take(host, wanted - 1, cfg.max_connections_per_host)  # fetch holds one
     try:
-        if granted < 2:
+        if more < 1:
             return False
-        segments = plan(total, granted, cfg.segment_min_size, granted)
+        segments = plan(total, 1 + more, cfg.segment_min_size, 1 + more)
         Segmented(job, partial, _meta_of(resp, call.url, total), segments).run(resp)
     finally:
-        SLOTS.give(host, granted)
+        SLOTS.give(host, more)
     return True
 
 

@@ -16,7 +16,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 import requests
@@ -46,31 +46,52 @@ Opener = Callable[[Mapping[str, str]], tuple[requests.Response, str]]
 
 
 class HostSlots:
-    """The connections segmented downloads hold per host, across jobs (one daemon):
-    ``download.max_connections_per_host``. A download always has its first one."""
+    """The daemon's connections per host, across jobs: at most
+    ``download.max_connections_per_host``. A download waits for its first one
+    (:meth:`held`); a segmented one takes what more is free (:meth:`take`)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._used: dict[str, int] = {}
 
+    @contextlib.contextmanager
+    def held(self, host: str, cap: int, cancel: threading.Event) -> Iterator[None]:
+        """One connection to ``host`` for the ``with`` block, waiting while ``cap`` are
+        in use; CancelledError when ``cancel`` is set before one is free."""
+        with self._cond:
+            while self._used.get(host, 0) >= cap:
+                if cancel.is_set():
+                    break
+                self._cond.wait(0.2)
+            if cancel.is_set():
+                raise CancelledError("download cancelled before it started")
+            self._used[host] = self._used.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            self.give(host, 1)
+
     def take(self, host: str, wanted: int, cap: int) -> int:
-        """Up to ``wanted`` connections to ``host`` (at least 1); give them back."""
-        with self._lock:
+        """Up to ``wanted`` more connections to ``host`` (0 when none is free); give
+        them back."""
+        with self._cond:
             used = self._used.get(host, 0)
-            granted = max(1, min(wanted, cap - used))
-            self._used[host] = used + granted
+            granted = max(0, min(wanted, cap - used))
+            if granted:
+                self._used[host] = used + granted
             return granted
 
     def give(self, host: str, count: int) -> None:
-        with self._lock:
+        with self._cond:
             left = self._used.get(host, 0) - count
             if left > 0:
                 self._used[host] = left
             else:
                 self._used.pop(host, None)
+            self._cond.notify_all()
 
     def used(self, host: str) -> int:
-        with self._lock:
+        with self._cond:
             return self._used.get(host, 0)
 
 
@@ -172,6 +193,9 @@ class Segmented:
         self.segments = segments
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        # the job's segments pay the shared limiter one at a time: one turn per job,
+        # not per connection, so a segmented job gets no bigger share of the daemon's cap
+        self.paying = threading.Lock()
         self.error: BaseException | None = None
         self.final_url: str | None = None
         self.disposition: str | None = None
@@ -307,10 +331,29 @@ class Segmented:
                 self.disposition = resp.headers.get("Content-Disposition")
         return resp
 
+    def _chunk_size(self, share: int | None) -> int:
+        """Bytes per read: smaller under a rate limit (the job's share, the shared
+        limiter's grant), so that waits stay short and turns fair."""
+        chunk = CHUNK_SIZE if share is None else max(16 * 1024, min(CHUNK_SIZE, share // 8))
+        grant = None if self.job.limiter is None else self.job.limiter.grant_size()
+        return chunk if grant is None else min(chunk, grant)
+
+    def _pay_shared(self, n: int) -> None:
+        """Pay ``n`` bytes to the daemon's limiter (``rate_limit_total``), and wait."""
+        limiter = self.job.limiter
+        if limiter is None:
+            return
+        with self.paying:
+            if self.stop.is_set():
+                raise CancelledError(f"download of {self.job.shown} stopped")
+            wait = limiter.reserve(n)
+            if wait > 0 and self.stop.wait(wait):
+                raise CancelledError(f"download of {self.job.shown} stopped")
+
     def _copy(self, resp: requests.Response, fd: int, seg: Segment) -> None:
         rate = self.job.config.rate_limit
         share = None if rate is None else max(1, rate // len(self.segments))
-        chunk = CHUNK_SIZE if share is None else max(16 * 1024, min(CHUNK_SIZE, share // 8))
+        chunk = self._chunk_size(share)
         began, received = time.monotonic(), 0
         while seg.left > 0:
             if self.stop.is_set():
@@ -330,12 +373,11 @@ class Segmented:
             with self.lock:
                 seg.done += len(data)
             received += len(data)
-            limiter = self.job.limiter
-            wait = 0.0 if limiter is None else limiter.reserve(len(data))
-            if share is not None:  # the stricter of the two limits wins
-                wait = max(wait, received / share - (time.monotonic() - began))
-            if wait > 0 and self.stop.wait(wait):
-                raise CancelledError(f"download of {self.job.shown} stopped")
+            self._pay_shared(len(data))
+            if share is not None:  # the job's own rate_limit, split between its segments
+                ahead = received / share - (time.monotonic() - began)
+                if ahead > 0 and self.stop.wait(ahead):
+                    raise CancelledError(f"download of {self.job.shown} stopped")
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
