@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import plistlib
 import re
 import shutil
 import socket
@@ -402,19 +403,61 @@ def test_drop_zone_takes_links_and_link_files(page, fault_server):
         until(driver, functools.partial(is_ok, driver, name), f"{name} ok")
     two = (d.inbox / "two.bin.url").read_text()
     assert url("/two.bin") + "?a=1&b=2" in two
-    # a binary property list (which only the daemon reads): the page says what to do
+    # binary property lists (an ASCII and a UTF-16 string) and a Type=Link .desktop are jobs
+    fault_server.add("/five.bin", b"five" * 100)
+    fault_server.add("/six.bin", b"six" * 100)
+    fault_server.add("/s%C3%A9pt.bin", b"sept" * 100)
+    binary = plistlib.dumps({"Name": "x", "URL": url("/five.bin")}, fmt=plistlib.FMT_BINARY)
+    wide = plistlib.dumps({"URL": url("/s\u00e9pt.bin")}, fmt=plistlib.FMT_BINARY)
+    assert b"\x00\xe9" in wide  # the UTF-16BE string form
+    desktop = (
+        "# a comment\n[Desktop Entry]\nName=Six\nType=Link\n"
+        f"URL[de]={url('/de.bin')}\nURL={url('/six.bin')}\n"
+    )
     driver.execute_script(
         """
+        const [binary, wide, desktop] = arguments;
+        const bytes = (list) => new Uint8Array(list);
         const files = new DataTransfer();
+        files.items.add(new File([bytes(binary)], "Five.webloc"));
+        files.items.add(new File([bytes(wide)], "Sept.webloc"));
+        files.items.add(new File([desktop], "Six.desktop"));
+        document.getElementById("drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: files, bubbles: true}));
+        """,
+        list(binary),
+        list(wide),
+        desktop,
+    )
+    for name in ("five.bin", "six.bin"):
+        until(driver, functools.partial(is_ok, driver, name), f"{name} ok")
+
+    def sept() -> list[str]:
+        return [p.name for p in d.inbox.glob("*.url") if "pt.bin" in p.read_text()]
+
+    jobs = until(driver, sept, "the UTF-16 one's job file")
+    assert url("/s\u00e9pt.bin") in (d.inbox / jobs[0]).read_text()
+    until(driver, functools.partial(is_ok, driver, jobs[0][: -len(".url")]), "sept ok")
+    # a .desktop that is no link, a truncated and a garbage binary list: refused, said why
+    cut = binary[: len(binary) - 5]
+    driver.execute_script(
+        """
+        const [cut] = arguments;
+        const files = new DataTransfer();
+        files.items.add(new File(["[Desktop Entry]\\nType=Application\\nExec=true\\n"],
+                                 "App.desktop"));
+        files.items.add(new File([new Uint8Array(cut)], "Cut.webloc"));
         files.items.add(new File([new Uint8Array([98, 112, 108, 105, 115, 116, 48, 48, 0, 1])],
                                  "Binary.webloc"));
         document.getElementById("drop").dispatchEvent(
             new DragEvent("drop", {dataTransfer: files, bubbles: true}));
-        """
+        """,
+        list(cut),
     )
     result = driver.find_element(By.ID, "add-result")
-    until(driver, lambda: "Binary.webloc: no URL found" in result.text, "the binary one refused")
-    assert "drop it into the inbox" in result.text
+    until(driver, lambda: "Binary.webloc: no URL found" in result.text, "the garbage one refused")
+    assert "Cut.webloc: no URL found" in result.text
+    assert "App.desktop: not a link (Type=Application)" in result.text
     assert console_errors(driver, missing_routes(base)) == []
 
 

@@ -429,11 +429,26 @@ async function addFromForm(event) {
   }
 }
 
-// A dropped link file: a plain first line, a Windows Internet Shortcut, or an XML .webloc
-// (a binary one, "bplist00...", only the daemon reads); null when no URL is found
-function linkFileUrl(text) {
-  const url = linkFileText(text);
-  return url && /^[a-z][a-z0-9+.-]*:\/\/[^\s\u0000-\u001f]+$/i.test(url) ? url : null;
+// A dropped link file (the daemon's dropfetch.linkfiles, for the page): a plain first line,
+// a Windows Internet Shortcut, a macOS .webloc (an XML or a binary property list) or a
+// freedesktop .desktop of Type=Link; {url} or {error}, "no URL found" when there is none
+function linkFile(name, buffer) {
+  const bytes = new Uint8Array(buffer);
+  let url;
+  if (asciiAt(bytes, 0, 8) === "bplist00") url = bplistUrl(bytes);
+  else {
+    const text = new TextDecoder().decode(bytes);
+    const first = urlLines(text)[0] || "";
+    if (/\.desktop$/i.test(name) || first === "[Desktop Entry]") {
+      const entry = desktopEntry(text);
+      if (entry && entry.type !== "Link") {
+        const shown = entry.type === undefined ? "no Type=" : "Type=" + entry.type.slice(0, 20);
+        return { error: "not a link (" + shown + "); only Type=Link entries are added, nothing is run" };
+      }
+      url = entry ? entry.url : null;
+    } else url = linkFileText(text);
+  }
+  return url && /^[a-z][a-z0-9+.-]*:\/\/[^\s\u0000-\u001f]+$/i.test(url) ? { url } : { error: "no URL found" };
 }
 
 function linkFileText(text) {
@@ -450,6 +465,105 @@ function linkFileText(text) {
   return urlLines(text)[0] || null;
 }
 
+// [Desktop Entry]'s Type and URL (a localized URL[xx]= only without a plain one, the
+// escapes \s \n \t \r \\ undone); null without that group
+function desktopEntry(text) {
+  let section = null;
+  let keys = null;
+  for (const raw of text.split(/\r?\n|\r/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#") || line.startsWith(";")) continue;
+    if (line.startsWith("[") && line.endsWith("]")) {
+      section = line.slice(1, -1).trim();
+      if (section === "Desktop Entry" && !keys) keys = new Map();
+    } else if (section === "Desktop Entry" && line.includes("=")) {
+      const at = line.indexOf("=");
+      const key = line.slice(0, at).trim();
+      if (key && !keys.has(key)) keys.set(key, line.slice(at + 1).trim());
+    }
+  }
+  if (!keys) return null;
+  let url = keys.get("URL");
+  if (url === undefined) {
+    const local = Array.from(keys.keys()).filter((k) => k.startsWith("URL[")).sort()[0];
+    url = local === undefined ? undefined : keys.get(local);
+  }
+  const escapes = { s: " ", n: "\n", t: "\t", r: "\r", "\\": "\\" };
+  const unescaped = url === undefined ? null
+    : url.replace(/\\(.?)/gs, (all, c) => (c in escapes ? escapes[c] : all));
+  return { type: keys.get("Type"), url: unescaped && unescaped.trim() ? unescaped : null };
+}
+
+function asciiAt(bytes, at, length) {
+  if (at + length > bytes.length) return null;
+  let out = "";
+  for (let i = at; i < at + length; i++) {
+    if (bytes[i] > 0x7f) return null;
+    out += String.fromCharCode(bytes[i]);
+  }
+  return out;
+}
+
+// The "URL" string of a binary property list whose top object is a dictionary; null for
+// anything else, malformed or out of bounds (one level deep: no recursion, no cycles)
+function bplistUrl(bytes) {
+  const n = bytes.length;
+  if (n < 8 + 2 + 32 || n > 65536) return null;
+  const uint = (at, size) => {
+    if (at < 0 || at + size > n) return NaN;
+    let v = 0;
+    for (let i = at; i < at + size; i++) v = v * 256 + bytes[i];
+    return v;
+  };
+  const t = n - 32;
+  const offSize = bytes[t + 6];
+  const refSize = bytes[t + 7];
+  const count = uint(t + 8, 8);
+  const top = uint(t + 16, 8);
+  const table = uint(t + 24, 8);
+  const sizes = [1, 2, 4, 8];
+  if (!sizes.includes(offSize) || !sizes.includes(refSize)) return null;
+  if (!(count >= 1 && top < count && table >= 9 && table + count * offSize <= t)) return null;
+  // an object: its type, its length and where its content starts (all inside the objects)
+  const object = (ref) => {
+    if (!(ref < count)) return null;
+    const at = uint(table + ref * offSize, offSize);
+    if (!(at >= 8 && at < table)) return null;
+    const marker = bytes[at];
+    let length = marker & 0x0f;
+    let start = at + 1;
+    if (length === 0x0f) {
+      const int = bytes[at + 1];
+      if (at + 1 >= table || (int & 0xf0) !== 0x10 || (int & 0x0f) > 3) return null;
+      const size = 1 << (int & 0x0f);
+      length = uint(at + 2, size);
+      start = at + 2 + size;
+    }
+    if (!(length <= n && start <= table)) return null;
+    return { type: marker >> 4, length, start };
+  };
+  const string = (ref) => {
+    const o = object(ref);
+    if (!o) return null;
+    if (o.type === 0x5) return o.start + o.length <= table ? asciiAt(bytes, o.start, o.length) : null;
+    if (o.type !== 0x6 || o.start + 2 * o.length > table) return null;
+    try {
+      return new TextDecoder("utf-16be", { fatal: true })
+        .decode(bytes.subarray(o.start, o.start + 2 * o.length));
+    } catch {
+      return null;
+    }
+  };
+  const dict = object(top);
+  if (!dict || dict.type !== 0xd || dict.start + 2 * dict.length * refSize > table) return null;
+  for (let i = 0; i < dict.length; i++) {
+    if (string(uint(dict.start + i * refSize, refSize)) !== "URL") continue;
+    const url = string(uint(dict.start + (dict.length + i) * refSize, refSize));
+    return url && url.trim() ? url : null;
+  }
+  return null;
+}
+
 async function dropped(event) {
   event.preventDefault();
   $("drop").classList.remove("over");
@@ -457,9 +571,9 @@ async function dropped(event) {
   const urls = [];
   const bad = [];
   for (const file of Array.from(data.files || [])) {
-    const url = file.size <= 65536 ? linkFileUrl(await file.text()) : null;
-    if (url) urls.push(url);
-    else bad.push(file.name + ": no URL found (a binary .webloc? drop it into the inbox)");
+    const got = file.size <= 65536 ? linkFile(file.name, await file.arrayBuffer()) : null;
+    if (got && got.url) urls.push(got.url);
+    else bad.push(file.name + ": " + (got ? got.error : "no URL found (larger than 64 KiB)"));
   }
   if (!data.files || !data.files.length) {
     urls.push(...urlLines(data.getData("text/uri-list") || data.getData("text/plain") || ""));
