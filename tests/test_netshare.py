@@ -81,11 +81,18 @@ def _drop(inbox: Path, name: str, url: str) -> None:
     tmp.rename(inbox / f"{name}.url")
 
 
-def _publishes(*daemons: Daemon) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for d in daemons:
-        counts.update(m.group(1) for m in PUBLISHED.finditer(d.log()))
-    return counts
+def _publishes(*daemons: Daemon, expect: tuple[str, ...] = ()) -> Counter[str]:
+    """The publish lines in the daemons' logs, once every job in ``expect`` has one (the
+    INFO line follows the job's final sidecar, which the test may have seen first)."""
+
+    def counts() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for d in daemons:
+            found.update(m.group(1) for m in PUBLISHED.finditer(d.log()))
+        return found
+
+    wait_for(lambda: set(expect) <= set(counts()), 30, message=f"publish lines of {expect}")
+    return counts()
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -312,8 +319,9 @@ def test_killed_host_jobs_taken_over_and_resumed(
         )
     assert time.monotonic() - killed >= TTL - 0.5  # not before the leases went stale
     assert "broke the stale lease of host-a" in b.log()
-    assert _publishes(a, b) == Counter({"k0": 1, "k1": 1, "k2": 1})
-    assert _publishes(b) == Counter({"k0": 1, "k1": 1, "k2": 1})
+    jobs = ("k0", "k1", "k2")
+    assert _publishes(a, b, expect=jobs) == Counter({"k0": 1, "k1": 1, "k2": 1})
+    assert _publishes(b, expect=jobs) == Counter({"k0": 1, "k1": 1, "k2": 1})
 
 
 # -- 4. fencing: a paused host wakes up and must not publish ---------------------------
@@ -354,8 +362,8 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
     assert _files(area.export / "outbox" / "f") == new
     got = b.sidecar("f")
     assert got is not None and got["status"] == "ok" and got["host"] == "host-b"
+    assert _publishes(b, expect=("f",)) == Counter({"f": 1})
     assert _publishes(a) == Counter()
-    assert _publishes(b) == Counter({"f": 1})
     assert "broke the stale lease of host-a" in b.log()
 
 
