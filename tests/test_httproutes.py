@@ -76,6 +76,7 @@ SAMPLES: dict[str, Any] = {
     "checksum_url": "https://example.org/x/SHA256SUMS",
     "mirrors": ["https://mirror.example/x/t.tar.gz"],
     "segments": 4,
+    "password": "s3cret pass",
 }
 
 
@@ -97,6 +98,8 @@ def test_post_archive_takes_every_job_option(front):
         "t.tgz",
     )
     assert spec.headers == (("Authorization", "Bearer t0ken"), ("Cookie", "a=1"))
+    assert spec.password == "s3cret pass" and "s3cret" not in repr(spec)
+    assert "s3cret" not in json.dumps(posted)  # never in a sidecar
     assert posted["job_sha256"] == job_sha256(data)
     # no option (or only nulls): the plain form
     status, _, _ = call(

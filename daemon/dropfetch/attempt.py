@@ -229,6 +229,7 @@ class Attempt:
                 single_name=single_file_name(safe_name(result.filename), fmt, leaf),
                 cancel=self.run.cancel,
                 on_progress=self._unpack_progress,
+                passwords=(spec.password,) if spec.password else (),
             )
         return fmt, files
 

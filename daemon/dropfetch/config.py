@@ -97,6 +97,11 @@ class ExtractConfig:
     max_files: int = 200_000
     max_ratio: float = 1000.0
     symlinks: Literal["inside", "skip", "fail"] = "inside"
+    # an archive whose members all sit under one top-level directory publishes that
+    # directory's content as outbox/NAME
+    flatten: bool = False
+    # passwords, one a line, tried in order after the job's own ``password``
+    passwords_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +447,8 @@ def _extract(r: _Reader) -> ExtractConfig:
         max_files=r.number("max_files", d.max_files, minimum=1, integer=True),
         max_ratio=r.number("max_ratio", d.max_ratio, minimum=1),
         symlinks=r.choice("symlinks", d.symlinks, ("inside", "skip", "fail")),
+        flatten=r.boolean("flatten", d.flatten),
+        passwords_file=r.path("passwords_file", d.passwords_file),
     )
     r.finish({f.name for f in dataclasses.fields(ExtractConfig)})
     return out

@@ -18,13 +18,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, cast
 
 from dropfetch.archive.boundaries import reading
 from dropfetch.archive.compression import CHUNK, decompressor
 from dropfetch.archive.formats import ArchiveFormat, single_file_name, sniff
+from dropfetch.archive.libarc import extract_libarchive
 from dropfetch.archive.source import Growth, Limits, Source
 from dropfetch.archive.tar import extract_tar
 from dropfetch.archive.tree import Output
@@ -47,11 +48,13 @@ def extract(
     cancel: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     growth: Growth | None = None,
+    passwords: Sequence[str] = (),
 ) -> list[str]:
     """Extract ``archive`` into the existing empty directory ``dest``.
 
     With ``growth``, ``archive`` is a file still being downloaded: it is read as it
     grows (tar formats and single compressed files; zip needs its directory at the end).
+    ``passwords`` are tried in order on an encrypted archive; none is ever shown.
 
     Returns the regular files written (links excluded), relative to ``dest``,
     '/'-separated, sorted, as ``os.fsdecode`` names them (bytes that are not UTF-8 are
@@ -75,7 +78,9 @@ def extract(
         limits = Limits(config, source)
         out = Output(root, config, limits, cancel)
         started = time.monotonic()
-        if fmt is ArchiveFormat.ZIP:
+        if fmt in (ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR):
+            extract_libarchive(archive, fmt, out, passwords)
+        elif fmt is ArchiveFormat.ZIP:
             check_not_split(f)
             extract_zip(cast(IO[bytes], buffered), out)
         elif fmt.is_archive:
@@ -98,8 +103,8 @@ def _check_call(dest: Path, fmt: ArchiveFormat, single_name: str, growth: Growth
     """The real path of ``dest``; raises ValueError for a call that is a bug."""
     if fmt is ArchiveFormat.FILE:
         raise ValueError("extract() is never called for a plain file")
-    if growth is not None and fmt is ArchiveFormat.ZIP:
-        raise ValueError("a zip cannot be extracted while it grows")
+    if growth is not None and fmt in (ArchiveFormat.ZIP, ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR):
+        raise ValueError(f"a {fmt} cannot be extracted while it grows")
     if not single_name or "/" in single_name or single_name in (".", ".."):
         raise ValueError(f"single_name must be a bare file name, got {single_name!r}")
     root = os.path.realpath(dest)

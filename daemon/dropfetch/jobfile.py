@@ -59,6 +59,7 @@ OPTIONS = frozenset(
         "priority",
         "headers",
         "segments",
+        "password",
     }
 )
 MAX_MIRRORS = 20
@@ -82,6 +83,10 @@ class JobSpec:
     checksum_url: str | None = None  # a checksum file with the download's entry
     mirrors: tuple[str, ...] = ()  # more URLs of the same file, tried in order
     segments: int | None = None  # parallel Range connections; None: download.segments
+    # ``extract: true``: must be an archive (else corrupt_archive), whatever its name says
+    extract_forced: bool = False
+    # for an encrypted archive, tried before extract.passwords_file: never shown
+    password: str | None = field(default=None, repr=False)
 
     @property
     def checksums(self) -> tuple[Checksum, ...]:
@@ -235,6 +240,8 @@ def _parse_yaml(text: str) -> JobSpec:
         url=_checked_url(url),
         sha256=sha.strip().lower() if isinstance(sha, str) else None,
         extract=_boolean(doc, "extract", "auto", extra=("auto",)) is not False,
+        extract_forced=_boolean(doc, "extract", "auto", extra=("auto",)) is True,
+        password=_optional(doc, "password", _password),
         keep_archive=_boolean(doc, "keep_archive", None),
         filename=_optional(doc, "filename", _checked_filename),
         checksum=_optional(doc, "checksum", parse_checksum),
@@ -244,6 +251,18 @@ def _parse_yaml(text: str) -> JobSpec:
     )
     _check_checksums(spec)
     return spec
+
+
+MAX_PASSWORD = 1024
+
+
+def _password(value: Any) -> str:
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+        raise BadJobError("option password must be a non-empty string")
+    text = str(value)
+    if len(text) > MAX_PASSWORD or "\n" in text or "\r" in text:
+        raise BadJobError(f"option password must be one line of at most {MAX_PASSWORD} characters")
+    return text
 
 
 def _optional(doc: dict[str, Any], key: str, check: Callable[[Any], T]) -> T | None:

@@ -58,11 +58,13 @@ class ArchiveFormat(StrEnum):
     BZ2 = "bz2"
     XZ = "xz"
     ZST = "zst"
+    SEVEN_Z = "7z"
+    RAR = "rar"  # v4 (1.5-4.x) and v5
     FILE = "file"
 
     @property
     def is_archive(self) -> bool:
-        """A tar (compressed or not) or a zip: extracts to a tree."""
+        """A tar (compressed or not), a zip, a 7z or a RAR: extracts to a tree."""
         return self in _ARCHIVES
 
     @property
@@ -84,6 +86,8 @@ _ARCHIVES = frozenset(
         ArchiveFormat.TAR_BZ2,
         ArchiveFormat.TAR_XZ,
         ArchiveFormat.TAR_ZST,
+        ArchiveFormat.SEVEN_Z,
+        ArchiveFormat.RAR,
     }
 )
 _SINGLES = frozenset({ArchiveFormat.GZ, ArchiveFormat.BZ2, ArchiveFormat.XZ, ArchiveFormat.ZST})
@@ -92,6 +96,12 @@ _COMPRESSION_MAGICS = (
     (re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)"), ArchiveFormat.BZ2),
     (re.compile(rb"\xfd7zXZ\x00"), ArchiveFormat.XZ),
     (re.compile(rb"\x28\xb5\x2f\xfd"), ArchiveFormat.ZST),
+)
+# 7z signature; RAR 1.5-4.x ("Rar!\x1a\x07\x00") and RAR 5 ("Rar!\x1a\x07\x01\x00")
+_LIBARCHIVE_MAGICS = (
+    (b"7z\xbc\xaf\x27\x1c", ArchiveFormat.SEVEN_Z),
+    (b"Rar!\x1a\x07\x00", ArchiveFormat.RAR),
+    (b"Rar!\x1a\x07\x01\x00", ArchiveFormat.RAR),
 )
 _TAR_OF = {
     ArchiveFormat.GZ: ArchiveFormat.TAR_GZ,
@@ -138,6 +148,9 @@ def _sniff_uncompressed(
 ) -> ArchiveFormat:
     if head.startswith(_ZIP_MAGICS):
         return ArchiveFormat.ZIP
+    for magic, fmt in _LIBARCHIVE_MAGICS:
+        if head.startswith(magic):
+            return fmt
     if is_tar_header(head[:512]) or (tar_named and _is_tar_end(head)):
         return ArchiveFormat.TAR
     if head.startswith(_ZIP_SPAN_MAGIC) or (
