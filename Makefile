@@ -12,7 +12,12 @@ DIST ?= dist
 # openssh-sftp-server recommends openssh-server, which the tests do not need and must not
 # install.
 TEST_DEBS := sshfs openssh-sftp-server fuse3 libarchive-tools zip unzip p7zip-full \
-	chromium chromium-driver
+	chromium chromium-driver libarchive13 7zip unar
+
+# Real RAR archives (nobody may make them without the non-free `rar`): the test files of
+# rarfile's source release on PyPI, made by WinRAR and rar 2.x-6.x (tests/rarfiles.py)
+RAR_FIXTURES := $(VENV)/fixtures/rarfile
+RARFILE_SDIST := rarfile==4.5
 
 # The suite in parallel (pytest-xdist): its tests mostly wait on daemons, servers and
 # subprocesses, so 4 workers fit 2 cores; worksteal keeps the long tests from piling up
@@ -50,11 +55,18 @@ dist: $(TEST_STAMP)
 	$(PY) -m build --outdir $(DIST) .
 	$(VENV)/bin/twine check --strict $(DIST)/*
 
-test: $(TEST_STAMP) test-deps
+$(RAR_FIXTURES)/.done: | $(PY)
+	rm -rf $(RAR_FIXTURES) && mkdir -p $(RAR_FIXTURES)
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(RAR_FIXTURES) '$(RARFILE_SDIST)'
+	tar -xzf $(RAR_FIXTURES)/rarfile-*.tar.gz -C $(RAR_FIXTURES) --strip-components=3 \
+	    --wildcards '*/test/files/*'
+	touch $@
+
+test: $(TEST_STAMP) test-deps $(RAR_FIXTURES)/.done
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The quick inner loop: all but the end-to-end (whole daemon) and shared-filesystem tests
-test-fast: $(TEST_STAMP) test-deps
+test-fast: $(TEST_STAMP) test-deps $(RAR_FIXTURES)/.done
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e and not netshare" $(PYTEST_ARGS)
 
 test-deps:

@@ -25,10 +25,12 @@ from typing import IO, cast
 from dropfetch.archive.boundaries import reading
 from dropfetch.archive.compression import CHUNK, decompressor
 from dropfetch.archive.formats import ArchiveFormat, single_file_name, sniff
-from dropfetch.archive.libarc import extract_libarchive
+from dropfetch.archive.libarc import LibarchiveCannot, extract_libarchive
+from dropfetch.archive.sevenzip import extract_py7zr
 from dropfetch.archive.source import Growth, Limits, Source
 from dropfetch.archive.tar import extract_tar
 from dropfetch.archive.tree import Output
+from dropfetch.archive.unar import extract_unar
 from dropfetch.archive.zip import check_not_split, extract_zip
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import from_os_error
@@ -79,7 +81,7 @@ def extract(
         out = Output(root, config, limits, cancel)
         started = time.monotonic()
         if fmt in (ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR):
-            extract_libarchive(archive, fmt, out, passwords)
+            _extract_7z_rar(archive, fmt, out, passwords)
         elif fmt is ArchiveFormat.ZIP:
             check_not_split(f)
             extract_zip(cast(IO[bytes], buffered), out)
@@ -111,6 +113,19 @@ def _check_call(dest: Path, fmt: ArchiveFormat, single_name: str, growth: Growth
     if not os.path.isdir(root) or os.listdir(root):
         raise ValueError(f"{dest} must be an existing empty directory")
     return root
+
+
+def _extract_7z_rar(
+    archive: Path, fmt: ArchiveFormat, out: Output, passwords: Sequence[str]
+) -> None:
+    """libarchive, else the decoder that can (it says so before writing anything)."""
+    try:
+        extract_libarchive(archive, fmt, out, passwords)
+    except LibarchiveCannot as cannot:
+        if fmt is ArchiveFormat.RAR:
+            extract_unar(archive, out, passwords, cannot)
+        else:
+            extract_py7zr(archive, out, passwords, cannot)
 
 
 def _extract_single(raw: IO[bytes], fmt: ArchiveFormat, out: Output, name: str) -> None:
