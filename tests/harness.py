@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -308,3 +309,20 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     yield make
     for d in made:
         d.kill()
+
+
+PUBLISHED = re.compile(r"\b(\S+): published \d+ file\(s\) to ")
+
+
+def publishes(*daemons: Daemon, expect: tuple[str, ...] = ()) -> Counter[str]:
+    """The publish lines in the daemons' logs, once every job in ``expect`` has one (the
+    INFO line follows the job's final sidecar, which the test may have seen first)."""
+
+    def counts() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for d in daemons:
+            found.update(m.group(1) for m in PUBLISHED.finditer(d.log()))
+        return found
+
+    wait_for(lambda: set(expect) <= set(counts()), 30, message=f"publish lines of {expect}")
+    return counts()

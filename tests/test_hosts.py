@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from dropfetch.jobrun import JobRun
 from dropfetch.leases import Lease, LeaseManager
 from dropfetch.pool import WorkerPool
 from dropfetch.status import Sidecar, Status
-from harness import Daemon, wait_for
+from harness import Daemon, publishes, wait_for
 from netshare import NetShare, netshare_fixture  # noqa: F401 - the fixture
 
 TTL = 3.0
@@ -68,22 +67,6 @@ def _host(
     d: Daemon = make_daemon(start=False, base=base, **config)
     d.inbox, d.outbox = view / "inbox", view / "outbox"
     return d.start(env=env) if start else d
-
-
-def _publishes(*daemons: Daemon, expect: tuple[str, ...] = ()) -> Counter[str]:
-    """The publish lines in the daemons' logs, once every job in ``expect`` has one (the
-    INFO line follows the job's final sidecar, which the test may have seen first)."""
-
-    def counts() -> Counter[str]:
-        found: Counter[str] = Counter()
-        for d in daemons:
-            found.update(
-                m.group(1) for m in re.finditer(r"(\S+): published \d+ file\(s\) to ", d.log())
-            )
-        return found
-
-    wait_for(lambda: set(expect) <= set(counts()), 30, message=f"publish lines of {expect}")
-    return counts()
 
 
 def _logged(d: Daemon, text: str) -> bool:
@@ -236,7 +219,7 @@ def _takeover(
         ranges = [r.header("Range") for r in fault_server.requests_for(f"/{name}.tar")]
         assert len(ranges) == 2 and ranges[0] is None and ranges[1], ranges  # resumed
         assert _files(views[1] / "outbox" / name) == contents[name]
-    counts = _publishes(a, b, c, expect=(*held, *fillers))
+    counts = publishes(a, b, c, expect=(*held, *fillers))
     assert counts == Counter(dict.fromkeys([*held, *fillers], 1)), counts
     for name in fillers:
         assert len(fault_server.requests_for(f"/{name}.tar")) == 1, name
@@ -464,7 +447,7 @@ def test_host_paused_between_lease_check_and_publish_is_fenced(
     assert a.proc is not None and a.proc.poll() is None
     assert _files(shared / "outbox") == published  # nothing moved aside or replaced
     assert sorted(p.name for p in (shared / "outbox").iterdir()) == ["f"]
-    assert _publishes(b, expect=("f",)) == Counter({"f": 1}) and _publishes(a) == Counter()
+    assert publishes(b, expect=("f",)) == Counter({"f": 1}) and publishes(a) == Counter()
     got = b.sidecar("f")
     assert got is not None and got["status"] == "ok" and got["host"] == "host-b", got
     wait_for(

@@ -35,6 +35,7 @@ from harness import (
     FAST_TICK,
     Daemon,
     check_sidecar,
+    publishes,
     wait_for,
     wait_idle,
     wait_looked,
@@ -44,7 +45,6 @@ from netshare import NetShare, is_mounted, netshare_fixture, share_bed  # noqa: 
 pytestmark = pytest.mark.netshare
 
 TTL = 3.0
-PUBLISHED = re.compile(r"\b(\S+): published \d+ file\(s\) to ")
 FAST: dict[str, Any] = {
     "poll_interval": 0.5,
     "settle_time": 0.3,
@@ -79,20 +79,6 @@ def _drop(inbox: Path, name: str, url: str) -> None:
     tmp = inbox / f".{name}.url.tmp"
     tmp.write_text(url + "\n")
     tmp.rename(inbox / f"{name}.url")
-
-
-def _publishes(*daemons: Daemon, expect: tuple[str, ...] = ()) -> Counter[str]:
-    """The publish lines in the daemons' logs, once every job in ``expect`` has one (the
-    INFO line follows the job's final sidecar, which the test may have seen first)."""
-
-    def counts() -> Counter[str]:
-        found: Counter[str] = Counter()
-        for d in daemons:
-            found.update(m.group(1) for m in PUBLISHED.finditer(d.log()))
-        return found
-
-    wait_for(lambda: set(expect) <= set(counts()), 30, message=f"publish lines of {expect}")
-    return counts()
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -241,7 +227,7 @@ def test_three_hosts_300_jobs_each_published_once(
     wait_looked(*daemons)
     wait_idle(*daemons)
     # exactly once, not fairness: which host ran how many jobs is up to the scheduler
-    published_by = {host: _publishes(d) for host, d in zip(hosts, daemons, strict=True)}
+    published_by = {host: publishes(d) for host, d in zip(hosts, daemons, strict=True)}
     by_host: Counter[str] = Counter()
     for i in range(300):
         name = f"j{i}"
@@ -320,8 +306,8 @@ def test_killed_host_jobs_taken_over_and_resumed(
     assert time.monotonic() - killed >= TTL - 0.5  # not before the leases went stale
     assert "broke the stale lease of host-a" in b.log()
     jobs = ("k0", "k1", "k2")
-    assert _publishes(a, b, expect=jobs) == Counter({"k0": 1, "k1": 1, "k2": 1})
-    assert _publishes(b, expect=jobs) == Counter({"k0": 1, "k1": 1, "k2": 1})
+    assert publishes(a, b, expect=jobs) == Counter({"k0": 1, "k1": 1, "k2": 1})
+    assert publishes(b, expect=jobs) == Counter({"k0": 1, "k1": 1, "k2": 1})
 
 
 # -- 4. fencing: a paused host wakes up and must not publish ---------------------------
@@ -362,8 +348,8 @@ def test_paused_host_is_fenced_off(netshare: NetShare, fault_server, make_daemon
     assert _files(area.export / "outbox" / "f") == new
     got = b.sidecar("f")
     assert got is not None and got["status"] == "ok" and got["host"] == "host-b"
-    assert _publishes(b, expect=("f",)) == Counter({"f": 1})
-    assert _publishes(a) == Counter()
+    assert publishes(b, expect=("f",)) == Counter({"f": 1})
+    assert publishes(a) == Counter()
     assert "broke the stale lease of host-a" in b.log()
 
 
