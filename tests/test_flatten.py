@@ -22,10 +22,12 @@ import pytest
 from dropfetch.archive.flatten import lift, link_leaving, single_top
 from dropfetch.config import ExtractConfig
 from dropfetch.download import Transfer
+from dropfetch.errors import DropfetchError, UnsupportedArchiveError
 from dropfetch.extract import ArchiveFormat, extract, sniff
 from dropfetch.stream import TarStream
 from harness import Daemon, wait_for
 from hostile import T, tar_bytes
+from rarfiles import rar_file
 
 FLAT = ExtractConfig(flatten=True)
 GIT_ENV = {
@@ -116,7 +118,7 @@ def test_lift_fails_cleanly_when_the_root_is_not_empty(tmp_path: Path) -> None:
     root = tmp_path / "out"
     (root / "top").mkdir(parents=True)
     (root / "other").write_text("x")
-    with pytest.raises(Exception, match="flattening top"):
+    with pytest.raises(DropfetchError, match="flattening top"):
         lift(str(root), "top")
     assert sorted(os.listdir(root)) == ["other", "top"]  # put back for the caller's cleanup
     assert sorted(os.listdir(tmp_path)) == ["out"]
@@ -217,6 +219,37 @@ def test_real_archives_flatten(tmp_path: Path, maker: str) -> None:
     nested = unpack(archive, tmp_path / "nested", ExtractConfig())
     assert nested == [f"{top}/{f}" for f in files]
     assert listing(tmp_path / "nested" / top) == expected
+
+
+def _seven_z(base: Path) -> tuple[Path, Path]:
+    _source_tree(base / "src")
+    archive = base / "tool-1.2.7z"
+    run(["7zz", "a", "-snl", "-bd", str(archive), "tool-1.2"], base / "src")
+    run(["7zz", "x", "-snld", "-bd", f"-o{base / 'ref'}", str(archive)], base)
+    return archive, base / "ref" / "tool-1.2"
+
+
+def _rar(base: Path) -> tuple[Path, Path]:
+    archive = rar_file("rar3-subdirs.rar")  # sub/dir1/file1.txt, sub/empty/, ...
+    run(["unar", "-q", "-o", str(base / "ref"), str(archive)], base)
+    return archive, base / "ref" / "sub"
+
+
+@pytest.mark.parametrize(("make", "tool"), [(_seven_z, "7zz"), (_rar, "unar")])
+def test_7z_and_rar_flatten(tmp_path: Path, make, tool: str) -> None:
+    """The same model for every decoder: 7z and RAR flatten like tar and zip."""
+    _need(tool)
+    archive, ref = make(tmp_path)
+    try:
+        files = unpack(archive, tmp_path / "out")
+    except UnsupportedArchiveError as exc:
+        if "not unpacked yet" not in str(exc):
+            raise
+        pytest.skip("7z and RAR are decoded once the libarchive lane is merged")
+    assert listing(tmp_path / "out") == listing(ref)
+    assert files == sorted(
+        p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file() and not p.is_symlink()
+    )
 
 
 def _tar_of(base: Path, names: list[str], name: str = "a.tar") -> Path:
