@@ -99,5 +99,6 @@ def flatten(out: Output, fmt: ArchiveFormat, label: str) -> list[str]:
         )
         return files
     lift(out.root, top)
+    logger.debug("%s: flattened: the content of %s is the output", label, display_name(top))
     cut = len(top) + 1
     return [f[cut:] for f in files]
