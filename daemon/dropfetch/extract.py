@@ -24,6 +24,7 @@ from typing import IO, cast
 
 from dropfetch.archive.boundaries import reading
 from dropfetch.archive.compression import CHUNK, decompressor
+from dropfetch.archive.flatten import flatten
 from dropfetch.archive.formats import ArchiveFormat, single_file_name, sniff
 from dropfetch.archive.libarc import LibarchiveCannot, extract_libarchive
 from dropfetch.archive.sevenzip import extract_py7zr
@@ -61,10 +62,10 @@ def extract(
     Returns the regular files written (links excluded), relative to ``dest``,
     '/'-separated, sorted, as ``os.fsdecode`` names them (bytes that are not UTF-8 are
     surrogate escapes: show them with :func:`dropfetch.fsutil.display_name`). A single
-    compressed file is written to ``dest/single_name``.
-    Raises :class:`CorruptArchiveError`, :class:`UnsafeArchiveError`,
-    :class:`ArchiveLimitsError`, :class:`EncryptedArchiveError`,
-    :class:`UnsupportedArchiveError`, :class:`DiskFullError`,
+    compressed file is written to ``dest/single_name``. With ``extract.flatten``, an
+    archive's single top directory replaces ``dest`` (:mod:`dropfetch.archive.flatten`).
+    Raises :class:`CorruptArchiveError`, :class:`UnsafeArchiveError`, :class:`ArchiveLimitsError`,
+    :class:`EncryptedArchiveError`, :class:`UnsupportedArchiveError`, :class:`DiskFullError`,
     :class:`IOFailureError` or :class:`CancelledError`; what was written to ``dest``
     before the error is left for the caller to remove.
     """
@@ -98,7 +99,7 @@ def extract(
         limits.written,
         time.monotonic() - started,
     )
-    return sorted(out.files)
+    return flatten(out, fmt, dest.name)
 
 
 def _check_call(dest: Path, fmt: ArchiveFormat, single_name: str, growth: Growth | None) -> str:
