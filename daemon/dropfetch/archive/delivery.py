@@ -9,9 +9,9 @@ is delivered under (SPEC §6, §8).
 - ``extract: true``: the bytes must be an archive (or one compressed file), whatever
   the name says.
 
-The single-compressed suffixes (``.gz``, ``.bz2``, ``.xz``, ``.zst``) promise nothing:
-a ``notes.txt.gz`` whose bytes are plain text is what a server that decompressed it on
-the way (``Content-Encoding: gzip``) sends, and is delivered as the file it is.
+The single-compressed suffixes (``.gz``, ``.bz2``, ``.xz``, ``.zst``) promise nothing
+(SPEC §8 leaves them out of the list): a ``notes.txt.gz`` whose bytes are plain text
+(a server that keeps or serves such files decompressed) is delivered as the file it is.
 """
 
 from __future__ import annotations
