@@ -9,6 +9,7 @@ import gzip
 import lzma
 import os
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,10 @@ from dropfetch.archive.delivery import (
     refusal,
 )
 from dropfetch.archive.formats import ArchiveFormat
+from dropfetch.config import ExtractConfig
+from dropfetch.download import Transfer
 from dropfetch.errors import CorruptArchiveError
+from dropfetch.stream import TarStream
 
 SPEC_DOCUMENTS = [
     ".docx",
@@ -335,3 +339,43 @@ def test_real_archives_go_by_their_bytes_whatever_the_name(tmp_path: Path) -> No
     assert delivery_format(path, "app.APK", forced=False) is ArchiveFormat.FILE
     assert delivery_format(path, "app.apk", forced=True) is ArchiveFormat.ZIP
     assert delivery_format(path, "app.zip", forced=False) is ArchiveFormat.ZIP
+
+
+# --- the same rule while downloading (stream.TarStream) -----------------------------
+
+
+def _stream_in(tmp_path: Path, data: bytes) -> tuple[TarStream, Path, Path]:
+    """Download ``data`` into a partial file in pieces, feeding a TarStream as the
+    downloader does; the partial file and the stream's staging directory."""
+    partial, staging = tmp_path / "x.part", tmp_path / "out"
+    staging.mkdir(parents=True)
+    stream = TarStream(partial, staging, ExtractConfig(), threading.Event(), lambda _d, _t: None)
+    with open(partial, "wb") as f:
+        for pos in range(0, len(data), 16384):
+            f.write(data[pos : pos + 16384])
+            f.flush()
+            stream.feed(Transfer(min(pos + 16384, len(data)), len(data), None, 0))
+    return stream, partial, staging
+
+
+def test_the_stream_never_extracts_a_page_under_a_tar_name(tmp_path: Path) -> None:
+    page = LOGIN.replace(b"</body>", b"<p>" + b"lorem ipsum " * 20_000 + b"</p></body>")
+    stream, partial, staging = _stream_in(tmp_path, page)
+    assert stream.fmt is ArchiveFormat.FILE  # it looked, past its 64 KiB
+    assert _fails(partial, "x.tar").startswith("the server sent an HTML page (title: 'Sign in")
+    assert stream.result(ArchiveFormat.FILE) is None
+    assert not list(staging.iterdir())
+
+
+def test_a_streamed_tar_under_a_document_name_is_discarded(tmp_path: Path) -> None:
+    files = {f"f{i}.bin": os.urandom(30_000) for i in range(10)}
+    stream, partial, staging = _stream_in(tmp_path, tar_bytes(files))
+    assert stream.fmt is ArchiveFormat.TAR
+    fmt = delivery_format(partial, "tool.jar", forced=False)
+    assert fmt is ArchiveFormat.FILE
+    assert stream.result(fmt) is None  # extracted while downloading, then thrown away
+    assert not list(staging.iterdir())
+    stream, partial, staging = _stream_in(tmp_path / "forced", tar_bytes(files))
+    fmt = delivery_format(partial, "tool.jar", forced=True)
+    assert stream.result(fmt) == sorted(files)
+    assert {p.name: p.read_bytes() for p in staging.iterdir()} == files
