@@ -53,8 +53,15 @@ def _jar(tmp: Path) -> Path:
     return tmp / "app.jar"
 
 
+def _bdist_wheel_in_setuptools() -> bool:
+    try:
+        return importlib.util.find_spec("setuptools.command.bdist_wheel") is not None
+    except ImportError:  # no setuptools at all
+        return False
+
+
 def _wheel(tmp: Path) -> Path:
-    if importlib.util.find_spec("wheel") is None:
+    if importlib.util.find_spec("wheel") is None and not _bdist_wheel_in_setuptools():
         pytest.skip("the wheel package is not installed (pyproject's test extra has it)")
     src = _tree(
         tmp / "tiny",
