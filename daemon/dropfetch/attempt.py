@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dropfetch.archive.delivery import delivery_format
 from dropfetch.checksumfile import job_checksums, url_leaf
 from dropfetch.checksums import verify
 from dropfetch.download import Downloader, DownloadResult, Transfer
@@ -18,7 +19,7 @@ from dropfetch.errors import (
     LeaseLostError,
 )
 from dropfetch.events import JobStarted, Phase, Progress
-from dropfetch.extract import ArchiveFormat, extract, single_file_name, sniff
+from dropfetch.extract import ArchiveFormat, extract, single_file_name
 from dropfetch.fsutil import publish_dir, remove_tree, require_free_space
 from dropfetch.jobfile import JobSpec, job_name, job_suffix, parse_job
 from dropfetch.jobpaths import JobPaths, count_start
@@ -208,7 +209,9 @@ class Attempt:
         """Into the token's ``out``: the streamed files, a fresh extraction, or the file."""
         spec, leaf = self.spec, self.paths.output.name
         fmt = (
-            sniff(result.path, name=spec.filename or result.filename)
+            delivery_format(
+                result.path, spec.filename or result.filename, forced=spec.extract_forced
+            )
             if spec.extract
             else ArchiveFormat.FILE
         )
