@@ -323,37 +323,59 @@ def test_truncated_rar_is_corrupt(tmp_path: Path, name: str) -> None:
     assert "errno=" not in err.message
 
 
-def test_missing_library_says_what_to_install(tmp_path: Path) -> None:
-    """LIBARCHIVE names the library libarchive-c loads: a file that does not exist is a
-    system without libarchive."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"x")
-    archive = tmp_path / "t.7z"
-    seven(["a", str(archive), "a.txt"], src)
+_IN_A_PROCESS = """
+import sys; from pathlib import Path
+from dropfetch.config import ExtractConfig
+from dropfetch.errors import DropfetchError
+from dropfetch.extract import extract, sniff
+a = Path(sys.argv[1])
+try:
+    print(extract(a, Path(sys.argv[2]), fmt=sniff(a), config=ExtractConfig(), single_name="x"))
+except DropfetchError as e:
+    print(e.code); print(e.message)
+"""
+
+
+def _extract_in_a_process(tmp_path: Path, archive: Path, **env: str) -> list[str]:
+    """extract() in a fresh interpreter with ``env``: its output lines."""
     (tmp_path / "out").mkdir()
-    code = (
-        "import sys; from pathlib import Path\n"
-        "from dropfetch.config import ExtractConfig\n"
-        "from dropfetch.errors import DropfetchError\n"
-        "from dropfetch.extract import extract, sniff\n"
-        "a = Path(sys.argv[1])\n"
-        "try:\n"
-        "    extract(a, Path(sys.argv[2]), fmt=sniff(a), config=ExtractConfig(), single_name='x')\n"
-        "except DropfetchError as e:\n"
-        "    print(e.code); print(e.message)\n"
-    )
-    env = {**UTF8_ENV, "LIBARCHIVE": str(tmp_path / "no-such-libarchive.so")}
     done = subprocess.run(
-        [sys.executable, "-c", code, str(archive), str(tmp_path / "out")],
-        env=env,
+        [sys.executable, "-c", _IN_A_PROCESS, str(archive), str(tmp_path / "out")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env},
         capture_output=True,
         text=True,
         check=True,
     )
-    code_line, message = done.stdout.split("\n", 1)
-    assert code_line == "unsupported_archive", done
-    assert "apt-get install libarchive13" in message
+    return done.stdout.splitlines()
+
+
+def _small_7z(tmp_path: Path, name: str) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / name).write_bytes(b"x")
+    archive = tmp_path / "t.7z"
+    seven(["a", str(archive), name], src)
+    return archive
+
+
+def test_missing_library_says_what_to_install(tmp_path: Path) -> None:
+    """LIBARCHIVE names the library libarchive-c loads: a file that does not exist is a
+    system without libarchive."""
+    archive = _small_7z(tmp_path, "a.txt")
+    lines = _extract_in_a_process(
+        tmp_path, archive, LIBARCHIVE=str(tmp_path / "no-such-libarchive.so")
+    )
+    assert lines[0] == "unsupported_archive", lines
+    assert "apt-get install libarchive13" in lines[1]
+
+
+def test_unicode_names_under_the_c_locale(tmp_path: Path) -> None:
+    """libarchive converts names to the locale's charset: under LC_ALL=C it could not,
+    so the read runs in C.UTF-8 (a per-thread locale)."""
+    archive = _small_7z(tmp_path, "名前 ü.txt")
+    lines = _extract_in_a_process(tmp_path, archive, LC_ALL="C", LANG="C")
+    assert lines == ["['名前 ü.txt']"], lines
+    assert (tmp_path / "out" / "名前 ü.txt").read_bytes() == b"x"
 
 
 # --- limits and hostile archives ------------------------------------------------------

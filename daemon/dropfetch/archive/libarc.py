@@ -91,12 +91,41 @@ def extract_libarchive(
         plain = open(archive, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise from_os_error(exc, "opening the archive") from exc
-    with plain:
+    with plain, _utf8_names():
         _check_headers(lib, plain, fmt, passwords)
         plain.seek(0)
         stream = source if source is not None else plain
         with _Reader(lib, stream, fmt, passwords) as reader:
             reader.extract(out, unnamed)
+
+
+_LC_CTYPE_MASK = 1 << 0  # glibc: 1 << LC_CTYPE, which is 0
+
+
+@contextlib.contextmanager
+def _utf8_names() -> Iterator[None]:
+    """libarchive converts the names it reads (UTF-16 in 7z and RAR) to the locale's
+    charset, and gives up under LC_ALL=C: this thread reads in C.UTF-8 whatever the
+    process's locale (uselocale is per thread; Python itself writes names as UTF-8)."""
+    try:
+        libc = ctypes.CDLL(None)
+        newlocale, uselocale, freelocale = libc.newlocale, libc.uselocale, libc.freelocale
+    except (OSError, AttributeError):
+        yield
+        return
+    newlocale.restype = uselocale.restype = ctypes.c_void_p
+    newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+    uselocale.argtypes = freelocale.argtypes = [ctypes.c_void_p]
+    utf8 = newlocale(_LC_CTYPE_MASK, b"C.UTF-8", None)
+    if not utf8:
+        yield
+        return
+    before = uselocale(utf8)
+    try:
+        yield
+    finally:
+        uselocale(before)
+        freelocale(utf8)
 
 
 def _library(fmt: ArchiveFormat) -> Any:
@@ -149,18 +178,7 @@ def libarchive_error(message: str | None, fmt: ArchiveFormat, passwords: int) ->
         if needle.lower() in lower:
             return LibarchiveCannot(_cannot_message(fmt, why))
     if "passphrase" in lower or "decryption" in lower:
-        if not passwords:
-            return EncryptedArchiveError(
-                f"the {fmt} archive is encrypted: a password is needed to unpack it; give "
-                "the job a password (option password:) or list it in extract.passwords_file"
-            )
-        given = (
-            "the password given is" if passwords == 1 else f"the {passwords} passwords given are"
-        )
-        return EncryptedArchiveError(
-            f"the {fmt} archive is encrypted and {given} wrong; give the job the right "
-            "password (option password:) or list it in extract.passwords_file"
-        )
+        return _password_error(fmt, passwords)
     if "unsupported" in lower or "not supported" in lower:
         return UnsupportedArchiveError(
             f"the {fmt} archive uses something libarchive cannot unpack ({text}); ask the "
@@ -169,6 +187,19 @@ def libarchive_error(message: str | None, fmt: ArchiveFormat, passwords: int) ->
     detail = f" ({text})" if text else ""
     return CorruptArchiveError(
         f"the {fmt} archive is damaged or incomplete{detail}; download it again or check the source"
+    )
+
+
+def _password_error(fmt: ArchiveFormat, passwords: int) -> EncryptedArchiveError:
+    if not passwords:
+        return EncryptedArchiveError(
+            f"the {fmt} archive is encrypted: a password is needed to unpack it; give "
+            "the job a password (option password:) or list it in extract.passwords_file"
+        )
+    given = "the password given is" if passwords == 1 else f"the {passwords} passwords given are"
+    return EncryptedArchiveError(
+        f"the {fmt} archive is encrypted and {given} wrong; give the job the right "
+        "password (option password:) or list it in extract.passwords_file"
     )
 
 
