@@ -342,7 +342,7 @@ class _Reader:
         return unnamed
 
     def _member(self, entry: _Entry, name: str, out: Output) -> None:
-        rel = normalise_name(name)
+        rel = normalise_name(name, backslash_is_separator=self._fmt is ArchiveFormat.ZIP)
         kind, perm, mtime = entry.kind, entry.perm, entry.mtime
         if entry.hardlink is not None:
             out.add_hardlink(rel, entry.hardlink, name)
