@@ -209,6 +209,13 @@ def test_encrypted_7z_libarchive_cannot_do(tmp_path: Path, args: list[str], why:
     assert why in err.message and "secret-pw" not in err.message
 
 
+@pytest.mark.parametrize("part", [1, 2, 3])
+def test_rar5_volume_says_what_it_is(tmp_path: Path, part: int) -> None:
+    err = fails(rar_file(f"rar5-vols.part{part}.rar"), tmp_path / "out")
+    assert type(err) is UnsupportedArchiveError and "multi-volume" in err.message
+    assert not list((tmp_path / "out").iterdir())
+
+
 def test_rar5_encryption_records() -> None:
     found = {}
     for name in ("rar5-psw.rar", "rar5-psw-blake.rar", "rar5-solid.rar", "rar5-hlink.rar"):

@@ -153,6 +153,13 @@ def _check_headers(lib: Any, f: IO[bytes], fmt: ArchiveFormat, passwords: Sequen
         rar5 = scan_rar5(f)
         if rar5.encrypted:
             raise LibarchiveCannot(_cannot_message(fmt, "it is an encrypted RAR archive"))
+        if rar5.split:
+            raise UnsupportedArchiveError(
+                "the rar archive is one volume of a multi-volume set (name.part1.rar, "
+                "name.part2.rar, ...); dropfetch downloads one URL and cannot join the other "
+                "volumes: offer the whole archive in one file, or use extract: false to get "
+                "this volume as it is"
+            )
     f.seek(0)
     with _Reader(lib, f, fmt, passwords) as reader:
         for entry in reader.entries():
