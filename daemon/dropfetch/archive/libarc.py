@@ -272,13 +272,17 @@ class _Reader:
     def __enter__(self) -> _Reader:
         ffi = self._ffi
         self._p = ffi.read_new()
-        with self.failing():
-            for name in _FORMATS[self._fmt]:
-                ffi.get_read_format_function(name)(self._p)
-            for password in self._passwords:
-                ffi.read_add_passphrase(self._p, password.encode("utf-8", "surrogateescape"))
-            ffi.read_set_seek_callback(self._p, self._seek_cb)
-            ffi.read_open(self._p, None, ffi.NO_OPEN_CB, self._read_cb, ffi.NO_CLOSE_CB)
+        try:
+            with self.failing():
+                for name in _FORMATS[self._fmt]:
+                    ffi.get_read_format_function(name)(self._p)
+                for password in self._passwords:
+                    ffi.read_add_passphrase(self._p, password.encode("utf-8", "surrogateescape"))
+                ffi.read_set_seek_callback(self._p, self._seek_cb)
+                ffi.read_open(self._p, None, ffi.NO_OPEN_CB, self._read_cb, ffi.NO_CLOSE_CB)
+        except BaseException:
+            ffi.read_free(self._p)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
