@@ -1,21 +1,243 @@
 """RAR archives that libarchive cannot decode (solid RAR 4, encrypted RAR), decoded by
 The Unarchiver's ``lsar``/``unar`` (Debian ``unar``); every entry is checked and written
-by dropfetch's own output tree."""
+by dropfetch's own output tree.
+
+``lsar -j`` lists the members (names, types, sizes, link targets, checksums); ``unar -o
+-`` sends the data of every file (and of every RAR 4 symbolic link: its target) one after
+the other, in the archive's order, and nothing else: each member is cut from that stream
+by the size the listing claims, checked against its CRC-32 as it is written, and the
+stream must end exactly there. ``unar -o -`` checks no checksum itself, so the members
+whose checksum only lsar can verify (BLAKE2sp, or keyed by the password) are tested by
+``lsar -t`` first. The tools see the archive alone in a private directory (unar looks
+for volumes beside it), with a clean environment.
+
+Passwords reach both tools on their command line (``-p``): The Unarchiver has no other
+way that works without a terminal (its prompt needs one on standard input and output).
+README and docs/SECURITY.md say what that exposes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from dropfetch.archive.compression import CHUNK
 from dropfetch.archive.libarc import LibarchiveCannot
+from dropfetch.archive.members import MAX_LINK_TARGET, normalise_name
 from dropfetch.archive.tree import Output
+from dropfetch.archive.unarlist import Entry, Listing, parse_listing
+from dropfetch.archive.unarproc import SILENCE_TIMEOUT, ToolRun
+from dropfetch.errors import (
+    ArchiveLimitsError,
+    CorruptArchiveError,
+    EncryptedArchiveError,
+    UnsafeArchiveError,
+    UnsupportedArchiveError,
+    from_os_error,
+)
 
-__all__ = ["extract_unar"]
+__all__ = ["NEED_PASSWORD", "WRONG_PASSWORD", "extract_unar", "write_entries"]
+
+_Read = Callable[[int], bytes]
+LISTING_MAX = 64 * 1024 * 1024  # lsar's JSON is read whole: at most this much
+TEST_RATE = 1024 * 1024  # bytes a second lsar -t decodes at least (its silence per member)
+NEED_PASSWORD = (
+    "the archive is encrypted: a password is needed to unpack it: give it with the job's "
+    "`password` option or extract.passwords_file"
+)
+WRONG_PASSWORD = "the archive is encrypted: the password(s) given do not open it"
+
+
+@dataclass(frozen=True, slots=True)
+class _Tools:
+    lsar: str
+    unar: str
+    home: str  # the private directory: the archive's link, HOME, standard error
+    archive: str  # the archive, alone in ``home``
 
 
 def extract_unar(
     archive: Path, out: Output, passwords: Sequence[str], cannot: LibarchiveCannot
 ) -> None:
-    """Extract the RAR ``archive`` through ``out`` (being written in the rar lane)."""
-    del archive, out, passwords
-    raise cannot
+    """Extract the RAR ``archive`` through ``out`` with lsar/unar, trying ``passwords``
+    in order; ``cannot`` says why libarchive could not (its message names the kind of
+    RAR when the tools are missing)."""
+    with _tools(archive, cannot) as tools:
+        listing, password = _listing(tools, passwords, out)
+        if listing.encrypted and password is None:
+            password = _choose_password(tools, listing, passwords, out)
+        elif listing.needs_test and (failed := _test(tools, listing, password, out)):
+            raise CorruptArchiveError(failed)
+        argv = [tools.unar, "-nr", "-k", "skip", "-o", "-", *_pw(password), tools.archive]
+        with ToolRun(argv, tools.home, out.check_cancel) as run:
+            write_entries(listing, run.read, out)
+            status = run.wait()
+            if status != 0:
+                raise CorruptArchiveError(_failed(run, "unar", status, passwords))
+
+
+@contextlib.contextmanager
+def _tools(archive: Path, cannot: LibarchiveCannot) -> Iterator[_Tools]:
+    lsar, unar = shutil.which("lsar"), shutil.which("unar")
+    if lsar is None or unar is None:
+        raise UnsupportedArchiveError(
+            f"{cannot} This RAR archive needs The Unarchiver's lsar and unar, which are not "
+            "installed: install unar (Debian: apt-get install unar)"
+        )
+    try:
+        home = tempfile.mkdtemp(prefix="dropfetch-unar-")
+    except OSError as exc:
+        raise from_os_error(exc, "making a directory for unar") from exc
+    try:
+        link = os.path.join(home, "archive.rar")
+        with contextlib.suppress(OSError):
+            os.symlink(os.path.abspath(archive), link)
+        yield _Tools(lsar, unar, home, link)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _pw(password: str | None) -> list[str]:
+    return [] if password is None else ["-p", password]
+
+
+def _listing(tools: _Tools, passwords: Sequence[str], out: Output) -> tuple[Listing, str | None]:
+    """The listing, and the password that opened it when its headers are encrypted."""
+    data, status, said = _run_lsar(tools, [], out)
+    if status == 0 or "requires a password" not in said + data.decode("utf-8", "replace"):
+        return parse_listing(data), None
+    if not passwords:
+        raise EncryptedArchiveError(NEED_PASSWORD)
+    for password in passwords:
+        data, status, said = _run_lsar(tools, _pw(password), out)
+        if status == 0:
+            return parse_listing(data), password
+    raise EncryptedArchiveError(WRONG_PASSWORD)
+
+
+def _run_lsar(tools: _Tools, extra: list[str], out: Output) -> tuple[bytes, int, str]:
+    """``lsar -j``'s output, exit status and standard error."""
+    argv = [tools.lsar, "-j", "-nr", *extra, tools.archive]
+    with ToolRun(argv, tools.home, out.check_cancel) as run:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := run.read():
+            size += len(chunk)
+            if size > LISTING_MAX:
+                raise ArchiveLimitsError(
+                    f"lsar's listing of the archive is longer than {LISTING_MAX} bytes "
+                    "(a solid RAR 4 of very many members): it is not unpacked"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks), run.wait(), run.stderr_tail()
+
+
+def _choose_password(tools: _Tools, listing: Listing, passwords: Sequence[str], out: Output) -> str:
+    """The first password with which ``lsar -t`` finds every member sound. For RAR 4,
+    a wrong password and damaged data look the same (no password check)."""
+    if not passwords:
+        raise EncryptedArchiveError(NEED_PASSWORD)
+    for password in passwords:
+        if _test(tools, listing, password, out) is None:
+            return password
+    raise EncryptedArchiveError(WRONG_PASSWORD)
+
+
+def _test(tools: _Tools, listing: Listing, password: str | None, out: Output) -> str | None:
+    """``lsar -t``: None when every member is sound, else what failed."""
+    largest = max((e.size for e in listing.entries), default=0)
+    argv = [tools.lsar, "-t", "-nr", *_pw(password), tools.archive]
+    silence = SILENCE_TIMEOUT + largest / TEST_RATE
+    with ToolRun(argv, tools.home, out.check_cancel, silence) as run:
+        while run.read():
+            pass
+        status = run.wait()
+        return None if status == 0 else _failed(run, "lsar -t", status, [password or ""])
+
+
+def _failed(run: ToolRun, what: str, status: int, passwords: Sequence[str]) -> str:
+    detail = run.stderr_tail()
+    for password in passwords:
+        if password:
+            detail = detail.replace(password, "***")
+    detail = detail.splitlines()[-1][:300] if detail else f"exit status {status}"
+    return (
+        f"the archive is damaged or incomplete: {what} failed ({detail}); download it "
+        "again or check the source"
+    )
+
+
+def write_entries(listing: Listing, read: _Read, out: Output) -> None:
+    """Write every entry of ``listing`` through ``out``, their data cut from ``read``
+    (``unar -o -``'s output); the stream must end where the last one's data does."""
+    for entry in listing.entries:
+        out.check_cancel()
+        out.limits.member()
+        _write_entry(entry, _Member(read, entry), out)
+    if read(1):
+        raise CorruptArchiveError(
+            "the archive is damaged: unar sent more data than its listing holds; download "
+            "it again or check the source"
+        )
+
+
+def _write_entry(entry: Entry, member: _Member, out: Output) -> None:
+    rel = normalise_name(entry.name)
+    if entry.kind == "dir":
+        out.add_dir(rel, entry.mode, entry.mtime)
+    elif entry.kind == "file":
+        out.add_file(rel, entry.mode, entry.mtime, member.read, f"decoding {entry.name}")
+    elif entry.kind == "hardlink":
+        assert entry.target is not None
+        out.add_hardlink(rel, entry.target, entry.name)
+    else:
+        target = entry.target if entry.target is not None else member.link_target()
+        out.add_symlink(rel, target, entry.name)
+
+
+class _Member:
+    """One member's data in the stream: exactly its listed size, its CRC-32 checked."""
+
+    def __init__(self, read: _Read, entry: Entry) -> None:
+        self._read = read
+        self._entry = entry
+        self._left = entry.size
+        self._crc = 0
+
+    def read(self, n: int) -> bytes:
+        if self._left == 0:
+            self._check()
+            return b""
+        chunk = self._read(min(n, self._left))
+        if not chunk:
+            raise CorruptArchiveError(
+                f"the archive is damaged or incomplete: the data of '{self._entry.name}' "
+                "is cut short (or a password is wrong); download it again or check the source"
+            )
+        self._left -= len(chunk)
+        self._crc = zlib.crc32(chunk, self._crc)
+        return chunk
+
+    def _check(self) -> None:
+        expected = self._entry.crc
+        if expected is not None and self._crc != expected:
+            raise CorruptArchiveError(
+                f"the archive is damaged: '{self._entry.name}' fails its checksum (CRC-32 "
+                f"{self._crc:08x}, the archive says {expected:08x}); download it again or "
+                "check the source"
+            )
+
+    def link_target(self) -> str:
+        """A RAR 4 symbolic link's target: its data."""
+        if self._entry.size >= MAX_LINK_TARGET:
+            raise UnsafeArchiveError(f"unsafe member '{self._entry.name}': link target too long")
+        data = b""
+        while chunk := self.read(CHUNK):
+            data += chunk
+        return data.decode("utf-8", "surrogateescape")
