@@ -19,7 +19,6 @@ README and docs/SECURITY.md say what that exposes.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import zlib
@@ -27,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dropfetch.archive.blake2sp import Blake2sp
 from dropfetch.archive.compression import CHUNK
 from dropfetch.archive.libarc import LibarchiveCannot
 from dropfetch.archive.members import MAX_LINK_TARGET, normalise_name
@@ -48,10 +48,10 @@ _Read = Callable[[int], bytes]
 LISTING_MAX = 64 * 1024 * 1024  # lsar's JSON is read whole: at most this much
 TEST_RATE = 1024 * 1024  # bytes a second lsar -t decodes at least (its silence per member)
 NEED_PASSWORD = (
-    "the archive is encrypted: a password is needed to unpack it: give it with the job's "
+    "the archive is encrypted: a password is needed to unpack it: give it with the job's "  # noqa: S105
     "`password` option or extract.passwords_file"
 )
-WRONG_PASSWORD = "the archive is encrypted: the password(s) given do not open it"
+WRONG_PASSWORD = "the archive is encrypted: the password(s) given do not open it"  # noqa: S105
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +95,10 @@ def _tools(archive: Path, cannot: LibarchiveCannot) -> Iterator[_Tools]:
     except OSError as exc:
         raise from_os_error(exc, "making a directory for unar") from exc
     try:
-        link = os.path.join(home, "archive.rar")
+        link = Path(home) / "archive.rar"
         with contextlib.suppress(OSError):
-            os.symlink(os.path.abspath(archive), link)
-        yield _Tools(lsar, unar, home, link)
+            link.symlink_to(archive.absolute())
+        yield _Tools(lsar, unar, home, str(link))
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -194,8 +194,7 @@ def _write_entry(entry: Entry, member: _Member, out: Output) -> None:
     elif entry.kind == "file":
         out.add_file(rel, entry.mode, entry.mtime, member.read, f"decoding {entry.name}")
     elif entry.kind == "hardlink":
-        assert entry.target is not None
-        out.add_hardlink(rel, entry.target, entry.name)
+        out.add_hardlink(rel, entry.target or "", entry.name)
     else:
         target = entry.target if entry.target is not None else member.link_target()
         out.add_symlink(rel, target, entry.name)
@@ -209,6 +208,7 @@ class _Member:
         self._entry = entry
         self._left = entry.size
         self._crc = 0
+        self._blake2 = Blake2sp() if entry.blake2 is not None else None
 
     def read(self, n: int) -> bytes:
         if self._left == 0:
@@ -222,6 +222,8 @@ class _Member:
             )
         self._left -= len(chunk)
         self._crc = zlib.crc32(chunk, self._crc)
+        if self._blake2 is not None:
+            self._blake2.update(chunk)
         return chunk
 
     def _check(self) -> None:
@@ -231,6 +233,11 @@ class _Member:
                 f"the archive is damaged: '{self._entry.name}' fails its checksum (CRC-32 "
                 f"{self._crc:08x}, the archive says {expected:08x}); download it again or "
                 "check the source"
+            )
+        if self._blake2 is not None and self._blake2.digest() != self._entry.blake2:
+            raise CorruptArchiveError(
+                f"the archive is damaged: '{self._entry.name}' fails its checksum "
+                "(BLAKE2sp); download it again or check the source"
             )
 
     def link_target(self) -> str:

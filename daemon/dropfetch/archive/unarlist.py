@@ -39,7 +39,8 @@ class Entry:
     target: str | None  # a link's destination, when the listing gives it
     encrypted: bool
     crc: int | None = None  # the CRC-32 of its data, checked as it is written
-    opaque: bool = False  # a checksum only lsar can check (BLAKE2sp, or encrypted)
+    blake2: bytes | None = None  # or its BLAKE2sp digest
+    opaque: bool = False  # a CRC-32 only lsar -t can check (keyed by the password)
 
     @property
     def in_stream(self) -> bool:
@@ -116,8 +117,22 @@ def _entry(raw: Any) -> Entry:
         target=target if isinstance(target, str) else None,
         encrypted=bool(raw.get("XADIsEncrypted")),
         crc=crc,
-        opaque=crc is None and ("RAR5BLAKE2spHash" in raw or "RAR5CRC32" in raw),
+        blake2=_blake2(raw),
+        opaque=crc is None and "RAR5CRC32" in raw,
     )
+
+
+def _blake2(raw: dict[str, Any]) -> bytes | None:
+    """The BLAKE2sp digest in clear (lsar gives its bytes as characters U+0000-U+00FF);
+    lsar -t cannot check one ("Unknown"), nor can anyone check a keyed one."""
+    value = raw.get("RAR5BLAKE2spHash")
+    if raw.get("RAR5ChecksumsAreEncrypted") or not isinstance(value, str):
+        return None
+    try:
+        digest = value.encode("latin-1")
+    except UnicodeError:
+        return None
+    return digest if len(digest) == 32 else None
 
 
 def _crc(raw: dict[str, Any]) -> int | None:

@@ -11,7 +11,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
+from typing import IO, cast
 
 from dropfetch.archive.compression import CHUNK
 from dropfetch.errors import CorruptArchiveError, from_os_error
@@ -38,12 +40,12 @@ class ToolRun:
         check_cancel: Callable[[], None],
         silence: float = SILENCE_TIMEOUT,
     ) -> None:
-        self.tool = os.path.basename(argv[0])
+        self.tool = Path(argv[0]).name
         self._check_cancel = check_cancel
         self._silence = silence
         self._err = tempfile.TemporaryFile(dir=home)  # noqa: SIM115 - closed by close()
         try:
-            self._proc = subprocess.Popen(  # noqa: S603 - argv is ours, no shell
+            self._proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -56,8 +58,12 @@ class ToolRun:
         except OSError as exc:
             self._err.close()
             raise from_os_error(exc, f"starting {self.tool}") from exc
-        assert self._proc.stdout is not None
-        self._fd = self._proc.stdout.fileno()
+        self._stdout = cast(IO[bytes], self._proc.stdout)
+        self._fd = self._stdout.fileno()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     def __enter__(self) -> ToolRun:
         return self
@@ -111,6 +117,5 @@ class ToolRun:
             except OSError:
                 self._proc.kill()
         self._proc.wait()
-        assert self._proc.stdout is not None
-        self._proc.stdout.close()
+        self._stdout.close()
         self._err.close()
