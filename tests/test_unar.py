@@ -22,7 +22,7 @@ from dropfetch.archive.libarc import LibarchiveCannot
 from dropfetch.archive.source import Limits, Source
 from dropfetch.archive.tree import Output
 from dropfetch.archive.unar import NEED_PASSWORD, WRONG_PASSWORD, extract_unar, write_entries
-from dropfetch.archive.unarlist import parse_listing
+from dropfetch.archive.unarlist import ListingReader, parse_listing
 from dropfetch.archive.unarproc import ToolRun
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import (
@@ -453,3 +453,33 @@ def test_mapping_symlinks_skip(tmp_path: Path) -> None:
     out = write(data, b"/etcA", tmp_path, symlinks="skip")
     assert (tmp_path / "out/a").read_bytes() == b"A"
     assert out.skipped_links == ["l4"]
+
+
+def test_listing_skips_solid_part_lists_unparsed() -> None:
+    """lsar's pretty-printed listing: the part lists of a solid RAR 4 (quadratic in the
+    members) are skipped by their lines, never parsed; fed in any pieces."""
+    out = subprocess.run(
+        ["lsar", "-j", "-nr", str(rar_file("rar3-solid.rar"))], capture_output=True, check=True
+    ).stdout
+    assert b'"XADSolidObject": [' in out
+    garbled = out.replace(b'"Parts": [', b'"Parts": [ not JSON at all')
+    for data in (out, garbled):
+        reader = ListingReader(10)
+        for i in range(0, len(data), 7):
+            reader.feed(data[i : i + 7])
+        listed = reader.listing()
+        assert [(e.name, e.size, e.crc) for e in listed.entries] == [
+            ("stest1.txt", 2048, 0xC5B7E6A2),
+            ("stest2.txt", 2048, 0xC5B7E6A2),
+        ]
+        assert listed.solid
+    with pytest.raises(CorruptArchiveError):
+        parse_listing(out.replace(b'"XADFileName"', b'"XADFileName" !', 1))
+
+
+def test_listing_counts_members_as_it_reads() -> None:
+    data = listing(*(f(f"m{i}", 0) for i in range(5)))
+    pretty = json.dumps(json.loads(data), indent=2).encode()
+    with pytest.raises(ArchiveLimitsError, match="more than 3 members"):
+        ListingReader(3).feed(pretty)
+    assert len(parse_listing(pretty, 5).entries) == 5

@@ -31,10 +31,9 @@ from dropfetch.archive.compression import CHUNK
 from dropfetch.archive.libarc import LibarchiveCannot
 from dropfetch.archive.members import MAX_LINK_TARGET, normalise_name
 from dropfetch.archive.tree import Output
-from dropfetch.archive.unarlist import Entry, Listing, parse_listing
+from dropfetch.archive.unarlist import Entry, Listing, ListingReader
 from dropfetch.archive.unarproc import SILENCE_TIMEOUT, ToolRun
 from dropfetch.errors import (
-    ArchiveLimitsError,
     CorruptArchiveError,
     EncryptedArchiveError,
     UnsafeArchiveError,
@@ -45,7 +44,6 @@ from dropfetch.errors import (
 __all__ = ["NEED_PASSWORD", "WRONG_PASSWORD", "extract_unar", "write_entries"]
 
 _Read = Callable[[int], bytes]
-LISTING_MAX = 64 * 1024 * 1024  # lsar's JSON is read whole: at most this much
 TEST_RATE = 1024 * 1024  # bytes a second lsar -t decodes at least (its silence per member)
 NEED_PASSWORD = (
     "the archive is encrypted: a password is needed to unpack it: give it with the job's "  # noqa: S105
@@ -109,33 +107,30 @@ def _pw(password: str | None) -> list[str]:
 
 def _listing(tools: _Tools, passwords: Sequence[str], out: Output) -> tuple[Listing, str | None]:
     """The listing, and the password that opened it when its headers are encrypted."""
-    data, status, said = _run_lsar(tools, [], out)
-    if status == 0 or "requires a password" not in said + data.decode("utf-8", "replace"):
-        return parse_listing(data), None
+    listed, status, said = _run_lsar(tools, None, out)
+    if status == 0 or "requires a password" not in said:
+        return listed.listing(), None
     if not passwords:
         raise EncryptedArchiveError(NEED_PASSWORD)
     for password in passwords:
-        data, status, said = _run_lsar(tools, _pw(password), out)
+        listed, status, said = _run_lsar(tools, password, out)
         if status == 0:
-            return parse_listing(data), password
+            return listed.listing(), password
     raise EncryptedArchiveError(WRONG_PASSWORD)
 
 
-def _run_lsar(tools: _Tools, extra: list[str], out: Output) -> tuple[bytes, int, str]:
-    """``lsar -j``'s output, exit status and standard error."""
-    argv = [tools.lsar, "-j", "-nr", *extra, tools.archive]
+def _run_lsar(tools: _Tools, password: str | None, out: Output) -> tuple[ListingReader, int, str]:
+    """``lsar -j``'s listing as read, its exit status, and the end of what it said
+    (standard error, and of standard output, where it says a password is needed)."""
+    argv = [tools.lsar, "-j", "-nr", *_pw(password), tools.archive]
     with ToolRun(argv, tools.home, out.check_cancel) as run:
-        chunks: list[bytes] = []
-        size = 0
+        listed = ListingReader(out.config.max_files)
+        last = b""
         while chunk := run.read():
-            size += len(chunk)
-            if size > LISTING_MAX:
-                raise ArchiveLimitsError(
-                    f"lsar's listing of the archive is longer than {LISTING_MAX} bytes "
-                    "(a solid RAR 4 of very many members): it is not unpacked"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks), run.wait(), run.stderr_tail()
+            listed.feed(chunk)
+            last = (last + chunk)[-200:]
+        said = run.stderr_tail() + last.decode("utf-8", "replace")
+        return listed, run.wait(), said
 
 
 def _choose_password(tools: _Tools, listing: Listing, passwords: Sequence[str], out: Output) -> str:

@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from dropfetch.errors import CorruptArchiveError, UnsafeArchiveError
+from dropfetch.errors import ArchiveLimitsError, CorruptArchiveError, UnsafeArchiveError
 
-__all__ = ["Entry", "Listing", "parse_listing"]
+__all__ = ["Entry", "Listing", "ListingReader", "parse_listing"]
 
 Kind = Literal["dir", "file", "symlink", "hardlink"]
+MAX_HELD = 16 * 1024 * 1024  # bytes of one member's lines, or of the lines around them
 
-# lsar repeats a solid RAR 4's whole part list in every entry: these keys are dropped as
-# they are parsed, so the entries kept stay small
+# lsar repeats a solid RAR 4's whole part list in every entry (ListingReader skips it
+# unparsed when it can): these keys are dropped as they are parsed
 _DROPPED = frozenset({"XADSolidObject", "XADNextSolidEntry", "XADFirstSolidEntry"})
 _SPECIAL = {
     "XADIsCharacterDevice": "a character device",
@@ -65,27 +67,116 @@ class Listing:
         return any(e.opaque for e in self.entries if e.in_stream)
 
 
-def parse_listing(data: bytes) -> Listing:
-    """The entries of ``lsar -j``'s output, in the archive's order. Raises
-    :class:`CorruptArchiveError` for a listing that is not one, or that says lsar could
-    not read the archive to its end (``lsarError``), and :class:`UnsafeArchiveError`
-    for a device, a FIFO or a resource fork."""
+def parse_listing(data: bytes, max_entries: int = 1 << 62) -> Listing:
+    """The entries of all of ``lsar -j``'s output ``data`` (see :class:`ListingReader`)."""
+    reader = ListingReader(max_entries)
+    reader.feed(data)
+    return reader.listing()
+
+
+_SOLID_OPEN = re.compile(rb'( *)"XADSolidObject": \[\Z')
+_ENTRY_OPEN = b"    {"
+_ENTRY_CLOSE = (b"    }", b"    },")
+
+
+class ListingReader:
+    """``lsar -j``'s output, fed as it comes: each member is parsed as soon as its lines
+    are in, so memory holds the entries, not the text. lsar repeats a solid RAR 4's
+    whole part list in every member (its output grows with the square of the members):
+    those lists are skipped by their lines, unparsed. lsar pretty-prints with two
+    spaces an indent, and a JSON string holds no line break, so a line is a key only
+    where lsar put one; output in another shape is parsed whole, as JSON."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._pending = b""
+        self._member: list[bytes] | None = None  # the lines of the member being read
+        self._skeleton: list[bytes] = []  # every line outside the members
+        self._skip: bytes | None = None  # the line that ends the part list skipped
+        self._held = 0
+        self.entries: list[Entry] = []
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._pending + chunk).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._line(line)
+        if len(self._pending) > MAX_HELD:
+            raise ArchiveLimitsError(f"lsar's listing has a line over {MAX_HELD} bytes")
+
+    def _line(self, line: bytes) -> None:
+        if self._skip is not None:
+            if line.rstrip(b",") == self._skip:
+                self._keep(self._skip[:-1] + b'"XADSolidObject": 0' + line[len(self._skip) :])
+                self._skip = None
+            return
+        if opened := _SOLID_OPEN.match(line):
+            self._skip = opened.group(1) + b"]"
+        elif self._member is None and line == _ENTRY_OPEN:
+            self._member = [line]
+        elif self._member is not None and line in _ENTRY_CLOSE:
+            self._member.append(b"    }")
+            self._add(b"\n".join(self._member))
+            self._member, self._held = None, 0
+        else:
+            self._keep(line)
+
+    def _keep(self, line: bytes) -> None:
+        self._held += len(line)
+        if self._held > MAX_HELD:
+            raise ArchiveLimitsError(
+                f"lsar's listing holds a member or a header over {MAX_HELD} bytes: the "
+                "archive is not unpacked"
+            )
+        (self._skeleton if self._member is None else self._member).append(line)
+
+    def _add(self, text: bytes) -> None:
+        self.entries.append(_entry(_json(text)))
+        if len(self.entries) > self._max_entries:
+            raise ArchiveLimitsError(
+                f"the archive has more than {self._max_entries} members (extract.max_files); "
+                "raise the limit if this archive is trusted"
+            )
+
+    def listing(self) -> Listing:
+        """The listing, once all of lsar's output was fed. Raises
+        :class:`CorruptArchiveError` for a listing that is not one, or that says lsar
+        could not read the archive to its end (``lsarError``), and
+        :class:`UnsafeArchiveError` for a device, a FIFO or a resource fork."""
+        self.feed(b"\n")
+        if self._member is not None or self._skip is not None:
+            raise _unlisted()
+        doc = _json(b"\n".join(self._skeleton))
+        contents = doc.get("lsarContents")
+        if not isinstance(contents, list):
+            raise _unlisted()
+        for raw in contents:  # lsar's output in another shape
+            self.entries.append(_entry(raw))
+        if doc.get("lsarError"):
+            raise CorruptArchiveError(
+                f"the archive is damaged or incomplete: lsar stopped listing it (error "
+                f"{doc['lsarError']!r}); download it again or check the source"
+            )
+        entries = sorted(self.entries, key=lambda e: e.index)
+        props = doc.get("lsarProperties")
+        return Listing(entries, isinstance(props, dict) and bool(props.get("XADIsSolid")))
+
+
+def _json(text: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(data.decode("utf-8", "surrogateescape"), object_hook=_drop_solid)
-        contents = doc["lsarContents"]
-    except (ValueError, KeyError, TypeError):
-        raise CorruptArchiveError(
-            "the archive is damaged or incomplete: lsar could not list it; download it "
-            "again or check the source"
-        ) from None
-    if doc.get("lsarError"):
-        raise CorruptArchiveError(
-            f"the archive is damaged or incomplete: lsar stopped listing it (error "
-            f"{doc['lsarError']!r}); download it again or check the source"
-        )
-    entries = sorted((_entry(raw) for raw in contents), key=lambda e: e.index)
-    props = doc.get("lsarProperties") or {}
-    return Listing(entries, bool(props.get("XADIsSolid")))
+        doc = json.loads(text.decode("utf-8", "surrogateescape"), object_hook=_drop_solid)
+    except ValueError:
+        raise _unlisted() from None
+    if not isinstance(doc, dict):
+        raise _unlisted()
+    return doc
+
+
+def _unlisted() -> CorruptArchiveError:
+    return CorruptArchiveError(
+        "the archive is damaged or incomplete: lsar could not list it; download it again "
+        "or check the source"
+    )
 
 
 def _drop_solid(obj: dict[str, Any]) -> dict[str, Any]:
