@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dropfetch.archive.formats import ArchiveFormat
 from dropfetch.archive.libarc import LibarchiveCannot
 from dropfetch.archive.source import Limits, Source
 from dropfetch.archive.tree import Output
@@ -483,3 +484,33 @@ def test_listing_counts_members_as_it_reads() -> None:
     with pytest.raises(ArchiveLimitsError, match="more than 3 members"):
         ListingReader(3).feed(pretty)
     assert len(parse_listing(pretty, 5).entries) == 5
+
+
+def test_extract_hands_what_libarchive_cannot_to_unar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """extract.extract: libarchive says it cannot (before writing anything), unar does."""
+    import dropfetch.extract as extract_module
+
+    calls: list[Path] = []
+
+    def cannot(archive: Path, *_: Any) -> None:
+        calls.append(archive)
+        raise CANNOT
+
+    monkeypatch.setattr(extract_module, "extract_libarchive", cannot)
+    archive = rar_file("rar5-psw.rar")
+    assert extract_module.sniff(archive) is ArchiveFormat.RAR
+    dest = tmp_path / "out"
+    dest.mkdir()
+    files = extract_module.extract(
+        archive,
+        dest,
+        fmt=ArchiveFormat.RAR,
+        config=ExtractConfig(),
+        single_name="x",
+        passwords=[SECRET, "password"],
+    )
+    assert calls == [archive]
+    assert files == ["stest1.txt", "stest2.txt"]
+    assert (dest / "stest2.txt").read_bytes() == (dest / "stest1.txt").read_bytes()
