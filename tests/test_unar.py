@@ -22,7 +22,13 @@ from dropfetch.archive.formats import ArchiveFormat
 from dropfetch.archive.libarc import LibarchiveCannot
 from dropfetch.archive.source import Limits, Source
 from dropfetch.archive.tree import Output
-from dropfetch.archive.unar import NEED_PASSWORD, WRONG_PASSWORD, extract_unar, write_entries
+from dropfetch.archive.unar import (
+    INSTALL_HINT,
+    NEED_PASSWORD,
+    WRONG_PASSWORD,
+    extract_unar,
+    write_entries,
+)
 from dropfetch.archive.unarlist import ListingReader, parse_listing
 from dropfetch.archive.unarproc import ToolRun
 from dropfetch.config import ExtractConfig
@@ -297,8 +303,10 @@ def test_missing_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnsupportedArchiveError) as caught:
         run_unar(rar_file("rar3-solid.rar"), tmp_path / "out")
     message = str(caught.value)
-    assert message.startswith(str(CANNOT))
-    assert "install unar (Debian: apt-get install unar)" in message
+    assert message.startswith(str(CANNOT).rstrip("."))
+    assert "solid RAR 4 and encrypted RAR archives" in message
+    assert message.endswith(f"which is not installed: {INSTALL_HINT}")
+    assert INSTALL_HINT.startswith("install unar (Debian: ")
 
 
 # --- hostile archives ----------------------------------------------------------------

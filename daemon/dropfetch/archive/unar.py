@@ -41,7 +41,7 @@ from dropfetch.errors import (
     from_os_error,
 )
 
-__all__ = ["NEED_PASSWORD", "WRONG_PASSWORD", "extract_unar", "write_entries"]
+__all__ = ["INSTALL_HINT", "NEED_PASSWORD", "WRONG_PASSWORD", "extract_unar", "write_entries"]
 
 _Read = Callable[[int], bytes]
 TEST_RATE = 1024 * 1024  # bytes a second lsar -t decodes at least (its silence per member)
@@ -49,6 +49,7 @@ NEED_PASSWORD = (
     "the archive is encrypted: a password is needed to unpack it: give it with the job's "  # noqa: S105
     "`password` option or extract.passwords_file"
 )
+INSTALL_HINT = "install unar (Debian: apt-get install unar)"
 WRONG_PASSWORD = "the archive is encrypted: the password(s) given do not open it"  # noqa: S105
 
 
@@ -85,8 +86,8 @@ def _tools(archive: Path, cannot: LibarchiveCannot) -> Iterator[_Tools]:
     lsar, unar = shutil.which("lsar"), shutil.which("unar")
     if lsar is None or unar is None:
         raise UnsupportedArchiveError(
-            f"{cannot} This RAR archive needs The Unarchiver's lsar and unar, which are not "
-            "installed: install unar (Debian: apt-get install unar)"
+            f"{str(cannot).rstrip('.')}: solid RAR 4 and encrypted RAR archives are unpacked "
+            f"by The Unarchiver (lsar and unar), which is not installed: {INSTALL_HINT}"
         )
     try:
         home = tempfile.mkdtemp(prefix="dropfetch-unar-")
