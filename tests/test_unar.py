@@ -27,6 +27,7 @@ from dropfetch.archive.unar import (
     NEED_PASSWORD,
     WRONG_PASSWORD,
     extract_unar,
+    failure_message,
     write_entries,
 )
 from dropfetch.archive.unarlist import ListingReader, parse_listing
@@ -522,3 +523,28 @@ def test_extract_hands_what_libarchive_cannot_to_unar(
     assert calls == [archive]
     assert files == ["stest1.txt", "stest2.txt"]
     assert (dest / "stest2.txt").read_bytes() == (dest / "stest1.txt").read_bytes()
+
+
+def test_damage_behind_a_right_rar5_password_is_corrupt(tmp_path: Path) -> None:
+    """RAR 5 checks the password first: a damaged member after it is damage, not a
+    wrong password (its CRC is keyed by the password: lsar -t checks it)."""
+    copy = alone(rar_file("rar5-psw.rar"), tmp_path)
+    data = bytearray(copy.read_bytes())
+    data[200] ^= 0x01  # in stest1's encrypted data
+    copy.write_bytes(bytes(data))
+    with pytest.raises(CorruptArchiveError, match=r"lsar -t failed \('stest1.txt... Unpacking"):
+        run_unar(copy, tmp_path / "out", passwords=[SECRET, "password"])
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_failure_message_hides_every_password() -> None:
+    said = "x.txt... Failed! (hunter2 and hunter22)\n1 passed, 1 failed.\n"
+    message = failure_message("lsar -t", 1, said, ["hunter2", "", "hunter22"])
+    assert "hunter2" not in message
+    assert "(*** and ***)" in message
+    assert failure_message("unar", 3, "", ["x"]).endswith(
+        "unar failed (exit status 3); download it again or check the source"
+    )
+    escaped = failure_message("unar", 1, "name\x1b[2J\n", [])
+    assert "\x1b" not in escaped
+    assert "name\\x1b[2J" in escaped

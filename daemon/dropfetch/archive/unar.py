@@ -19,6 +19,7 @@ README and docs/SECURITY.md say what that exposes.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
 import zlib
@@ -38,10 +39,18 @@ from dropfetch.errors import (
     EncryptedArchiveError,
     UnsafeArchiveError,
     UnsupportedArchiveError,
+    fragment,
     from_os_error,
 )
 
-__all__ = ["INSTALL_HINT", "NEED_PASSWORD", "WRONG_PASSWORD", "extract_unar", "write_entries"]
+__all__ = [
+    "INSTALL_HINT",
+    "NEED_PASSWORD",
+    "WRONG_PASSWORD",
+    "extract_unar",
+    "failure_message",
+    "write_entries",
+]
 
 _Read = Callable[[int], bytes]
 TEST_RATE = 1024 * 1024  # bytes a second lsar -t decodes at least (its silence per member)
@@ -49,6 +58,8 @@ NEED_PASSWORD = (
     "the archive is encrypted: a password is needed to unpack it: give it with the job's "  # noqa: S105
     "`password` option or extract.passwords_file"
 )
+_SUMMARY = re.compile(r"\d+ passed, \d+ failed")  # lsar -t's last line
+_FAILED = re.compile(r"fail|wrong|error", re.IGNORECASE)  # a line that says what failed
 INSTALL_HINT = "install unar (Debian: apt-get install unar)"
 WRONG_PASSWORD = "the archive is encrypted: the password(s) given do not open it"  # noqa: S105
 
@@ -78,7 +89,8 @@ def extract_unar(
             write_entries(listing, run.read, out)
             status = run.wait()
             if status != 0:
-                raise CorruptArchiveError(_failed(run, "unar", status, passwords))
+                said = run.stderr_tail()
+                raise CorruptArchiveError(failure_message("unar", status, said, passwords))
 
 
 @contextlib.contextmanager
@@ -135,13 +147,17 @@ def _run_lsar(tools: _Tools, password: str | None, out: Output) -> tuple[Listing
 
 
 def _choose_password(tools: _Tools, listing: Listing, passwords: Sequence[str], out: Output) -> str:
-    """The first password with which ``lsar -t`` finds every member sound. For RAR 4,
-    a wrong password and damaged data look the same (no password check)."""
+    """The first password with which ``lsar -t`` finds every member sound. RAR 5 says
+    when a password is wrong, and damage after a right one is damage; in RAR 4, a wrong
+    password and damaged data look the same (no password check): the next is tried."""
     if not passwords:
         raise EncryptedArchiveError(NEED_PASSWORD)
     for password in passwords:
-        if _test(tools, listing, password, out) is None:
+        failed = _test(tools, listing, password, out)
+        if failed is None:
             return password
+        if listing.rar5 and "wrong password" not in failed.lower():
+            raise CorruptArchiveError(failed)  # the password passed RAR 5's check
     raise EncryptedArchiveError(WRONG_PASSWORD)
 
 
@@ -151,18 +167,23 @@ def _test(tools: _Tools, listing: Listing, password: str | None, out: Output) ->
     argv = [tools.lsar, "-t", "-nr", *_pw(password), tools.archive]
     silence = SILENCE_TIMEOUT + largest / TEST_RATE
     with ToolRun(argv, tools.home, out.check_cancel, silence) as run:
-        while run.read():
-            pass
+        last = b""
+        while chunk := run.read():
+            last = (last + chunk)[-500:]
         status = run.wait()
-        return None if status == 0 else _failed(run, "lsar -t", status, [password or ""])
+        said = run.stderr_tail() + "\n" + last.decode("utf-8", "replace")
+    return None if status == 0 else failure_message("lsar -t", status, said, [password or ""])
 
 
-def _failed(run: ToolRun, what: str, status: int, passwords: Sequence[str]) -> str:
-    detail = run.stderr_tail()
-    for password in passwords:
+def failure_message(what: str, status: int, said: str, passwords: Sequence[str]) -> str:
+    """The message for a tool that failed: the last line it ``said``, with every one of
+    the ``passwords`` replaced by ``***`` (pure)."""
+    for password in sorted(passwords, key=len, reverse=True):
         if password:
-            detail = detail.replace(password, "***")
-    detail = detail.splitlines()[-1][:300] if detail else f"exit status {status}"
+            said = said.replace(password, "***")
+    lines = [line for line in said.splitlines() if line.strip() and not _SUMMARY.match(line)]
+    lines = [line for line in lines if _FAILED.search(line)] or lines
+    detail = fragment(lines[-1].strip(), 300) if lines else f"exit status {status}"
     return (
         f"the archive is damaged or incomplete: {what} failed ({detail}); download it "
         "again or check the source"

@@ -55,6 +55,7 @@ class Entry:
 class Listing:
     entries: list[Entry]
     solid: bool
+    rar5: bool = False  # RAR 5 checks a password before decoding; RAR 4 cannot
 
     @property
     def encrypted(self) -> bool:
@@ -159,7 +160,8 @@ class ListingReader:
             )
         entries = sorted(self.entries, key=lambda e: e.index)
         props = doc.get("lsarProperties")
-        return Listing(entries, isinstance(props, dict) and bool(props.get("XADIsSolid")))
+        solid = isinstance(props, dict) and bool(props.get("XADIsSolid"))
+        return Listing(entries, solid, doc.get("lsarFormatName") == "RAR 5")
 
 
 def _json(text: bytes) -> dict[str, Any]:
