@@ -20,6 +20,7 @@ import pytest
 
 from dropfetch.archive.formats import ArchiveFormat
 from dropfetch.archive.libarc import LibarchiveCannot
+from dropfetch.archive.rarhead import HEAD_BYTES, is_volume
 from dropfetch.archive.source import Limits, Source
 from dropfetch.archive.tree import Output
 from dropfetch.archive.unar import (
@@ -548,3 +549,26 @@ def test_failure_message_hides_every_password() -> None:
     escaped = failure_message("unar", 1, "name\x1b[2J\n", [])
     assert "\x1b" not in escaped
     assert "name\\x1b[2J" in escaped
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["rar3-vols.part1.rar", "rar3-vols.part2.rar", "rar5-vols.part1.rar", "rar5-vols.part3.rar"],
+)
+def test_a_volume_of_a_multi_volume_rar_is_unsupported(name: str, tmp_path: Path) -> None:
+    """lsar lists rar5-vols.part1.rar alone as empty, and unar -o DIR makes nothing: an
+    empty output would be published as a success."""
+    archive = alone(rar_file(name), tmp_path)
+    assert is_volume(archive.read_bytes()[:HEAD_BYTES])
+    with pytest.raises(UnsupportedArchiveError, match="one volume of a multi-volume RAR"):
+        run_unar(archive, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_single_archives_are_no_volumes() -> None:
+    singles = [*FIXTURES, *ENCRYPTED, "rar5-symlink-unix.rar", "rar15-comment.rar"]
+    for name in singles:
+        assert not is_volume(rar_file(name).read_bytes()[:HEAD_BYTES]), name
+    assert not is_volume(b"Rar!\x1a\x07\x01\x00" + b"\xff" * 20)  # a vint that never ends
+    assert not is_volume(b"Rar!\x1a\x07\x00\x00")
+    assert not is_volume(b"PK\x03\x04")

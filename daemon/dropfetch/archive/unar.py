@@ -31,6 +31,7 @@ from dropfetch.archive.blake2sp import Blake2sp
 from dropfetch.archive.compression import CHUNK
 from dropfetch.archive.libarc import LibarchiveCannot
 from dropfetch.archive.members import MAX_LINK_TARGET, normalise_name
+from dropfetch.archive.rarhead import HEAD_BYTES, is_volume
 from dropfetch.archive.tree import Output
 from dropfetch.archive.unarlist import Entry, Listing, ListingReader
 from dropfetch.archive.unarproc import SILENCE_TIMEOUT, ToolRun
@@ -78,6 +79,7 @@ def extract_unar(
     """Extract the RAR ``archive`` through ``out`` with lsar/unar, trying ``passwords``
     in order; ``cannot`` says why libarchive could not (its message names the kind of
     RAR when the tools are missing)."""
+    _check_not_a_volume(archive)
     with _tools(archive, cannot) as tools:
         listing, password = _listing(tools, passwords, out)
         if listing.encrypted and password is None:
@@ -91,6 +93,20 @@ def extract_unar(
             if status != 0:
                 said = run.stderr_tail()
                 raise CorruptArchiveError(failure_message("unar", status, said, passwords))
+
+
+def _check_not_a_volume(archive: Path) -> None:
+    try:
+        with archive.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError as exc:
+        raise from_os_error(exc, "reading the archive") from exc
+    if is_volume(head):
+        raise UnsupportedArchiveError(
+            "the archive is one volume of a multi-volume RAR archive (NAME.part1.rar, "
+            "NAME.part2.rar, ...): dropfetch does not unpack multi-volume RAR; deliver the "
+            "volumes with `extract: false` and unpack them together"
+        )
 
 
 @contextlib.contextmanager
