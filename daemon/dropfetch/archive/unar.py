@@ -123,8 +123,10 @@ def _tools(archive: Path, cannot: LibarchiveCannot) -> Iterator[_Tools]:
         raise from_os_error(exc, "making a directory for unar") from exc
     try:
         link = Path(home) / "archive.rar"
-        with contextlib.suppress(OSError):
+        try:
             link.symlink_to(archive.absolute())
+        except OSError as exc:
+            raise from_os_error(exc, "linking the archive for unar") from exc
         yield _Tools(lsar, unar, home, str(link))
     finally:
         shutil.rmtree(home, ignore_errors=True)
