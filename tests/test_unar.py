@@ -572,3 +572,15 @@ def test_single_archives_are_no_volumes() -> None:
     assert not is_volume(b"Rar!\x1a\x07\x01\x00" + b"\xff" * 20)  # a vint that never ends
     assert not is_volume(b"Rar!\x1a\x07\x00\x00")
     assert not is_volume(b"PK\x03\x04")
+
+
+def test_the_tools_directory_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    run_unar(rar_file("rar5-psw.rar"), tmp_path / "ok")
+    with pytest.raises(EncryptedArchiveError):
+        run_unar(rar_file("rar5-psw.rar"), tmp_path / "failed", passwords=[SECRET])
+    assert list(temp.iterdir()) == []
