@@ -25,6 +25,7 @@ from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
 from dropfetch.mirrors import load_source
 from dropfetch.names import safe_name, staging_name
+from dropfetch.passwords import passwords_for
 from dropfetch.removal import check_owner, publish_lock_names, revoke_staging
 from dropfetch.retry import Source
 from dropfetch.status import FINAL, Status, StatusBoard
@@ -229,9 +230,16 @@ class Attempt:
                 single_name=single_file_name(safe_name(result.filename), fmt, leaf),
                 cancel=self.run.cancel,
                 on_progress=self._unpack_progress,
-                passwords=(spec.password,) if spec.password else (),
+                passwords=self._passwords(fmt),
             )
         return fmt, files
+
+    def _passwords(self, fmt: ArchiveFormat) -> tuple[str, ...]:
+        """For a format that may be encrypted (tar never is): the job's password, then
+        extract.passwords_file's, read now."""
+        if fmt not in (ArchiveFormat.ZIP, ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR):
+            return ()
+        return passwords_for(self.spec.password, self.config.extract.passwords_file)
 
     def publish(self, kept: Path | None) -> None:
         """Stash the partial file, check the lease, and rename the output (and the kept
