@@ -10,6 +10,8 @@ from dropfetch.errors import IOFailureError
 
 __all__ = [
     "MAX_PASSWORDS_FILE",
+    "PASSWORDS_WRONG",
+    "PASSWORD_NEEDED",
     "job_passwords",
     "parse_passwords",
     "passwords_for",
@@ -17,6 +19,12 @@ __all__ = [
 ]
 
 MAX_PASSWORDS_FILE = 1024 * 1024
+# the two messages of EncryptedArchiveError (every decoder says them so)
+PASSWORD_NEEDED = (
+    "a password is needed to unpack it: give it with the job's password option or "
+    "extract.passwords_file"
+)
+PASSWORDS_WRONG = "the password(s) given do not open it"
 
 
 def parse_passwords(data: bytes, path: Path) -> list[str]:

@@ -35,14 +35,12 @@ from dropfetch.errors import (
     UnsupportedArchiveError,
     from_os_error,
 )
+from dropfetch.passwords import PASSWORD_NEEDED, PASSWORDS_WRONG
 
 __all__ = ["NEEDED", "WRONG", "extract_py7zr"]
 
-NEEDED = (
-    "the archive is encrypted: a password is needed to unpack it: give it with the job's "
-    "password option or extract.passwords_file"
-)
-WRONG = "the archive is encrypted, and the password(s) given do not open it"
+NEEDED = f"the archive is encrypted: {PASSWORD_NEEDED}"
+WRONG = f"the archive is encrypted, and {PASSWORDS_WRONG}"
 PROBE = 1024 * 1024  # bytes of the first encrypted block decoded to try a password
 _BLOCK = 64 * 1024  # compressed bytes py7zr reads at a time
 
