@@ -20,10 +20,8 @@ __all__ = [
 
 MAX_PASSWORDS_FILE = 1024 * 1024
 # the two messages of EncryptedArchiveError (every decoder says them so)
-PASSWORD_NEEDED = (
-    "a password is needed to unpack it: give it with the job's password option or "
-    "extract.passwords_file"
-)
+_GIVE_IT = "give it with the job's password option or extract.passwords_file"
+PASSWORD_NEEDED = f"a password is needed to unpack it: {_GIVE_IT}"
 PASSWORDS_WRONG = "the password(s) given do not open it"
 
 
@@ -37,8 +35,7 @@ def parse_passwords(data: bytes, path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise IOFailureError(
-            f"the passwords file {path} (extract.passwords_file) is not UTF-8 text "
-            f"(line {line})"
+            f"the passwords file {path} (extract.passwords_file) is not UTF-8 text (line {line})"
         ) from None
     lines = (line.removesuffix("\r") for line in text.split("\n"))
     return [line for line in lines if line.strip()]

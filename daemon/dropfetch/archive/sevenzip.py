@@ -151,7 +151,7 @@ def _probe(szf: py7zr.SevenZipFile, f: IO[bytes]) -> bool:
                 blocks.finish()
             except UnsupportedCompressionMethodError:
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - a wrong key breaks a decoder anywhere
                 return False
             return True
     return True
@@ -251,9 +251,9 @@ class _Blocks:
     def finish(self) -> None:
         """The current block's CRC, once all of it was read."""
         dec, self._dec, self._folder = self._dec, None, None
-        if dec is not None and self._f.tell() >= self._end and dec.crc is not None:
-            if not dec.check_crc():
-                raise CorruptArchiveError("the archive is damaged: a block's CRC does not match")
+        ended = dec is not None and self._f.tell() >= self._end and dec.crc is not None
+        if ended and not dec.check_crc():
+            raise CorruptArchiveError("the archive is damaged: a block's CRC does not match")
 
     def reader(self, entry: _Entry) -> tuple[Callable[[int], bytes], Callable[[], None]]:
         """The entry's data as a read function, and the check of its CRC once read."""
