@@ -132,12 +132,25 @@ def check_not_split(f: IO[bytes]) -> None:
 
 def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -> None:
     """Encryption, local headers agreeing with the directory, no overlapping entries."""
+    for info in infos:
+        if _encrypted_link(info):
+            raise UnsupportedArchiveError(
+                f"the zip holds an encrypted symbolic link ('{_zip_name(info)[1]}'): "
+                "libarchive, which decrypts zip archives for dropfetch, reads a link's "
+                "target undecrypted; unzip can unpack it, or use extract: false to get the "
+                "archive as it is"
+            )
     spans = sorted(_check_entry(raw, info, size) for info in infos)
     for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
         if s2 < e1:
             raise UnsafeArchiveError(
                 f"unsafe archive: entries '{n1}' and '{n2}' overlap (a zip bomb)"
             )
+
+
+def _encrypted_link(info: zipfile.ZipInfo) -> bool:
+    encrypted = info.flag_bits & 0x41 or info.compress_type == _ZIP_AES
+    return bool(encrypted) and info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
 
 def _check_entry(raw: IO[bytes], info: zipfile.ZipInfo, size: int) -> tuple[int, int, str]:
