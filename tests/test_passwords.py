@@ -400,14 +400,28 @@ def test_passwords_appear_nowhere(
     (tmp_path / "d").mkdir()
     d = make_daemon(base=tmp_path / "d", http={"listen": f"127.0.0.1:{port}"}, **config)
     jobs = {
-        "right": (f"url: {fault_server.url('/a.7z')}\npassword: {RIGHT}\n", "ok"),
+        "right": ("", "ok"),  # through POST /archive
         "wrong": (f"url: {fault_server.url('/a.7z')}\npassword: {WRONG}\n", "failed"),
         "none": (f"url: {fault_server.url('/a.7z')}\n", "failed"),
     }
     if log_format == "json":
         jobs["file"] = (f"url: {fault_server.url('/b.7z')}\n", "ok")
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _get(base + "/archive"), message="the HTTP front end")
+    posted = requests.post(
+        base + "/archive",
+        json={"url": fault_server.url("/a.7z"), "name": "right", "password": RIGHT},
+        timeout=30,
+    )
+    bad = requests.post(
+        base + "/archive",
+        json={"url": fault_server.url("/a.7z"), "name": "bad", "password": f"{RIGHT}\nx"},
+        timeout=30,
+    )
+    assert posted.status_code == 201 and bad.status_code == 400, (posted.text, bad.text)
     for name, (content, _) in jobs.items():
-        d.drop(name, content)
+        if content:
+            d.drop(name, content)
     sidecars = {name: d.wait_status(name) for name in jobs}
     for name, (_, status) in jobs.items():
         assert sidecars[name]["status"] == status, (name, sidecars[name])
@@ -416,10 +430,10 @@ def test_passwords_appear_nowhere(
     assert wrong["code"] == none["code"] == "encrypted_archive"
     assert PASSWORDS_WRONG in wrong["message"]
     assert (PASSWORDS_WRONG if log_format == "json" else PASSWORD_NEEDED) in none["message"]
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _get(base + "/archive"), message="the HTTP front end")
-    answers = [_get(base + p) for p in ("/archive", "/archive/right", "/archive/wrong", "/metrics")]
-    assert all(answers)
+    answers = [posted.text, bad.text] + [
+        _get(base + p) for p in ("/archive", "/archive/right", "/archive/wrong", "/metrics")
+    ]
+    assert all(answers[2:])
     views = [
         subprocess.run(
             [sys.executable, "-m", "dropfetch", "status", *mode, "--inbox", str(d.inbox)],
