@@ -228,6 +228,22 @@ def test_encrypted_7z_methods_and_blocks(tmp_path: Path, args: list[str]) -> Non
     assert tree_of(tmp_path / "ok") == reference(tmp_path, archive, RIGHT)
 
 
+@pytest.mark.parametrize("method", ["LZMA", "LZMA2"])
+def test_wrong_password_found_in_a_block_larger_than_the_probe(tmp_path: Path, method: str) -> None:
+    from dropfetch.archive.sevenzip import PROBE
+
+    need("7zz")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(PROBE) + bytes(2 * PROBE) + os.urandom(PROBE))
+    archive = tmp_path / "big.7z"
+    run_tool(["7zz", "a", "-bd", f"-m0={method}", f"-p{RIGHT}", str(archive), "big"], src)
+    err = py7zr_fails(archive, tmp_path / "wrong", (WRONG,))
+    assert err.code == "encrypted_archive" and PASSWORDS_WRONG in err.message
+    assert py7zr_extract(archive, tmp_path / "ok", (WRONG, RIGHT)) == ["big"]
+    assert (tmp_path / "ok" / "big").read_bytes() == (src / "big").read_bytes()
+
+
 def test_unencrypted_7z_through_py7zr_needs_no_password(tmp_path: Path) -> None:
     archive = seven_zip(tmp_path)
     py7zr_extract(archive, tmp_path / "ok", ())
