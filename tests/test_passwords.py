@@ -146,14 +146,16 @@ def test_job_passwords_order_each_once() -> None:
 def test_passwords_file_is_read_at_each_unpacking(tmp_path: Path) -> None:
     path = tmp_path / "pw.txt"
     path.write_text("one\n")
-    assert passwords_for("job", path) == ("job", "one")
+    assert passwords_for(ArchiveFormat.ZIP, "job", path) == ("job", "one")
     path.write_text("two\nthree\n")  # changed: counts at once
-    assert passwords_for(None, path) == ("two", "three")
-    assert passwords_for("job", None) == ("job",)
+    assert passwords_for(ArchiveFormat.SEVEN_Z, None, path) == ("two", "three")
+    assert passwords_for(ArchiveFormat.RAR, "job", None) == ("job",)
     path.unlink()
     with pytest.raises(IOFailureError) as info:
-        passwords_for("job", path)
+        passwords_for(ArchiveFormat.RAR, "job", path)
     assert str(path) in info.value.message and "job" not in info.value.message
+    for never in (ArchiveFormat.TAR_GZ, ArchiveFormat.GZ):  # never encrypted: not even read
+        assert passwords_for(never, "job", path) == ()
 
 
 def test_passwords_file_unreadable_or_too_large(tmp_path: Path) -> None:

@@ -230,16 +230,9 @@ class Attempt:
                 single_name=single_file_name(safe_name(result.filename), fmt, leaf),
                 cancel=self.run.cancel,
                 on_progress=self._unpack_progress,
-                passwords=self._passwords(fmt),
+                passwords=passwords_for(fmt, spec.password, self.config.extract.passwords_file),
             )
         return fmt, files
-
-    def _passwords(self, fmt: ArchiveFormat) -> tuple[str, ...]:
-        """For a format that may be encrypted (tar never is): the job's password, then
-        extract.passwords_file's, read now."""
-        if fmt not in (ArchiveFormat.ZIP, ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR):
-            return ()
-        return passwords_for(self.spec.password, self.config.extract.passwords_file)
 
     def publish(self, kept: Path | None) -> None:
         """Stash the partial file, check the lease, and rename the output (and the kept

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dropfetch.archive.formats import ArchiveFormat
 from dropfetch.errors import IOFailureError
 
 __all__ = [
+    "ENCRYPTABLE",
     "MAX_PASSWORDS_FILE",
     "PASSWORDS_WRONG",
     "PASSWORD_NEEDED",
@@ -19,6 +21,7 @@ __all__ = [
 ]
 
 MAX_PASSWORDS_FILE = 1024 * 1024
+ENCRYPTABLE = frozenset({ArchiveFormat.ZIP, ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR})
 # the two messages of EncryptedArchiveError (every decoder says them so)
 _GIVE_IT = "give it with the job's password option or extract.passwords_file"
 PASSWORD_NEEDED = f"a password is needed to unpack it: {_GIVE_IT}"
@@ -66,6 +69,11 @@ def job_passwords(password: str | None, from_file: list[str]) -> tuple[str, ...]
     return tuple(dict.fromkeys([*first, *from_file]))
 
 
-def passwords_for(password: str | None, passwords_file: Path | None) -> tuple[str, ...]:
-    """The job's password, then ``extract.passwords_file``'s, the file read now."""
+def passwords_for(
+    fmt: ArchiveFormat, password: str | None, passwords_file: Path | None
+) -> tuple[str, ...]:
+    """For a format that may be encrypted (a tar never is): the job's password, then
+    ``extract.passwords_file``'s, the file read now."""
+    if fmt not in ENCRYPTABLE:
+        return ()
     return job_passwords(password, read_passwords_file(passwords_file) if passwords_file else [])
