@@ -26,6 +26,7 @@ from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
 from dropfetch.mirrors import load_source
 from dropfetch.names import safe_name, staging_name
+from dropfetch.passwords import passwords_for
 from dropfetch.removal import check_owner, publish_lock_names, revoke_staging
 from dropfetch.retry import Source
 from dropfetch.status import FINAL, Status, StatusBoard
@@ -232,7 +233,7 @@ class Attempt:
                 single_name=single_file_name(safe_name(result.filename), fmt, leaf),
                 cancel=self.run.cancel,
                 on_progress=self._unpack_progress,
-                passwords=(spec.password,) if spec.password else (),
+                passwords=passwords_for(fmt, spec.password, self.config.extract.passwords_file),
             )
         return fmt, files
 

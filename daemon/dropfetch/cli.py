@@ -168,6 +168,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 checksum_url=args.checksum_url,
                 mirrors=args.mirror,
                 segments=args.segments,
+                password=args.password,
             )
             print(write_job(config.inbox, args.name or derive_name(url), content))
         except DropfetchError as exc:
@@ -411,6 +412,11 @@ def _add_submit(sub: Any) -> None:
         metavar="N",
         type=int,
         help="parallel Range connections (1 to 16; default download.segments)",
+    )
+    p.add_argument(
+        "--password",
+        help="for an encrypted archive (tried before extract.passwords_file); other users "
+        "may see a command line: prefer the passwords file for a shared machine",
     )
     _where(p)
     p.set_defaults(func=cmd_submit)

@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 import yaml
 
+from dropfetch.errors import IOFailureError
+from dropfetch.passwords import read_passwords_file
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -440,6 +443,17 @@ def _ca_bundle(r: _Reader) -> Path | None:
     return path
 
 
+def _passwords_file(r: _Reader) -> Path | None:
+    """``passwords_file``: read now to check it (and again at each unpacking)."""
+    path = r.path("passwords_file", None)
+    if path is not None:
+        try:
+            read_passwords_file(path)
+        except IOFailureError as exc:
+            raise r.fail("passwords_file", exc.message) from None
+    return path
+
+
 def _extract(r: _Reader) -> ExtractConfig:
     d = ExtractConfig()
     out = ExtractConfig(
@@ -448,7 +462,7 @@ def _extract(r: _Reader) -> ExtractConfig:
         max_ratio=r.number("max_ratio", d.max_ratio, minimum=1),
         symlinks=r.choice("symlinks", d.symlinks, ("inside", "skip", "fail")),
         flatten=r.boolean("flatten", d.flatten),
-        passwords_file=r.path("passwords_file", d.passwords_file),
+        passwords_file=_passwords_file(r),
     )
     r.finish({f.name for f in dataclasses.fields(ExtractConfig)})
     return out

@@ -32,7 +32,7 @@ from dropfetch.archive.source import Growth, Limits, Source
 from dropfetch.archive.tar import extract_tar
 from dropfetch.archive.tree import Output
 from dropfetch.archive.unar import extract_unar
-from dropfetch.archive.zip import check_not_split, extract_zip
+from dropfetch.archive.zip import EncryptedZip, check_not_split, extract_zip
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import from_os_error
 
@@ -85,7 +85,7 @@ def extract(
             _extract_7z_rar(archive, source, fmt, out, passwords, single_name)
         elif fmt is ArchiveFormat.ZIP:
             check_not_split(f)
-            extract_zip(cast(IO[bytes], buffered), out)
+            _extract_zip(archive, cast(IO[bytes], buffered), out, passwords)
         elif fmt.is_archive:
             extract_tar(cast(IO[bytes], buffered), fmt, out)
         else:
@@ -134,6 +134,17 @@ def _extract_7z_rar(
             extract_unar(archive, out, passwords, cannot)
         else:
             extract_py7zr(archive, out, passwords, cannot)
+
+
+def _extract_zip(archive: Path, raw: IO[bytes], out: Output, passwords: Sequence[str]) -> None:
+    """zipfile, or for an encrypted zip (found before anything is written) libarchive,
+    which decrypts ZipCrypto and WinZip AES."""
+    try:
+        extract_zip(raw, out)
+    except EncryptedZip:
+        if not passwords:
+            raise
+        extract_libarchive(archive, ArchiveFormat.ZIP, out, passwords)
 
 
 def _extract_single(raw: IO[bytes], fmt: ArchiveFormat, out: Output, name: str) -> None:

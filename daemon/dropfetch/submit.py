@@ -53,6 +53,7 @@ def job_content(
     checksum_url: str | None = None,
     mirrors: list[str] | None = None,
     segments: int | None = None,
+    password: str | None = None,
 ) -> bytes:
     """The bytes of a job file: the plain form, or YAML when there are options.
 
@@ -67,6 +68,7 @@ def job_content(
     options["checksum_url"] = checksum_url or None
     options["mirrors"] = list(mirrors) if mirrors else None
     options["segments"] = segments
+    options["password"] = password or None
     return job_document(url, options)
 
 

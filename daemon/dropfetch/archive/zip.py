@@ -22,8 +22,9 @@ from dropfetch.errors import (
     UnsafeArchiveError,
     UnsupportedArchiveError,
 )
+from dropfetch.passwords import PASSWORD_NEEDED
 
-__all__ = ["check_not_split", "extract_zip"]
+__all__ = ["EncryptedZip", "check_not_split", "extract_zip"]
 
 _ZIP_SPAN_MAGIC = b"PK\x07\x08"  # first bytes of a split zip (`zip -s`), even of one part
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -52,11 +53,14 @@ _ZIP_METHODS = {
     97: "WavPack",
     98: "PPMd",
 }
-_ENCRYPTED = (
-    "a password is needed to unpack it, and dropfetch does not decrypt zip "
-    "archives: download an unencrypted one, or use extract: false to get the "
-    "archive as it is"
-)
+
+
+class EncryptedZip(EncryptedArchiveError):
+    """An encrypted entry, found by the checks before anything is written: extract.py
+    hands the zip to libarchive when there are passwords to try."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the archive is encrypted ('{name}'): {PASSWORD_NEEDED}")
 
 
 def _zip_name(info: zipfile.ZipInfo) -> tuple[bytes, str]:
@@ -128,6 +132,14 @@ def check_not_split(f: IO[bytes]) -> None:
 
 def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -> None:
     """Encryption, local headers agreeing with the directory, no overlapping entries."""
+    for info in infos:
+        if _encrypted_link(info):
+            raise UnsupportedArchiveError(
+                f"the zip holds an encrypted symbolic link ('{_zip_name(info)[1]}'): "
+                "libarchive, which decrypts zip archives for dropfetch, reads a link's "
+                "target undecrypted; unzip can unpack it, or use extract: false to get the "
+                "archive as it is"
+            )
     spans = sorted(_check_entry(raw, info, size) for info in infos)
     for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
         if s2 < e1:
@@ -136,12 +148,17 @@ def _check_zip_layout(raw: IO[bytes], infos: list[zipfile.ZipInfo], size: int) -
             )
 
 
+def _encrypted_link(info: zipfile.ZipInfo) -> bool:
+    encrypted = info.flag_bits & 0x41 or info.compress_type == _ZIP_AES
+    return bool(encrypted) and info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
 def _check_entry(raw: IO[bytes], info: zipfile.ZipInfo, size: int) -> tuple[int, int, str]:
     """One entry checked as the directory describes it, then against its local header;
     its span in the archive (start, end, name)."""
     raw_name, name = _zip_name(info)
     if info.flag_bits & 0x41 or info.compress_type == _ZIP_AES:
-        raise EncryptedArchiveError(f"the archive is encrypted ('{name}'): {_ENCRYPTED}")
+        raise EncryptedZip(name)
     if info.compress_type not in _ZIP_DECODABLE:
         method = _ZIP_METHODS.get(info.compress_type, "an unknown one")
         raise UnsupportedArchiveError(
@@ -174,7 +191,7 @@ def _check_local_header(raw: IO[bytes], info: zipfile.ZipInfo, raw_name: bytes, 
     if sig != b"PK\x03\x04":
         raise CorruptArchiveError(f"the archive is damaged: no local header for '{name}'")
     if flags & 0x41:
-        raise EncryptedArchiveError(f"the archive is encrypted ('{name}'): {_ENCRYPTED}")
+        raise EncryptedZip(name)
     if method != info.compress_type:
         raise CorruptArchiveError(
             f"the archive is damaged: entry '{name}' has two compression methods"

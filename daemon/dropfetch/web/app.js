@@ -369,6 +369,7 @@ function options() {
   if ($("opt-keep").checked) opts.keep_archive = true;
   if (text("opt-segments")) opts.segments = Number(text("opt-segments"));
   if ($("opt-priority").value !== "normal") opts.priority = $("opt-priority").value;
+  if ($("opt-password").value) opts.password = $("opt-password").value; // as typed: spaces count
   const headers = headerLines($("opt-headers").value);
   if (Object.keys(headers).length) opts.headers = headers;
   return opts;
