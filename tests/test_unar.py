@@ -504,7 +504,7 @@ def test_extract_hands_what_libarchive_cannot_to_unar(
     import dropfetch.extract as extract_module
 
     handed: list[str] = []
-    real_unar = extract_module.extract_unar
+    real_unar = extract_unar
 
     def spy(archive: Path, out: Any, passwords: Any, cannot: LibarchiveCannot) -> None:
         handed.append(str(cannot))
