@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from dropfetch.archive.formats import ArchiveFormat
-from dropfetch.errors import IOFailureError
+from dropfetch.errors import EncryptedArchiveError, IOFailureError
 
 __all__ = [
     "ENCRYPTABLE",
     "MAX_PASSWORDS_FILE",
     "PASSWORDS_WRONG",
     "PASSWORD_NEEDED",
+    "encrypted",
     "job_passwords",
     "parse_passwords",
     "passwords_for",
@@ -26,6 +27,17 @@ ENCRYPTABLE = frozenset({ArchiveFormat.ZIP, ArchiveFormat.SEVEN_Z, ArchiveFormat
 _GIVE_IT = "give it with the job's password option or extract.passwords_file"
 PASSWORD_NEEDED = f"a password is needed to unpack it: {_GIVE_IT}"
 PASSWORDS_WRONG = "the password(s) given do not open it"
+
+
+def encrypted(what: str, *, tried: int) -> EncryptedArchiveError:
+    """The one ``encrypted_archive`` error every decoder raises for ``what`` (``the 7z
+    archive``): a password is needed when none was ``tried``, else none opened it."""
+    if not tried:
+        return EncryptedArchiveError(f"{what} is encrypted: {PASSWORD_NEEDED}")
+    return EncryptedArchiveError(
+        f"{what} is encrypted, and {PASSWORDS_WRONG} ({tried} tried): check the job's "
+        "password option and extract.passwords_file"
+    )
 
 
 def parse_passwords(data: bytes, path: Path) -> list[str]:

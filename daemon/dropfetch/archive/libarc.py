@@ -31,6 +31,7 @@ from dropfetch.errors import (
     UnsupportedArchiveError,
     from_os_error,
 )
+from dropfetch.passwords import encrypted
 
 __all__ = ["LibarchiveCannot", "extract_libarchive", "libarchive_error"]
 
@@ -198,16 +199,7 @@ def libarchive_error(message: str | None, fmt: ArchiveFormat, passwords: int) ->
 
 
 def _password_error(fmt: ArchiveFormat, passwords: int) -> EncryptedArchiveError:
-    if not passwords:
-        return EncryptedArchiveError(
-            f"the {fmt} archive is encrypted: a password is needed to unpack it; give "
-            "the job a password (option password:) or list it in extract.passwords_file"
-        )
-    given = "the password given is" if passwords == 1 else f"the {passwords} passwords given are"
-    return EncryptedArchiveError(
-        f"the {fmt} archive is encrypted and {given} wrong; give the job the right "
-        "password (option password:) or list it in extract.passwords_file"
-    )
+    return encrypted(f"the {fmt} archive", tried=passwords)
 
 
 @dataclass(frozen=True, slots=True)

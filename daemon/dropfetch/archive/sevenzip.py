@@ -30,17 +30,14 @@ from dropfetch.archive.tree import Output
 from dropfetch.errors import (
     ArchiveLimitsError,
     CorruptArchiveError,
-    EncryptedArchiveError,
     UnsafeArchiveError,
     UnsupportedArchiveError,
     from_os_error,
 )
-from dropfetch.passwords import PASSWORD_NEEDED, PASSWORDS_WRONG
+from dropfetch.passwords import encrypted
 
-__all__ = ["NEEDED", "WRONG", "extract_py7zr"]
+__all__ = ["extract_py7zr"]
 
-NEEDED = f"the archive is encrypted: {PASSWORD_NEEDED}"
-WRONG = f"the archive is encrypted, and {PASSWORDS_WRONG}"
 PROBE = 1024 * 1024  # bytes of the first encrypted block decoded to try a password
 _BLOCK = 64 * 1024  # compressed bytes py7zr reads at a time
 
@@ -50,8 +47,8 @@ def extract_py7zr(
 ) -> None:
     """Extract the 7z ``archive`` through ``out``, trying ``passwords`` in order.
 
-    Raises :class:`EncryptedArchiveError` (:data:`NEEDED`: no password given;
-    :data:`WRONG`: none opens it), ``cannot`` again when py7zr cannot decode the
+    Raises :class:`EncryptedArchiveError` (:func:`dropfetch.passwords.encrypted`: no
+    password given, or none opens it), ``cannot`` again when py7zr cannot decode the
     archive's methods either, or the errors of :class:`Output`.
     """
     try:
@@ -97,7 +94,7 @@ def _open_archive(f: IO[bytes], passwords: Sequence[str]) -> py7zr.SevenZipFile:
     if szf is not None:
         szf.close()
     if not passwords:
-        raise EncryptedArchiveError(NEEDED)
+        raise encrypted("the 7z archive", tried=0)
     headers_encrypted = szf is None
     for password in passwords:
         szf = _try_open(f, password)
@@ -106,7 +103,7 @@ def _open_archive(f: IO[bytes], passwords: Sequence[str]) -> py7zr.SevenZipFile:
         if headers_encrypted or _probe(szf, f):  # a decrypted header: its CRC matched
             return szf
         szf.close()
-    raise EncryptedArchiveError(WRONG)
+    raise encrypted("the 7z archive", tried=len(passwords))
 
 
 def _try_open(f: IO[bytes], password: str | None) -> py7zr.SevenZipFile | None:

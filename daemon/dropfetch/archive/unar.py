@@ -37,17 +37,15 @@ from dropfetch.archive.unarlist import Entry, Listing, ListingReader
 from dropfetch.archive.unarproc import SILENCE_TIMEOUT, ToolRun
 from dropfetch.errors import (
     CorruptArchiveError,
-    EncryptedArchiveError,
     UnsafeArchiveError,
     UnsupportedArchiveError,
     fragment,
     from_os_error,
 )
+from dropfetch.passwords import encrypted
 
 __all__ = [
     "INSTALL_HINT",
-    "NEED_PASSWORD",
-    "WRONG_PASSWORD",
     "extract_unar",
     "failure_message",
     "write_entries",
@@ -55,14 +53,9 @@ __all__ = [
 
 _Read = Callable[[int], bytes]
 TEST_RATE = 1024 * 1024  # bytes a second lsar -t decodes at least (its silence per member)
-NEED_PASSWORD = (
-    "the archive is encrypted: a password is needed to unpack it: give it with the job's "  # noqa: S105
-    "`password` option or extract.passwords_file"
-)
 _SUMMARY = re.compile(r"\d+ passed, \d+ failed")  # lsar -t's last line
 _FAILED = re.compile(r"fail|wrong|error", re.IGNORECASE)  # a line that says what failed
 INSTALL_HINT = "install unar (Debian: apt-get install unar)"
-WRONG_PASSWORD = "the archive is encrypted: the password(s) given do not open it"  # noqa: S105
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +134,11 @@ def _listing(tools: _Tools, passwords: Sequence[str], out: Output) -> tuple[List
     listed, status, said = _run_lsar(tools, None, out)
     if status == 0 or "requires a password" not in said:
         return listed.listing(), None
-    if not passwords:
-        raise EncryptedArchiveError(NEED_PASSWORD)
     for password in passwords:
         listed, status, said = _run_lsar(tools, password, out)
         if status == 0:
             return listed.listing(), password
-    raise EncryptedArchiveError(WRONG_PASSWORD)
+    raise encrypted("the RAR archive", tried=len(passwords))
 
 
 def _run_lsar(tools: _Tools, password: str | None, out: Output) -> tuple[ListingReader, int, str]:
@@ -168,15 +159,13 @@ def _choose_password(tools: _Tools, listing: Listing, passwords: Sequence[str], 
     """The first password with which ``lsar -t`` finds every member sound. RAR 5 says
     when a password is wrong, and damage after a right one is damage; in RAR 4, a wrong
     password and damaged data look the same (no password check): the next is tried."""
-    if not passwords:
-        raise EncryptedArchiveError(NEED_PASSWORD)
     for password in passwords:
         failed = _test(tools, listing, password, out)
         if failed is None:
             return password
         if listing.rar5 and "wrong password" not in failed.lower():
             raise CorruptArchiveError(failed)  # the password passed RAR 5's check
-    raise EncryptedArchiveError(WRONG_PASSWORD)
+    raise encrypted("the RAR archive", tried=len(passwords))
 
 
 def _test(tools: _Tools, listing: Listing, password: str | None, out: Output) -> str | None:
