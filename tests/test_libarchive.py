@@ -121,7 +121,6 @@ RAR_FIXTURES = [
     "rar5-solid-qo.rar",
     "rar5-subdirs.rar",
     "rar5-hlink.rar",
-    "rar5-dups.rar",
     "rar5-times.rar",
     "rar5-blake.rar",
     "rar5-readonly-unix.rar",
@@ -155,6 +154,26 @@ def test_rar_symlinks_as_bsdtar_makes_them(tmp_path: Path, name: str) -> None:
     unpack(archive, tmp_path / "skip", ExtractConfig(symlinks="skip"))
     expected = {k: v for k, v in tree(ref).items() if v[0] != "link"}
     assert tree(tmp_path / "skip") == expected
+
+
+def test_rar5_file_copies_have_their_content(tmp_path: Path) -> None:
+    """rar -oi stores a repeated file as a copy of the first: libarchive 3.6 (and
+    bsdtar) write the copies empty, so the header pass hands the archive to unar, and
+    each copy comes out with the bytes of the file it copies."""
+    archive = rar_file("rar5-dups.rar")
+    ref = tmp_path / "ref"
+    bsdtar_x(archive, ref)
+    assert (ref / "stest2.txt").stat().st_size == 0  # libarchive's own result
+    (tmp_path / "c").mkdir()
+    cannot = _cannot(tmp_path / "c", archive, ArchiveFormat.RAR)
+    assert "copies" in cannot.message
+    files = unpack(archive, tmp_path / "out")
+    first = (tmp_path / "out" / "stest1.txt").read_bytes()
+    assert len(first) == 2048
+    assert files == [f"stest{i}.txt" for i in range(1, 10)]
+    for i in range(2, 10):
+        copy = tmp_path / "out" / f"stest{i}.txt"
+        assert not copy.is_symlink() and copy.read_bytes() == first
 
 
 def test_rar_symlink_traversal_is_unsafe(tmp_path: Path) -> None:

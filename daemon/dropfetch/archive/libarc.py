@@ -154,6 +154,8 @@ def _check_headers(lib: Any, f: IO[bytes], fmt: ArchiveFormat, passwords: Sequen
         rar5 = scan_rar5(f)
         if rar5.encrypted:
             raise LibarchiveCannot(_cannot_message(fmt, "it is an encrypted RAR archive"))
+        if rar5.copies:  # libarchive 3.6 (bsdtar too) would write the copies empty
+            raise LibarchiveCannot(_cannot_message(fmt, "it stores files as copies of others"))
         if rar5.split:
             raise UnsupportedArchiveError(
                 "the rar archive is one volume of a multi-volume set (name.part1.rar, "

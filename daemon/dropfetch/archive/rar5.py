@@ -18,6 +18,8 @@ _EXTRA_AREA = 0x0001
 _DATA_AREA = 0x0002
 _SPLIT = 0x0008 | 0x0010  # the data continues from the previous volume, or in the next
 _FILE_ENCRYPTION = 0x01  # the type of a file's extra record that says it is encrypted
+_REDIRECTION = 0x05  # ... that says it is a link or a copy, and its kind:
+_FILE_COPY = 5  # a copy of an earlier file (`rar -oi`): libarchive 3.6 writes it empty
 _MAX_HEADER = 2 * 1024 * 1024  # RAR 5 limits a header to 2 MiB
 
 
@@ -36,17 +38,17 @@ def _vint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _encrypted_extra(header: bytes, extra_size: int) -> bool:
-    """True when the extra area (the last ``extra_size`` bytes of ``header``) holds an
-    encryption record."""
+def _extra_records(header: bytes, extra_size: int) -> set[tuple[int, int]]:
+    """The extra area's records (the last ``extra_size`` bytes of ``header``): their
+    types, each with the first number of its body (a redirection's kind)."""
+    records = set()
     pos = len(header) - extra_size
     while 0 <= pos < len(header):
         size, body = _vint(header, pos)
-        kind = _vint(header, body)[0]
-        if kind == _FILE_ENCRYPTION:
-            return True
+        kind, at = _vint(header, body)
+        records.add((kind, _vint(header, at)[0] if at < body + size else 0))
         pos = body + size
-    return False
+    return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Rar5Scan:
     encrypted: bool  # a file's data is encrypted
     ended: bool  # the end-of-archive block was reached: the archive is whole
     split: bool = False  # a file continues in another volume (name.partN.rar)
+    copies: bool = False  # a file is stored as a copy of another one
 
 
 def _block(f: IO[bytes], pos: int) -> tuple[int, int, int, bytes, int]:
@@ -78,17 +81,20 @@ def scan_rar5(f: IO[bytes]) -> Rar5Scan:
     archive is cut short (libarchive and bsdtar stop there without a word)."""
     size = f.seek(0, os.SEEK_END)
     pos = len(RAR5_MAGIC)
+    copies = False
     try:
         while pos < size:
             kind, flags, extra_size, header, pos = _block(f, pos)
             if kind == _END_OF_ARCHIVE:
-                return Rar5Scan(encrypted=False, ended=True)
+                return Rar5Scan(encrypted=False, ended=True, copies=copies)
             if kind != _FILE_HEADER:
                 continue
             if flags & _SPLIT:
                 return Rar5Scan(encrypted=False, ended=False, split=True)
-            if extra_size and _encrypted_extra(header, extra_size):
+            records = _extra_records(header, extra_size) if extra_size else set()
+            if any(kind == _FILE_ENCRYPTION for kind, _ in records):
                 return Rar5Scan(encrypted=True, ended=False)
+            copies = copies or (_REDIRECTION, _FILE_COPY) in records
     except ValueError:
         pass
-    return Rar5Scan(encrypted=False, ended=False)
+    return Rar5Scan(encrypted=False, ended=False, copies=copies)

@@ -240,11 +240,17 @@ def _crc(raw: dict[str, Any]) -> int | None:
     return None
 
 
+_RAR5_FILE_COPY = 5
+
+
 def _kind(raw: dict[str, Any], name: str, perms: int) -> Kind:
     if raw.get("XADIsDirectory"):
         return "dir"
     if raw.get("XADIsLink"):
-        return "hardlink" if raw.get("XADIsHardLink") else "symlink"
+        # a RAR 5 file copy (redirection 5, `rar -oi`) is the same bytes as its target:
+        # a hard link to it (lsar calls it a link, and unar makes it a symbolic one)
+        copy = raw.get("RAR5RedirectionType") == _RAR5_FILE_COPY
+        return "hardlink" if raw.get("XADIsHardLink") or copy else "symlink"
     fmt = stat.S_IFMT(perms) if perms >= 0 else 0
     if fmt in (0, stat.S_IFREG):
         return "file"
