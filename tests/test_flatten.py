@@ -22,7 +22,7 @@ import pytest
 from dropfetch.archive.flatten import lift, link_leaving, single_top
 from dropfetch.config import ExtractConfig
 from dropfetch.download import Transfer
-from dropfetch.errors import DropfetchError, UnsupportedArchiveError
+from dropfetch.errors import DropfetchError
 from dropfetch.extract import ArchiveFormat, extract, sniff
 from dropfetch.stream import TarStream
 from harness import Daemon, wait_for
@@ -240,12 +240,7 @@ def test_7z_and_rar_flatten(tmp_path: Path, make, tool: str) -> None:
     """The same model for every decoder: 7z and RAR flatten like tar and zip."""
     _need(tool)
     archive, ref = make(tmp_path)
-    try:
-        files = unpack(archive, tmp_path / "out")
-    except UnsupportedArchiveError as exc:
-        if "not unpacked yet" not in str(exc):
-            raise
-        pytest.skip("7z and RAR are decoded once the libarchive lane is merged")
+    files = unpack(archive, tmp_path / "out")
     assert listing(tmp_path / "out") == listing(ref)
     assert files == sorted(
         p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file() and not p.is_symlink()
