@@ -246,6 +246,37 @@ def test_wrong_password_found_in_a_block_larger_than_the_probe(tmp_path: Path, m
     assert (tmp_path / "ok" / "big").read_bytes() == (src / "big").read_bytes()
 
 
+def test_encrypted_7z_unpack_progress_goes_through_extract(tmp_path: Path) -> None:
+    """extract(): libarchive's header pass refuses, py7zr reads through extract's
+    reader, so the unpack progress moves up to the archive's size."""
+    from dropfetch.extract import extract, sniff
+
+    need("7zz")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"r{i}.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    archive = tmp_path / "p.7z"
+    run_tool(["7zz", "a", "-bd", "-mx=1", f"-p{RIGHT}", "-mhe=on", str(archive), "."], src)
+    seen: list[tuple[int, int]] = []
+    dest = tmp_path / "out"
+    dest.mkdir()
+    files = extract(
+        archive,
+        dest,
+        fmt=sniff(archive),
+        config=ExtractConfig(),
+        single_name="x",
+        on_progress=lambda done, total: seen.append((done, total)),
+        passwords=(WRONG, RIGHT),
+    )
+    assert files == [f"r{i}.bin" for i in range(4)]
+    size = archive.stat().st_size
+    assert len({done for done, _ in seen}) > 2 and seen[-1] == (size, size), seen[-5:]
+    dones = [done for done, _ in seen]
+    assert dones == sorted(dones)  # never backwards (the headers at the end are read apart)
+
+
 def test_unencrypted_7z_through_py7zr_needs_no_password(tmp_path: Path) -> None:
     archive = seven_zip(tmp_path)
     py7zr_extract(archive, tmp_path / "ok", ())

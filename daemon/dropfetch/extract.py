@@ -133,7 +133,7 @@ def _extract_7z_rar(
         if fmt is ArchiveFormat.RAR:
             extract_unar(archive, out, passwords, cannot)
         else:
-            extract_py7zr(archive, out, passwords, cannot)
+            extract_py7zr(archive, out, passwords, cannot, source=cast(IO[bytes], source))
 
 
 def _extract_zip(archive: Path, raw: IO[bytes], out: Output, passwords: Sequence[str]) -> None:

@@ -43,16 +43,22 @@ _BLOCK = 64 * 1024  # compressed bytes py7zr reads at a time
 
 
 def extract_py7zr(
-    archive: Path, out: Output, passwords: Sequence[str], cannot: LibarchiveCannot
+    archive: Path,
+    out: Output,
+    passwords: Sequence[str],
+    cannot: LibarchiveCannot,
+    *,
+    source: IO[bytes] | None = None,
 ) -> None:
-    """Extract the 7z ``archive`` through ``out``, trying ``passwords`` in order.
+    """Extract the 7z ``archive`` through ``out``, trying ``passwords`` in order; its
+    data is read through ``source`` when given (extract's reader: unpack progress).
 
     Raises :class:`EncryptedArchiveError` (:func:`dropfetch.passwords.encrypted`: no
     password given, or none opens it), ``cannot`` again when py7zr cannot decode the
     archive's methods either, or the errors of :class:`Output`.
     """
     try:
-        f = archive.open("rb")
+        f = archive.open("rb")  # the headers (at the end of a 7z) are read from here
     except OSError as exc:
         raise from_os_error(exc, "opening the archive") from exc
     with f, _decoding(cannot):
@@ -64,7 +70,7 @@ def extract_py7zr(
                     f"the archive has more than {out.config.max_files} members "
                     "(extract.max_files); raise the limit if this archive is trusted"
                 )
-            blocks = _Blocks(szf, f)
+            blocks = _Blocks(szf, f if source is None else source)  # the data, in order
             for entry in entries:
                 out.check_cancel()
                 out.limits.member()
