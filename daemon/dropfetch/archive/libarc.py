@@ -326,6 +326,13 @@ class _Reader:
         """Up to ``n`` bytes of the current entry's data (b"" at its end)."""
         with self.failing():
             got = self._ffi.read_data(self._p, self._out, min(n, CHUNK))
+        if got == _ARCHIVE_WARN:  # a damaged member (a CRC that does not match): not its end
+            raw = self._ffi.error_string(self._p)
+            text = raw.decode("utf-8", "replace") if raw else "its data is damaged"
+            raise CorruptArchiveError(
+                f"the {self._fmt} archive is damaged ({text.strip().rstrip('.')}); download "
+                "it again or check the source"
+            )
         return ctypes.string_at(self._out, got) if got > 0 else b""
 
     def extract(self, out: Output, unnamed: str) -> None:
