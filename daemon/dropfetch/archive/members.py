@@ -17,6 +17,7 @@ __all__ = [
     "check_link_target",
     "normalise_name",
     "resolve_link",
+    "unsafe_type",
 ]
 
 MAX_NAME_BYTES = 4096
@@ -58,6 +59,12 @@ def _component(part: str, shown: str) -> str:
     if len(os.fsencode(part)) > MAX_COMPONENT_BYTES:
         raise UnsafeArchiveError(f"unsafe member '{shown[:80]}': a path component too long")
     return part
+
+
+def unsafe_type(name: str, described: str) -> UnsafeArchiveError:
+    """The error for a member of a type never written (``described``: "a FIFO", "a
+    block device", ...): devices, FIFOs and sockets are refused, whatever the format."""
+    return UnsafeArchiveError(f"unsafe member '{name}': {described} is not allowed")
 
 
 def check_link_target(name: str, target: str) -> None:

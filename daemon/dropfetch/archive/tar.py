@@ -10,10 +10,10 @@ from typing import IO, Any, cast
 from dropfetch.archive.boundaries import reading
 from dropfetch.archive.compression import CHUNK, decompressor
 from dropfetch.archive.formats import ArchiveFormat
-from dropfetch.archive.members import normalise_name
+from dropfetch.archive.members import normalise_name, unsafe_type
 from dropfetch.archive.source import Limits
 from dropfetch.archive.tree import Output
-from dropfetch.errors import ArchiveLimitsError, CorruptArchiveError, UnsafeArchiveError
+from dropfetch.errors import ArchiveLimitsError, CorruptArchiveError
 
 __all__ = ["extract_tar"]
 
@@ -206,7 +206,7 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: Output) -> No
             tarfile.FIFOTYPE: "a FIFO",
             tarfile.CONTTYPE: "a contiguous file",
         }.get(kind, f"of unknown type {kind!r}")
-        raise UnsafeArchiveError(f"unsafe member '{name}': {described} is not allowed")
+        raise unsafe_type(name, described)
 
 
 def _check_sparse(tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
