@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
+import os
+import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import zlib
 from collections.abc import Sequence
@@ -93,6 +98,70 @@ def seven_z_zeros(size: int) -> bytes:
         with open(src / "zeros.img", "wb") as f:
             f.truncate(size)
         return seven_zz(src, Path(tmp) / "zeros.7z", "-mx=1").read_bytes()
+
+
+# --- a solid 7z of about 1 GiB of real text, and the peak RSS of extracting it ------
+
+
+def text_tree(root: Path, total: int, per_file: int = 4 << 20) -> int:
+    """``total`` bytes of real text under ``root``: files of ``per_file`` bytes, each one
+    of this Python's standard-library modules repeated (low entropy, not zeros: it
+    compresses well and decodes fast), in 16 directories. Returns the file count."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    modules = sorted(p for p in stdlib.glob("*.py") if p.stat().st_size > 20_000)
+    written = count = 0
+    while written < total:
+        module = modules[count % len(modules)]
+        text = f"# copy {count}\n".encode() + module.read_bytes()
+        data = (text * (per_file // len(text) + 1))[: min(per_file, total - written)]
+        d = root / f"d{count % 16:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{count:04d}-{module.name}").write_bytes(data)
+        written += len(data)
+        count += 1
+    return count
+
+
+def solid_7z_of_text(out: Path, total: int) -> int:
+    """A solid LZMA2 7z (``7zz -mx=1``, one solid block up to 2 GiB) of
+    :func:`text_tree`; the tree is removed after. Returns the file count."""
+    src = out.with_name(out.name + ".src")
+    count = text_tree(src, total)
+    seven_zz(src, out, "-t7z", "-m0=lzma2", "-ms=2g", "-mx=1")
+    shutil.rmtree(src)
+    return count
+
+
+_MEASURE = """
+import json, sys, time
+from pathlib import Path
+from dropfetch.config import ExtractConfig
+from dropfetch.extract import extract, sniff
+archive, dest = Path(sys.argv[1]), Path(sys.argv[2])
+dest.mkdir()
+started = time.monotonic()
+files = extract(archive, dest, fmt=sniff(archive), config=ExtractConfig(), single_name="x")
+took = time.monotonic() - started
+with open("/proc/self/status") as f:
+    hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"files": len(files), "vmhwm_kib": hwm, "seconds": took}))
+"""
+
+
+def extract_peak_rss(archive: Path, dest: Path) -> dict[str, float]:
+    """``dropfetch.extract.extract`` of ``archive`` into ``dest`` (made) in a fresh
+    Python process: its file count, peak RSS (``VmHWM``, KiB) and seconds."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(archive), str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ.copy(),
+    )
+    if proc.returncode:
+        raise RuntimeError(f"the extraction failed: {proc.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(proc.stdout)
+    return result
 
 
 # --- a 7z written by hand: one Copy folder per file, a plain header ------------------
