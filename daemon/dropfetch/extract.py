@@ -81,7 +81,7 @@ def extract(
         out = Output(root, config, limits, cancel)
         started = time.monotonic()
         if fmt in (ArchiveFormat.SEVEN_Z, ArchiveFormat.RAR):
-            _extract_7z_rar(archive, source, fmt, out, passwords)
+            _extract_7z_rar(archive, source, fmt, out, passwords, single_name)
         elif fmt is ArchiveFormat.ZIP:
             check_not_split(f)
             extract_zip(cast(IO[bytes], buffered), out)
@@ -116,11 +116,18 @@ def _check_call(dest: Path, fmt: ArchiveFormat, single_name: str, growth: Growth
 
 
 def _extract_7z_rar(
-    archive: Path, source: Source, fmt: ArchiveFormat, out: Output, passwords: Sequence[str]
+    archive: Path,
+    source: Source,
+    fmt: ArchiveFormat,
+    out: Output,
+    passwords: Sequence[str],
+    single_name: str,
 ) -> None:
     """libarchive, else the decoder that can (it says so before writing anything)."""
     try:
-        extract_libarchive(archive, fmt, out, passwords, source=cast(IO[bytes], source))
+        extract_libarchive(
+            archive, fmt, out, passwords, source=cast(IO[bytes], source), unnamed=single_name
+        )
     except LibarchiveCannot as cannot:
         if fmt is ArchiveFormat.RAR:
             extract_unar(archive, out, passwords, cannot)

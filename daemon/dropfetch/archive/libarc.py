@@ -22,7 +22,7 @@ from typing import IO, Any
 from dropfetch.archive.compression import CHUNK
 from dropfetch.archive.formats import ArchiveFormat
 from dropfetch.archive.members import normalise_name, unsafe_type
-from dropfetch.archive.rar5 import RAR5_MAGIC, rar5_encrypted
+from dropfetch.archive.rar5 import RAR5_MAGIC, scan_rar5
 from dropfetch.archive.tree import Output
 from dropfetch.errors import (
     CorruptArchiveError,
@@ -41,13 +41,15 @@ _FORMATS = {
 }
 _IFMT = 0o170000
 _IFREG, _IFDIR, _IFLNK = 0o100000, 0o040000, 0o120000
+_IFIFO = 0o010000
 _SPECIAL = {
     0o020000: "a character device",
     0o060000: "a block device",
-    0o010000: "a FIFO",
+    _IFIFO: "a FIFO",
     0o140000: "a socket",
 }
 _ARCHIVE_EOF = 1
+_ARCHIVE_WARN = -20
 _ARCHIVE_FATAL = -30
 # what libarchive says when it cannot do an archive another decoder can
 _CANNOT = (
@@ -73,10 +75,13 @@ def extract_libarchive(
     passwords: Sequence[str],
     *,
     source: IO[bytes] | None = None,
+    unnamed: str = "",
 ) -> None:
     """Extract the 7z, RAR or zip ``archive`` through ``out``, trying ``passwords`` in
     order on encrypted entries. ``source``, when given, is ``archive`` opened for
     reading (extract.py's Source: progress and cancellation); else it is opened here.
+    ``unnamed`` is the name of an entry stored without one (``7zz a -si``: 7-Zip names
+    it after the archive).
 
     Raises :class:`LibarchiveCannot` before anything is written when libarchive cannot
     decode the archive; :class:`UnsupportedArchiveError` when libarchive is missing.
@@ -86,12 +91,41 @@ def extract_libarchive(
         plain = open(archive, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise from_os_error(exc, "opening the archive") from exc
-    with plain:
+    with plain, _utf8_names():
         _check_headers(lib, plain, fmt, passwords)
         plain.seek(0)
         stream = source if source is not None else plain
         with _Reader(lib, stream, fmt, passwords) as reader:
-            reader.extract(out)
+            reader.extract(out, unnamed)
+
+
+_LC_CTYPE_MASK = 1 << 0  # glibc: 1 << LC_CTYPE, which is 0
+
+
+@contextlib.contextmanager
+def _utf8_names() -> Iterator[None]:
+    """libarchive converts the names it reads (UTF-16 in 7z and RAR) to the locale's
+    charset, and gives up under LC_ALL=C: this thread reads in C.UTF-8 whatever the
+    process's locale (uselocale is per thread; Python itself writes names as UTF-8)."""
+    try:
+        libc = ctypes.CDLL(None)
+        newlocale, uselocale, freelocale = libc.newlocale, libc.uselocale, libc.freelocale
+    except (OSError, AttributeError):
+        yield
+        return
+    newlocale.restype = uselocale.restype = ctypes.c_void_p
+    newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+    uselocale.argtypes = freelocale.argtypes = [ctypes.c_void_p]
+    utf8 = newlocale(_LC_CTYPE_MASK, b"C.UTF-8", None)
+    if not utf8:
+        yield
+        return
+    before = uselocale(utf8)
+    try:
+        yield
+    finally:
+        uselocale(before)
+        freelocale(utf8)
 
 
 def _library(fmt: ArchiveFormat) -> Any:
@@ -112,14 +146,23 @@ def _library(fmt: ArchiveFormat) -> Any:
 
 def _check_headers(lib: Any, f: IO[bytes], fmt: ArchiveFormat, passwords: Sequence[str]) -> None:
     """The first pass: every header read, no data; raises :class:`LibarchiveCannot`
-    for what libarchive cannot decode."""
-    if fmt is ArchiveFormat.RAR and f.read(len(RAR5_MAGIC)) == RAR5_MAGIC and rar5_encrypted(f):
-        raise LibarchiveCannot(_cannot_message(fmt, "it is an encrypted RAR archive"))
+    for what libarchive cannot decode, and a RAR 5 archive cut short (libarchive stops
+    at a cut header without a word) as damaged."""
+    rar5 = None
+    if fmt is ArchiveFormat.RAR and f.read(len(RAR5_MAGIC)) == RAR5_MAGIC:
+        rar5 = scan_rar5(f)
+        if rar5.encrypted:
+            raise LibarchiveCannot(_cannot_message(fmt, "it is an encrypted RAR archive"))
     f.seek(0)
     with _Reader(lib, f, fmt, passwords) as reader:
         for entry in reader.entries():
             if fmt is not ArchiveFormat.ZIP and entry.encrypted:
                 raise LibarchiveCannot(_cannot_message(fmt, "its content is encrypted"))
+    if rar5 is not None and not rar5.ended:
+        raise CorruptArchiveError(
+            "the rar archive is incomplete: it ends before its end-of-archive block (a "
+            "download cut short?); download it again or check the source"
+        )
 
 
 def _cannot_message(fmt: ArchiveFormat, why: str) -> str:
@@ -135,18 +178,7 @@ def libarchive_error(message: str | None, fmt: ArchiveFormat, passwords: int) ->
         if needle.lower() in lower:
             return LibarchiveCannot(_cannot_message(fmt, why))
     if "passphrase" in lower or "decryption" in lower:
-        if not passwords:
-            return EncryptedArchiveError(
-                f"the {fmt} archive is encrypted: a password is needed to unpack it; give "
-                "the job a password (option password:) or list it in extract.passwords_file"
-            )
-        given = (
-            "the password given is" if passwords == 1 else f"the {passwords} passwords given are"
-        )
-        return EncryptedArchiveError(
-            f"the {fmt} archive is encrypted and {given} wrong; give the job the right "
-            "password (option password:) or list it in extract.passwords_file"
-        )
+        return _password_error(fmt, passwords)
     if "unsupported" in lower or "not supported" in lower:
         return UnsupportedArchiveError(
             f"the {fmt} archive uses something libarchive cannot unpack ({text}); ask the "
@@ -155,6 +187,19 @@ def libarchive_error(message: str | None, fmt: ArchiveFormat, passwords: int) ->
     detail = f" ({text})" if text else ""
     return CorruptArchiveError(
         f"the {fmt} archive is damaged or incomplete{detail}; download it again or check the source"
+    )
+
+
+def _password_error(fmt: ArchiveFormat, passwords: int) -> EncryptedArchiveError:
+    if not passwords:
+        return EncryptedArchiveError(
+            f"the {fmt} archive is encrypted: a password is needed to unpack it; give "
+            "the job a password (option password:) or list it in extract.passwords_file"
+        )
+    given = "the password given is" if passwords == 1 else f"the {passwords} passwords given are"
+    return EncryptedArchiveError(
+        f"the {fmt} archive is encrypted and {given} wrong; give the job the right "
+        "password (option password:) or list it in extract.passwords_file"
     )
 
 
@@ -169,9 +214,10 @@ class _Entry:
     hardlink: str | None
     symlink: str | None
     encrypted: bool
+    warned: bool  # libarchive warned of the header (a name it could not convert)
 
     @classmethod
-    def of(cls, ffi: Any, p: Any) -> _Entry:
+    def of(cls, ffi: Any, p: Any, *, warned: bool) -> _Entry:
         return cls(
             name=_text(ffi.entry_pathname_w(p), ffi.entry_pathname(p)),
             kind=ffi.entry_filetype(p) & _IFMT,
@@ -184,6 +230,7 @@ class _Entry:
             hardlink=_text(ffi.entry_hardlink_w(p), ffi.entry_hardlink(p)),
             symlink=_text(ffi.entry_symlink_w(p), ffi.entry_symlink(p)),
             encrypted=bool(ffi.entry_is_data_encrypted(p)),
+            warned=warned,
         )
 
 
@@ -263,9 +310,10 @@ class _Reader:
         try:
             while True:
                 with self.failing():
-                    if ffi.read_next_header2(self._p, entry_p) == _ARCHIVE_EOF:
-                        return
-                yield _Entry.of(ffi, entry_p)
+                    got = ffi.read_next_header2(self._p, entry_p)
+                if got == _ARCHIVE_EOF:
+                    return
+                yield _Entry.of(ffi, entry_p, warned=got == _ARCHIVE_WARN)
         finally:
             ffi.entry_free(entry_p)
 
@@ -275,19 +323,25 @@ class _Reader:
             got = self._ffi.read_data(self._p, self._out, min(n, CHUNK))
         return ctypes.string_at(self._out, got) if got > 0 else b""
 
-    def extract(self, out: Output) -> None:
+    def extract(self, out: Output, unnamed: str) -> None:
         for entry in self.entries():
             out.check_cancel()
             out.limits.member()
-            self._member(entry, out)
+            self._member(entry, self._name(entry, unnamed), out)
 
-    def _member(self, entry: _Entry, out: Output) -> None:
-        name = entry.name
-        if name is None:
+    def _name(self, entry: _Entry, unnamed: str) -> str:
+        if entry.name is not None:
+            return entry.name
+        if entry.warned:
             raise UnsupportedArchiveError(
                 f"the name of a member of the {self._fmt} archive cannot be read in this "
                 "locale: run the daemon with a UTF-8 locale (LANG=C.UTF-8)"
             )
+        if not unnamed:
+            raise CorruptArchiveError(f"the {self._fmt} archive has a member without a name")
+        return unnamed
+
+    def _member(self, entry: _Entry, name: str, out: Output) -> None:
         rel = normalise_name(name)
         kind, perm, mtime = entry.kind, entry.perm, entry.mtime
         if entry.hardlink is not None:
@@ -296,7 +350,9 @@ class _Reader:
             out.add_dir(rel, perm, mtime)  # no data to read (libarchive-c's get_blocks raises)
         elif kind == _IFLNK:
             out.add_symlink(rel, entry.symlink or "", name)
-        elif kind == _IFREG:
+        elif kind == _IFREG or (kind == _IFIFO and self._fmt is not ArchiveFormat.RAR):
+            # a FIFO in a 7z or zip is the data read from one (`7zz a -si`, `zip -FI`):
+            # a regular file of that data, as `7zz x` and unzip write it
             out.add_file(rel, perm, mtime, self.read, f"reading {name}")
         else:
             raise unsafe_type(name, _SPECIAL.get(kind, f"of unknown type {kind:o}"))

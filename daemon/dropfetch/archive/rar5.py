@@ -6,9 +6,10 @@ are looked for here first."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import IO
 
-__all__ = ["RAR5_MAGIC", "rar5_encrypted"]
+__all__ = ["RAR5_MAGIC", "Rar5Scan", "scan_rar5"]
 
 RAR5_MAGIC = b"Rar!\x1a\x07\x01\x00"
 _FILE_HEADER = 2
@@ -47,18 +48,24 @@ def _encrypted_extra(header: bytes, extra_size: int) -> bool:
     return False
 
 
-def rar5_encrypted(f: IO[bytes]) -> bool:
-    """True when a file of the RAR 5 archive ``f`` (at its start) has encrypted data.
-    Headers that do not parse end the walk (False): libarchive then says what is wrong."""
+@dataclass(frozen=True, slots=True)
+class Rar5Scan:
+    encrypted: bool  # a file's data is encrypted
+    ended: bool  # the end-of-archive block was reached: the archive is whole
+
+
+def scan_rar5(f: IO[bytes]) -> Rar5Scan:
+    """Walk the block headers of the RAR 5 archive ``f`` (from its start). Headers that
+    do not parse end the walk (not ended): libarchive then says what is wrong, or the
+    archive is cut short (libarchive and bsdtar stop there without a word)."""
     size = f.seek(0, os.SEEK_END)
     pos = len(RAR5_MAGIC)
     try:
         while pos < size:
             f.seek(pos + 4)  # past the header's CRC32
-            head = f.read(16)
-            header_size, start = _vint(head, 0)
+            header_size, start = _vint(f.read(16), 0)
             if not 0 < header_size <= _MAX_HEADER:
-                return False
+                break
             f.seek(pos + 4 + start)
             header = f.read(header_size)
             kind, at = _vint(header, 0)
@@ -66,10 +73,10 @@ def rar5_encrypted(f: IO[bytes]) -> bool:
             extra_size, at = _vint(header, at) if flags & _EXTRA_AREA else (0, at)
             data_size = _vint(header, at)[0] if flags & _DATA_AREA else 0
             if kind == _END_OF_ARCHIVE:
-                return False
+                return Rar5Scan(encrypted=False, ended=True)
             if kind == _FILE_HEADER and extra_size and _encrypted_extra(header, extra_size):
-                return True
+                return Rar5Scan(encrypted=True, ended=False)
             pos += 4 + start + header_size + data_size
     except ValueError:
-        return False
-    return False
+        pass
+    return Rar5Scan(encrypted=False, ended=False)
