@@ -1505,8 +1505,9 @@ def classify(
                 parent = "/".join(parts[:i])
                 if parent not in want and got.get(parent, ("",))[0] == "dir":
                     want[parent] = got[parent]
-    if made.kind == "zip":
+    if made.kind == "zip" or (made.kind == "rar" and res.reference == "unar"):
         # DOS times have a 2 s resolution and no zone; unzip reads the UT extra field
+        # (unar ignores RAR 4's finer times: a second off)
         for p, n in list(want.items()):
             g = got.get(p)
             if (
@@ -1517,7 +1518,7 @@ def classify(
                 and abs(g[-1] - n[-1]) <= 2
             ):
                 if g[-1] != n[-1]:
-                    notes.add("zip-mtime-2s")
+                    notes.add(f"{made.kind}-mtime-2s")
                 want[p] = g
     for p, n in list(want.items()):
         g = got.get(p)
