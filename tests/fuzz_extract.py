@@ -1,4 +1,4 @@
-"""Differential fuzzing of extract.py against GNU tar, bsdtar and unzip (docs/FUZZ.md).
+"""Differential fuzzing of extract.py against GNU tar, bsdtar, unzip, 7zz and unar (docs/FUZZ.md).
 
 A case is fully determined by its seed: a random tree (random, non-ASCII and long names,
 symlinks, hard links, sparse files, empty directories, odd modes), a real tool with
