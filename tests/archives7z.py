@@ -14,9 +14,10 @@ import sys
 import sysconfig
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import libarchive
 from libarchive import ffi
@@ -135,6 +136,7 @@ def solid_7z_of_text(out: Path, total: int) -> int:
 _MEASURE = """
 import json, sys, time
 from pathlib import Path
+from typing import BinaryIO
 from dropfetch.config import ExtractConfig
 from dropfetch.extract import extract, sniff
 archive, dest = Path(sys.argv[1]), Path(sys.argv[2])
@@ -299,3 +301,31 @@ def rar5_rename(raw: bytes, old: str, new: str) -> bytes:
             block.header = h[:length_at] + _put_vint(len(encoded)) + encoded + h[end:]
             return rar5_join(blocks)
     raise ValueError(f"no file {old!r} in the archive")
+
+
+def rar5_stored(out: BinaryIO, files: Iterable[tuple[str, Path]]) -> int:
+    """Write to ``out`` a RAR 5 archive of ``files`` (name in the archive, file on disk),
+    stored (method 0: RAR's compressor is not free software, its store is plain RAR 5
+    blocks), with Unix modes, mtimes and CRC32s. Returns the file count."""
+    out.write(RAR5_SIGNATURE + Rar5Block(_put_vint(1) + b"\x00\x00", b"").encode())
+    count = 0
+    for name, path in files:
+        data = path.read_bytes()
+        st = path.stat()
+        encoded = name.encode("utf-8", "surrogateescape")
+        fields = (
+            _put_vint(0x02 | 0x04)  # mtime and CRC32 present
+            + _put_vint(len(data))
+            + _put_vint(st.st_mode & 0o777 | 0o100000)
+            + int(st.st_mtime).to_bytes(4, "little")
+            + zlib.crc32(data).to_bytes(4, "little")
+            + _put_vint(0)  # RAR 5.0, not solid, stored
+            + _put_vint(1)  # Unix
+            + _put_vint(len(encoded))
+            + encoded
+        )
+        header = _put_vint(2) + _put_vint(0x02) + _put_vint(len(data)) + fields
+        out.write(Rar5Block(header, data).encode())
+        count += 1
+    out.write(Rar5Block(_put_vint(5) + b"\x00\x00", b"").encode())
+    return count
