@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from dropfetch.archive.tree import Output
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import (
     ArchiveLimitsError,
+    CancelledError,
     CorruptArchiveError,
     DropfetchError,
     EncryptedArchiveError,
@@ -205,6 +207,13 @@ def test_encrypted_7z_libarchive_cannot_do(tmp_path: Path, args: list[str], why:
     seven(["a", "-psecret-pw", *args, str(archive), "a.txt"], src)
     err = _cannot(tmp_path, archive, ArchiveFormat.SEVEN_Z)
     assert why in err.message and "secret-pw" not in err.message
+
+
+@pytest.mark.parametrize("part", [1, 2, 3])
+def test_rar5_volume_says_what_it_is(tmp_path: Path, part: int) -> None:
+    err = fails(rar_file(f"rar5-vols.part{part}.rar"), tmp_path / "out")
+    assert type(err) is UnsupportedArchiveError and "multi-volume" in err.message
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_rar5_encryption_records() -> None:
@@ -513,6 +522,31 @@ def test_progress_is_reported_while_reading(tmp_path: Path) -> None:
     size = archive.stat().st_size
     assert len(seen) >= 3 and all(total == size for _, total in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == size
+
+
+def test_cancel_while_reading_stops_the_extraction(tmp_path: Path) -> None:
+    """Cancellation, seen by the Source inside libarchive's read callback (the reader
+    keeps the exception and raises it once libarchive gives up) or by the output between
+    chunks, ends as cancelled, never as a damaged archive."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "r.bin").write_bytes(os.urandom(6 * MiB))
+    archive = tmp_path / "r.7z"
+    seven(["a", "-mx=0", str(archive), "r.bin"], src)
+    cancel = threading.Event()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(CancelledError):
+        extract(
+            archive,
+            dest,
+            fmt=ArchiveFormat.SEVEN_Z,
+            config=ExtractConfig(),
+            single_name="x",
+            cancel=cancel,
+            on_progress=lambda done, _total: cancel.set() if done >= 2 * MiB else None,
+        )
+    assert cancel.is_set()
 
 
 # --- end to end -------------------------------------------------------------------------

@@ -153,6 +153,13 @@ def _check_headers(lib: Any, f: IO[bytes], fmt: ArchiveFormat, passwords: Sequen
         rar5 = scan_rar5(f)
         if rar5.encrypted:
             raise LibarchiveCannot(_cannot_message(fmt, "it is an encrypted RAR archive"))
+        if rar5.split:
+            raise UnsupportedArchiveError(
+                "the rar archive is one volume of a multi-volume set (name.part1.rar, "
+                "name.part2.rar, ...); dropfetch downloads one URL and cannot join the other "
+                "volumes: offer the whole archive in one file, or use extract: false to get "
+                "this volume as it is"
+            )
     f.seek(0)
     with _Reader(lib, f, fmt, passwords) as reader:
         for entry in reader.entries():
@@ -265,13 +272,17 @@ class _Reader:
     def __enter__(self) -> _Reader:
         ffi = self._ffi
         self._p = ffi.read_new()
-        with self.failing():
-            for name in _FORMATS[self._fmt]:
-                ffi.get_read_format_function(name)(self._p)
-            for password in self._passwords:
-                ffi.read_add_passphrase(self._p, password.encode("utf-8", "surrogateescape"))
-            ffi.read_set_seek_callback(self._p, self._seek_cb)
-            ffi.read_open(self._p, None, ffi.NO_OPEN_CB, self._read_cb, ffi.NO_CLOSE_CB)
+        try:
+            with self.failing():
+                for name in _FORMATS[self._fmt]:
+                    ffi.get_read_format_function(name)(self._p)
+                for password in self._passwords:
+                    ffi.read_add_passphrase(self._p, password.encode("utf-8", "surrogateescape"))
+                ffi.read_set_seek_callback(self._p, self._seek_cb)
+                ffi.read_open(self._p, None, ffi.NO_OPEN_CB, self._read_cb, ffi.NO_CLOSE_CB)
+        except BaseException:
+            ffi.read_free(self._p)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -342,7 +353,7 @@ class _Reader:
         return unnamed
 
     def _member(self, entry: _Entry, name: str, out: Output) -> None:
-        rel = normalise_name(name)
+        rel = normalise_name(name, backslash_is_separator=self._fmt is ArchiveFormat.ZIP)
         kind, perm, mtime = entry.kind, entry.perm, entry.mtime
         if entry.hardlink is not None:
             out.add_hardlink(rel, entry.hardlink, name)

@@ -16,6 +16,7 @@ _FILE_HEADER = 2
 _END_OF_ARCHIVE = 5
 _EXTRA_AREA = 0x0001
 _DATA_AREA = 0x0002
+_SPLIT = 0x0008 | 0x0010  # the data continues from the previous volume, or in the next
 _FILE_ENCRYPTION = 0x01  # the type of a file's extra record that says it is encrypted
 _MAX_HEADER = 2 * 1024 * 1024  # RAR 5 limits a header to 2 MiB
 
@@ -52,6 +53,23 @@ def _encrypted_extra(header: bytes, extra_size: int) -> bool:
 class Rar5Scan:
     encrypted: bool  # a file's data is encrypted
     ended: bool  # the end-of-archive block was reached: the archive is whole
+    split: bool = False  # a file continues in another volume (name.partN.rar)
+
+
+def _block(f: IO[bytes], pos: int) -> tuple[int, int, int, bytes, int]:
+    """The block at ``pos``: its type, flags, extra area size, header, and where the next
+    block starts. ValueError when it does not parse."""
+    f.seek(pos + 4)  # past the header's CRC32
+    header_size, start = _vint(f.read(16), 0)
+    if not 0 < header_size <= _MAX_HEADER:
+        raise ValueError("a header size out of bounds")
+    f.seek(pos + 4 + start)
+    header = f.read(header_size)
+    kind, at = _vint(header, 0)
+    flags, at = _vint(header, at)
+    extra_size, at = _vint(header, at) if flags & _EXTRA_AREA else (0, at)
+    data_size = _vint(header, at)[0] if flags & _DATA_AREA else 0
+    return kind, flags, extra_size, header, pos + 4 + start + header_size + data_size
 
 
 def scan_rar5(f: IO[bytes]) -> Rar5Scan:
@@ -62,21 +80,15 @@ def scan_rar5(f: IO[bytes]) -> Rar5Scan:
     pos = len(RAR5_MAGIC)
     try:
         while pos < size:
-            f.seek(pos + 4)  # past the header's CRC32
-            header_size, start = _vint(f.read(16), 0)
-            if not 0 < header_size <= _MAX_HEADER:
-                break
-            f.seek(pos + 4 + start)
-            header = f.read(header_size)
-            kind, at = _vint(header, 0)
-            flags, at = _vint(header, at)
-            extra_size, at = _vint(header, at) if flags & _EXTRA_AREA else (0, at)
-            data_size = _vint(header, at)[0] if flags & _DATA_AREA else 0
+            kind, flags, extra_size, header, pos = _block(f, pos)
             if kind == _END_OF_ARCHIVE:
                 return Rar5Scan(encrypted=False, ended=True)
-            if kind == _FILE_HEADER and extra_size and _encrypted_extra(header, extra_size):
+            if kind != _FILE_HEADER:
+                continue
+            if flags & _SPLIT:
+                return Rar5Scan(encrypted=False, ended=False, split=True)
+            if extra_size and _encrypted_extra(header, extra_size):
                 return Rar5Scan(encrypted=True, ended=False)
-            pos += 4 + start + header_size + data_size
     except ValueError:
         pass
     return Rar5Scan(encrypted=False, ended=False)
