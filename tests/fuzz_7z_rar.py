@@ -245,7 +245,9 @@ def _rename_7z(rng: random.Random, data: bytes, lo: int, hi: int) -> tuple[bytes
 
 
 def _utf16_names(header: bytes) -> list[bytes]:
-    """The names of a plain 7z header (the kName property: 0x11, size, external 0)."""
+    """The names of a plain 7z header, best effort: the first run of NUL-terminated
+    UTF-16 strings after a 0x11 byte (kName, its size, external 0); a wrong guess only
+    makes the rename mutation patch other bytes, which the CRC fix then covers."""
     out: list[bytes] = []
     at = header.find(b"\x11")
     while at >= 0:
