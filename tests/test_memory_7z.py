@@ -43,3 +43,4 @@ def test_peak_rss_extracting_a_1gib_solid_7z(solid_7z: tuple[Path, int], tmp_pat
     assert result["files"] == count
     assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) == GIB
     assert result["vmhwm_kib"] * 1024 / 1e6 <= LIMIT_MB, result
+    shutil.rmtree(dest)  # 1 GiB: not left for pytest's basetemp rotation
