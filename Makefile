@@ -93,7 +93,7 @@ lint: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(PY) bench/run.py
 
-# Differential fuzzing of extraction against GNU tar, bsdtar and unzip (docs/FUZZ.md).
+# Differential fuzzing of extraction against GNU tar, bsdtar, unzip, 7zz and unar (docs/FUZZ.md).
 # FUZZ_CASES=N cases from seed FUZZ_SEED.
 FUZZ_CASES ?= 2000
 FUZZ_SEED ?= 20261201

@@ -39,6 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(ROOT / "tests"))  # archives7z: the 1 GiB solid 7z, a stored RAR 5
 
 from benchlib import (  # noqa: E402
     Row,
@@ -62,6 +63,7 @@ CASES = (
     "many",
     "polling-py",
     "segments",
+    "7z-rar",
 )
 MIB = 1024 * 1024
 
@@ -81,6 +83,8 @@ APT_TOOLS = {
     "bsdtar": "libarchive-tools",
     "curl": "curl",
     "aria2c": "aria2",
+    "7zz": "7zip",
+    "unar": "unar",
 }
 
 
@@ -1145,6 +1149,135 @@ def case_segments(ctx: Ctx) -> None:
     ]
 
 
+# --- 7z and RAR (issue 14) ----------------------------------------------------------
+
+
+def _timed_extract(archive: Path, dest: Path, expected: int) -> float:
+    from dropfetch.config import ExtractConfig
+    from dropfetch.extract import extract, sniff
+
+    dest.mkdir()
+    t0 = time.perf_counter()
+    files = extract(archive, dest, fmt=sniff(archive), config=ExtractConfig(), single_name="x")
+    took = time.perf_counter() - t0
+    if len(files) != expected:
+        raise BenchFailure(f"extract() returned {len(files)} files of {archive}, not {expected}")
+    wipe(dest)
+    return took
+
+
+def _timed_tool(script: str, dest: Path) -> float:
+    dest.mkdir()
+    took = timed_shell(script)
+    wipe(dest)
+    return took
+
+
+def _tree_archives(ctx: Ctx) -> tuple[Path, Path, int]:
+    """The standard-library copy as a solid LZMA2 7z (7zz) and a stored RAR 5, on tmpfs."""
+    from archives7z import rar5_stored, seven_zz
+
+    tree = ctx.shm / "tree"
+    tree.mkdir()
+    subprocess.run(["tar", "-xzf", str(ctx.data.medium_archive), "-C", str(tree)], check=True)
+    seven = seven_zz(tree, ctx.shm / "tree.7z", "-t7z", "-m0=lzma2", "-ms=on", "-mx=5")
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    rar = ctx.shm / "tree.rar"
+    with open(rar, "wb") as f:
+        count = rar5_stored(f, ((str(p.relative_to(tree)), p) for p in files))
+    wipe(tree)
+    return seven, rar, count
+
+
+def _compare(ctx: Ctx, archive: Path, count: int, tools: dict[str, str]) -> dict[str, list[float]]:
+    """Medians' samples: dropfetch and each tool (name -> shell with {a} and {d})."""
+    samples: dict[str, list[float]] = {"dropfetch": [], **{t: [] for t in tools}}
+    dest = ctx.shm / "x-out"
+    runs = max(ctx.sizes.runs, 5) if ctx.sizes.runs > 1 else 1
+    for i in range(runs):
+
+        def ours() -> None:
+            samples["dropfetch"].append(_timed_extract(archive, dest, count))
+
+        def theirs() -> None:
+            for tool, script in tools.items():
+                samples[tool].append(_timed_tool(script.format(a=q(archive), d=q(dest)), dest))
+
+        alternate(i, ours, theirs)
+        log(
+            f"{archive.name} run {i}: "
+            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in samples.items())
+        )
+    return samples
+
+
+def case_7z_rar(ctx: Ctx) -> None:
+    from archives7z import extract_peak_rss, solid_7z_of_text
+
+    ctx.extra["7z-rar load at start"] = os.getloadavg()
+    seven, rar, count = _tree_archives(ctx)
+    ctx.extra["7z-rar tree"] = {
+        "files": count,
+        "7z": seven.stat().st_size,
+        "rar": rar.stat().st_size,
+    }
+    s7 = _compare(
+        ctx,
+        seven,
+        count,
+        {"7zz x": "7zz x -y -bso0 -bsp0 -o{d} {a}", "bsdtar -xf": "bsdtar -xf {a} -C {d}"},
+    )
+    sr = _compare(
+        ctx, rar, count, {"bsdtar -xf": "bsdtar -xf {a} -C {d}", "unar": "unar -q -f -D -o {d} {a}"}
+    )
+    what7 = f"{count}-file 7z (solid LZMA2, 7zz -mx=5), extraction alone, tmpfs"
+    whatr = (
+        f"same files as a stored RAR 5 ({rar.stat().st_size // MIB} MiB), extraction alone, tmpfs"
+    )
+    for key, what, samples, tool in (
+        ("7z-7zz", what7, s7, "7zz x"),
+        ("7z-bsdtar", "same 7z, against bsdtar", s7, "bsdtar -xf"),
+        ("rar-bsdtar", whatr, sr, "bsdtar -xf"),
+        ("rar-unar", "same RAR, against unar", sr, "unar"),
+    ):
+        ctx.rows.append(
+            Row(
+                key,
+                what,
+                "s",
+                samples["dropfetch"],
+                baseline=tool,
+                baseline_samples=samples[tool],
+                target_text="— (report)",
+            )
+        )
+    seven.unlink()
+    rar.unlink()
+    big = ctx.fresh("7z-rss") / "text.7z"
+    size = 1024 * MIB if not ctx.sizes.quick_tree else 64 * MIB
+    files = solid_7z_of_text(big, size)
+    result = extract_peak_rss(big, big.with_name("out"))
+    if result["files"] != files:
+        raise BenchFailure(f"the solid 7z gave {result['files']} files, not {files}")
+    ctx.rows.append(
+        Row(
+            "7z-rss",
+            f"peak RSS extracting a {size // MIB} MiB solid 7z (one LZMA2 block of text, VmHWM)",
+            "MB",
+            [result["vmhwm_kib"] * 1024 / 1e6],
+            stat="max",
+            target_on="value",
+            limit=100,
+            target_text="≤ 100 MB",
+        )
+    )
+    wipe(big.parent)
+    ctx.extra["7z-rar load at the end"] = os.getloadavg()
+    log(
+        f"7z-rar: load {ctx.extra['7z-rar load at start']} -> {ctx.extra['7z-rar load at the end']}"
+    )
+
+
 RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "file": case_file,
     "targz": case_targz,
@@ -1155,6 +1288,7 @@ RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "many": case_many,
     "polling-py": case_polling_py,
     "segments": case_segments,
+    "7z-rar": case_7z_rar,
 }
 
 

@@ -1,4 +1,4 @@
-"""Differential fuzzing of extract.py against GNU tar, bsdtar and unzip (docs/FUZZ.md).
+"""Differential fuzzing of extract.py against GNU tar, bsdtar, unzip, 7zz and unar (docs/FUZZ.md).
 
 A case is fully determined by its seed: a random tree (random, non-ASCII and long names,
 symlinks, hard links, sparse files, empty directories, odd modes), a real tool with
@@ -49,6 +49,7 @@ from typing import Any
 
 import zstandard
 
+import fuzz_7z_rar
 from archives import compress
 from dropfetch.config import ExtractConfig
 from dropfetch.errors import DropfetchError
@@ -1180,6 +1181,8 @@ def run_reference(ref: str, archive: Path, out: Path, made: Made) -> tuple[int, 
         argv = ["tar", "-x", "-f", str(archive), "-C", str(out), "--no-same-owner"]
     elif ref == "bsdtar":
         argv = ["bsdtar", "-x", "-f", str(archive), "-C", str(out), "--no-same-owner"]
+    elif ref in ("7zz", "unar"):
+        return fuzz_7z_rar.run_reference(ref, archive, out)
     else:
         argv = [
             "unzip",
@@ -1206,6 +1209,10 @@ def run_reference(ref: str, archive: Path, out: Path, made: Made) -> tuple[int, 
 
 
 def run_case(seed: int, work: Path) -> Result:
+    family = fuzz_7z_rar.family(seed)
+    if family != "tar-zip":
+        ensure_canary()
+        return fuzz_7z_rar.run_case(seed, family, work)
     rng = random.Random(seed)
     ensure_canary()
     tool, flags, prof = choose_tool(rng)
@@ -1247,7 +1254,16 @@ def run_case(seed: int, work: Path) -> Result:
         # dropfetch keeps the bytes, as bsdtar and 7-Zip do: bsdtar is the reference
         res.reference = "bsdtar"
         res.notes.add("unzip-converts-non-utf8-names")
+    return judge(res, made, archive, work)
 
+
+# the tool asked when dropfetch succeeded on a damaged archive and the reference differs
+SECOND_OPINION = {"gnutar": "bsdtar", "unzip": "bsdtar", "7zz": "bsdtar", "unar": "bsdtar"}
+
+
+def judge(res: Result, made: Made, archive: Path, work: Path) -> Result:
+    """Unpack ``archive`` with dropfetch into ``work/a/staging/job`` and with
+    ``res.reference``, check the safety rules, and classify the outcome."""
     dest = work / "a" / "staging" / "job"
     dest.mkdir(parents=True)
     before = snapshot(work, dest)
@@ -1301,11 +1317,15 @@ def run_case(seed: int, work: Path) -> Result:
     )
     if res.is_bug and res.mutations and res.dropfetch == "ok":
         # real tools disagree on many damaged archives: ask the other one
-        other = {
-            "gnutar": "bsdtar",
-            "bsdtar": "unzip" if made.kind == "zip" else "gnutar",
-            "unzip": "bsdtar",
-        }[res.reference]
+        other = (
+            SECOND_OPINION.get(res.reference)
+            or {
+                "zip": "unzip",
+                "tar": "gnutar",
+                "7z": "7zz",
+                "rar": "unar",
+            }[made.kind]
+        )
         out2 = work / "r" / "ref2" / "out"
         out2.mkdir(parents=True)
         started2 = int(time.time()) - 1
@@ -1462,9 +1482,11 @@ def classify(
     want = {p: expected(n) for p, n in ref_nodes.items()}
     got = dict(dest_nodes)
     notes = set(res.notes)
-    if res.reference == "bsdtar" and any(not p.isascii() for p in want):
+    nfc = res.reference == "bsdtar" or made.kind in ("7z", "rar")
+    if nfc and any(not p.isascii() for p in want):
         # libarchive turns UTF-8 names into NFC; dropfetch and GNU tar keep the bytes
-        notes.add("bsdtar-nfc-names")
+        # (dropfetch reads 7z and RAR through libarchive: NFC names there)
+        notes.add("bsdtar-nfc-names" if made.kind in ("tar", "zip") else "libarchive-nfc-names")
         want = {_nfc(p): _nfc_node(n) for p, n in want.items()}
         got = {_nfc(p): _nfc_node(n) for p, n in got.items()}
         ref_groups = {_nfc(p): frozenset(map(_nfc, g)) for p, g in ref_groups.items()}
@@ -1483,8 +1505,9 @@ def classify(
                 parent = "/".join(parts[:i])
                 if parent not in want and got.get(parent, ("",))[0] == "dir":
                     want[parent] = got[parent]
-    if made.kind == "zip":
+    if made.kind == "zip" or (made.kind == "rar" and res.reference == "unar"):
         # DOS times have a 2 s resolution and no zone; unzip reads the UT extra field
+        # (unar ignores RAR 4's finer times: a second off)
         for p, n in list(want.items()):
             g = got.get(p)
             if (
@@ -1495,7 +1518,7 @@ def classify(
                 and abs(g[-1] - n[-1]) <= 2
             ):
                 if g[-1] != n[-1]:
-                    notes.add("zip-mtime-2s")
+                    notes.add(f"{made.kind}-mtime-2s")
                 want[p] = g
     for p, n in list(want.items()):
         g = got.get(p)

@@ -19,6 +19,7 @@ import os
 import stat
 import struct
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import archives
+from archives7z import S, rar5_rename, seven_z_bytes, seven_z_raw, seven_z_zeros, seven_zz
+from rarfiles import rar_file
 
 UP = "../../../"  # from tmp/work/staging/job back to tmp/
 
@@ -957,6 +960,137 @@ def _zip_bad_crc() -> bytes:
     at = data.index(b"hello world")
     data[at] ^= 0x20
     return bytes(data)
+
+
+# --- 7z and RAR ----------------------------------------------------------------------
+
+
+@functools.cache
+def seven_z_random(size: int) -> bytes:
+    """A 7z made by 7zz (solid LZMA2) of three files of random bytes, ``size`` in all."""
+    with tempfile.TemporaryDirectory(prefix="dropfetch-hostile-") as tmp:
+        src = Path(tmp) / "src"
+        (src / "d").mkdir(parents=True)
+        for i in range(3):
+            (src / "d" / f"f{i}").write_bytes(os.urandom(size // 3))
+        return seven_zz(src, Path(tmp) / "a.7z", "-mx=1").read_bytes()
+
+
+def _cut(data: bytes, fraction: float) -> bytes:
+    return data[: int(len(data) * fraction)]
+
+
+def _real_rar(name: str) -> bytes:
+    return rar_file(name).read_bytes()
+
+
+def _rar5_renamed(new: str) -> bytes:
+    return rar5_rename(_real_rar("rar5-subdirs.rar"), "sub/dir2/file2.txt", new)
+
+
+GIB = 1 << 30
+
+CASES += [
+    # names
+    Case("7z_dotdot", lambda _t: seven_z_bytes([S(UP + "sentinel/pwned")]), "unsafe_archive"),
+    Case("7z_parent", lambda _t: seven_z_bytes([S("ok"), S("../evil")]), "unsafe_archive"),
+    Case("7z_absolute", lambda _t: seven_z_bytes([S("/abs/evil")]), "unsafe_archive"),
+    Case(
+        "7z_absolute_sentinel",
+        lambda t: seven_z_bytes([S(_traversal_targets(t))]),
+        "unsafe_archive",
+    ),
+    Case("7z_dotdot_inner", lambda _t: seven_z_bytes([S("a/../../evil")]), "unsafe_archive"),
+    Case("7z_backslash_dotdot", lambda _t: seven_z_bytes([S("..\\..\\evil")]), "unsafe_archive"),
+    # links, devices, modes
+    Case(
+        "7z_symlink_etc_passwd",
+        lambda _t: seven_z_bytes([S("l", "sym", target="/etc/passwd")]),
+        "unsafe_archive",
+    ),
+    Case(
+        "7z_symlink_dotdot",
+        lambda _t: seven_z_bytes([S("l", "sym", target="../..")]),
+        "unsafe_archive",
+    ),
+    Case(
+        "7z_symlink_tmp_then_write",
+        lambda _t: seven_z_bytes([S("link", "sym", target="/tmp"), S("link/x")]),
+        "unsafe_archive",
+    ),
+    Case(
+        "7z_symlink_sentinel_then_write",
+        lambda t: seven_z_bytes([S("link", "sym", target=str(t.sentinel)), S("link/pwned")]),
+        "unsafe_archive",
+    ),
+    Case(
+        "7z_symlink_up_then_write",
+        lambda _t: seven_z_bytes([S("link", "sym", target=UP + "sentinel"), S("link/pwned")]),
+        "unsafe_archive",
+    ),
+    Case(
+        "7z_symlink_inside_ok",
+        lambda _t: seven_z_bytes([S("d/f"), S("d/l", "sym", target="f")]),
+        "ok",
+        check=lambda d: _links_are(d, {"d/l": "f"}),
+    ),
+    Case(  # 7z has no hard links: libarchive's writer keeps the entry as a plain file
+        "7z_hardlink_dotdot_is_a_file",
+        lambda _t: seven_z_bytes([S("h", hardlink=UP + "sentinel/file1")]),
+        "ok",
+        check=_expect_files("h"),
+    ),
+    # a FIFO in a 7z is its data, as a regular file (as 7zz x, and as zip's); devices no
+    Case("7z_fifo", lambda _t: seven_z_bytes([S("p", "fifo")]), "ok", check=_expect_files("p")),
+    Case("7z_char_device", lambda _t: seven_z_bytes([S("null", "chr")]), "unsafe_archive"),
+    Case("7z_block_device", lambda _t: seven_z_bytes([S("sda", "blk")]), "unsafe_archive"),
+    Case(
+        "7z_setuid_bits_dropped",
+        lambda _t: seven_z_bytes(
+            [S("bin", "dir", mode=0o7777), S("bin/su", mode=0o6777), S("sticky", mode=0o1666)]
+        ),
+        "ok",
+        check=_expect_files("bin/su", "sticky"),
+    ),
+    # limits
+    Case("7z_bomb_1gib_zeros", lambda _t: seven_z_zeros(GIB), "archive_limits"),
+    Case(
+        "7z_bomb_total_size",
+        lambda _t: seven_z_zeros(GIB),
+        "archive_limits",
+        config={"max_total_size": 64 << 20},
+    ),
+    Case(
+        "7z_too_many_files",
+        lambda _t: seven_z_bytes([S(f"f{i}", data=b"") for i in range(1500)]),
+        "archive_limits",
+        config={"max_files": 1000},
+    ),
+    # damaged
+    Case("7z_truncated", lambda _t: _cut(seven_z_random(300_000), 0.6), "corrupt_archive"),
+    Case("7z_header_cut", lambda _t: seven_z_random(300_000)[:-12], "corrupt_archive"),
+    Case(
+        "7z_header_claims_50gib",
+        lambda _t: seven_z_raw([("a", b"a" * 100, 100), ("big", b"x" * 1000, 50 * GIB)]),
+        "corrupt_archive",
+    ),
+    # RAR: rarfile's real test archives (tests/rarfiles.py), and RAR 5 headers rewritten
+    Case(
+        "rar5_evil_symlink_traversal",
+        lambda _t: _real_rar("rar5-evil-symlink-traversal.rar"),
+        "unsafe_archive",
+    ),
+    Case("rar5_dotdot", lambda _t: _rar5_renamed(UP + "sentinel/pwned"), "unsafe_archive"),
+    Case("rar5_absolute", lambda t: _rar5_renamed(_traversal_targets(t)), "unsafe_archive"),
+    Case("rar5_dotdot_inner", lambda _t: _rar5_renamed("sub/../../x"), "unsafe_archive"),
+    Case("rar5_truncated", lambda _t: _cut(_real_rar("rar5-subdirs.rar"), 0.5), "corrupt_archive"),
+    Case("rar4_truncated", lambda _t: _cut(_real_rar("rar3-subdirs.rar"), 0.5), "corrupt_archive"),
+    Case(
+        "rar4_solid_truncated",
+        lambda _t: _cut(_real_rar("rar3-solid.rar"), 0.5),
+        "corrupt_archive",
+    ),
+]
 
 
 def cases_by_name() -> dict[str, Case]:

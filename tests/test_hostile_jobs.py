@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from archives import compress, tar_bytes, zip_bytes
+from archives7z import seven_z_zeros
 from faultserver import FaultServer
 from hostile import CASES, Target
 
@@ -203,3 +204,21 @@ def test_gzip_bomb_job_fails_and_others_finish(make_daemon, fault_server):
     sc = d.wait_status("bomb")
     assert sc["error"]["code"] == "archive_limits", sc
     assert not (d.outbox / "bomb").exists()
+
+
+def test_7z_bomb_against_max_total_size_fails_and_staging_is_cleaned(make_daemon, fault_server):
+    """Issue 14's acceptance: a 7z of 1 GiB of zeros (made by 7zz, about 230 KB) against
+    ``max_total_size: 64MiB`` fails with archive_limits, and nothing stays in staging."""
+    bomb = seven_z_zeros(1 << 30)
+    assert len(bomb) < 1 << 20
+    fault_server.add("/zeros.7z", bomb)
+    fault_server.add("/x.zip", zip_bytes({"f": b"1"}))
+    d = make_daemon(extract={"max_total_size": "64MiB"})
+    d.drop("bomb", fault_server.url("/zeros.7z"))
+    d.drop("fine", fault_server.url("/x.zip"))
+    sc = d.wait_status("bomb")
+    assert (sc["status"], sc["error"]["code"]) == ("failed", "archive_limits"), sc
+    assert "max_total_size" in sc["error"]["message"]
+    assert d.wait_status("fine")["status"] == "ok"
+    assert not (d.outbox / "bomb").exists()
+    assert list((d.work / "staging").iterdir()) == []
