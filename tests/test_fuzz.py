@@ -303,11 +303,6 @@ def test_rar5_rename_keeps_a_valid_archive(tmp_path: Path) -> None:
         assert b"10 passed, 0 failed" in test.stdout, test.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="libarchive's read_data returns ARCHIVE_WARN on a bad CRC and archive.libarc "
-    "takes it for the end of the entry (found by the fuzz: BUG:published-damaged-data)",
-)
 @pytest.mark.skipif(shutil.which("7zz") is None, reason="7zz is not installed")
 def test_7z_with_damaged_data_is_corrupt(tmp_path: Path) -> None:
     src = tmp_path / "src"
