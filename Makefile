@@ -67,7 +67,7 @@ test: $(TEST_STAMP) test-deps $(RAR_FIXTURES)/.done
 
 # The quick inner loop: all but the end-to-end (whole daemon) and shared-filesystem tests
 test-fast: $(TEST_STAMP) test-deps $(RAR_FIXTURES)/.done
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e and not netshare" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e and not netshare and not slow" $(PYTEST_ARGS)
 
 test-deps:
 	@missing=$$(for p in $(TEST_DEBS); do \
