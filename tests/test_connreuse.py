@@ -158,3 +158,18 @@ def test_one_watcher_cancels_only_the_cancelled_transfer(srv: FaultServer, tmp_p
         for t in threads:
             t.join(30)
     assert isinstance(outcome[1], CancelledError)
+
+
+def test_a_checksum_file_and_its_download_share_a_connection(
+    srv: FaultServer, tmp_path: Path
+) -> None:
+    srv.add("/SHA256SUMS", b"0" * 64 + b"  f.tar.gz\n")
+    srv.add("/chunked-SUMS", b"0" * 64 + b"  f.tar.gz\n", chunked=True)
+    srv.add("/f.tar.gz", SMALL)
+    cancel = threading.Event()
+    with Downloader(OPEN) as d:
+        assert d.read_small(srv.url("/SHA256SUMS"), limit=4096, cancel=cancel).endswith(b"gz\n")
+        assert d.read_small(srv.url("/chunked-SUMS"), limit=4096, cancel=cancel)
+        _fetch(d, srv.url("/f.tar.gz"), tmp_path / "f.part")
+    assert len(srv.requests) == 3
+    assert srv.connections == 1
