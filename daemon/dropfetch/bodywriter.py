@@ -34,16 +34,12 @@ from dropfetch.resume import Partial
 
 __all__ = ["BackgroundHasher", "Body", "CancelWatcher", "SpeedMeter", "socket_of", "write_body"]
 
-# 256 KiB reads: each is a new bytes object (urllib3's read1), and glibc hands pieces
-# of this size back and forth without trimming its heap; 1 MiB pieces made it give the
-# pages back and fault them in again (about 50,000 page faults and 0.3 s of kernel
-# time per GiB, measured in issue 15)
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 16 * 1024
 DISK_CHECK_EVERY = 32 * 1024 * 1024
 # bodies larger than this are hashed on a second thread (see BackgroundHasher)
 BACKGROUND_HASH_ABOVE = 8 * 1024 * 1024
-BACKGROUND_QUEUE_CHUNKS = 16  # 4 MiB waiting for the hasher at most
+BACKGROUND_QUEUE_CHUNKS = 4
 SYNC_EVERY = 64 * 1024 * 1024
 SPEED_WINDOW = 5.0  # seconds of history behind the speed
 CANCEL_POLL = 0.05  # how often the cancel watcher looks at the events
@@ -192,7 +188,7 @@ class _Copy:
             if want <= 0:
                 return None
         try:
-            # read1: what has arrived (one socket read, up to CHUNK_SIZE, straight into a new
+            # read1: what has arrived (one socket read, up to 1 MiB, straight into a new
             # bytes object), so a stall or a cancel never strands received bytes in a
             # half-filled buffer. Raw bytes, no decoding.
             data = memoryview(raw.read1(want, decode_content=False))
