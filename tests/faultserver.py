@@ -320,6 +320,7 @@ class FaultServer:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._sockets: set[socket.socket] = set()
+        self.connections = 0  # accepted so far (keep-alive: fewer than requests)
         self._httpd = _Server((host, 0), _Handler)
         self._httpd.owner = self
         if tls is not None:  # the handshake happens in accept(); a failed one is dropped
@@ -381,6 +382,7 @@ class FaultServer:
     def track(self, sock: socket.socket) -> None:
         with self.lock:
             self._sockets.add(sock)
+            self.connections += 1
 
     def untrack(self, sock: socket.socket) -> None:
         with self.lock:

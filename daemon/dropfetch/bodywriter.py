@@ -42,7 +42,8 @@ BACKGROUND_HASH_ABOVE = 8 * 1024 * 1024
 BACKGROUND_QUEUE_CHUNKS = 4
 SYNC_EVERY = 64 * 1024 * 1024
 SPEED_WINDOW = 5.0  # seconds of history behind the speed
-CANCEL_POLL = 0.05  # how often the cancel watcher looks at the event
+CANCEL_POLL = 0.05  # how often the cancel watcher looks at the events
+WATCH_LINGER = 0.5  # seconds the cancel watcher waits for a next transfer before it ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,32 +235,78 @@ class SpeedMeter:
 
 
 class CancelWatcher:
-    """Shuts the socket down when ``cancel`` is set, so a blocked read returns at once."""
+    """Shuts the socket down when ``cancel`` is set, so a blocked read returns at once.
+
+    Every transfer of the process is watched by one thread (:class:`_Watchers`), not
+    one thread per transfer: a small download starts no thread of its own. Once
+    ``__exit__`` has returned the socket is never touched again (it may be back in the
+    connection pool, another job's by then)."""
 
     def __init__(self, cancel: threading.Event, sock: socket.socket | None) -> None:
         self._cancel = cancel
         self._sock = sock
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dropfetch-cancel", daemon=True)
+        self._key: int | None = None
 
     def __enter__(self) -> CancelWatcher:
         if self._sock is not None:
-            self._thread.start()
+            self._key = WATCHERS.add(self._cancel, self._sock)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        if self._key is not None:
+            WATCHERS.remove(self._key)
+            self._key = None
+
+
+class _Watchers:
+    """The one ``dropfetch-cancel`` thread: it polls the cancel events of the watched
+    transfers every ``CANCEL_POLL`` and ends after ``WATCH_LINGER`` seconds with none
+    (the next transfer starts it again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._watched: dict[int, tuple[threading.Event, socket.socket]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, cancel: threading.Event, sock: socket.socket) -> int:
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._watched[key] = (cancel, sock)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="dropfetch-cancel", daemon=True
+                )
+                self._thread.start()
+            return key
+
+    def remove(self, key: int) -> None:
+        with self._lock:  # the thread shuts sockets down only while holding it
+            self._watched.pop(key, None)
 
     def _run(self) -> None:
-        # waits on _done, so the end of a transfer is never delayed by the polling
-        while not self._done.wait(CANCEL_POLL):
-            if self._cancel.is_set():
-                if self._sock is not None:
-                    with contextlib.suppress(OSError):
-                        self._sock.shutdown(socket.SHUT_RDWR)
-                return
+        idle_since: float | None = None
+        with self._lock:
+            while True:
+                for key, (cancel, sock) in list(self._watched.items()):
+                    if cancel.is_set():
+                        del self._watched[key]
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                now = time.monotonic()
+                if self._watched:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= WATCH_LINGER:
+                    self._thread = None
+                    return
+                self._wake.wait(CANCEL_POLL)
+
+
+WATCHERS = _Watchers()
 
 
 class BackgroundHasher:
