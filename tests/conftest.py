@@ -20,8 +20,8 @@ settings.load_profile("dropfetch")
 
 LEAK_JOIN = 10.0  # seconds, for all of a test's threads together
 # A test that uses one of these fixtures (directly or through another fixture) gets the
-# marker: `make test-fast` (-m "not e2e and not netshare and not slow") leaves it out. Tests that start
-# the daemon some other way carry @pytest.mark.e2e themselves.
+# marker: `make test-fast` (-m "not e2e and not netshare and not slow") leaves it out.
+# Tests that start the daemon some other way carry @pytest.mark.e2e themselves.
 FIXTURE_MARKERS = {"make_daemon": "e2e", "netshare": "netshare"}
 
 
