@@ -60,6 +60,12 @@ def _board(inbox: Path, name: str, group: GroupSync) -> StatusBoard:
     )
 
 
+def _status(path: Path) -> Status:
+    sidecar = read_sidecar(path)
+    assert sidecar is not None
+    return sidecar.status
+
+
 # -- which writes are fsynced ----------------------------------------------------------
 
 
@@ -69,11 +75,11 @@ def test_only_the_creating_and_the_final_writes_are_fsynced(tmp_path, fsyncs):
     board.progress(done=5, total=10, speed=1.0)
     board.unpacking(fmt="tar.gz", size=10, sha256="a" * 64)
     assert len(fsyncs.files) == 1 and not fsyncs.dirs
-    assert read_sidecar(tmp_path / "j.status.json").status is Status.UNPACKING
+    assert _status(tmp_path / "j.status.json") is Status.UNPACKING
     board.succeeded(output="j", files=["a"], archive={"format": "tar.gz"})
     assert len(fsyncs.files) == 2  # the final one, before its rename
     assert fsyncs.dirs == [str(tmp_path)]  # and the directory after it
-    assert read_sidecar(tmp_path / "j.status.json").status is Status.OK
+    assert _status(tmp_path / "j.status.json") is Status.OK
 
 
 def test_a_failed_status_is_durable_too(tmp_path, fsyncs):
@@ -128,7 +134,7 @@ def test_final_statuses_that_arrive_during_a_directory_fsync_share_the_next_one(
     # every other final sidecar is renamed into place and waits for the directory
     wait_for(lambda: group.waiting(tmp_path) == 9, WAIT, message="8 callers waiting")
     for b in boards[1:]:
-        assert read_sidecar(b.path).status is Status.OK  # visible before it is durable
+        assert _status(b.path) is Status.OK  # visible before it is durable
     fsyncs.hold.set()
     for t in [first, *rest]:
         t.join(WAIT)
