@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -191,6 +192,41 @@ def test_kill_between_extract_and_publish_of_a_new_version(fault_server, make_da
         message="the new version",
     )
     assert_no_debris(d, ["app"])
+
+
+def test_kill_between_the_final_rename_and_its_group_fsync(fault_server, make_daemon):
+    """Killed after the `ok` sidecar is renamed into place, before the directory fsync
+    it shares with other jobs: the sidecar is whole (and after a power cut, which may
+    take that rename back, the job runs again and publishes the same output)."""
+    fault_server.add("/pkg.tar.gz", tar_bytes(SMALL, compression="gz"))
+    d = make_daemon(start=False)
+    d.start(env={"DROPFETCH_TEST_CRASH": "group-sync"})
+    d.drop("pkg", fault_server.url("/pkg.tar.gz"))
+    wait_for(lambda: d.proc.poll() is not None, message="the daemon to kill itself")
+    assert d.proc.returncode == -9
+    d.kill()
+    sc = d.sidecar("pkg")  # valid JSON, valid against the schema
+    assert sc is not None and sc["status"] == "ok", sc
+    assert d.output_files("pkg") == sorted(SMALL)
+
+    d.start()  # the same job, finished: nothing to do (its dead process's lease stays
+    # until the job is looked at with a lease: as after a kill at the "finished" point)
+    wait_for(lambda: "taking back the lease" in d.log(), message="the job looked at again")
+    assert d.wait_status("pkg")["status"] == "ok"
+    assert len(fault_server.requests_for("/pkg.tar.gz")) == 1
+    assert not list((d.work / "staging").iterdir())
+    d.kill()
+
+    # what a power cut may leave: the rename of `ok` taken back, the unpacking one there
+    sc.update(status="unpacking", finished=None, files=[], output=None)
+    d.sidecar_path("pkg").write_text(json.dumps(sc))
+    d.start()
+    wait_for(lambda: len(fault_server.requests_for("/pkg.tar.gz")) == 2, message="a new try")
+    assert d.wait_status("pkg")["status"] == "ok"
+    assert d.output_files("pkg") == sorted(SMALL)
+    for name, data in SMALL.items():
+        assert (d.outbox / "pkg" / name).read_bytes() == data
+    assert_no_debris(d, ["pkg"])
 
 
 def test_kill_mid_purge(fault_server, make_daemon):

@@ -21,6 +21,7 @@ from dropfetch.errors import (
 from dropfetch.events import JobStarted, Phase, Progress
 from dropfetch.extract import ArchiveFormat, extract, single_file_name
 from dropfetch.fsutil import publish_dir, remove_tree, require_free_space
+from dropfetch.groupsync import GROUP
 from dropfetch.jobfile import JobSpec, job_name, job_suffix, parse_job
 from dropfetch.jobpaths import JobPaths, count_start
 from dropfetch.leases import Lease, lease_key
@@ -307,7 +308,7 @@ def rename_out(job_id: str, token: Path, output: Path, kept: Path | None) -> Non
     """Publish: the output (and the kept archive) out of the token into place."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        publish_dir(token / "out", output, token / "old")
+        publish_dir(token / "out", output, token / "old", sync_dir=GROUP.sync)
         if kept is not None:
             os.replace(token / "archive", kept)
     except FileNotFoundError:

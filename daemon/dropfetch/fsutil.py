@@ -304,8 +304,16 @@ def start_writeback(fd: int) -> None:
 TEST_NO_EXCHANGE_ENV = "DROPFETCH_TEST_NO_EXCHANGE"
 
 
-def publish_dir(staging: Path, target: Path, trash: Path, *, exchange: bool | None = None) -> None:
-    """Move ``staging`` to ``target`` whole; an existing ``target`` is replaced.
+def publish_dir(
+    staging: Path,
+    target: Path,
+    trash: Path,
+    *,
+    exchange: bool | None = None,
+    sync_dir: Callable[[Path], None] = fsync_dir,
+) -> None:
+    """Move ``staging`` to ``target`` whole; an existing ``target`` is replaced; then
+    ``sync_dir`` the outbox directory (the daemon's group commit shares that fsync).
 
     The old output is swapped out atomically where the filesystem supports
     RENAME_EXCHANGE (``exchange``: None, unless the test hook says otherwise), else
@@ -335,11 +343,11 @@ def publish_dir(staging: Path, target: Path, trash: Path, *, exchange: bool | No
             os.rename(target, trash)
             os.rename(staging, target)
             old = trash
-        fsync_dir(target.parent)
+        sync_dir(target.parent)
         remove_tree(old)
         return
     os.rename(staging, target)
-    fsync_dir(target.parent)
+    sync_dir(target.parent)
 
 
 def remove_tree(path: Path) -> None:

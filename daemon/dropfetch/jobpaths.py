@@ -233,5 +233,6 @@ def count_start(paths: JobPaths, job_sha: str, *, max_attempts: int) -> None:
     atomic_write(
         paths.starts,
         json.dumps({"job_sha256": job_sha, "starts": starts + 1}).encode(),
+        sync=False,  # kill -9 keeps it; a power cut may take back one start
         durable=False,
     )

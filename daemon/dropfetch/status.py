@@ -17,7 +17,9 @@ from typing import Any
 
 from dropfetch.errors import DropfetchError, NotRegularFileError
 from dropfetch.fsutil import atomic_write, display_name, read_regular
+from dropfetch.groupsync import GROUP
 from dropfetch.jobfile import SIDECAR_SUFFIX
+from dropfetch.testhooks import hook_point
 
 __all__ = [
     "FINAL",
@@ -229,13 +231,16 @@ class StatusBoard:
         interval: float,
         fence: Callable[[], None] | None = None,
         on_change: Callable[[Sidecar], None] | None = None,
+        dir_sync: Callable[[Path], None] = GROUP.sync,
     ) -> None:
         self.path = path
         self.sidecar = sidecar
         self._interval = interval
         self._current = previous  # the status on disk; None: no sidecar yet
+        self._on_disk = previous is not None  # a sidecar file exists
         self._fence = fence
         self._on_change = on_change
+        self._dir_sync = dir_sync  # a final status's directory fsync (group commit)
         self._last_write = 0.0
         self._lock = threading.Lock()
 
@@ -338,7 +343,7 @@ class StatusBoard:
             sc.eta = round((total - done) / speed, 1) if total and speed and speed > 0 else None
             if time.monotonic() - self._last_write < self._interval:
                 return
-            written = self._write(status_changed=False)
+            written = self._write()
         self._changed(written)
 
     def _changed(self, written: Sidecar) -> None:
@@ -346,19 +351,25 @@ class StatusBoard:
         if self._on_change is not None:
             self._on_change(written)
 
-    def _write(self, *, status_changed: bool = True) -> Sidecar:
+    def _write(self) -> Sidecar:
         """Write the sidecar (under the lock); returns a copy of what was written."""
         if self._fence is not None:
             self._fence()
         self.sidecar.updated = now_iso()
-        # a status change is fsynced; only a final one also syncs the directory (a
-        # power cut may take back a progress figure or an intermediate state, which
-        # at worst makes the job resume; never a finished result)
+        final = self.sidecar.status in FINAL
+        # every write is atomic (temporary file, rename). Fsynced before the rename:
+        # a final status, and the write that creates the sidecar (a new file's name
+        # may reach the disk before its bytes; a replacing rename's bytes go first on
+        # ext4 and btrfs). A final status's directory is synced after the rename, one
+        # fsync shared by the jobs that finish together (group commit). A power cut may
+        # take back an intermediate status or a progress figure, and a final status
+        # whose directory sync had not ended: the job then runs again (README).
         atomic_write(
-            self.path,
-            self.sidecar.to_json(),
-            sync=status_changed,
-            durable=self.sidecar.status in FINAL,
+            self.path, self.sidecar.to_json(), sync=final or not self._on_disk, durable=False
         )
+        self._on_disk = True
+        if final:
+            hook_point(self.sidecar.id, "group-sync")
+            self._dir_sync(self.path.parent)
         self._last_write = time.monotonic()
         return self.sidecar.copy()

@@ -35,6 +35,7 @@ from watchdog.observers.polling import PollingObserver
 
 from dropfetch.config import Config
 from dropfetch.fsutil import filesystem_type, is_network_fs
+from dropfetch.inboxobserver import inbox_observer
 from dropfetch.intake import EVENT_TYPES, EventQueue, job_id, scan_all
 from dropfetch.lifecycle import Deadline
 from dropfetch.settle import SettleTracker
@@ -119,7 +120,7 @@ class Watcher:
         if self.kind == "polling":
             observer = PollingObserver(timeout=self.config.poll_interval)
         else:
-            observer = InotifyObserver(timeout=0.5)
+            observer = inbox_observer(timeout=0.5)
         observer.schedule(
             self._events,
             str(self.config.inbox),
