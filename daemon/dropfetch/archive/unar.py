@@ -19,7 +19,6 @@ README and docs/SECURITY.md say what that exposes.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -74,7 +73,7 @@ def extract_unar(
     in order; ``cannot`` says why libarchive could not (its message names the kind of
     RAR when the tools are missing)."""
     _check_not_a_volume(archive)
-    with _tools(archive, cannot, os.path.dirname(out.root)) as tools:
+    with _tools(archive, cannot) as tools:
         listing, password = _listing(tools, passwords, out)
         if listing.encrypted and password is None:
             password = _choose_password(tools, listing, passwords, out)
@@ -104,9 +103,10 @@ def _check_not_a_volume(archive: Path) -> None:
 
 
 @contextlib.contextmanager
-def _tools(archive: Path, cannot: LibarchiveCannot, beside: str) -> Iterator[_Tools]:
-    """The tools, and their private directory ``beside`` the output (in the daemon, in
-    the job's staging token: what a kill -9 leaves there goes with the token)."""
+def _tools(archive: Path, cannot: LibarchiveCannot) -> Iterator[_Tools]:
+    """The tools, and their private directory in TMPDIR (nothing beside the output:
+    extract writes only into its destination; under systemd, PrivateTmp= takes what a
+    kill -9 leaves)."""
     lsar, unar = shutil.which("lsar"), shutil.which("unar")
     if lsar is None or unar is None:
         raise UnsupportedArchiveError(
@@ -114,7 +114,7 @@ def _tools(archive: Path, cannot: LibarchiveCannot, beside: str) -> Iterator[_To
             f"by The Unarchiver (lsar and unar), which is not installed: {INSTALL_HINT}"
         )
     try:
-        home = tempfile.mkdtemp(prefix=".unar-", dir=beside)
+        home = tempfile.mkdtemp(prefix="dropfetch-unar-")
     except OSError as exc:
         raise from_os_error(exc, "making a directory for unar") from exc
     try:
