@@ -23,6 +23,9 @@ MAX_HEADER_CHAIN = 32  # extended headers in a row before one member (real tools
 # was written: bounds what tarfile may buffer for a hostile header.
 OVERHEAD_BASE = 64 * 1024 * 1024
 OVERHEAD_PER_MEMBER = 4096
+# The decompressed stream is read in pieces this large (tarfile asks for 10 KiB at a
+# time): one decompressor call per 256 KiB instead of one per tar record.
+INPUT_BUFFER = 256 * 1024
 
 
 class _TarInput(io.RawIOBase):
@@ -127,7 +130,7 @@ def extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: Output) -> None:
     with reading("opening the compressed stream"):
         inner = decompressor(compression, raw) if compression else raw
     with inner:
-        tar_input = io.BufferedReader(_TarInput(inner, out.limits), tarfile.RECORDSIZE)
+        tar_input = io.BufferedReader(_TarInput(inner, out.limits), INPUT_BUFFER)
         with reading("reading the first tar header"):
             if not tar_input.peek(1):
                 return  # a tar of zero blocks (bsdtar, GNU tar and SPEC §8: empty, not damaged)
