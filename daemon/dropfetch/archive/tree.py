@@ -188,9 +188,8 @@ class Output:
     def _copy(
         self, fd: int, rel: str, read: Callable[[int], bytes], what: str, count: int | None
     ) -> None:
-        """Copy ``count`` bytes (all, for ``None``) from ``read`` to ``fd``. The error
-        boundaries are plain ``try`` blocks: a context manager per chunk costs more than
-        a small file's write."""
+        """Copy ``count`` bytes (all, for ``None``) from ``read`` to ``fd`` (no context
+        manager per chunk: it costs more than a small file's write)."""
         left = count
         while left is None or left > 0:
             self.check_cancel()
@@ -208,14 +207,7 @@ class Output:
             if left is not None:
                 left -= len(chunk)
             self.limits.wrote(len(chunk))
-            try:
-                written = os.write(fd, chunk)
-                if written < len(chunk):
-                    view = memoryview(chunk)[written:]
-                    while view:
-                        view = view[os.write(fd, view) :]
-            except OSError as exc:
-                raise_writing(exc, f"writing {rel}")
+            write_all(fd, chunk, rel)
 
     def add_hardlink(self, rel: str | None, target: str, name: str) -> None:
         try:
@@ -295,6 +287,18 @@ class Output:
                 len(self.skipped_links),
                 display_name(", ".join(self.skipped_links[:20])),
             )
+
+
+def write_all(fd: int, chunk: bytes, rel: str) -> None:
+    """One ``os.write`` for the whole chunk, more only when the kernel took less."""
+    try:
+        written = os.write(fd, chunk)
+        if written < len(chunk):
+            view = memoryview(chunk)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise_writing(exc, f"writing {rel}")
 
 
 def process_umask() -> int:
