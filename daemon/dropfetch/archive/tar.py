@@ -23,6 +23,9 @@ MAX_HEADER_CHAIN = 32  # extended headers in a row before one member (real tools
 # was written: bounds what tarfile may buffer for a hostile header.
 OVERHEAD_BASE = 64 * 1024 * 1024
 OVERHEAD_PER_MEMBER = 4096
+# The decompressed stream is read in pieces this large (tarfile asks for 10 KiB at a
+# time): one decompressor call per 256 KiB instead of one per tar record.
+INPUT_BUFFER = 256 * 1024
 
 
 class _TarInput(io.RawIOBase):
@@ -127,7 +130,7 @@ def extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: Output) -> None:
     with reading("opening the compressed stream"):
         inner = decompressor(compression, raw) if compression else raw
     with inner:
-        tar_input = io.BufferedReader(_TarInput(inner, out.limits), tarfile.RECORDSIZE)
+        tar_input = io.BufferedReader(_TarInput(inner, out.limits), INPUT_BUFFER)
         with reading("reading the first tar header"):
             if not tar_input.peek(1):
                 return  # a tar of zero blocks (bsdtar, GNU tar and SPEC §8: empty, not damaged)
@@ -186,10 +189,12 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: Output) -> No
                 sparse=(segments, member.size),
             )
             return
+        # read from tarfile's stream itself (extractfile() adds two buffered layers
+        # per member); tf.next() then skips only the padding
+        stream = cast(Any, tf).fileobj
         with reading(f"reading {name}"):
-            data = tf.extractfile(member)
-        if data is None:
-            raise CorruptArchiveError(f"the archive is damaged: no data for '{name}'")
+            stream.seek(member.offset_data)  # where it stands already: reads nothing
+        data = _MemberData(stream, member.size, rel or name)
         out.add_file(rel, member.mode, mtime, data.read, f"reading {name}")
     elif kind in (tarfile.DIRTYPE, _GNUTYPE_DUMPDIR):
         # a dumpdir (GNU tar --listed-incremental) is a directory whose data lists what
@@ -207,6 +212,28 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, out: Output) -> No
             tarfile.CONTTYPE: "a contiguous file",
         }.get(kind, f"of unknown type {kind!r}")
         raise unsafe_type(name, described)
+
+
+class _MemberData:
+    """A member's data: ``size`` bytes of the tar stream, where it stands after the
+    member's headers; short of them the archive is cut short."""
+
+    def __init__(self, stream: Any, size: int, rel: str) -> None:
+        self._stream = stream
+        self._left = size
+        self._rel = rel
+
+    def read(self, n: int) -> bytes:
+        if self._left <= 0:
+            return b""
+        data: bytes = self._stream.read(min(n, self._left))
+        if not data:
+            raise CorruptArchiveError(
+                f"the archive is damaged or incomplete: the data of '{self._rel}' is cut "
+                "short; download it again or check the source"
+            )
+        self._left -= len(data)
+        return data
 
 
 def _check_sparse(tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:

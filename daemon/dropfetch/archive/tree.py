@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from dropfetch.archive.boundaries import reading, writing
+from dropfetch.archive.boundaries import raise_reading, raise_writing, writing
 from dropfetch.archive.compression import CHUNK
 from dropfetch.archive.members import (
     MAX_COMPONENT_BYTES,
@@ -61,6 +61,7 @@ class Output:
         self._root_bytes = len(os.fsencode(root))
         self._path_max = _pathconf(root, "PC_PATH_MAX", 4096)
         self._name_max = min(_pathconf(root, "PC_NAME_MAX", 255), MAX_COMPONENT_BYTES)
+        self._umask = process_umask()
 
     def _path(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else self.root
@@ -148,16 +149,18 @@ class Output:
         self._make_parents(rel)
         self._free_slot(rel, "file")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        final = (mode & 0o755) | 0o600
         with writing(f"creating {rel}"):
-            fd = os.open(self._path(rel), flags, 0o600)
+            fd = os.open(self._path(rel), flags, final)
         self.files.add(rel)
         try:
             if sparse is None:
                 self._copy(fd, rel, read, what, None)
             else:
                 self._copy_sparse(fd, rel, read, what, sparse)
-            with writing(f"writing {rel}"):
-                os.fchmod(fd, (mode & 0o755) | 0o600)
+            if final & self._umask:  # open's mode, less the umask, is not the final one
+                with writing(f"writing {rel}"):
+                    os.fchmod(fd, final)
             set_mtime(fd, mtime)
         finally:
             os.close(fd)
@@ -185,12 +188,15 @@ class Output:
     def _copy(
         self, fd: int, rel: str, read: Callable[[int], bytes], what: str, count: int | None
     ) -> None:
-        """Copy ``count`` bytes (all, for ``None``) from ``read`` to ``fd``."""
+        """Copy ``count`` bytes (all, for ``None``) from ``read`` to ``fd`` (no context
+        manager per chunk: it costs more than a small file's write)."""
         left = count
         while left is None or left > 0:
             self.check_cancel()
-            with reading(what):
+            try:
                 chunk = read(CHUNK if left is None else min(CHUNK, left))
+            except Exception as exc:  # noqa: BLE001 - reading() says what it means
+                raise_reading(exc, what)
             if not chunk:
                 if left is not None:
                     raise CorruptArchiveError(
@@ -201,10 +207,7 @@ class Output:
             if left is not None:
                 left -= len(chunk)
             self.limits.wrote(len(chunk))
-            with writing(f"writing {rel}"):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+            write_all(fd, chunk, rel)
 
     def add_hardlink(self, rel: str | None, target: str, name: str) -> None:
         try:
@@ -284,6 +287,32 @@ class Output:
                 len(self.skipped_links),
                 display_name(", ".join(self.skipped_links[:20])),
             )
+
+
+def write_all(fd: int, chunk: bytes, rel: str) -> None:
+    """One ``os.write`` for the whole chunk, more only when the kernel took less."""
+    try:
+        written = os.write(fd, chunk)
+        if written < len(chunk):
+            view = memoryview(chunk)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise_writing(exc, f"writing {rel}")
+
+
+def process_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only set it,
+    which would race with other threads); every bit set when it cannot be read, so
+    that every file gets its ``fchmod``."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def set_mtime(fd: int, mtime: float | None) -> None:
