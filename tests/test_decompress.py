@@ -21,14 +21,14 @@ from dropfetch.archive import compression
 from dropfetch.archive.compression import CHUNK, decompressor, gzip_reader, stream_reader
 from dropfetch.archive.readahead import DEPTH, ReadAhead
 from dropfetch.config import ExtractConfig
-from dropfetch.errors import CancelledError, CorruptArchiveError
-from dropfetch.extract import ArchiveFormat, extract
+from dropfetch.errors import ArchiveLimitsError, CancelledError, CorruptArchiveError
+from dropfetch.extract import ArchiveFormat, Growth, extract
 from harness import wait_for
 
 COMPRESS = {
     "gz": lambda b: gzip.compress(b, 6),
     "bz2": bz2.compress,
-    "xz": lzma.compress,
+    "xz": lambda b: lzma.compress(b, preset=0),
     "zst": lambda b: zstandard.ZstdCompressor().compress(b),
 }
 
@@ -136,8 +136,8 @@ def test_read_ahead_gives_the_same_bytes_and_ends(comp: str) -> None:
 
 
 def test_read_ahead_raises_the_decompressors_error_after_the_good_chunks() -> None:
-    body = os.urandom(3 * CHUNK)
-    data = lzma.compress(body)
+    body = b"".join(_files().values())
+    data = lzma.compress(body, preset=0)
     bad = data[: len(data) // 2] + bytes(b ^ 0xFF for b in data[len(data) // 2 :])
     stream = ReadAhead(lzma.LZMAFile(io.BytesIO(bad)), CHUNK, "test-z")  # noqa: SIM115
     got = bytearray()
@@ -208,4 +208,40 @@ def test_every_compressed_tar_extracts_with_its_read_ahead(
     assert fmt.compression is not None
     data = COMPRESS[fmt.compression.value](_tar(files))
     assert _extract(tmp_path, data, fmt) == files
+    assert not _read_ahead_threads()
+
+
+def test_a_limit_hit_while_the_archive_grows_leaves_no_thread(tmp_path: Path) -> None:
+    """The parser stops (max_files) while the reader thread waits for the download to
+    grow: the extraction ends with the limit's error once the download moves on."""
+    data = COMPRESS["zst"](_tar({f"f{i}": os.urandom(CHUNK // 2) for i in range(8)}))
+    archive = tmp_path / "a.bin"
+    archive.write_bytes(data[: len(data) // 2])
+    growth = Growth(expected_size=len(data))
+    growth.grew(len(data) // 2)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            extract(
+                archive,
+                dest,
+                fmt=ArchiveFormat.TAR_ZST,
+                single_name="x",
+                config=ExtractConfig(max_files=1),
+                growth=growth,
+            )
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            errors.append(exc)
+
+    t = threading.Thread(target=run, name="test-x")
+    t.start()
+    wait_for((dest / "f0").exists, message="the first member written")
+    growth.abort("the download failed")
+    t.join(60)
+    assert not t.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], ArchiveLimitsError)
     assert not _read_ahead_threads()
