@@ -1,5 +1,7 @@
 """Decompression of the single-stream formats (gzip, bzip2, xz, zstd), each failing on
-a stream cut short."""
+a stream cut short. gzip inflates with ISA-L (python-isal) when it is installed, else
+with the standard library's zlib; :func:`stream_reader` decompresses on its own thread
+for the formats where that is faster."""
 
 from __future__ import annotations
 
@@ -7,16 +9,22 @@ import bz2
 import gzip
 import io
 import lzma
+import threading
 from collections.abc import Callable
 from typing import IO, Any, cast
 
 import zstandard
 
+from dropfetch.archive.readahead import ReadAhead
 from dropfetch.errors import CorruptArchiveError
 
-__all__ = ["CHUNK", "decompressor"]
+__all__ = ["CHUNK", "READ_AHEAD", "decompressor", "gzip_reader", "stream_reader"]
 
 CHUNK = 1024 * 1024
+READ_AHEAD = frozenset({"bz2", "xz", "zst"})
+"""The compressions that :func:`stream_reader` decompresses on a thread of their own
+(measured: faster for xz and zstd, even for bzip2; not for gzip, which ISA-L inflates
+faster than the queue's hand-over costs)."""
 
 
 def decompressor(compression: str, raw: IO[bytes]) -> IO[bytes]:
@@ -26,6 +34,26 @@ def decompressor(compression: str, raw: IO[bytes]) -> IO[bytes]:
     if opener is None:
         raise ValueError(f"not a compression: {compression}")
     return opener(raw)
+
+
+def stream_reader(compression: str, raw: IO[bytes]) -> IO[bytes]:
+    """:func:`decompressor`, read ahead on a thread of its own for :data:`READ_AHEAD`
+    (named after the calling thread, ``-z``); closing it ends that thread."""
+    inner = decompressor(compression, raw)
+    if compression not in READ_AHEAD:
+        return inner
+    name = f"{threading.current_thread().name}-z"
+    return cast(IO[bytes], ReadAhead(inner, CHUNK, name))
+
+
+def gzip_reader() -> type[gzip.GzipFile]:
+    """ISA-L's GzipFile (the same multi-member, zero-padding and CRC rules, inflating
+    about 2.5 times as fast), or the standard library's when python-isal is missing."""
+    try:
+        from isal import igzip  # optional: looked up at each open
+    except ImportError:
+        return gzip.GzipFile
+    return igzip.IGzipFile
 
 
 class _ZstdStream(io.RawIOBase):
@@ -138,7 +166,7 @@ class _ZstdFrames:
 
 
 _OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
-    "gz": lambda raw: cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")),
+    "gz": lambda raw: cast(IO[bytes], gzip_reader()(fileobj=raw, mode="rb")),
     "bz2": lambda raw: cast(IO[bytes], bz2.BZ2File(raw, mode="rb")),
     "xz": lambda raw: cast(IO[bytes], lzma.LZMAFile(raw, mode="rb")),  # noqa: SIM115
     "zst": lambda raw: cast(IO[bytes], _ZstdStream(raw)),

@@ -8,7 +8,7 @@ import tarfile
 from typing import IO, Any, cast
 
 from dropfetch.archive.boundaries import reading
-from dropfetch.archive.compression import CHUNK, decompressor
+from dropfetch.archive.compression import CHUNK, stream_reader
 from dropfetch.archive.formats import ArchiveFormat
 from dropfetch.archive.members import normalise_name, unsafe_type
 from dropfetch.archive.source import Limits
@@ -128,7 +128,7 @@ _TruncatedHeaderError = cast(type[Exception], getattr(tarfile, "TruncatedHeaderE
 def extract_tar(raw: IO[bytes], fmt: ArchiveFormat, out: Output) -> None:
     compression = fmt.compression
     with reading("opening the compressed stream"):
-        inner = decompressor(compression, raw) if compression else raw
+        inner = stream_reader(compression, raw) if compression else raw
     with inner:
         tar_input = io.BufferedReader(_TarInput(inner, out.limits), INPUT_BUFFER)
         with reading("reading the first tar header"):
