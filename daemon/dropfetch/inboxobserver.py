@@ -58,13 +58,17 @@ class _Emitter(InotifyEmitter):
     """watchdog's inotify emitter with the inbox's watch group."""
 
     def on_thread_start(self) -> None:
-        self._inotify = _Group(
-            self._inotify_fd,
-            os.fsencode(self.watch.path),
-            is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter(),
-            follow_symlink=self.watch.follow_symlink,
-        )
+        try:
+            self._inotify = _Group(
+                self._inotify_fd,
+                os.fsencode(self.watch.path),
+                is_recursive=self.watch.is_recursive,
+                event_mask=self.get_event_mask_from_filter(),
+                follow_symlink=self.watch.follow_symlink,
+            )
+        except (AttributeError, TypeError):  # another watchdog: its own group, every event
+            logger.info("this watchdog's watch group is not the one expected; unfiltered")
+            super().on_thread_start()
 
 
 def inbox_observer(*, timeout: float) -> InotifyObserver:
