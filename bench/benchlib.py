@@ -6,6 +6,7 @@ exercise it without nginx, curl or a daemon.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import subprocess
@@ -17,6 +18,7 @@ __all__ = [
     "Row",
     "fmt_value",
     "median",
+    "parse_strace_c",
     "percentile",
     "ratio",
     "render_markdown",
@@ -212,3 +214,16 @@ def stop_process(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def parse_strace_c(text: str) -> dict[str, int]:
+    """Calls per syscall from ``strace -c`` output (the table's rows, not its total)."""
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or parts[-1] == "total" or not parts[0][0].isdigit():
+            continue
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        with contextlib.suppress(ValueError):
+            calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[3])
+    return calls
