@@ -227,3 +227,24 @@ def parse_strace_c(text: str) -> dict[str, int]:
         with contextlib.suppress(ValueError):
             calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[3])
     return calls
+
+
+def versus(
+    key: str,
+    case: str,
+    samples: list[float],
+    baseline: str,
+    baseline_samples: list[float],
+    limit: float | None = None,
+) -> Row:
+    """A side-by-side row in seconds; the target ``≤ limit`` on the ratio (None: report)."""
+    text = "— (report)" if limit is None else f"≤ {limit:g}"
+    return Row(key, case, "s", samples, baseline, baseline_samples, limit=limit, target_text=text)
+
+
+def peak(key: str, case: str, samples: list[float], limit: float) -> Row:
+    """A peak-memory row: the max of ``samples`` (MB) against ``≤ limit MB``."""
+    return Row(
+        key, case, "MB", samples, stat="max", target_on="value", limit=limit,
+        target_text=f"≤ {limit:g} MB",
+    )  # fmt: skip

@@ -190,7 +190,54 @@ def document(run: Run, cases: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _color(met: bool | None) -> str:
+    return "#9a9a9a" if met is None else "#2a9d4b" if met else "#d1495b"
+
+
+def _chart_pairs(ax: Any, pairs: list[Row]) -> None:
+    """Left: ratio bars of the side-by-side rows, each with its target as a black tick."""
+    ratios = [r.ratio or 0.0 for r in pairs]
+    y = list(range(len(pairs)))
+    ax.barh(y, ratios, color=[_color(r.met) for r in pairs])
+    for yi, r in zip(y, pairs, strict=True):
+        if r.limit is not None:
+            ax.plot([r.limit, r.limit], [yi - 0.4, yi + 0.4], color="black", lw=2)
+        ax.text(
+            (r.ratio or 0) + 0.02,
+            yi,
+            f"{r.ratio or 0:.2f}  ({fmt_value(r.value, r.unit)} vs "
+            f"{fmt_value(r.baseline_value, r.unit)})",
+            va="center",
+            fontsize=8,
+        )
+    ax.axvline(1.0, color="grey", ls=":")
+    ax.set_yticks(y, [f"{r.key}\nvs {r.baseline}" for r in pairs], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("dropfetch / baseline (median time; lower is better; black bar = target)")
+    ax.set_title("side by side")
+    ax.set_xlim(0, max([*ratios, 1.2]) * 1.45)
+
+
+def _chart_values(ax: Any, values: list[Row]) -> None:
+    """Right: each absolute figure as a fraction of its limit."""
+    y = list(range(len(values)))
+    fractions = [(r.value or 0) / (r.limit or 1) for r in values]
+    ax.barh(y, fractions, color=[_color(bool(r.met)) for r in values])
+    for yi, r, f in zip(y, values, fractions, strict=True):
+        target = r.target_text.split(" (")[0]
+        ax.text(
+            f + 0.02, yi, f"{fmt_value(r.value, r.unit)} (target {target})", va="center", fontsize=8
+        )
+    ax.axvline(1.0, color="black", lw=2)
+    ax.set_yticks(y, [f"{r.key} [{r.stat}]" for r in values], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("figure / target limit (≤ 1 meets the target)")
+    ax.set_title("absolute targets")
+    ax.set_xlim(0, max([*fractions, 1.0]) * 1.6)
+
+
 def chart(rows: list[Row], path: Path) -> None:
+    """docs/benchmarks.png: the ratios side by side, and the absolute figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,51 +247,11 @@ def chart(rows: list[Row], path: Path) -> None:
     values = [
         r
         for r in rows
-        if not r.baseline_samples
-        and r.limit is not None
-        and r.value is not None
-        and r.limit != float("inf")
+        if not r.baseline_samples and r.value is not None and r.limit not in (None, float("inf"))
     ]
     fig, axes = plt.subplots(1, 2, figsize=(14, 0.6 * max(len(pairs), len(values), 4) + 2))
-    ax = axes[0]
-    labels = [f"{r.case}\nvs {r.baseline}" for r in pairs]
-    ratios = [r.ratio or 0.0 for r in pairs]
-    colors = ["#9a9a9a" if r.met is None else "#2a9d4b" if r.met else "#d1495b" for r in pairs]
-    y = list(range(len(pairs)))
-    ax.barh(y, ratios, color=colors)
-    for yi, r in zip(y, pairs, strict=True):
-        if r.limit is not None:
-            ax.plot([r.limit, r.limit], [yi - 0.4, yi + 0.4], color="black", lw=2)
-        ax.text(
-            (r.ratio or 0) + 0.02,
-            yi,
-            f"{r.ratio:.2f}  ({fmt_value(r.value, r.unit)} vs "
-            f"{fmt_value(r.baseline_value, r.unit)})",
-            va="center",
-            fontsize=8,
-        )
-    ax.axvline(1.0, color="grey", ls=":")
-    ax.set_yticks(y, labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("dropfetch / baseline (median time; lower is better; black bar = target)")
-    ax.set_title("side by side")
-    ax.set_xlim(0, max([*ratios, 1.2]) * 1.45)
-
-    ax = axes[1]
-    y = list(range(len(values)))
-    fractions = [(r.value or 0) / (r.limit or 1) for r in values]
-    ax.barh(y, fractions, color=["#2a9d4b" if r.met else "#d1495b" for r in values])
-    for yi, r, f in zip(y, values, fractions, strict=True):
-        target = r.target_text.split(" (")[0]
-        ax.text(
-            f + 0.02, yi, f"{fmt_value(r.value, r.unit)} (target {target})", va="center", fontsize=8
-        )
-    ax.axvline(1.0, color="black", lw=2)
-    ax.set_yticks(y, [f"{r.case} [{r.stat}]" for r in values], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("figure / target limit (≤ 1 meets the target)")
-    ax.set_title("absolute targets")
-    ax.set_xlim(0, max([*fractions, 1.0]) * 1.6)
+    _chart_pairs(axes[0], pairs)
+    _chart_values(axes[1], values)
     fig.suptitle(f"dropfetch benchmarks, {dt.date.today().isoformat()}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import importlib
@@ -45,8 +46,10 @@ sys.path.insert(1, str(ROOT / "tests"))  # archives7z: the 1 GiB solid 7z, a sto
 from benchlib import (  # noqa: E402
     Row,
     parse_strace_c,
+    peak,
     render_text,
     stop_process,
+    versus,
 )
 from report import Run, chart, document  # noqa: E402
 
@@ -624,6 +627,9 @@ def q(p: Path | str) -> str:
     return shlex.quote(str(p))
 
 
+CURL_O = "curl -s -o FILE URL"
+
+
 def case_file(ctx: Ctx) -> None:
     url = f"{ctx.url}/big.bin"
     size = ctx.data.big_file.stat().st_size
@@ -663,42 +669,12 @@ def case_file(ctx: Ctx) -> None:
             f"curl+fsync {curl_sync[-1]:.2f} s, RSS {rss[-1]:.0f} MB"
         )
     mib = size // MIB
-    ctx.rows.append(
-        Row(
-            "file",
-            f"{mib} MiB incompressible file, drop → ok",
-            "s",
-            ours,
-            baseline="curl -s -o FILE URL",
-            baseline_samples=curl,
-            limit=1.05,
-            target_text="≤ 1.05",
-        )
-    )
-    ctx.rows.append(
-        Row(
-            "file-sync",
-            f"{mib} MiB file, drop → ok (fsynced, like dropfetch)",
-            "s",
-            ours,
-            baseline="curl -s -o FILE URL && sync FILE",
-            baseline_samples=curl_sync,
-            limit=0.9,
-            target_text="≤ 0.9",
-        )
-    )
-    ctx.rows.append(
-        Row(
-            "file-rss",
-            f"peak RSS during the {mib} MiB download (VmHWM)",
-            "MB",
-            rss,
-            stat="max",
-            target_on="value",
-            limit=80,
-            target_text="≤ 80 MB",
-        )
-    )
+    ctx.rows += [
+        versus("file", f"{mib} MiB incompressible file, drop → ok", ours, CURL_O, curl, 1.05),
+        versus("file-sync", f"{mib} MiB file, drop → ok (fsynced, like dropfetch)", ours,
+               f"{CURL_O} && sync FILE", curl_sync, 0.9),
+        peak("file-rss", f"peak RSS during the {mib} MiB download (VmHWM)", rss, 80),
+    ]  # fmt: skip
     ctx.note(
         "file",
         f"1 GiB file: {mib} MiB from `os.urandom`, delivered as a plain file, a fresh daemon "
@@ -818,19 +794,9 @@ def case_tree(ctx: Ctx, tc: TreeCase) -> None:
             + ", ".join(f"{k} dropfetch {ours[k][-1]:.2f} s vs {theirs[k][-1]:.2f} s" for k in ours)
         )
     what = f"{tc.fmt} of {size / MIB:.0f} MiB real files ({expected:,} files), drop → ok"
-    for n, (key, (label, _, limit)) in enumerate(tc.baselines.items()):
-        ctx.rows.append(
-            Row(
-                key,
-                what if n == 0 else "same archive, drop → ok",
-                "s",
-                ours[key],
-                baseline=label,
-                baseline_samples=theirs[key],
-                limit=limit,
-                target_text=f"≤ {limit:g}",
-            )
-        )
+    for key, (label, _, limit) in tc.baselines.items():
+        ctx.rows.append(versus(key, what, ours[key], label, theirs[key], limit))
+        what = "same archive, drop → ok"
     ctx.note(
         tc.key,
         f"{tc.fmt} of the tree: {expected:,} files, {size / MIB:.0f} MiB "
@@ -917,30 +883,8 @@ def case_extract(ctx: Ctx) -> None:
     size = archive.stat().st_size
     archive.unlink()
     what = f"{expected:,}-file tar.gz, extraction alone, tmpfs"
-    ctx.rows.append(
-        Row(
-            "extract-bsdtar",
-            what,
-            "s",
-            ours,
-            baseline="bsdtar -xzf",
-            baseline_samples=bsd,
-            limit=1.0,
-            target_text="≤ 1.0",
-        )
-    )
-    ctx.rows.append(
-        Row(
-            "extract",
-            "same, against GNU tar",
-            "s",
-            ours,
-            baseline="GNU tar -xzf",
-            baseline_samples=gnu,
-            limit=0.85,
-            target_text="≤ 0.85",
-        )
-    )
+    ctx.rows.append(versus("extract-bsdtar", what, ours, "bsdtar -xzf", bsd, 1.0))
+    ctx.rows.append(versus("extract", "same, against GNU tar", ours, "GNU tar -xzf", gnu, 0.85))
     ctx.note(
         "extract",
         f"Extraction alone: one copy of the standard library ({expected:,} files, "
@@ -1006,6 +950,15 @@ def strace_small(ctx: Ctx, names: list[str]) -> None:
     log(f"strace table: {out}")
 
 
+SMALL_NOTE = (
+    "Small jobs: {n:,} tar.gz archives of 5 standard-library modules each; dropfetch "
+    "with `workers: 4` (a fresh daemon per run), all job files renamed into the inbox "
+    "at once; the clock stops when the last sidecar says ok. Baselines: a bash "
+    "`while read` loop of `mkdir && curl -s URL | tar -xz -C DIR` per job, and the same "
+    "per job under `xargs -P4`. Each baseline row has its own dropfetch runs."
+)
+
+
 def case_small(ctx: Ctx) -> None:
     names = ctx.data.small_names
     n = len(names)
@@ -1054,38 +1007,12 @@ def case_small(ctx: Ctx) -> None:
             f"small run {i}: dropfetch {ours_a[-1]:.2f}/{ours_b[-1]:.2f} s, "
             f"loop {loop[-1]:.2f} s, xargs -P4 {xargs[-1]:.2f} s"
         )
-    ctx.rows.append(
-        Row(
-            "small-loop",
-            f"{n:,} small tar.gz jobs, 4 workers, drop all → all ok",
-            "s",
-            ours_a,
-            baseline="shell loop: curl | tar per job",
-            baseline_samples=loop,
-            limit=0.5,
-            target_text="≤ 0.5",
-        )
-    )
-    ctx.rows.append(
-        Row(
-            "small-xargs",
-            "same",
-            "s",
-            ours_b,
-            baseline="xargs -P4: curl | tar per job",
-            baseline_samples=xargs,
-            limit=0.8,
-            target_text="≤ 0.8",
-        )
-    )
-    ctx.note(
-        "small",
-        f"Small jobs: {n:,} tar.gz archives of 5 standard-library modules each; dropfetch "
-        "with `workers: 4` (a fresh daemon per run), all job files renamed into the inbox "
-        "at once; the clock stops when the last sidecar says ok. Baselines: a bash "
-        "`while read` loop of `mkdir && curl -s URL | tar -xz -C DIR` per job, and the same "
-        "per job under `xargs -P4`. Each baseline row has its own dropfetch runs.",
-    )
+    what = f"{n:,} small tar.gz jobs, 4 workers, drop all → all ok"
+    ctx.rows += [
+        versus("small-loop", what, ours_a, "shell loop: curl | tar per job", loop, 0.5),
+        versus("small-xargs", "same", ours_b, "xargs -P4: curl | tar per job", xargs, 0.8),
+    ]
+    ctx.note("small", SMALL_NOTE.format(n=n))
     if ctx.strace:
         strace_small(ctx, names)
 
@@ -1248,15 +1175,8 @@ def case_many(ctx: Ctx) -> None:
         )
     )
     ctx.rows.append(
-        Row(
-            "many-rss",
-            f"{n:,} jobs waiting at start: daemon peak RSS (VmHWM)",
-            "MB",
-            rss,
-            stat="max",
-            target_on="value",
-            limit=200,
-            target_text="≤ 200 MB",
+        dataclasses.replace(
+            peak("many-rss", f"{n:,} jobs waiting at start: daemon peak RSS (VmHWM)", rss, 200),
             ok=ok,
         )
     )
@@ -1342,36 +1262,9 @@ def case_segments(ctx: Ctx) -> None:
     _, rss = _segmented(ctx, f"{ctx.url}/big.bin", 8, "seg-8-rss")
     case = f"{mib} MiB at 4 MiB/s per connection, drop → ok"
     ctx.rows += [
-        Row(
-            "segments-vs-one",
-            case + ": 4 segments",
-            "s",
-            four,
-            baseline="segments: 1",
-            baseline_samples=one,
-            limit=0.3,
-            target_text="≤ 0.3",
-        ),
-        Row(
-            "segments-vs-aria2",
-            case + ": 4 segments",
-            "s",
-            four,
-            baseline="aria2c -x4 -s4",
-            baseline_samples=aria,
-            limit=1.05,
-            target_text="≤ 1.05",
-        ),
-        Row(
-            "segments-rss",
-            f"peak RSS, {big} MiB download in 8 segments (VmHWM)",
-            "MB",
-            [rss],
-            stat="max",
-            target_on="value",
-            limit=80,
-            target_text="≤ 80 MB",
-        ),
+        versus("segments-vs-one", case + ": 4 segments", four, "segments: 1", one, 0.3),
+        versus("segments-vs-aria2", case + ": 4 segments", four, "aria2c -x4 -s4", aria, 1.05),
+        peak("segments-rss", f"peak RSS, {big} MiB download in 8 segments (VmHWM)", [rss], 80),
     ]
     ctx.note(
         "segments",
@@ -1474,17 +1367,7 @@ def case_7z_rar(ctx: Ctx) -> None:
         ("rar-bsdtar", whatr, sr, "bsdtar -xf"),
         ("rar-unar", "same RAR, against unar", sr, "unar"),
     ):
-        ctx.rows.append(
-            Row(
-                key,
-                what,
-                "s",
-                samples["dropfetch"],
-                baseline=tool,
-                baseline_samples=samples[tool],
-                target_text="— (report)",
-            )
-        )
+        ctx.rows.append(versus(key, what, samples["dropfetch"], tool, samples[tool]))
     seven.unlink()
     rar.unlink()
     big = ctx.fresh("7z-rss") / "text.7z"
@@ -1493,18 +1376,8 @@ def case_7z_rar(ctx: Ctx) -> None:
     result = extract_peak_rss(big, big.with_name("out"))
     if result["files"] != files:
         raise BenchFailure(f"the solid 7z gave {result['files']} files, not {files}")
-    ctx.rows.append(
-        Row(
-            "7z-rss",
-            f"peak RSS extracting a {size // MIB} MiB solid 7z (one LZMA2 block of text, VmHWM)",
-            "MB",
-            [result["vmhwm_kib"] * 1024 / 1e6],
-            stat="max",
-            target_on="value",
-            limit=100,
-            target_text="≤ 100 MB",
-        )
-    )
+    what = f"peak RSS extracting a {size // MIB} MiB solid 7z (one LZMA2 block of text, VmHWM)"
+    ctx.rows.append(peak("7z-rss", what, [result["vmhwm_kib"] * 1024 / 1e6], 100))
     wipe(big.parent)
     ctx.note(
         "7z-rar",
@@ -1662,6 +1535,26 @@ def setup(args: argparse.Namespace) -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
 
 
+def publish(run: Run, write_docs: bool, results: Path) -> None:
+    """The table on stdout, the raw results as JSON, and (a full run) docs/."""
+    print()
+    print(render_text(run.all_rows))
+    print(
+        f"load average at start {run.info['load average at start']}, "
+        f"at the end {run.info['load average at the end']}"
+    )
+    if write_docs:
+        DOCS.mkdir(exist_ok=True)
+        (DOCS / "BENCHMARKS.md").write_text(document(run, CASES))
+        chart(run.all_rows, DOCS / "benchmarks.png")
+        log(f"wrote {DOCS / 'BENCHMARKS.md'} and {DOCS / 'benchmarks.png'}")
+    rows = [r.to_dict() for r in run.all_rows]
+    results.write_text(
+        json.dumps({"rows": rows, "extra": run.extra, "machine": run.info}, indent=1)
+    )
+    log(f"raw results: {results}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -1697,22 +1590,7 @@ def main(argv: list[str] | None = None) -> int:
             ["bench/run.py", *argv],
             ctx.extra,
         )
-        print()
-        print(render_text(run.all_rows))
-        print(f"load average at start {info['load average at start']}, at the end {loadavg()}")
-        if write_docs:
-            DOCS.mkdir(exist_ok=True)
-            (DOCS / "BENCHMARKS.md").write_text(document(run, CASES))
-            chart(run.all_rows, DOCS / "benchmarks.png")
-            log(f"wrote {DOCS / 'BENCHMARKS.md'} and {DOCS / 'benchmarks.png'}")
-        results = tmp.parent / f"{tmp.name}-results.json"
-        results.write_text(
-            json.dumps(
-                {"rows": [r.to_dict() for r in ctx.rows], "extra": ctx.extra, "machine": info},
-                indent=1,
-            )
-        )
-        log(f"raw results: {results}")
+        publish(run, write_docs, tmp.parent / f"{tmp.name}-results.json")
     finally:
         if args.keep:
             log(f"kept {tmp} and {shm}")
