@@ -889,7 +889,7 @@ def case_extract(ctx: Ctx) -> None:
         "extract",
         f"Extraction alone: one copy of the standard library ({expected:,} files, "
         f"{size / MIB:.0f} MiB tar.gz by GNU tar + gzip -6) copied to /dev/shm and extracted "
-        f"there, {runs} runs: `dropfetch.extract.extract()` called in-process (all safety "
+        f"there, runs: {runs}; `dropfetch.extract.extract()` called in-process (all safety "
         "checks on, default limits) against `bsdtar -xzf` and `tar -xzf` processes.",
     )
 
@@ -1183,7 +1183,7 @@ def case_many(ctx: Ctx) -> None:
     ctx.note(
         "many",
         f"Many jobs: {n:,} job files (the small archives) all in the inbox before a 4-worker "
-        f"daemon starts, {runs} runs (not more: each takes over a minute); the clock starts "
+        f"daemon starts, runs: {runs} (not more: each takes over a minute); the clock starts "
         "when the process is spawned. Peak RSS is the daemon's `VmHWM`.",
     )
 
@@ -1381,7 +1381,7 @@ def case_7z_rar(ctx: Ctx) -> None:
     wipe(big.parent)
     ctx.note(
         "7z-rar",
-        f"7z and RAR (issue 14), extraction alone on tmpfs, {ctx.sizes.runs} alternating runs: "
+        f"7z and RAR (issue 14), extraction alone on tmpfs, alternating runs: {ctx.sizes.runs}; "
         "`dropfetch.extract.extract()` in-process (all checks on, default limits) against "
         f"`7zz x`, `bsdtar -xf` and `unar` processes. The tree is one standard-library copy "
         f"({count:,} files) as a 7z made by `7zz a -t7z -m0=lzma2 -ms=on -mx=5` "
@@ -1441,6 +1441,9 @@ def machine() -> dict[str, str]:
     info["GNU tar"] = first_line(["tar", "--version"])
     info["bsdtar"] = first_line([which("bsdtar") or "bsdtar", "--version"])
     info["nginx"] = first_line([which("nginx") or "nginx", "-v"])
+    for tool, cmd in (("xz", "--version"), ("zstd", "--version"), ("unzip", "-v")):
+        info[tool] = first_line([tool, cmd])
+    info["aria2c"] = first_line(["aria2c", "--version"])
     info["load average at start"] = loadavg()
     return info
 
