@@ -1437,15 +1437,24 @@ def machine() -> dict[str, str]:
                 info["os"] = ln.split("=", 1)[1].strip('"')
     info["python"] = f"{platform.python_implementation()} {platform.python_version()}"
     info["dropfetch"] = code_version()
-    info["curl"] = first_line(["curl", "--version"])
-    info["GNU tar"] = first_line(["tar", "--version"])
-    info["bsdtar"] = first_line([which("bsdtar") or "bsdtar", "--version"])
-    info["nginx"] = first_line([which("nginx") or "nginx", "-v"])
-    for tool, cmd in (("xz", "--version"), ("zstd", "--version"), ("unzip", "-v")):
-        info[tool] = first_line([tool, cmd])
-    info["aria2c"] = first_line(["aria2c", "--version"])
+    info.update(tool_versions())
     info["load average at start"] = loadavg()
     return info
+
+
+def tool_versions() -> dict[str, str]:
+    """The first line of each baseline tool's version output."""
+    tools = {
+        "curl": ["curl", "--version"],
+        "GNU tar": ["tar", "--version"],
+        "bsdtar": [which("bsdtar") or "bsdtar", "--version"],
+        "nginx": [which("nginx") or "nginx", "-v"],
+        "xz": ["xz", "--version"],
+        "zstd": ["zstd", "--version"],
+        "unzip": ["unzip", "-v"],
+        "aria2c": ["aria2c", "--version"],
+    }
+    return {name: first_line(cmd) for name, cmd in tools.items()}
 
 
 def code_version() -> str:
