@@ -948,6 +948,12 @@ def strace_small(ctx: Ctx, names: list[str]) -> None:
         f"{len(names)} jobs ({took:.1f} s under strace, untimed); per job: {top}"
     )
     log(f"strace table: {out}")
+    ctx.note(
+        "small",
+        f"`--strace`: one more, untimed, run of the {len(names)} small jobs with "
+        "`strace -c -f -p` attached to the daemon after its start-up: "
+        f"{total / len(names):.0f} system calls per job (table below).",
+    )
 
 
 SMALL_NOTE = (
