@@ -6,6 +6,7 @@ exercise it without nginx, curl or a daemon.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import subprocess
@@ -17,6 +18,7 @@ __all__ = [
     "Row",
     "fmt_value",
     "median",
+    "parse_strace_c",
     "percentile",
     "ratio",
     "render_markdown",
@@ -212,3 +214,37 @@ def stop_process(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def parse_strace_c(text: str) -> dict[str, int]:
+    """Calls per syscall from ``strace -c`` output (the table's rows, not its total)."""
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or parts[-1] == "total" or not parts[0][0].isdigit():
+            continue
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        with contextlib.suppress(ValueError):
+            calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[3])
+    return calls
+
+
+def versus(
+    key: str,
+    case: str,
+    samples: list[float],
+    baseline: str,
+    baseline_samples: list[float],
+    limit: float | None = None,
+) -> Row:
+    """A side-by-side row in seconds; the target ``≤ limit`` on the ratio (None: report)."""
+    text = "— (report)" if limit is None else f"≤ {limit:g}"
+    return Row(key, case, "s", samples, baseline, baseline_samples, limit=limit, target_text=text)
+
+
+def peak(key: str, case: str, samples: list[float], limit: float) -> Row:
+    """A peak-memory row: the max of ``samples`` (MB) against ``≤ limit MB``."""
+    return Row(
+        key, case, "MB", samples, stat="max", target_on="value", limit=limit,
+        target_text=f"≤ {limit:g} MB",
+    )  # fmt: skip

@@ -151,8 +151,51 @@ def test_run_module_imports_and_parses_args() -> None:
     with pytest.raises(SystemExit):
         run.parse_args(["--runs", "0"])
     full = run.Sizes.full(3)
-    assert full.big_file == 1024**3 and full.small_jobs == 1000 and full.many_jobs == 10_000
+    assert full.big_file == 1024**3 and full.small_jobs == 500 and full.many_jobs == 10_000
+    assert full.archive_copies == 2
     assert run.Sizes.quick().runs == 1
     conf = run.NGINX_CONF.format(prefix="/p", port=8080, root="/r")
     assert "sendfile on;" in conf and "access_log off;" in conf
     assert "listen 127.0.0.1:8080;" in conf
+
+
+STRACE_C = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 41.20    0.120000          12     10000       120 openat
+ 30.00    0.090000           9     10000           fsync
+  2.10    0.006000           3      2000           rename
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.216000           9     22000       120 total
+"""
+
+
+def test_parse_strace_c_reads_rows_not_total() -> None:
+    calls = benchlib.parse_strace_c(STRACE_C)
+    assert calls == {"openat": 10000, "fsync": 10000, "rename": 2000}
+    assert benchlib.parse_strace_c("strace: Process 12 attached\n") == {}
+
+
+def test_report_document_has_every_section_and_its_notes() -> None:
+    import datetime as dt
+
+    import report
+
+    rows = _rows()
+    seg = Row("segments-vs-one", "64 MiB", "s", [4.0], baseline="1", baseline_samples=[16.0])
+    run = report.Run(
+        rows={"file": rows, "segments": [seg]},
+        notes={"file": ["1 GiB file: NOTE-FILE"], "segments": ["Segments: NOTE-SEG"]},
+        loads={"file": ("1.00 1.00 1.00", "2.00 1.50 1.20"), "segments": ("2", "3")},
+        info={"online cpus": "2", "load average at start": "1.00", "load average at the end": "3"},
+        started=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        elapsed=600,
+        argv=["bench/run.py"],
+    )
+    doc = report.document(run, ["file", "segments"])
+    assert "## Targets (issue 15)" in doc and "## Segments (issue 13)" in doc
+    assert "## 7z and RAR" not in doc  # a case that did not run has no section
+    assert "- 1 GiB file: NOTE-FILE" in doc and "- Segments: NOTE-SEG" in doc
+    assert "| file | 1.00 1.00 1.00 | 2.00 1.50 1.20 |" in doc
+    assert doc.index("| 1 GiB file") < doc.index("| peak RSS")
+    assert "Targets met: 1 of 2; not met: file." in doc
