@@ -339,3 +339,27 @@ def publishes(*daemons: Daemon, expect: tuple[str, ...] = ()) -> Counter[str]:
 
     wait_for(lambda: set(expect) <= set(counts()), 30, message=f"publish lines of {expect}")
     return counts()
+
+
+def status_on_a_terminal(inbox: Path, columns: int) -> str:
+    """What ``dropfetch status --inbox INBOX`` prints on a real terminal (a pty) of
+    ``columns`` columns."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the real command on the terminal
+        os.environ["COLUMNS"] = str(columns)
+        os.execv(
+            sys.executable, [sys.executable, "-m", "dropfetch", "status", "--inbox", str(inbox)]
+        )
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode(errors="replace")

@@ -19,7 +19,7 @@ from rich.console import Console
 from archives import OS_TEMPLATE, tar_bytes, zip_bytes
 from dropfetch.status import Sidecar, Status
 from dropfetch.view import render_plain, rich_table
-from harness import DEBUG_LOG, check_sidecar, wait_for, wait_looked
+from harness import DEBUG_LOG, check_sidecar, status_on_a_terminal, wait_for, wait_looked
 
 
 def free_port() -> int:
@@ -296,29 +296,11 @@ def test_status_command_plain_and_json(tmp_path):
 
 
 def test_status_through_a_pty(tmp_path):
-    import pty
-
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for sc in _sidecars():
         (inbox / f"{sc.id}.status.json").write_bytes(sc.to_json())
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the real command on a terminal
-        os.environ["COLUMNS"] = "160"
-        os.execv(
-            sys.executable, [sys.executable, "-m", "dropfetch", "status", "--inbox", str(inbox)]
-        )
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.waitpid(pid, 0)
-    out = b"".join(chunks).decode(errors="replace")
+    out = status_on_a_terminal(inbox, 160)
     assert "\x1b[" in out  # colours: rich saw a terminal
     assert "━" in out or "╸" in out  # a drawn progress bar
     assert "beta" in out and "alpha" in out

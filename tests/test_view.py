@@ -32,7 +32,7 @@ from dropfetch.view import (
     natural_key,
     shorten_middle,
 )
-from harness import check_sidecar
+from harness import check_sidecar, status_on_a_terminal
 
 WIDTHS = (56, 60, 72, 80, 100, 132, 200)  # 56: the least of every column kept
 NAMES = (
@@ -300,8 +300,6 @@ def test_status_ends_quietly_when_the_reader_goes_away(tmp_path, mode):
 
 
 def test_status_on_a_terminal_fits_its_width(tmp_path):
-    import pty
-
     long = "x" * 120
     inbox = _inbox(
         tmp_path,
@@ -311,23 +309,7 @@ def test_status_on_a_terminal_fits_its_width(tmp_path):
         ],
         ["fresh"],
     )
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the real command on an 80-column terminal
-        os.environ["COLUMNS"] = "80"
-        os.execv(
-            sys.executable, [sys.executable, "-m", "dropfetch", "status", "--inbox", str(inbox)]
-        )
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.waitpid(pid, 0)
-    out = b"".join(chunks).decode()
+    out = status_on_a_terminal(inbox, 80)
     assert "\x1b[" in out  # a terminal: colours
     text = re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r", "")
     lines = [line for line in text.split("\n") if line.strip()]

@@ -27,7 +27,7 @@ import requests
 
 from dropfetch.config import DownloadConfig
 from dropfetch.errors import CancelledError, NetworkError, TooLargeError, from_os_error
-from dropfetch.fsutil import start_writeback
+from dropfetch.fsutil import start_writeback, sync_download
 from dropfetch.neterrors import read_error
 from dropfetch.ratelimit import RateLimiter
 from dropfetch.resume import Partial
@@ -88,10 +88,7 @@ def write_body(
                 f"the connection to {body.shown} ended early: {copy.received} of "
                 f"{body.length} bytes received (the next attempt resumes)"
             )
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise from_os_error(exc, "saving the download") from None
+        sync_download(fd)
     finally:
         os.close(fd)
     _release(resp, copy.received)

@@ -299,6 +299,15 @@ def start_writeback(fd: int) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
+def sync_download(fd: int) -> None:
+    """fsync a finished download's file (single stream or segments); an OSError is
+    the domain error for "saving the download"."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise from_os_error(exc, "saving the download") from None
+
+
 # A test hook, not a feature: DROPFETCH_TEST_NO_EXCHANGE=1 makes publish_dir use its
 # fallback (as on NFS or sshfs, which have no RENAME_EXCHANGE) on any filesystem.
 TEST_NO_EXCHANGE_ENV = "DROPFETCH_TEST_NO_EXCHANGE"

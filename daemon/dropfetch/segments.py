@@ -24,6 +24,7 @@ import requests
 from dropfetch.bodywriter import CHUNK_SIZE, CancelWatcher, SpeedMeter, socket_of
 from dropfetch.config import DownloadConfig
 from dropfetch.errors import CancelledError, DropfetchError, NetworkError, from_os_error
+from dropfetch.fsutil import sync_download
 from dropfetch.neterrors import read_error
 from dropfetch.ratelimit import RateLimiter
 from dropfetch.resume import Meta, Partial, hash_file, parse_content_range, write_meta
@@ -222,10 +223,7 @@ class Segmented:
             self._coordinate(threads)
             if self.error is not None:
                 raise self.error
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise from_os_error(exc, "saving the download") from None
+            sync_download(fd)
         finally:
             os.close(fd)
         self.partial.hasher = self.partial.hasher.fresh()
